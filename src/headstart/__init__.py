@@ -1,0 +1,32 @@
+"""headstart: transfer learning on images, offline first.
+
+>>> import headstart
+>>> result = headstart.fit("photos/", "runs/photos")      # doctest: +SKIP
+>>> model = headstart.load("runs/photos/model")            # doctest: +SKIP
+>>> model.predict(["new.jpg"])                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from headstart.config import FitConfig, load_config
+from headstart.data import Manifest, scan
+from headstart.errors import HeadstartError
+from headstart.model import Model, Prediction, load
+from headstart.pipeline import EvaluationResult, FitResult, evaluate_data, fit
+
+__all__ = [
+    "EvaluationResult",
+    "FitConfig",
+    "FitResult",
+    "HeadstartError",
+    "Manifest",
+    "Model",
+    "Prediction",
+    "evaluate_data",
+    "fit",
+    "load",
+    "load_config",
+    "scan",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,44 @@
+"""Pretrained backbones: registry, offline-first weights and the preprocessing that goes with them.
+
+Importing this package does not import torch; :class:`Backbone` and :func:`save_weights` are
+loaded from :mod:`headstart.backbones.model` on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from headstart.backbones.preprocessing import Preprocessing
+from headstart.backbones.registry import (
+    BackboneRef,
+    BackboneSpec,
+    BackboneStatus,
+    get_spec,
+    list_backbones,
+    resolve_backbone,
+)
+
+if TYPE_CHECKING:
+    from headstart.backbones.model import Backbone, save_weights
+
+__all__ = [
+    "Backbone",
+    "BackboneRef",
+    "BackboneSpec",
+    "BackboneStatus",
+    "Preprocessing",
+    "get_spec",
+    "list_backbones",
+    "resolve_backbone",
+    "save_weights",
+]
+
+_LAZY = {"Backbone", "save_weights"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from headstart.backbones import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'headstart.backbones' has no attribute '{name}'")

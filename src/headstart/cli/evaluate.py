@@ -1,0 +1,38 @@
+"""``headstart evaluate MODEL DATA``: metrics with 95% bootstrap intervals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from headstart.cli.render import console, show_manifest, show_metrics
+from headstart.fsutil import atomic_write_text
+from headstart.pipeline import evaluate_data
+
+
+def command(
+    model: Path = typer.Argument(..., help="Model bundle folder (RUN/model)."),
+    data: Path = typer.Argument(
+        ..., help="Labelled images: class folders (or split folders) or a CSV."
+    ),
+    split: str | None = typer.Option(
+        None, "--split", help="With split folders: which one (default test, else val)."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Also write the metrics as JSON here."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Evaluate a model on labelled images: accuracy, macro-F1, per-class, confusion matrix."""
+    result = evaluate_data(model, data, split=split, progress=not quiet)
+    show_manifest(result.manifest)
+    show_metrics(result.metrics, f"{result.split} ({data})")
+    if output is not None:
+        atomic_write_text(output, json.dumps(result.metrics.to_dict(), indent=2) + "\n")
+        console.print(f"Metrics written to {output}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(command)

@@ -1,0 +1,54 @@
+"""Entry point: builds the Typer app and turns user errors into one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from headstart.cli import backbones, demo, evaluate, fit, predict
+from headstart.errors import HeadstartError
+
+__all__ = ["app", "main", "run"]
+
+app = typer.Typer(
+    name="headstart",
+    help="Transfer learning on images: pretrained backbone → cached embeddings → head → bundle.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+for module in (fit, predict, evaluate, backbones, demo):
+    module.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` and return the exit status (2 for a user error)."""
+    try:
+        result = app(args=argv, prog_name="headstart", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print("headstart: aborted", file=sys.stderr)
+        return 1
+    except HeadstartError as exc:
+        message = " ".join(str(exc).split())
+        print(f"headstart: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("headstart: interrupted", file=sys.stderr)
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

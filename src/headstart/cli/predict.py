@@ -1,0 +1,69 @@
+"""``headstart predict MODEL IMAGES...``: top-k per image as a table, CSV or JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from headstart.cli.render import console
+from headstart.model import Prediction, load
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _write_csv(predictions: list[Prediction], k: int) -> None:
+    writer = csv.writer(sys.stdout)
+    ranks = [f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "probability")]
+    writer.writerow(["path", *ranks, "error"])
+    for p in predictions:
+        cells: list[str] = []
+        for i in range(k):
+            label, prob = p.top[i] if i < len(p.top) else ("", None)
+            cells += [label, "" if prob is None else f"{prob:.6f}"]
+        writer.writerow([str(p.path), *cells, p.error or ""])
+
+
+def _show_table(predictions: list[Prediction]) -> None:
+    table = Table()
+    table.add_column("image", overflow="fold")
+    table.add_column("prediction")
+    table.add_column("p", justify="right")
+    table.add_column("next", overflow="fold")
+    for p in predictions:
+        if p.error:
+            table.add_row(str(p.path), "[red]error[/]", "", p.error)
+            continue
+        (label, prob), rest = p.top[0], p.top[1:]
+        table.add_row(str(p.path), label, f"{prob:.3f}", ", ".join(f"{c} {q:.3f}" for c, q in rest))
+    console.print(table)
+
+
+def command(
+    model: Path = typer.Argument(..., help="Model bundle folder (RUN/model)."),
+    images: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
+    top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes per image."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, csv or json."),
+) -> None:
+    """Predict the top-k classes of images; unreadable files get an error row."""
+    loaded = load(model)
+    predictions = loaded.predict(images, top_k=top_k)
+    if fmt is Format.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    elif fmt is Format.csv:
+        _write_csv(predictions, min(top_k, len(loaded.classes)))
+    else:
+        _show_table(predictions)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(command)

@@ -1,0 +1,390 @@
+"""Turn a folder of class sub-folders, or a CSV of paths and labels, into a :class:`Manifest`.
+
+The scan never decodes pixels: each file gets a header probe (:func:`probe_image`) and a sha256 of
+its bytes, so a rescan of a few thousand JPEGs takes a fraction of a second.  Unusable files become
+:class:`Problem` rows and the scan goes on; mistakes in the data set's *shape* (no classes, one
+class, a bad CSV) raise a :class:`~headstart.errors.DataError` naming what to fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+from collections import defaultdict, deque
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from headstart.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, probe_image
+from headstart.data.manifest import (
+    DEFAULT_TASK,
+    LABEL_SEPARATOR,
+    SPLITS,
+    DuplicateGroup,
+    Manifest,
+    Problem,
+    Sample,
+)
+from headstart.data.splits import check_fractions, normalise_split, stratified_assign
+from headstart.errors import DataError, PathNotFoundError
+
+__all__ = ["scan"]
+
+# Pictures that decode fine but are not data: a hosting site's "image not found" stand-in.
+_PLACEHOLDER_SHA256 = frozenset(
+    {"6b4966252973c581b521f804453c6a0649ea6a2ce7e3e5c7deeb7d80623de231"}  # hymenoptera's GIF
+)
+_PLACEHOLDER_NAME = re.compile(
+    r"(?i)^(image|img|photo|picture|file)?[ _-]*"
+    r"(not[ _-]*found|not[ _-]*available|unavailable|removed|deleted|placeholder)$"
+)
+_READ_WORKERS = min(4, os.cpu_count() or 1)
+_CHUNK = 32  # files per read task
+_READ_AHEAD = 4  # chunks read ahead of the probe
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    path: Path
+    labels: tuple[str, ...]
+    split: str | None  # None: to be assigned by a random stratified split
+
+
+def scan(
+    source: str | Path,
+    *,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    label_column: str = "label",
+) -> Manifest:
+    """Scan a folder (``root/<class>/...``, optionally under ``train/ val/ test/``) or a CSV.
+
+    Split folders (``train``, ``val``/``valid``/``validation``, ``test``) or a CSV ``split`` column
+    are honoured; without a val split, a stratified seeded val is carved from train.  Without any
+    split, a stratified seeded train/val/test split is made with the given fractions.  See
+    :class:`Manifest` for the result; ``manifest.split_source`` says which of these happened.
+    """
+    check_fractions(val_fraction, test_fraction)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise PathNotFoundError(f"data path '{source}' does not exist")
+    path = path.resolve()
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise DataError(
+                f"'{source}' is a file; expected a folder of class sub-folders or a .csv file"
+            )
+        candidates, base = _csv_candidates(path, label_column), "csv"
+        strays: list[Problem] = []
+        root, folder_classes = path.parent, None
+    else:
+        candidates, strays, folder_classes = _folder_candidates(path)
+        root, base = path, "folders"
+    kept, problems = _inspect(candidates, max_pixels)
+    classes = _check_classes(candidates, kept, problems, folder_classes, path)
+    samples, split_source = _assign_splits(
+        kept, base, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+    )
+    samples.sort(key=_sample_order)
+    return Manifest(
+        root=root,
+        samples=samples,
+        classes=classes,
+        problems=sorted([*strays, *problems], key=lambda p: str(p.path)),
+        duplicates=_duplicates(samples),
+        tasks=(DEFAULT_TASK,),
+        split_source=split_source,
+    )
+
+
+# ---------------------------------------------------------------- folders
+
+
+def _folder_candidates(root: Path) -> tuple[list[_Candidate], list[Problem], list[str]]:
+    """Candidates, stray images (not in a class folder) and the class folder names."""
+    subdirs = _subdirs(root)
+    split_dirs: dict[Path, str] = {}
+    for d in subdirs:
+        split = normalise_split(d.name)
+        if split is not None:
+            split_dirs[d] = split
+    if split_dirs:
+        others = [d.name for d in subdirs if d not in split_dirs]
+        if others:
+            raise DataError(
+                f"{root} mixes split folders ({', '.join(d.name for d in split_dirs)}) with "
+                f"other folders ({', '.join(others)}); put class folders inside the split folders"
+            )
+        seen: dict[str, str] = {}
+        for d, name in split_dirs.items():
+            if name in seen:
+                raise DataError(
+                    f"{root} has two folders for split '{name}': {seen[name]}, {d.name}"
+                )
+            seen[name] = d.name
+        bases: list[tuple[Path, str | None]] = [(d, s) for d, s in split_dirs.items()]
+    else:
+        bases = [(root, None)]
+    candidates: list[_Candidate] = []
+    strays: list[Problem] = []
+    classes: set[str] = set()
+    for base, split in bases:
+        strays += [Problem(p, "not inside a class folder") for p in _images_in(base)]
+        for class_dir in _subdirs(base):
+            classes.add(class_dir.name)
+            for path in _images_under(class_dir):
+                candidates.append(_Candidate(path, (class_dir.name,), split))
+    if not classes:
+        where = "split folders of " if split_dirs else ""
+        raise DataError(
+            f"no class sub-folders in {where}{root}; expected {root}/<class>/<image> "
+            f"(or a .csv file with path and label columns)"
+        )
+    return candidates, strays, sorted(classes)
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    with os.scandir(folder) as entries:
+        return sorted(Path(e.path) for e in entries if e.is_dir() and not _hidden(e.name))
+
+
+def _images_in(folder: Path) -> list[Path]:
+    with os.scandir(folder) as entries:
+        return sorted(Path(e.path) for e in entries if e.is_file() and _is_image_name(e.name))
+
+
+def _images_under(folder: Path) -> list[Path]:
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not _hidden(d)]
+        found += [Path(dirpath, f) for f in filenames if _is_image_name(f)]
+    return sorted(found)
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith((".", "__"))
+
+
+def _is_image_name(name: str) -> bool:
+    return not _hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def _csv_candidates(csv_path: Path, label_column: str) -> list[_Candidate]:
+    name = csv_path.name
+    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        missing = [c for c in ("path", label_column) if c not in columns]
+        if missing:
+            raise DataError(
+                f"{name} is missing column(s) {', '.join(repr(c) for c in missing)}; "
+                f"found: {', '.join(repr(c) for c in columns) or 'no header'}"
+            )
+        reader.fieldnames = columns
+        rows = [(reader.line_num, row) for row in reader]
+    has_split = "split" in columns
+    candidates: list[_Candidate] = []
+    first_line: dict[Path, int] = {}
+    absent: list[str] = []
+    for line, row in rows:
+        cell = (row.get("path") or "").strip()
+        if not cell:
+            raise DataError(f"line {line} of {name} has an empty 'path'")
+        path = (csv_path.parent / cell).resolve()
+        if path in first_line:
+            raise DataError(f"'{cell}' appears twice in {name} (lines {first_line[path]}, {line})")
+        first_line[path] = line
+        labels = _labels(row.get(label_column), name, line, label_column, cell)
+        split = _split_cell(row.get("split"), name, line) if has_split else None
+        if not path.is_file():
+            absent.append(cell)
+        candidates.append(_Candidate(path, labels, split))
+    if absent:
+        examples = ", ".join(repr(a) for a in absent[:3])
+        raise DataError(f"{len(absent)} paths in {name} do not exist, e.g. {examples}")
+    if not candidates:
+        raise DataError(f"{name} has a header but no rows")
+    return candidates
+
+
+def _labels(cell: str | None, name: str, line: int, column: str, path: str) -> tuple[str, ...]:
+    labels = tuple(sorted({p.strip() for p in (cell or "").split(LABEL_SEPARATOR) if p.strip()}))
+    if not labels:
+        raise DataError(f"line {line} of {name} has an empty '{column}' (path '{path}')")
+    return labels
+
+
+def _split_cell(cell: str | None, name: str, line: int) -> str:
+    split = normalise_split(cell or "")
+    if split is None:
+        raise DataError(
+            f"line {line} of {name} has split '{(cell or '').strip()}'; "
+            f"valid: train, val (or valid, validation), test"
+        )
+    return split
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _inspect(
+    candidates: Sequence[_Candidate], max_pixels: int
+) -> tuple[list[tuple[_Candidate, str]], list[Problem]]:
+    """Probe and hash every candidate; return (usable candidate, sha256) pairs and problems.
+
+    Each file is read once: worker threads read and hash chunks of files (both release the GIL)
+    a few chunks ahead of this thread, which probes the bytes.  Probing stays here because it
+    silences a Pillow warning and ``warnings.catch_warnings`` is not thread-safe.  The bounded
+    read-ahead caps the bytes held in memory.
+    """
+    kept: list[tuple[_Candidate, str]] = []
+    problems: list[Problem] = []
+    chunks = [candidates[i : i + _CHUNK] for i in range(0, len(candidates), _CHUNK)]
+    with ThreadPoolExecutor(max_workers=_READ_WORKERS) as pool:
+        pending = deque(pool.submit(_read_chunk, chunk) for chunk in chunks[:_READ_AHEAD])
+        for index, chunk in enumerate(chunks):
+            results = pending.popleft().result()
+            if index + _READ_AHEAD < len(chunks):
+                pending.append(pool.submit(_read_chunk, chunks[index + _READ_AHEAD]))
+            for candidate, (data, digest) in zip(chunk, results, strict=True):
+                reason = probe_image(data, max_pixels) if isinstance(data, bytes) else data
+                if reason is None:
+                    reason = _placeholder_reason(candidate.path, digest)
+                if reason is None:
+                    kept.append((candidate, digest))
+                else:
+                    problems.append(Problem(candidate.path, reason))
+    return kept, problems
+
+
+def _read_chunk(chunk: Sequence[_Candidate]) -> list[tuple[bytes | str, str]]:
+    return [_read_and_hash(candidate.path) for candidate in chunk]
+
+
+def _read_and_hash(path: Path) -> tuple[bytes | str, str]:
+    """The file's bytes and sha256, or an 'unreadable: ...' reason and an empty digest."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}", ""
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _placeholder_reason(path: Path, digest: str) -> str | None:
+    if digest in _PLACEHOLDER_SHA256 or _PLACEHOLDER_NAME.match(path.stem):
+        return "placeholder picture ('image not found'), not a real image"
+    return None
+
+
+def _check_classes(
+    candidates: Sequence[_Candidate],
+    kept: Sequence[tuple[_Candidate, str]],
+    problems: Sequence[Problem],
+    folder_classes: list[str] | None,
+    where: Path,
+) -> list[str]:
+    """The sorted class list; raise if a class has no usable image or there are fewer than two."""
+    if not candidates:
+        raise DataError(
+            f"no images found under {where} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    reasons = {p.path: p.reason for p in problems}
+    usable = {label for c, _ in kept for label in c.labels}
+    for cls in folder_classes or sorted({label for c in candidates for label in c.labels}):
+        if cls in usable:
+            continue
+        files = [c.path for c in candidates if cls in c.labels]
+        if not files:
+            raise DataError(f"class folder '{cls}' in {where} holds no images")
+        raise DataError(
+            f"every image of class '{cls}' is unusable ({len(files)} files, e.g. "
+            f"'{files[0].name}': {reasons.get(files[0], 'unusable')}); fix or remove them"
+        )
+    classes = sorted(usable)
+    if len(classes) < 2:
+        raise DataError(f"found only one class '{classes[0]}' in {where}; need at least two")
+    return classes
+
+
+# ---------------------------------------------------------------- splits
+
+
+def _assign_splits(
+    kept: Sequence[tuple[_Candidate, str]],
+    base: str,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> tuple[list[Sample], str]:
+    given = [c.split for c, _ in kept]
+    strata = [LABEL_SEPARATOR.join(c.labels) for c, _ in kept]
+    hashes = [h for _, h in kept]
+    if all(s is None for s in given):
+        splits = stratified_assign(
+            strata, hashes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+        )
+        source = (
+            f"random stratified (val {_pct(val_fraction)}, test {_pct(test_fraction)}, seed {seed})"
+        )
+    else:
+        splits = [str(s) for s in given]
+        source = base
+        present = set(splits)
+        if "train" not in present:
+            raise DataError(f"no train split among the {base}; found {', '.join(sorted(present))}")
+        if "val" not in present and val_fraction > 0:
+            train = [i for i, s in enumerate(splits) if s == "train"]
+            carved = stratified_assign(
+                [strata[i] for i in train],
+                [hashes[i] for i in train],
+                val_fraction=val_fraction,
+                test_fraction=0.0,
+                seed=seed,
+            )
+            for i, split in zip(train, carved, strict=True):
+                splits[i] = split
+            source = f"{base} (val carved from train: {_pct(val_fraction)}, seed {seed})"
+    samples = [
+        Sample(path=c.path, labels={DEFAULT_TASK: c.labels}, split=split, sha256=h)
+        for (c, h), split in zip(kept, splits, strict=True)
+    ]
+    return samples, source
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
+def _sample_order(sample: Sample) -> tuple[int, str, str]:
+    return (
+        SPLITS.index(sample.split),
+        LABEL_SEPARATOR.join(sample.labels[DEFAULT_TASK]),
+        str(sample.path),
+    )
+
+
+def _duplicates(samples: Iterable[Sample]) -> list[DuplicateGroup]:
+    by_hash: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        by_hash[sample.sha256].append(sample)
+    groups = []
+    for digest, members in sorted(by_hash.items()):
+        if len(members) > 1:
+            members.sort(key=lambda s: str(s.path))
+            groups.append(
+                DuplicateGroup(
+                    sha256=digest,
+                    paths=tuple(s.path for s in members),
+                    splits=tuple(s.split for s in members),
+                )
+            )
+    return groups

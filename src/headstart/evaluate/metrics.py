@@ -1,0 +1,254 @@
+"""Classification metrics with 95% bootstrap confidence intervals, and their rich rendering.
+
+Accuracy and macro-F1 come with percentile bootstrap intervals: the test set is resampled with
+replacement ``n_boot`` times (all at once, vectorised) and each replicate's scores are computed
+from per-class counts.  Macro-F1 averages over the classes that occur in the true or predicted
+labels (scikit-learn's ``f1_score(average="macro")`` without ``labels``), so a class with no
+test images neither helps nor hurts it; the per-class table still lists every class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from headstart import errors
+
+__all__ = [
+    "ClassMetrics",
+    "Interval",
+    "Metrics",
+    "evaluate_predictions",
+    "metrics_renderables",
+]
+
+#: Replicates are drawn in chunks of about this many indices to bound memory on big test sets.
+_CHUNK_ENTRIES = 1 << 22
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its 95% percentile-bootstrap interval ``[low, high]``."""
+
+    value: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    """Precision, recall and F1 of one class; ``support`` is its number of true samples."""
+
+    name: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Scores of predictions on a labelled set; ``confusion[i][j]``: true ``i``, predicted ``j``."""
+
+    n: int
+    classes: list[str]
+    accuracy: Interval
+    macro_f1: Interval
+    per_class: list[ClassMetrics]
+    confusion: list[list[int]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict; :meth:`from_dict` reverses it."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Metrics:
+        """Rebuild from :meth:`to_dict` output; a missing or malformed field is a DataError."""
+        try:
+            return cls(
+                n=int(d["n"]),
+                classes=[str(c) for c in d["classes"]],
+                accuracy=Interval(**d["accuracy"]),
+                macro_f1=Interval(**d["macro_f1"]),
+                per_class=[ClassMetrics(**c) for c in d["per_class"]],
+                confusion=[[int(v) for v in row] for row in d["confusion"]],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise errors.DataError(f"malformed metrics record: {exc!r}") from None
+
+
+def _encode(labels: Sequence[Any], index: Mapping[Any, int], what: str) -> NDArray[np.intp]:
+    codes = np.array([index.get(label, -1) for label in labels], dtype=np.intp)
+    if np.any(codes < 0):
+        unknown = sorted({str(label) for label in labels if label not in index})
+        shown = ", ".join(repr(u) for u in unknown[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise errors.DataError(
+            f"{what} has labels that are not among the classes: {shown}{more}; "
+            f"classes: {', '.join(map(str, index))}"
+        )
+    return codes
+
+
+def _safe_divide(num: NDArray[Any], den: NDArray[Any]) -> NDArray[np.float64]:
+    """``num / den`` with 0 where ``den`` is 0 (scikit-learn's ``zero_division=0``)."""
+    out = np.zeros(np.broadcast(num, den).shape)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _scores_from_counts(
+    tp: NDArray[Any], n_true: NDArray[Any], n_pred: NDArray[Any], n: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Accuracy and macro-F1 per row of per-class counts (shape (..., k))."""
+    accuracy = tp.sum(axis=-1) / n
+    f1 = _safe_divide(2.0 * tp, n_true + n_pred)
+    present = (n_true + n_pred) > 0
+    macro_f1 = _safe_divide((f1 * present).sum(axis=-1), present.sum(axis=-1))
+    return accuracy, macro_f1
+
+
+def _bootstrap(
+    true: NDArray[np.intp], pred: NDArray[np.intp], k: int, n_boot: int, seed: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Accuracy and macro-F1 of ``n_boot`` resamples of the (true, pred) pairs."""
+    n = len(true)
+    rng = np.random.default_rng(seed)
+    hit = true == pred
+    accuracy = np.empty(n_boot)
+    macro_f1 = np.empty(n_boot)
+    chunk = max(1, _CHUNK_ENTRIES // n)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(m, n))
+        # Per replicate r and class c, count via bincount on the flat key r * k + c.
+        offset = (np.arange(m) * k)[:, None]
+        size = m * k
+        t_key, p_key = (offset + true[idx]).ravel(), (offset + pred[idx]).ravel()
+        n_true = np.bincount(t_key, minlength=size).reshape(m, k)
+        n_pred = np.bincount(p_key, minlength=size).reshape(m, k)
+        tp = np.bincount(t_key, weights=hit[idx].ravel(), minlength=size).reshape(m, k)
+        acc, f1 = _scores_from_counts(tp, n_true, n_pred, n)
+        accuracy[start : start + m], macro_f1[start : start + m] = acc, f1
+    return accuracy, macro_f1
+
+
+def _interval(value: float, replicates: NDArray[np.float64]) -> Interval:
+    if replicates.size == 0:
+        return Interval(value, value, value)
+    low, high = np.percentile(replicates, [2.5, 97.5])
+    # A percentile interval can miss a skewed statistic's point estimate (macro-F1 on rare
+    # classes); widening it to include the estimate keeps "value (low-high)" readable.
+    return Interval(float(value), float(min(low, value)), float(max(high, value)))
+
+
+def evaluate_predictions(
+    y_true: Sequence[str],
+    y_pred: Sequence[str],
+    classes: Sequence[str],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> Metrics:
+    """Accuracy, macro-F1 (with 95% bootstrap intervals), per-class scores and confusion matrix.
+
+    ``classes`` fixes the order of the per-class rows and confusion matrix; classes that never
+    occur get zeros.  Raises :class:`~headstart.errors.DataError` for an empty or mismatched
+    input or labels outside ``classes``.
+    """
+    if len(y_true) != len(y_pred):
+        raise errors.DataError(
+            f"y_true and y_pred differ in length: {len(y_true)} != {len(y_pred)}"
+        )
+    if len(y_true) == 0:
+        raise errors.DataError("cannot evaluate 0 predictions; the evaluation set is empty")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
+        raise errors.ConfigError(f"n_boot must be an integer >= 0; got {n_boot!r}")
+    names = list(classes)
+    index = {label: i for i, label in enumerate(names)}
+    if len(index) != len(names) or not names:
+        raise errors.DataError(f"classes must be non-empty and unique; got {names!r}")
+    true = _encode(list(y_true), index, "y_true")
+    pred = _encode(list(y_pred), index, "y_pred")
+    n, k = len(true), len(names)
+    confusion = np.bincount(true * k + pred, minlength=k * k).reshape(k, k)
+    tp, n_true, n_pred = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
+    accuracy, macro_f1 = _scores_from_counts(tp, n_true, n_pred, n)
+    boot_acc, boot_f1 = _bootstrap(true, pred, k, n_boot, seed)
+    precision, recall = _safe_divide(tp, n_pred), _safe_divide(tp, n_true)
+    f1 = _safe_divide(2.0 * tp, n_true + n_pred)
+    per_class = [
+        ClassMetrics(str(c), float(precision[i]), float(recall[i]), float(f1[i]), int(n_true[i]))
+        for i, c in enumerate(names)
+    ]
+    return Metrics(
+        n=n,
+        classes=[str(c) for c in names],
+        accuracy=_interval(float(accuracy), boot_acc),
+        macro_f1=_interval(float(macro_f1), boot_f1),
+        per_class=per_class,
+        confusion=confusion.tolist(),
+    )
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def abbreviate(names: Sequence[str], width: int = 8) -> list[str]:
+    """Short, unique column labels of at most ``width`` characters.
+
+    A long name keeps its start and ends in "…"; where that makes names collide
+    ("t-shirt-long", "t-shirt-short"), their last characters are kept too ("t-shir…g",
+    "t-shir…t").  If nothing short is unique, the names are numbered instead.
+    """
+    short = list(names)
+    for tail in range(width - 1):
+        head = width - 1 - tail
+        short = [
+            n if len(n) <= width else n[:head] + "…" + (n[len(n) - tail :] if tail else "")
+            for n in names
+        ]
+        if len(set(short)) == len(short):
+            return short
+    return [n if len(n) <= width else f"#{i}" for i, n in enumerate(names)]
+
+
+def _cell_style(diagonal: bool, count: int) -> str:
+    if count == 0:
+        return "dim"
+    return "bold green" if diagonal else "red"
+
+
+def metrics_renderables(metrics: Metrics, title: str) -> list[RenderableType]:
+    """A headline, a per-class table and a confusion-matrix table for ``rich`` output."""
+    acc, f1 = metrics.accuracy, metrics.macro_f1
+    headline = Text.assemble(
+        (f"{title}: ", "bold"),
+        f"accuracy {_percent(acc.value)}% (95% CI {_percent(acc.low)}-{_percent(acc.high)}), ",
+        f"macro-F1 {_percent(f1.value)}% (95% CI {_percent(f1.low)}-{_percent(f1.high)}), ",
+        f"n={metrics.n}",
+    )
+    per_class = Table(title="Per class", title_justify="left")
+    per_class.add_column("class")
+    for column in ("precision", "recall", "F1", "support"):
+        per_class.add_column(column, justify="right")
+    for c in metrics.per_class:
+        per_class.add_row(
+            Text(c.name), _percent(c.precision), _percent(c.recall), _percent(c.f1), str(c.support)
+        )
+    confusion = Table(title="Confusion (rows: true, columns: predicted)", title_justify="left")
+    confusion.add_column("true \\ pred")
+    for short in abbreviate(metrics.classes):
+        confusion.add_column(short, justify="right")
+    for i, (name, row) in enumerate(zip(metrics.classes, metrics.confusion, strict=True)):
+        cells = [Text(str(v), style=_cell_style(i == j, v)) for j, v in enumerate(row)]
+        confusion.add_row(Text(name), *cells)
+    return [headline, per_class, confusion]

@@ -1,0 +1,16 @@
+"""Feature extraction and the on-disk embedding store (no torch import until a model is needed)."""
+
+from __future__ import annotations
+
+from headstart.features.extract import ENGINES, Extraction, extract, resolve_engine
+from headstart.features.store import EmbeddingStore, default_cache_root, model_key
+
+__all__ = [
+    "ENGINES",
+    "EmbeddingStore",
+    "Extraction",
+    "default_cache_root",
+    "extract",
+    "model_key",
+    "resolve_engine",
+]

@@ -1,0 +1,288 @@
+"""Feature extraction with an on-disk cache: decode in parallel, infer with ONNX Runtime or torch.
+
+Only files missing from the store are decoded; the backbone is built (and torch imported) only
+when something is missing and no cached ONNX export exists.  A fully cached call reads the store
+and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headstart.backbones.preprocessing import Preprocessing
+from headstart.backbones.registry import BackboneRef
+from headstart.errors import ConfigError, ImageError
+from headstart.features.onnx_engine import physical_cores
+from headstart.features.progress import ExtractProgress
+from headstart.features.store import EmbeddingStore, model_key
+
+__all__ = ["ENGINES", "Extraction", "extract", "resolve_engine"]
+
+ENGINES = ("auto", "onnx", "torch")
+ORT_SPINNING = False  # measured: spinning threads starve the decode threads on 2 cores
+DECODE_MODE = "thread"  # "thread" or "process"; see benchmarks/extract.py for the measurements
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Extraction:
+    """Features aligned with the input paths; rows of failed files are NaN."""
+
+    features: np.ndarray
+    failures: dict[int, str] = field(default_factory=dict)
+    n_cached: int = 0
+    n_computed: int = 0
+    seconds: float = 0.0
+    engine: str = "onnx"
+
+
+def resolve_engine(engine: str) -> str:
+    """``"auto"`` -> ``"onnx"`` when onnxruntime imports, else ``"torch"``; others checked."""
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine '{engine}'; known: {', '.join(ENGINES)}")
+    if engine == "auto":
+        from headstart.features.onnx_engine import onnxruntime_available
+
+        return "onnx" if onnxruntime_available() else "torch"
+    return engine
+
+
+def _file_sha(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def _decode_batch(
+    items: list[tuple[int, str]], prep: Preprocessing
+) -> tuple[list[int], np.ndarray, dict[int, str]]:
+    """Decode + preprocess one batch (runs in a worker): kept indices, stacked array, failures."""
+    from headstart.data.images import load_rgb
+
+    out = np.empty((len(items), 3, prep.crop, prep.crop), dtype=np.float32)
+    kept: list[int] = []
+    failed: dict[int, str] = {}
+    for index, path in items:
+        try:
+            image = load_rgb(Path(path), draft_size=prep.resize)
+        except ImageError as exc:
+            failed[index] = str(exc)
+            continue
+        except OSError as exc:  # unreadable file (permissions, vanished): not cached
+            failed[index] = f"unreadable: {exc.strerror or exc}"
+            continue
+        out[len(kept)] = prep(image)
+        kept.append(index)
+    return kept, out[: len(kept)], failed
+
+
+def _executor(workers: int, mode: str) -> Executor:
+    if mode == "process":
+        import multiprocessing
+
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    return ThreadPoolExecutor(workers, thread_name_prefix="headstart-decode")
+
+
+def _decoded_batches(
+    items: list[tuple[int, str]], prep: Preprocessing, batch_size: int, pool: Executor, depth: int
+) -> Iterator[tuple[list[int], np.ndarray, dict[int, str]]]:
+    """Batches in order, with at most ``depth`` decoding ahead (bounds memory)."""
+    chunks = (items[i : i + batch_size] for i in range(0, len(items), batch_size))
+    pending: deque[Future[tuple[list[int], np.ndarray, dict[int, str]]]] = deque()
+    for chunk in chunks:
+        pending.append(pool.submit(_decode_batch, chunk, prep))
+        if len(pending) >= depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _onnx_runner(ref: BackboneRef, key: str, store: EmbeddingStore, threads: int) -> Runner:
+    from headstart.features.onnx_engine import OnnxFeatures, export_onnx
+
+    path = store.onnx_path(key)
+    if not path.is_file():
+        export_onnx(ref.build(), path)
+    return OnnxFeatures(path, threads=threads, spinning=ORT_SPINNING)
+
+
+def _torch_runner(ref: BackboneRef, threads: int) -> Runner:
+    import torch
+
+    torch.set_num_threads(threads)
+    backbone = ref.build().to(memory_format=torch.channels_last)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return backbone(x).float().numpy()
+
+    return run
+
+
+@dataclass
+class _Plan:
+    engine: str
+    key: str
+    store: EmbeddingStore
+    batch_size: int
+    workers: int
+    mode: str
+    progress: bool
+
+
+def _compute(
+    todo: dict[str, str], ref: BackboneRef, plan: _Plan
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Decode and embed the files ``todo`` (sha -> path); store every result as it comes."""
+    items = list(enumerate(todo.values()))
+    shas = list(todo)
+    vectors: dict[str, np.ndarray] = {}
+    failures: dict[str, str] = {}
+    threads = physical_cores()
+    with (
+        _executor(plan.workers, plan.mode) as pool,
+        ExtractProgress(len(items), ref.name, plan.progress) as bar,
+    ):
+        # The pool starts (forks) before torch/onnxruntime spin up their thread pools.
+        batches = _decoded_batches(
+            items, ref.preprocessing, plan.batch_size, pool, plan.workers + 1
+        )
+        runner: Runner = (
+            _onnx_runner(ref, plan.key, plan.store, threads)
+            if plan.engine == "onnx"
+            else _torch_runner(ref, threads)
+        )
+        for kept, batch, failed in batches:
+            feats = runner(batch) if kept else np.empty((0, 0), np.float32)
+            for row, index in enumerate(kept):
+                vectors[shas[index]] = feats[row]
+                plan.store.put(plan.key, shas[index], feats[row])
+            for index, reason in failed.items():
+                failures[shas[index]] = reason
+                if not reason.startswith("unreadable"):
+                    plan.store.put_failure(plan.key, shas[index], reason)
+            bar.advance(len(kept) + len(failed))
+    return vectors, failures
+
+
+def extract(
+    paths: Sequence[Path],
+    shas: Sequence[str] | None,
+    ref: BackboneRef,
+    *,
+    store: EmbeddingStore | None = None,
+    engine: str = "auto",
+    batch_size: int = 32,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Extraction:
+    """Pooled backbone features for ``paths`` (rows in input order), cached in ``store``.
+
+    ``shas`` are the files' sha256 (from the manifest); None computes them from the bytes.
+    Files that cannot be decoded become NaN rows and ``failures[index] = reason``; the run goes
+    on.  ``engine``: ``"onnx"`` (ONNX Runtime), ``"torch"`` (eager) or ``"auto"`` (onnx when
+    installed).  ``workers``: decode threads (default: physical cores).
+    """
+    start = time.perf_counter()
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    engine = resolve_engine(engine)
+    store = store if store is not None else EmbeddingStore()
+    paths = [Path(p) for p in paths]
+    failures: dict[int, str] = {}
+    if shas is None:
+        shas = _hash_all(paths, failures)
+    elif len(shas) != len(paths):
+        raise ConfigError(f"got {len(shas)} sha256 values for {len(paths)} paths")
+    key = model_key(ref, engine)
+    found = _lookup(store, key, shas, failures)
+    todo = {
+        sha: str(path)
+        for i, (path, sha) in enumerate(zip(paths, shas, strict=True))
+        if i not in failures and sha not in found
+    }
+    computed: dict[str, np.ndarray] = {}
+    if todo:
+        store.write_info(key, _info(ref, engine))
+        plan = _Plan(
+            engine, key, store, batch_size, workers or physical_cores(), DECODE_MODE, progress
+        )
+        computed, new_failures = _compute(todo, ref, plan)
+        for i, sha in enumerate(shas):
+            if sha in new_failures:
+                failures[i] = new_failures[sha]
+    features = _assemble(len(paths), shas, {**found, **computed}, failures, ref.feature_dim)
+    n_cached = sum(1 for i, sha in enumerate(shas) if sha in found and i not in failures)
+    return Extraction(
+        features=features,
+        failures=dict(sorted(failures.items())),
+        n_cached=n_cached,
+        n_computed=len(computed),
+        seconds=time.perf_counter() - start,
+        engine=engine,
+    )
+
+
+def _hash_all(paths: list[Path], failures: dict[int, str]) -> list[str]:
+    shas = []
+    for i, path in enumerate(paths):
+        try:
+            shas.append(_file_sha(path))
+        except OSError as exc:
+            failures[i] = f"unreadable: {exc.strerror or exc}"
+            shas.append("")
+    return shas
+
+
+def _lookup(
+    store: EmbeddingStore, key: str, shas: Sequence[str], failures: dict[int, str]
+) -> dict[str, np.ndarray]:
+    found: dict[str, np.ndarray] = {}
+    for i, sha in enumerate(shas):
+        if i in failures:
+            continue
+        if sha in found:
+            continue
+        vec = store.get(key, sha)
+        if vec is not None:
+            found[sha] = vec
+            continue
+        reason = store.get_failure(key, sha)
+        if reason is not None:
+            failures[i] = reason
+    return found
+
+
+def _assemble(
+    n: int,
+    shas: Sequence[str],
+    vectors: dict[str, np.ndarray],
+    failures: dict[int, str],
+    feature_dim: int | None,
+) -> np.ndarray:
+    dim = next((len(v) for v in vectors.values()), feature_dim or 0)
+    features = np.full((n, dim), np.nan, dtype=np.float32)
+    for i, sha in enumerate(shas):
+        if i not in failures and sha in vectors:
+            features[i] = vectors[sha]
+    return features
+
+
+def _info(ref: BackboneRef, engine: str) -> dict[str, Any]:
+    return {
+        "backbone": ref.name,
+        "weights_sha256": ref.weights_sha256,
+        "preprocessing": ref.preprocessing.to_dict(),
+        "engine": engine,
+    }

@@ -1,0 +1,104 @@
+"""Fast CPU inference: export a backbone's feature output to ONNX once, run it with ONNX Runtime.
+
+The export is cached beside the embeddings (``<store root>/onnx/<model key>.onnx``) so later
+runs need neither torch nor the model build: only onnxruntime.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from headstart.backbones.model import Backbone
+
+__all__ = ["OnnxFeatures", "export_onnx", "onnxruntime_available", "physical_cores"]
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "features"
+
+
+def onnxruntime_available() -> bool:
+    """True when onnxruntime can be imported here."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (hyper-threads share one core's arithmetic units)."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores: set[str] = set()
+    for cpu in allowed:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/core_cpus_list")
+        try:
+            cores.add(topo.read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
+def export_onnx(backbone: Backbone, path: Path, opset: int = 17) -> Path:
+    """Export ``backbone.forward`` (images -> pooled features) with a dynamic batch axis.
+
+    Written to a temp file and renamed, so a crash never leaves a half-written model.
+    """
+    import torch
+
+    size = backbone.preprocessing.crop
+    example = torch.zeros(2, 3, size, size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # exporter deprecation chatter is not the user's
+            torch.onnx.export(
+                backbone.eval(),
+                (example,),
+                tmp,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+            )
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class OnnxFeatures:
+    """An ONNX Runtime session computing features for float32 (N, 3, H, W) batches."""
+
+    def __init__(self, path: Path, threads: int | None = None, spinning: bool = True) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or physical_cores()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Busy-waiting threads steal the cores decode workers need between batches.
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if spinning else "0"
+        )
+        self.session: Any = ort.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Features (N, D) float32 for a batch (N, 3, H, W) float32."""
+        out = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch)})
+        return np.asarray(out[0], dtype=np.float32)

@@ -1,0 +1,139 @@
+"""A fitted classifier: backbone reference + head + classes; predicts and evaluates images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headstart.bundle import BundleContents, read_bundle, write_bundle
+from headstart.errors import ConfigError, DataError
+from headstart.evaluate import Metrics, evaluate_predictions
+from headstart.features import EmbeddingStore, extract
+from headstart.inputs import expand_inputs
+
+__all__ = ["Model", "Prediction", "load"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top-k classes of one image, or the reason it could not be read."""
+
+    path: Path
+    top: list[tuple[str, float]]
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "top": [{"label": c, "probability": round(p, 6)} for c, p in self.top],
+            "error": self.error,
+        }
+
+
+class Model:
+    """A model loaded from a bundle (see :func:`load`) or returned by :func:`headstart.fit`."""
+
+    def __init__(self, contents: BundleContents, path: Path | None = None) -> None:
+        self._contents = contents
+        self.path = path
+
+    @property
+    def classes(self) -> list[str]:
+        return self._contents.classes
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The bundle's JSON document: backbone, head, metrics, config, versions."""
+        return self._contents.info
+
+    @property
+    def backbone_name(self) -> str:
+        return self._contents.backbone.name
+
+    def embed(
+        self, paths: Sequence[Path], *, store: EmbeddingStore | None = None, progress: bool = False
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """Embeddings of ``paths`` (rows of unreadable files are NaN) and {index: reason}."""
+        result = extract(paths, None, self._contents.backbone, store=store, progress=progress)
+        return result.features, result.failures
+
+    def predict_proba(
+        self, paths: Sequence[Path], *, store: EmbeddingStore | None = None, progress: bool = False
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """Class probabilities (columns follow :attr:`classes`; NaN rows for unreadable files)."""
+        features, failures = self.embed(paths, store=store, progress=progress)
+        proba = np.full((len(paths), len(self.classes)), np.nan, dtype=np.float64)
+        ok = np.array([i not in failures for i in range(len(paths))], dtype=bool)
+        if ok.any():
+            head = self._contents.head
+            raw = head.predict_proba(features[ok])
+            order = [list(head.classes_).index(c) for c in self.classes]
+            proba[ok] = raw[:, order]
+        return proba, failures
+
+    def predict(
+        self, images: Iterable[str | Path], *, top_k: int = 3, progress: bool = False
+    ) -> list[Prediction]:
+        """Top-k predictions for files, folders (searched recursively) and glob patterns."""
+        if top_k < 1:
+            raise ConfigError(f"top_k must be at least 1, got {top_k}")
+        paths = expand_inputs(images)
+        proba, failures = self.predict_proba(paths, progress=progress)
+        k = min(top_k, len(self.classes))
+        out = []
+        for i, path in enumerate(paths):
+            if i in failures:
+                out.append(Prediction(path, [], failures[i]))
+                continue
+            best = np.argsort(-proba[i])[:k]
+            out.append(Prediction(path, [(self.classes[j], float(proba[i, j])) for j in best]))
+        return out
+
+    def evaluate(
+        self,
+        paths: Sequence[Path],
+        labels: Sequence[str],
+        *,
+        store: EmbeddingStore | None = None,
+        n_boot: int = 1000,
+        progress: bool = False,
+    ) -> tuple[Metrics, dict[int, str]]:
+        """Metrics with bootstrap intervals on labelled images; unreadable images are left out
+        and returned as {index: reason}."""
+        unknown = sorted(set(labels) - set(self.classes))
+        if unknown:
+            raise DataError(
+                f"labels the model does not know: {', '.join(unknown)}; "
+                f"model classes: {', '.join(self.classes)}"
+            )
+        proba, failures = self.predict_proba(paths, store=store, progress=progress)
+        keep = [i for i in range(len(paths)) if i not in failures]
+        if not keep:
+            raise DataError("no readable image to evaluate on")
+        y_pred = [self.classes[int(j)] for j in np.argmax(proba[keep], axis=1)]
+        y_true = [labels[i] for i in keep]
+        return evaluate_predictions(y_true, y_pred, self.classes, n_boot=n_boot), failures
+
+    def save(self, path: Path) -> Path:
+        """Write the bundle to ``path`` (atomic); returns the path."""
+        c = self._contents
+        extra = {k: v for k, v in c.info.items() if k in ("metrics", "config", "data_hash", "run")}
+        weights = c.backbone.weights_path
+        return write_bundle(
+            path,
+            head=c.head,
+            backbone=c.backbone,
+            backbone_weights=weights if weights and weights.suffix == ".safetensors" else None,
+            classes=c.classes,
+            extra=extra,
+        )
+
+
+def load(path: str | Path) -> Model:
+    """Load a model bundle written by ``headstart fit`` (or :meth:`Model.save`)."""
+    path = Path(path)
+    return Model(read_bundle(path), path)

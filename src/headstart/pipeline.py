@@ -1,0 +1,242 @@
+"""``fit``: image folder or CSV → manifest → cached embeddings → head → evaluated bundle."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from headstart.backbones import BackboneRef, resolve_backbone
+from headstart.bundle import library_versions, write_bundle
+from headstart.config import FitConfig, load_config
+from headstart.data import Manifest, Sample, scan
+from headstart.errors import ConfigError, DataError
+from headstart.evaluate import Metrics, evaluate_predictions
+from headstart.features import EmbeddingStore, Extraction, extract
+from headstart.fsutil import atomic_write_text
+from headstart.heads import create_head
+from headstart.model import Model, load
+
+__all__ = ["EvaluationResult", "FitResult", "evaluate_data", "fit"]
+
+
+@dataclass
+class FitResult:
+    """What a fit produced: where it wrote things, the numbers, and how long each step took."""
+
+    run_dir: Path
+    bundle_dir: Path
+    manifest: Manifest
+    metrics: dict[str, Metrics]
+    extraction: Extraction
+    head: Any
+    timings: dict[str, float] = field(default_factory=dict)
+    config: FitConfig = field(default_factory=FitConfig)
+
+    @property
+    def model(self) -> Model:
+        return load(self.bundle_dir)
+
+
+def _check_output(run_dir: Path, overwrite: bool) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"output {run_dir} exists and is not a folder")
+    if (run_dir / "model").exists() and not overwrite:
+        raise ConfigError(
+            f"{run_dir} already holds a model; pass --overwrite to replace it, or choose another -o"
+        )
+
+
+def _drop_unreadable(manifest: Manifest, extraction: Extraction) -> Manifest:
+    if not extraction.failures:
+        return manifest
+    reasons = {manifest.samples[i].path: r for i, r in extraction.failures.items()}
+    return manifest.without(reasons, reasons)
+
+
+def _check_trainable(manifest: Manifest) -> None:
+    counts = Counter(s.label for s in manifest.split("train"))
+    empty = [c for c in manifest.classes if counts[c] == 0]
+    if empty:
+        raise DataError(
+            f"class {', '.join(repr(c) for c in empty)} has no usable training image; "
+            "add images or remove the class folder"
+        )
+
+
+def _features_of(samples: list[Sample], index: dict[Path, int], features: np.ndarray) -> np.ndarray:
+    return features[[index[s.path] for s in samples]]
+
+
+def fit(
+    data: str | Path,
+    output: str | Path,
+    *,
+    config: FitConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> FitResult:
+    """Fit a classifier on the images in ``data`` (class folders or a CSV) and write the run
+    folder ``output`` (bundle in ``output/model``, manifest, problems, config, metrics)."""
+    cfg = config or load_config()
+    run_dir = Path(output)
+    _check_output(run_dir, overwrite)
+    # fail fast on a bad head or backbone, before any scanning or extraction
+    head = create_head(cfg.head.kind, **cfg.head.params)
+    ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    manifest = scan(
+        data,
+        val_fraction=cfg.data.val_fraction,
+        test_fraction=cfg.data.test_fraction,
+        seed=cfg.data.seed,
+        max_pixels=cfg.data.max_pixels,
+        label_column=cfg.data.label_column,
+    )
+    timings["scan"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    store = EmbeddingStore(cfg.extract.cache_dir)
+    extraction = extract(
+        [s.path for s in manifest.samples],
+        [s.sha256 for s in manifest.samples],
+        ref,
+        store=store,
+        engine=cfg.extract.engine,
+        batch_size=cfg.extract.batch_size,
+        workers=cfg.extract.workers,
+        progress=progress,
+    )
+    timings["extract"] = time.perf_counter() - t0
+    index = {s.path: i for i, s in enumerate(manifest.samples)}
+    manifest = _drop_unreadable(manifest, extraction)
+    _check_trainable(manifest)
+
+    t0 = time.perf_counter()
+    train = manifest.split("train")
+    head.fit(_features_of(train, index, extraction.features), [s.label for s in train])
+    timings["head"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    metrics = {}
+    for split in ("val", "test"):
+        samples = manifest.split(split)
+        if samples:
+            pred = head.predict(_features_of(samples, index, extraction.features))
+            metrics[split] = evaluate_predictions(
+                [s.label for s in samples],
+                [str(p) for p in pred],
+                manifest.classes,
+                n_boot=cfg.eval.n_boot,
+                seed=cfg.data.seed,
+            )
+    timings["evaluate"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    result = FitResult(
+        run_dir, run_dir / "model", manifest, metrics, extraction, head, timings, cfg
+    )
+    _write_run(result, ref)
+    timings["write"] = time.perf_counter() - t0
+    return result
+
+
+def portable_weights(ref: BackboneRef, store: EmbeddingStore) -> Path:
+    """The backbone's weights as a safetensors file of the module's own state dict, converted
+    once per weights hash and cached, so bundles carry them without rebuilding the model."""
+    if ref.weights_path is not None and ref.weights_path.suffix == ".safetensors":
+        return ref.weights_path
+    cached = store.root / "weights" / f"{ref.weights_sha256}.safetensors"
+    if not cached.is_file():
+        from headstart.backbones import save_weights
+
+        save_weights(ref.build(), cached)
+    return cached
+
+
+def _run_record(result: FitResult) -> dict[str, Any]:
+    m = result.manifest
+    return {
+        "data": str(m.root),
+        "data_hash": m.data_hash(),
+        "split_source": m.split_source,
+        "counts": {s: len(m.split(s)) for s in m.splits_present()},
+        "problems": len(m.problems),
+        "duplicate_groups": len(m.duplicates),
+        "cross_split_duplicates": sum(g.cross_split for g in m.duplicates),
+        "extraction": {
+            "engine": result.extraction.engine,
+            "cached": result.extraction.n_cached,
+            "computed": result.extraction.n_computed,
+            "seconds": round(result.extraction.seconds, 3),
+        },
+        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+        "versions": library_versions(),
+    }
+
+
+def _write_run(result: FitResult, ref: BackboneRef) -> None:
+    run_dir = result.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    m = result.manifest
+    m.write_csv(run_dir / "manifest.csv")
+    m.write_problems(run_dir / "problems.csv")
+    config = result.config.to_dict()
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    metrics = {split: mt.to_dict() for split, mt in result.metrics.items()}
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    run = _run_record(result)
+    atomic_write_text(run_dir / "run.json", json.dumps(run, indent=2) + "\n")
+    write_bundle(
+        result.bundle_dir,
+        head=result.head,
+        backbone=ref,
+        backbone_weights=portable_weights(ref, EmbeddingStore(result.config.extract.cache_dir)),
+        classes=m.classes,
+        extra={"metrics": metrics, "config": config, "data_hash": run["data_hash"], "run": run},
+    )
+
+
+@dataclass
+class EvaluationResult:
+    """Metrics of a model on a labelled folder or CSV, and the files that could not be used."""
+
+    metrics: Metrics
+    split: str
+    manifest: Manifest
+
+
+def evaluate_data(
+    model: Model | str | Path,
+    data: str | Path,
+    *,
+    split: str | None = None,
+    n_boot: int = 1000,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Evaluate ``model`` on labelled images.  A folder with split folders is evaluated on
+    ``split`` (default: test, else val); a plain class-folder tree or CSV is used whole."""
+    loaded = model if isinstance(model, Model) else load(model)
+    manifest = scan(data, val_fraction=0.0, test_fraction=0.0)
+    present = manifest.splits_present()
+    if split is None:
+        split = next((s for s in ("test", "val") if s in present), "train")
+    if split not in present:
+        raise ConfigError(f"split '{split}' not in {data}; present: {', '.join(present)}")
+    samples = manifest.split(split)
+    metrics, failures = loaded.evaluate(
+        [s.path for s in samples],
+        [s.label for s in samples],
+        store=EmbeddingStore(),
+        n_boot=n_boot,
+        progress=progress,
+    )
+    reasons = {samples[i].path: r for i, r in failures.items()}
+    return EvaluationResult(metrics, split, manifest.without(reasons, reasons))
