@@ -12,9 +12,17 @@ from headstart.config import FitConfig, load_config
 from headstart.data import Manifest, scan
 from headstart.errors import HeadstartError
 from headstart.model import Model, Prediction, load
-from headstart.pipeline import EvaluationResult, FitResult, evaluate_data, fit
+from headstart.pipeline import (
+    EmbeddedData,
+    EvaluationResult,
+    FitResult,
+    embed_data,
+    evaluate_data,
+    fit,
+)
 
 __all__ = [
+    "EmbeddedData",
     "EvaluationResult",
     "FitConfig",
     "FitResult",
@@ -22,6 +30,7 @@ __all__ = [
     "Manifest",
     "Model",
     "Prediction",
+    "embed_data",
     "evaluate_data",
     "fit",
     "load",

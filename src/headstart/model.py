@@ -12,7 +12,7 @@ import numpy as np
 from headstart.bundle import BundleContents, read_bundle, write_bundle
 from headstart.errors import ConfigError, DataError
 from headstart.evaluate import Metrics, evaluate_predictions
-from headstart.features import EmbeddingStore, extract
+from headstart.features import EmbeddingStore, Runner, extract, feature_runner
 from headstart.inputs import expand_inputs
 
 __all__ = ["Model", "Prediction", "load"]
@@ -40,6 +40,7 @@ class Model:
     def __init__(self, contents: BundleContents, path: Path | None = None) -> None:
         self._contents = contents
         self.path = path
+        self._runner: Runner | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -69,11 +70,25 @@ class Model:
         proba = np.full((len(paths), len(self.classes)), np.nan, dtype=np.float64)
         ok = np.array([i not in failures for i in range(len(paths))], dtype=bool)
         if ok.any():
-            head = self._contents.head
-            raw = head.predict_proba(features[ok])
-            order = [list(head.classes_).index(c) for c in self.classes]
-            proba[ok] = raw[:, order]
+            proba[ok] = self._class_proba(features[ok])
         return proba, failures
+
+    def _class_proba(self, features: np.ndarray) -> np.ndarray:
+        head = self._contents.head
+        raw = head.predict_proba(features)
+        order = [list(head.classes_).index(c) for c in self.classes]
+        return np.asarray(raw[:, order], dtype=np.float64)
+
+    def predict_images(self, images: Sequence[Any], *, engine: str = "auto") -> np.ndarray:
+        """Class probabilities for decoded RGB PIL images (e.g. uploads); the backbone is kept
+        warm between calls.  Columns follow :attr:`classes`."""
+        if not images:
+            return np.empty((0, len(self.classes)))
+        if self._runner is None:
+            self._runner = feature_runner(self._contents.backbone, engine)
+        prep = self._contents.backbone.preprocessing
+        batch = np.stack([prep(image) for image in images])
+        return self._class_proba(self._runner(batch))
 
     def predict(
         self, images: Iterable[str | Path], *, top_k: int = 3, progress: bool = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 from collections import Counter
@@ -15,7 +17,7 @@ import yaml
 from headstart.backbones import BackboneRef, resolve_backbone
 from headstart.bundle import library_versions, write_bundle
 from headstart.config import FitConfig, load_config
-from headstart.data import Manifest, Sample, scan
+from headstart.data import Manifest, scan
 from headstart.errors import ConfigError, DataError
 from headstart.evaluate import Metrics, evaluate_predictions
 from headstart.features import EmbeddingStore, Extraction, extract
@@ -23,7 +25,7 @@ from headstart.fsutil import atomic_write_text
 from headstart.heads import create_head
 from headstart.model import Model, load
 
-__all__ = ["EvaluationResult", "FitResult", "evaluate_data", "fit"]
+__all__ = ["EmbeddedData", "EvaluationResult", "FitResult", "embed_data", "evaluate_data", "fit"]
 
 
 @dataclass
@@ -38,6 +40,8 @@ class FitResult:
     head: Any
     timings: dict[str, float] = field(default_factory=dict)
     config: FitConfig = field(default_factory=FitConfig)
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per evaluated split, (N, C) probabilities in manifest order; columns follow the classes."""
 
     @property
     def model(self) -> Model:
@@ -70,8 +74,79 @@ def _check_trainable(manifest: Manifest) -> None:
         )
 
 
-def _features_of(samples: list[Sample], index: dict[Path, int], features: np.ndarray) -> np.ndarray:
-    return features[[index[s.path] for s in samples]]
+def _proba_in_class_order(head: Any, features: np.ndarray, classes: list[str]) -> np.ndarray:
+    raw = head.predict_proba(features)
+    order = [list(head.classes_).index(c) for c in classes]
+    return np.asarray(raw[:, order], dtype=np.float64)
+
+
+def write_predictions(path: Path, manifest: Manifest, probabilities: dict[str, np.ndarray]) -> None:
+    """CSV of every evaluated image: path, split, true label, prediction, confidence, p:<class>."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(
+        ["path", "split", "label", "predicted", "confidence", *(f"p:{c}" for c in manifest.classes)]
+    )
+    for split, proba in probabilities.items():
+        for sample, row in zip(manifest.split(split), proba, strict=True):
+            best = int(row.argmax())
+            rel = manifest.relative(sample.path)
+            cells = [f"{v:.6f}" for v in row]
+            writer.writerow(
+                [rel, split, sample.label, manifest.classes[best], f"{row[best]:.6f}", *cells]
+            )
+    atomic_write_text(path, buffer.getvalue())
+
+
+@dataclass
+class EmbeddedData:
+    """A scanned data set with one embedding per usable sample (rows follow manifest.samples)."""
+
+    manifest: Manifest
+    features: np.ndarray
+    backbone: BackboneRef
+    extraction: Extraction
+
+    def split(self, name: str) -> tuple[np.ndarray, list[str]]:
+        """Features and labels of one split."""
+        rows = [i for i, s in enumerate(self.manifest.samples) if s.split == name]
+        return self.features[rows], [self.manifest.samples[i].label for i in rows]
+
+
+def embed_data(
+    data: str | Path,
+    config: FitConfig | None = None,
+    *,
+    progress: bool = True,
+    ref: BackboneRef | None = None,
+) -> EmbeddedData:
+    """Scan ``data`` and embed every usable image with the configured backbone (cached).
+    Files that fail to decode become problems of the manifest; every class must keep a
+    training image."""
+    cfg = config or load_config()
+    ref = ref or resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
+    manifest = scan(
+        data,
+        val_fraction=cfg.data.val_fraction,
+        test_fraction=cfg.data.test_fraction,
+        seed=cfg.data.seed,
+        max_pixels=cfg.data.max_pixels,
+        label_column=cfg.data.label_column,
+    )
+    extraction = extract(
+        [s.path for s in manifest.samples],
+        [s.sha256 for s in manifest.samples],
+        ref,
+        store=EmbeddingStore(cfg.extract.cache_dir),
+        engine=cfg.extract.engine,
+        batch_size=cfg.extract.batch_size,
+        workers=cfg.extract.workers,
+        progress=progress,
+    )
+    keep = [i for i in range(len(manifest.samples)) if i not in extraction.failures]
+    manifest = _drop_unreadable(manifest, extraction)
+    _check_trainable(manifest)
+    return EmbeddedData(manifest, extraction.features[keep], ref, extraction)
 
 
 def fit(
@@ -92,47 +167,25 @@ def fit(
     ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    manifest = scan(
-        data,
-        val_fraction=cfg.data.val_fraction,
-        test_fraction=cfg.data.test_fraction,
-        seed=cfg.data.seed,
-        max_pixels=cfg.data.max_pixels,
-        label_column=cfg.data.label_column,
-    )
-    timings["scan"] = time.perf_counter() - t0
+    embedded = embed_data(data, cfg, progress=progress, ref=ref)
+    manifest = embedded.manifest
+    timings["embed"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    store = EmbeddingStore(cfg.extract.cache_dir)
-    extraction = extract(
-        [s.path for s in manifest.samples],
-        [s.sha256 for s in manifest.samples],
-        ref,
-        store=store,
-        engine=cfg.extract.engine,
-        batch_size=cfg.extract.batch_size,
-        workers=cfg.extract.workers,
-        progress=progress,
-    )
-    timings["extract"] = time.perf_counter() - t0
-    index = {s.path: i for i, s in enumerate(manifest.samples)}
-    manifest = _drop_unreadable(manifest, extraction)
-    _check_trainable(manifest)
-
-    t0 = time.perf_counter()
-    train = manifest.split("train")
-    head.fit(_features_of(train, index, extraction.features), [s.label for s in train])
+    head.fit(*embedded.split("train"))
     timings["head"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     metrics = {}
+    probabilities: dict[str, np.ndarray] = {}
     for split in ("val", "test"):
-        samples = manifest.split(split)
-        if samples:
-            pred = head.predict(_features_of(samples, index, extraction.features))
+        features, labels = embedded.split(split)
+        if labels:
+            proba = _proba_in_class_order(head, features, manifest.classes)
+            probabilities[split] = proba
             metrics[split] = evaluate_predictions(
-                [s.label for s in samples],
-                [str(p) for p in pred],
+                labels,
+                [manifest.classes[j] for j in proba.argmax(axis=1)],
                 manifest.classes,
                 n_boot=cfg.eval.n_boot,
                 seed=cfg.data.seed,
@@ -141,7 +194,15 @@ def fit(
 
     t0 = time.perf_counter()
     result = FitResult(
-        run_dir, run_dir / "model", manifest, metrics, extraction, head, timings, cfg
+        run_dir,
+        run_dir / "model",
+        manifest,
+        metrics,
+        embedded.extraction,
+        head,
+        timings,
+        cfg,
+        probabilities,
     )
     _write_run(result, ref)
     timings["write"] = time.perf_counter() - t0
@@ -188,6 +249,7 @@ def _write_run(result: FitResult, ref: BackboneRef) -> None:
     m = result.manifest
     m.write_csv(run_dir / "manifest.csv")
     m.write_problems(run_dir / "problems.csv")
+    write_predictions(run_dir / "predictions.csv", m, result.probabilities)
     config = result.config.to_dict()
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     metrics = {split: mt.to_dict() for split, mt in result.metrics.items()}

@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import sys
+from types import ModuleType
 
 import click
 import typer
 
-from headstart.cli import backbones, demo, evaluate, fit, predict
+from headstart.cli import (
+    backbones,
+    calibrate,
+    compare,
+    cv,
+    demo,
+    evaluate,
+    explain,
+    export,
+    fit,
+    predict,
+    rank_backbones,
+    report,
+    serve,
+    tune,
+)
 from headstart.errors import HeadstartError
 
 __all__ = ["app", "main", "run"]
@@ -19,7 +35,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (fit, predict, evaluate, backbones, demo):
+_COMMANDS: tuple[ModuleType, ...] = (fit, predict, evaluate, backbones, demo, report, explain)
+_COMMANDS += (serve, export, cv, tune, rank_backbones, calibrate, compare)
+for module in _COMMANDS:
     module.register(app)
 
 

@@ -107,6 +107,10 @@ class Manifest:
             digest.update(f"{self._rel(s.path)}\t{s.split}\t{labels}\t{s.sha256}\n".encode())
         return digest.hexdigest()
 
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the data root (POSIX form), or as given when outside it."""
+        return self._rel(path)
+
     def _rel(self, path: Path) -> str:
         try:
             return path.relative_to(self.root).as_posix()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from headstart.evaluate.calibration import (
+    ReliabilityBins,
+    expected_calibration_error,
+    reliability_bins,
+)
 from headstart.evaluate.metrics import (
     ClassMetrics,
     Interval,
@@ -14,6 +19,9 @@ __all__ = [
     "ClassMetrics",
     "Interval",
     "Metrics",
+    "ReliabilityBins",
     "evaluate_predictions",
+    "expected_calibration_error",
     "metrics_renderables",
+    "reliability_bins",
 ]

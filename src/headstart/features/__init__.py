@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from headstart.features.extract import ENGINES, Extraction, extract, resolve_engine
+from headstart.features.extract import (
+    ENGINES,
+    Extraction,
+    Runner,
+    extract,
+    feature_runner,
+    resolve_engine,
+)
 from headstart.features.store import EmbeddingStore, default_cache_root, model_key
 
 __all__ = [
     "ENGINES",
     "EmbeddingStore",
     "Extraction",
+    "Runner",
     "default_cache_root",
     "extract",
+    "feature_runner",
     "model_key",
     "resolve_engine",
 ]

@@ -25,7 +25,7 @@ from headstart.features.onnx_engine import physical_cores
 from headstart.features.progress import ExtractProgress
 from headstart.features.store import EmbeddingStore, model_key
 
-__all__ = ["ENGINES", "Extraction", "extract", "resolve_engine"]
+__all__ = ["ENGINES", "Extraction", "Runner", "extract", "feature_runner", "resolve_engine"]
 
 ENGINES = ("auto", "onnx", "torch")
 ORT_SPINNING = False  # measured: spinning threads starve the decode threads on 2 cores
@@ -128,6 +128,19 @@ def _torch_runner(ref: BackboneRef, threads: int) -> Runner:
             return backbone(x).float().numpy()
 
     return run
+
+
+def feature_runner(
+    ref: BackboneRef, engine: str = "auto", store: EmbeddingStore | None = None
+) -> Runner:
+    """A function from preprocessed batches (N, 3, H, W) float32 to (N, D) features, kept warm
+    for repeated calls (prediction, serving).  The ONNX export is cached in ``store``."""
+    engine = resolve_engine(engine)
+    threads = physical_cores()
+    if engine == "onnx":
+        store = store or EmbeddingStore()
+        return _onnx_runner(ref, model_key(ref, engine), store, threads)
+    return _torch_runner(ref, threads)
 
 
 @dataclass
