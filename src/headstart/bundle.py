@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ import numpy as np
 
 from headstart.backbones import BackboneRef, Preprocessing
 from headstart.errors import BundleError, HeadstartError, PathNotFoundError
+from headstart.fsutil import FILE_MODE, FOLDER_MODE
 from headstart.heads import export_head, import_head
 
 __all__ = [
@@ -104,6 +106,7 @@ def write_bundle(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, FOLDER_MODE)
     try:
         _save_arrays(arrays, tmp / HEAD_FILE)
         files = {HEAD_FILE: _sha256(tmp / HEAD_FILE)}
@@ -127,6 +130,8 @@ def write_bundle(
             **(extra or {}),
         }
         (tmp / MODEL_JSON).write_text(json.dumps(info, indent=2, sort_keys=False) + "\n")
+        for file in tmp.iterdir():
+            os.chmod(file, FILE_MODE)
         _replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -24,8 +24,9 @@ def report_fit(result: FitResult) -> None:
     console.print(
         f"Head: {result.config.head.kind}, trained on {len(result.manifest.split('train'))} images"
     )
+    last = list(result.metrics)[-1] if result.metrics else None
     for split, metrics in result.metrics.items():
-        show_metrics(metrics, f"{split} split")
+        show_metrics(metrics, f"{split} split", detail=split == last)
     show_fit(result.timings, result.bundle_dir, result.run_dir)
 
 

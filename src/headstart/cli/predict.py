@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from headstart.cli.render import console
+from headstart.cli.render import console, display_path
 from headstart.model import Prediction, load
 
 
@@ -41,10 +41,11 @@ def _show_table(predictions: list[Prediction]) -> None:
     table.add_column("next", overflow="fold")
     for p in predictions:
         if p.error:
-            table.add_row(str(p.path), "[red]error[/]", "", p.error)
+            table.add_row(display_path(p.path), "[red]error[/]", "", p.error)
             continue
         (label, prob), rest = p.top[0], p.top[1:]
-        table.add_row(str(p.path), label, f"{prob:.3f}", ", ".join(f"{c} {q:.3f}" for c, q in rest))
+        rest_text = ", ".join(f"{c} {q:.3f}" for c, q in rest)
+        table.add_row(display_path(p.path), label, f"{prob:.3f}", rest_text)
     console.print(table)
 
 

@@ -11,7 +11,14 @@ from rich.table import Table
 from headstart.data import Manifest
 from headstart.evaluate import Metrics, metrics_renderables
 
-__all__ = ["console", "err_console", "show_fit", "show_manifest", "show_metrics"]
+__all__ = [
+    "console",
+    "display_path",
+    "err_console",
+    "show_fit",
+    "show_manifest",
+    "show_metrics",
+]
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -62,9 +69,19 @@ def _show_duplicates(manifest: Manifest) -> None:
         err_console.print(table)
 
 
-def show_metrics(metrics: Metrics, title: str) -> None:
-    for renderable in metrics_renderables(metrics, title):
+def show_metrics(metrics: Metrics, title: str, *, detail: bool = True) -> None:
+    """The headline with intervals; with ``detail`` also the per-class and confusion tables."""
+    renderables = metrics_renderables(metrics, title)
+    for renderable in renderables if detail else renderables[:1]:
         console.print(renderable)
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working folder when it is below it, else as given."""
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def show_fit(seconds: dict[str, float], bundle: Path, run_dir: Path) -> None:

@@ -1,0 +1,105 @@
+"""The model bundle format: committed fixtures keep loading, damage is caught, nothing is unpickled,
+and writes never leave a half-written bundle behind."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import headstart
+from headstart.bundle import FORMAT_VERSION, read_bundle, write_bundle
+from headstart.demo import demo_data_dir
+from headstart.errors import BundleError, PathNotFoundError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+pytestmark = pytest.mark.usefixtures("cache_dir")
+
+
+@pytest.fixture()
+def bundle(tmp_path: Path) -> Path:
+    dest = tmp_path / "model"
+    shutil.copytree(FIXTURES / "bundle_v1", dest)
+    return dest
+
+
+def test_format_v1_fixture_loads_and_predicts_as_when_written() -> None:
+    expected = json.loads((FIXTURES / "bundle_v1_expected.json").read_text())
+    model = headstart.load(FIXTURES / "bundle_v1")
+    assert model.classes == ["hat", "pants", "shoes"]
+    photos = [demo_data_dir() / p for p in expected["photos"]]
+    proba, failures = model.predict_proba(photos)
+    assert not failures
+    np.testing.assert_allclose(proba, expected["probabilities"], atol=2e-4)
+
+
+def test_newer_format_is_refused_with_upgrade_hint(bundle: Path) -> None:
+    info = json.loads((bundle / "model.json").read_text())
+    info["format_version"] = FORMAT_VERSION + 1
+    (bundle / "model.json").write_text(json.dumps(info))
+    with pytest.raises(BundleError, match="upgrade headstart"):
+        read_bundle(bundle)
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda b: (b / "model.json").write_text("{not json"), "damaged"),
+        (lambda b: (b / "model.json").unlink(), "not a model bundle"),
+        (lambda b: (b / "head.safetensors").unlink(), "missing"),
+        (lambda b: (b / "head.safetensors").write_bytes(b"\0" * 64), "sha256"),
+    ],
+)
+def test_damaged_bundles_give_one_clear_error(bundle: Path, damage, needle: str) -> None:  # type: ignore[no-untyped-def]
+    damage(bundle)
+    with pytest.raises(BundleError, match=needle):
+        read_bundle(bundle)
+
+
+def test_missing_bundle_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(PathNotFoundError, match="nowhere"):
+        headstart.load(tmp_path / "nowhere")
+
+
+class _Boom:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path("/tmp/headstart-pwned").touch, ())
+
+
+def test_a_pickle_in_place_of_the_weights_is_never_executed(bundle: Path) -> None:
+    marker = Path("/tmp/headstart-pwned")
+    marker.unlink(missing_ok=True)
+    (bundle / "head.safetensors").write_bytes(pickle.dumps(_Boom()))
+    info = json.loads((bundle / "model.json").read_text())
+    del info["files"]["head.safetensors"]  # skip the digest so the loader really reads the file
+    (bundle / "model.json").write_text(json.dumps(info))
+    with pytest.raises(BundleError):
+        read_bundle(bundle)
+    assert not marker.exists()
+
+
+def test_rewriting_a_bundle_is_atomic(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    contents = read_bundle(bundle)
+    before = (bundle / "model.json").read_bytes()
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("headstart.bundle._save_arrays", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_bundle(
+            bundle, head=contents.head, backbone=contents.backbone, classes=contents.classes
+        )
+    assert (bundle / "model.json").read_bytes() == before
+    assert [p.name for p in bundle.parent.iterdir()] == ["model"]  # no temp folder left behind
+
+
+def test_saved_model_round_trips(bundle: Path, tmp_path: Path) -> None:
+    model = headstart.load(bundle)
+    copy = model.save(tmp_path / "copy")
+    assert headstart.load(copy).classes == model.classes
+    assert json.loads((copy / "model.json").read_text())["format_version"] == FORMAT_VERSION
