@@ -111,7 +111,7 @@ def write_bundle(
         _save_arrays(arrays, tmp / HEAD_FILE)
         files = {HEAD_FILE: _sha256(tmp / HEAD_FILE)}
         if backbone_weights is not None:
-            shutil.copyfile(backbone_weights, tmp / BACKBONE_FILE)
+            _link_or_copy(backbone_weights, tmp / BACKBONE_FILE)
             files[BACKBONE_FILE] = _sha256(tmp / BACKBONE_FILE)
         info: dict[str, Any] = {
             "format": FORMAT_NAME,
@@ -137,6 +137,14 @@ def write_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    """Hard-link when possible (weights files are never modified in place), else copy."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
 
 
 def _replace_dir(new: Path, dest: Path) -> None:
