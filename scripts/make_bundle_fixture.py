@@ -1,7 +1,7 @@
 """Write the committed bundle-format fixture tests/fixtures/bundle_v1 (run once per format version).
 
 The fixture holds a logistic head on three demo classes and no backbone weights (the registry's
-mobilenet_v2 weights are used, checked by sha256), plus the probabilities it gave for two demo photos
+mobilenet_v2 weights are used, checked by sha256), plus the probabilities it gave for two photos
 when written; tests/test_bundle.py checks that every later release loads it and agrees.
     .venv/bin/python scripts/make_bundle_fixture.py
 """

@@ -12,12 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from headstart.errors import ConfigError, PathNotFoundError
 
 __all__ = [
+    "AugmentConfig",
     "BackboneConfig",
     "DataConfig",
     "EvalConfig",
     "ExtractConfig",
     "FitConfig",
     "HeadConfig",
+    "StrategyConfig",
+    "TrainConfig",
     "load_config",
 ]
 
@@ -34,6 +37,9 @@ class DataConfig(_Frozen):
     seed: int = 0
     max_pixels: int = Field(89_478_485, gt=0)
     label_column: str = "label"
+    dedupe: bool = False
+    """Remove the later member of each cross-split (near-)duplicate pair before fitting."""
+    near_duplicate_threshold: float = Field(0.86, gt=0.0, le=1.0)
 
 
 class BackboneConfig(_Frozen):
@@ -65,6 +71,63 @@ class EvalConfig(_Frozen):
     n_boot: int = Field(1000, ge=0)
 
 
+class StrategyConfig(_Frozen):
+    """How the classifier is trained: a head on frozen embeddings, fine-tuning, or either.
+
+    ``auto`` fits the probe first and fine-tunes unless the probe's validation accuracy already
+    reaches ``auto_skip_above`` (little left to gain); the better on validation is kept.
+    """
+
+    kind: Literal["probe", "finetune", "auto"] = "probe"
+    auto_skip_above: float = Field(0.98, ge=0.0, le=1.0)
+
+
+class TrainConfig(_Frozen):
+    """Fine-tuning (Lightning): recipe, optimiser, schedule, regularisation, hardware."""
+
+    epochs: int = Field(8, ge=1)
+    frozen_epochs: int = Field(1, ge=0)
+    unfreeze_last: int | None = Field(None, ge=0)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    backbone_lr_ratio: float = Field(0.3, gt=0.0)
+    layer_decay: float = Field(0.85, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.05, ge=0.0)
+    l1: float = Field(0.0, ge=0.0)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    ema: bool = False
+    ema_decay: float = Field(0.998, gt=0.0, lt=1.0)
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    accumulate: int = Field(1, ge=1)
+    schedule: Literal["cosine", "onecycle", "step", "plateau"] = "cosine"
+    warmup_epochs: float = Field(0.5, ge=0.0)
+    step_epochs: int = Field(3, ge=1)
+    patience: int = Field(4, ge=1)
+    imbalance: Literal["auto", "none", "weighted_loss", "sampler"] = "auto"
+    imbalance_threshold: float = Field(3.0, ge=1.0)
+    precision: str | None = None
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = Field(1, ge=1)
+    distributed: str = "auto"
+    workers: int = Field(0, ge=0)
+    cache_images_mb: int = Field(2048, ge=0)
+    seed: int | None = None
+
+
+class AugmentConfig(_Frozen):
+    """Training-time augmentation: a preset, each of whose transforms can be overridden
+    (``None`` keeps the preset's value)."""
+
+    preset: Literal["none", "light", "strong"] = "light"
+    crop_scale: tuple[float, float] | None = None
+    hflip: bool | None = None
+    policy: Literal["none", "trivialaugment", "randaugment"] | None = None
+    mixup_alpha: float | None = Field(None, ge=0.0)
+    cutmix_alpha: float | None = Field(None, ge=0.0)
+
+
 class FitConfig(_Frozen):
     """Everything ``fit`` needs besides the data path; saved beside every run."""
 
@@ -73,6 +136,9 @@ class FitConfig(_Frozen):
     extract: ExtractConfig = ExtractConfig()
     head: HeadConfig = HeadConfig()
     eval: EvalConfig = EvalConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    train: TrainConfig = TrainConfig()
+    augment: AugmentConfig = AugmentConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

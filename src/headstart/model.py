@@ -9,13 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from headstart.backbones import BackboneRef
 from headstart.bundle import BundleContents, read_bundle, write_bundle
 from headstart.errors import ConfigError, DataError
 from headstart.evaluate import Metrics, evaluate_predictions
 from headstart.features import EmbeddingStore, Runner, extract, feature_runner
 from headstart.inputs import expand_inputs
 
-__all__ = ["Model", "Prediction", "load"]
+__all__ = ["Model", "Prediction", "load", "top_predictions"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,26 @@ class Prediction:
             "top": [{"label": c, "probability": round(p, 6)} for c, p in self.top],
             "error": self.error,
         }
+
+
+def top_predictions(
+    paths: Sequence[Path],
+    proba: np.ndarray,
+    failures: dict[int, str],
+    classes: Sequence[str],
+    top_k: int,
+) -> list[Prediction]:
+    """One :class:`Prediction` per path: the top-k of its probability row, or its failure
+    (shared by every runtime, so they report alike)."""
+    k = min(top_k, len(classes))
+    out = []
+    for i, path in enumerate(paths):
+        if i in failures:
+            out.append(Prediction(path, [], failures[i]))
+            continue
+        best = np.argsort(-proba[i])[:k]
+        out.append(Prediction(path, [(classes[j], float(proba[i, j])) for j in best]))
+    return out
 
 
 class Model:
@@ -55,6 +76,16 @@ class Model:
     def backbone_name(self) -> str:
         return self._contents.backbone.name
 
+    @property
+    def backbone_ref(self) -> BackboneRef:
+        """The backbone reference (name, weights, preprocessing); ``.build()`` gives the module."""
+        return self._contents.backbone
+
+    @property
+    def head(self) -> Any:
+        """The fitted head (columns follow ``head.classes_``; see :attr:`classes`)."""
+        return self._contents.head
+
     def embed(
         self, paths: Sequence[Path], *, store: EmbeddingStore | None = None, progress: bool = False
     ) -> tuple[np.ndarray, dict[int, str]]:
@@ -74,10 +105,36 @@ class Model:
         return proba, failures
 
     def _class_proba(self, features: np.ndarray) -> np.ndarray:
+        proba = self.uncalibrated_proba(features)
+        t = self.temperature
+        if t is None:
+            return proba
+        from headstart.evaluate.temperature import apply_temperature
+
+        return apply_temperature(proba, t)
+
+    def uncalibrated_proba(self, features: np.ndarray) -> np.ndarray:
+        """The head's own probabilities for embeddings (columns follow :attr:`classes`)."""
         head = self._contents.head
         raw = head.predict_proba(features)
         order = [list(head.classes_).index(c) for c in self.classes]
         return np.asarray(raw[:, order], dtype=np.float64)
+
+    @property
+    def temperature(self) -> float | None:
+        """The stored temperature (``headstart calibrate``) applied to every probability, or
+        None when the model is not calibrated (bundles without a "calibration" record)."""
+        record = self._contents.info.get("calibration")
+        if not isinstance(record, dict) or record.get("method") != "temperature":
+            return None
+        return float(record["temperature"])
+
+    def set_calibration(self, record: dict[str, Any] | None) -> None:
+        """Set (or with None remove) the calibration record; :meth:`save` writes it."""
+        if record is None:
+            self._contents.info.pop("calibration", None)
+        else:
+            self._contents.info["calibration"] = dict(record)
 
     def predict_images(self, images: Sequence[Any], *, engine: str = "auto") -> np.ndarray:
         """Class probabilities for decoded RGB PIL images (e.g. uploads); the backbone is kept
@@ -98,15 +155,7 @@ class Model:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
         paths = expand_inputs(images)
         proba, failures = self.predict_proba(paths, progress=progress)
-        k = min(top_k, len(self.classes))
-        out = []
-        for i, path in enumerate(paths):
-            if i in failures:
-                out.append(Prediction(path, [], failures[i]))
-                continue
-            best = np.argsort(-proba[i])[:k]
-            out.append(Prediction(path, [(self.classes[j], float(proba[i, j])) for j in best]))
-        return out
+        return top_predictions(paths, proba, failures, self.classes, top_k)
 
     def evaluate(
         self,
@@ -131,12 +180,16 @@ class Model:
             raise DataError("no readable image to evaluate on")
         y_pred = [self.classes[int(j)] for j in np.argmax(proba[keep], axis=1)]
         y_true = [labels[i] for i in keep]
-        return evaluate_predictions(y_true, y_pred, self.classes, n_boot=n_boot), failures
+        metrics = evaluate_predictions(
+            y_true, y_pred, self.classes, n_boot=n_boot, proba=proba[keep]
+        )
+        return metrics, failures
 
     def save(self, path: Path) -> Path:
         """Write the bundle to ``path`` (atomic); returns the path."""
         c = self._contents
-        extra = {k: v for k, v in c.info.items() if k in ("metrics", "config", "data_hash", "run")}
+        kept = ("metrics", "config", "data_hash", "run", "calibration")
+        extra = {k: v for k, v in c.info.items() if k in kept}
         weights = c.backbone.weights_path
         return write_bundle(
             path,

@@ -25,7 +25,15 @@ from headstart.fsutil import atomic_write_text
 from headstart.heads import create_head
 from headstart.model import Model, load
 
-__all__ = ["EmbeddedData", "EvaluationResult", "FitResult", "embed_data", "evaluate_data", "fit"]
+__all__ = [
+    "EmbeddedData",
+    "EvaluationResult",
+    "FitResult",
+    "embed_data",
+    "evaluate_data",
+    "fit",
+    "resume",
+]
 
 
 @dataclass
@@ -42,6 +50,14 @@ class FitResult:
     config: FitConfig = field(default_factory=FitConfig)
     probabilities: dict[str, np.ndarray] = field(default_factory=dict)
     """Per evaluated split, (N, C) probabilities in manifest order; columns follow the classes."""
+    report: Path | None = None
+    """The run's HTML report (``RUN/report.html``), when ``fit(report=True)`` wrote one."""
+    near_duplicates: list[Any] = field(default_factory=list)
+    """Cross-split near-duplicate pairs (:class:`headstart.data.leakage.NearDuplicate`)."""
+    deduped: int = 0
+    """Images removed by ``data.dedupe``."""
+    ranking: dict[str, Any] | None = None
+    """The backbone ranking when ``backbone.name`` was ``auto``."""
 
     @property
     def model(self) -> Model:
@@ -156,18 +172,31 @@ def fit(
     config: FitConfig | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    report: bool = True,
+    strategy: str | None = None,
 ) -> FitResult:
     """Fit a classifier on the images in ``data`` (class folders or a CSV) and write the run
-    folder ``output`` (bundle in ``output/model``, manifest, problems, config, metrics)."""
+    folder ``output`` (bundle in ``output/model``, manifest, problems, config, metrics, and with
+    ``report`` the HTML report ``output/report.html``).  ``strategy`` (default
+    ``config.strategy.kind``): ``probe`` (head on cached embeddings), ``finetune`` (Lightning,
+    see :mod:`headstart.finetune`) or ``auto`` (probe first, fine-tune when it pays)."""
     cfg = config or load_config()
+    kind = strategy or cfg.strategy.kind
+    if kind != "probe":
+        from headstart.finetune import fit_with_strategy
+
+        tuned = fit_with_strategy(data, output, cfg, kind, overwrite=overwrite, progress=progress)
+        return _with_report(tuned, report)
     run_dir = Path(output)
     _check_output(run_dir, overwrite)
     # fail fast on a bad head or backbone, before any scanning or extraction
     head = create_head(cfg.head.kind, **cfg.head.params)
+    cfg, ranking = _resolve_auto_backbone(data, cfg, progress)
     ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     embedded = embed_data(data, cfg, progress=progress, ref=ref)
+    embedded, near, deduped = _check_leakage(embedded, cfg)
     manifest = embedded.manifest
     timings["embed"] = time.perf_counter() - t0
 
@@ -189,6 +218,7 @@ def fit(
                 manifest.classes,
                 n_boot=cfg.eval.n_boot,
                 seed=cfg.data.seed,
+                proba=proba,
             )
     timings["evaluate"] = time.perf_counter() - t0
 
@@ -204,9 +234,60 @@ def fit(
         cfg,
         probabilities,
     )
+    result.near_duplicates, result.deduped, result.ranking = near, deduped, ranking
     _write_run(result, ref)
     timings["write"] = time.perf_counter() - t0
+    if report:
+        from headstart.report import build_report
+
+        t0 = time.perf_counter()
+        result.report = build_report(run_dir)
+        timings["report"] = time.perf_counter() - t0
     return result
+
+
+def _with_report(result: FitResult, report: bool) -> FitResult:
+    if report:
+        from headstart.report import build_report
+
+        t0 = time.perf_counter()
+        result.report = build_report(result.run_dir)
+        result.timings["report"] = time.perf_counter() - t0
+    return result
+
+
+def resume(run_dir: str | Path, *, progress: bool = True, report: bool = True) -> FitResult:
+    """Continue a killed fine-tuning run from its last checkpoint (same data, config, seed)."""
+    from headstart.finetune import resume_run
+
+    return _with_report(resume_run(run_dir, progress=progress), report)
+
+
+def _resolve_auto_backbone(
+    data: str | Path, cfg: FitConfig, progress: bool
+) -> tuple[FitConfig, dict[str, Any] | None]:
+    """``backbone.name: auto`` -> the backbone :func:`rank_backbones` chooses."""
+    if cfg.backbone.name != "auto":
+        return cfg, None
+    from headstart.evaluate.ranking import rank_backbones
+
+    ranking = rank_backbones(data, cfg, progress=progress)
+    backbone = cfg.backbone.model_copy(update={"name": ranking.chosen})
+    return cfg.model_copy(update={"backbone": backbone}), ranking.to_dict()
+
+
+def _check_leakage(
+    embedded: EmbeddedData, cfg: FitConfig
+) -> tuple[EmbeddedData, list[Any], int]:
+    """Cross-split near-duplicates, and with ``data.dedupe`` the data without them."""
+    from headstart.data.leakage import dedupe, find_near_duplicates
+
+    near = find_near_duplicates(embedded, cfg.data.near_duplicate_threshold)
+    if not cfg.data.dedupe:
+        return embedded, near, 0
+    reduced, removed = dedupe(embedded, near)
+    _check_trainable(reduced.manifest)
+    return reduced, near, removed
 
 
 def portable_weights(ref: BackboneRef, store: EmbeddingStore) -> Path:
@@ -240,6 +321,9 @@ def _run_record(result: FitResult) -> dict[str, Any]:
         },
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         "versions": library_versions(),
+        "near_duplicates": len(result.near_duplicates),
+        "deduped": result.deduped,
+        **({"backbone_ranking": result.ranking} if result.ranking is not None else {}),
     }
 
 
@@ -249,6 +333,10 @@ def _write_run(result: FitResult, ref: BackboneRef) -> None:
     m = result.manifest
     m.write_csv(run_dir / "manifest.csv")
     m.write_problems(run_dir / "problems.csv")
+    if result.near_duplicates:
+        from headstart.data.leakage import write_near_duplicates
+
+        write_near_duplicates(run_dir / "near_duplicates.csv", m, result.near_duplicates)
     write_predictions(run_dir / "predictions.csv", m, result.probabilities)
     config = result.config.to_dict()
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))

@@ -52,7 +52,9 @@ class Backbone(nn.Module):
         )
         self.eval()
         with torch.inference_mode():
-            self.feature_dim: int = int(self(torch.zeros(1, 3, 64, 64)).shape[1])
+            # at the real input size: fixed-size models (ViT) reject anything else
+            size = preprocessing.crop
+            self.feature_dim: int = int(self(torch.zeros(1, 3, size, size)).shape[1])
 
     def _capture(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         self._pooled.append(args[0])

@@ -1,10 +1,74 @@
-"""`headstart cv` (being written)."""
+"""``headstart cv DATA``: k-fold cross-validation of a head on cached embeddings."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from rich.table import Table
+
+from headstart.cli.render import console, display_path, show_manifest
+from headstart.config import load_config
+from headstart.evaluate.cv import cross_validate, write_cv
+
+
+def command(
+    data: Path = typer.Argument(..., help="Image folder (class sub-folders) or a CSV."),
+    backbone: str | None = typer.Option(None, "-b", "--backbone", help="Backbone name."),
+    folds: int = typer.Option(5, "--folds", "-k", help="Number of folds."),
+    repeats: int = typer.Option(1, "--repeats", help="Repeat k-fold with reshuffled folds."),
+    group_column: str | None = typer.Option(
+        None,
+        "--group-column",
+        help="Keep groups together (group k-fold): a column of the CSV, or 'folder' "
+        "(each image's parent folder).",
+    ),
+    head: str | None = typer.Option(None, "--head", help="Head: logistic (default), knn, mlp."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config value: --set a.b=v"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fold shuffling."),
+    output: Path | None = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="Folder for cv.json and oof_predictions.csv (default runs/cv-<data name>).",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Cross-validate a head on train+val (test kept aside): mean, std, 95% t-interval."""
+    overrides = list(set_)
+    if backbone:
+        overrides.append(f"backbone.name={backbone}")
+    if head:
+        overrides.append(f"head.kind={head}")
+    cfg = load_config(config, overrides)
+    result = cross_validate(
+        data, cfg, folds=folds, repeats=repeats, group_column=group_column, seed=seed,
+        progress=not quiet,
+    )  # fmt: skip
+    out = write_cv(result, output or Path("runs") / f"cv-{Path(data).resolve().stem}")
+    show_manifest(result.manifest)
+    table = Table(title=f"{result.scheme}, {len(result.samples)} images", title_justify="left")
+    for column in ("repeat", "fold", "train", "test", "accuracy", "macro-F1"):
+        table.add_column(column, justify="right")
+    for f in result.folds:
+        table.add_row(
+            str(f.repeat), str(f.fold), str(f.n_train), str(f.n_test),
+            f"{100 * f.accuracy:.1f}", f"{100 * f.macro_f1:.1f}",
+        )  # fmt: skip
+    console.print(table)
+    for name, s in result.summary.items():
+        console.print(
+            f"{name}: {100 * s.mean:.1f}% ± {100 * s.std:.1f} (std), "
+            f"95% t-interval {100 * s.low:.1f}-{100 * s.high:.1f}"
+        )
+    held = len(result.manifest.samples) - len(result.samples)
+    if held:
+        console.print(f"{held} test images kept aside (not used by CV).")
+    console.print(
+        f"Done in {result.seconds:.1f} s; wrote {display_path(out)}/cv.json, oof_predictions.csv"
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add the subcommand to the app (not yet: this module is being written)."""
-    del app
+    app.command("cv")(command)

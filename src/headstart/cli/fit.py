@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
 from headstart.cli.render import console, show_fit, show_manifest, show_metrics
 from headstart.config import load_config
+from headstart.errors import ConfigError
 from headstart.pipeline import FitResult, fit
+from headstart.pipeline import resume as resume_fit
 
 
 def report_fit(result: FitResult) -> None:
@@ -16,23 +19,58 @@ def report_fit(result: FitResult) -> None:
     show_manifest(result.manifest)
     ex = result.extraction
     rate = ex.n_computed / ex.seconds if ex.seconds > 0 and ex.n_computed else 0.0
-    console.print(
-        f"Backbone {result.config.backbone.name}: {ex.n_computed} images embedded"
-        + (f" ({rate:.0f} img/s, {ex.engine})" if ex.n_computed else "")
-        + f", {ex.n_cached} from cache"
-    )
-    console.print(
-        f"Head: {result.config.head.kind}, trained on {len(result.manifest.split('train'))} images"
-    )
+    if ex.engine != "finetune":
+        console.print(
+            f"Backbone {result.config.backbone.name}: {ex.n_computed} images embedded"
+            + (f" ({rate:.0f} img/s, {ex.engine})" if ex.n_computed else "")
+            + f", {ex.n_cached} from cache"
+        )
+        console.print(
+            f"Head: {result.config.head.kind}, trained on "
+            f"{len(result.manifest.split('train'))} images"
+        )
+    show_strategy(result.run_dir)
     last = list(result.metrics)[-1] if result.metrics else None
     for split, metrics in result.metrics.items():
         show_metrics(metrics, f"{split} split", detail=split == last)
+    _show_leakage(result)
     show_fit(result.timings, result.bundle_dir, result.run_dir)
+    if result.report is not None:
+        console.print(f"Report: {result.report}")
+
+
+def show_strategy(run_dir: Path) -> None:
+    """The fine-tuning facts of a run (strategy choice, epochs, imbalance), when it has any."""
+    path = run_dir / "finetune.json"
+    if not path.is_file():
+        return
+    facts = json.loads(path.read_text(encoding="utf-8"))
+    if "chosen" in facts:
+        console.print(f"Strategy auto chose {facts['chosen']}: {facts['reason']}")
+    if "epochs_run" in facts:
+        imb = facts.get("imbalance", {})
+        console.print(
+            f"Fine-tuned {facts.get('epochs_run')} epochs (best epoch {facts.get('best_epoch')}, "
+            f"{facts.get('precision')}), imbalance remedy {imb.get('remedy')} "
+            f"({imb.get('reason')}); "
+            f"curve: {run_dir / 'logs' / 'metrics.csv'}"
+        )
+
+
+def _show_leakage(result: FitResult) -> None:
+    if result.ranking is not None:
+        console.print(f"Backbone auto: chose {result.ranking['chosen']} (see rank-backbones)")
+    if result.near_duplicates:
+        from headstart.cli.calibrate import show_near_duplicates
+
+        show_near_duplicates(result.near_duplicates, result.manifest)
+    if result.deduped:
+        console.print(f"--dedupe: removed {result.deduped} image(s) from the evaluation splits")
 
 
 def command(
-    data: Path = typer.Argument(
-        ..., help="Image folder (class sub-folders) or a CSV (path,label)."
+    data: Path | None = typer.Argument(
+        None, help="Image folder (class sub-folders) or a CSV (path,label)."
     ),
     output: Path = typer.Option(Path("runs/latest"), "-o", "--output", help="Run folder to write."),
     backbone: str | None = typer.Option(
@@ -50,6 +88,26 @@ def command(
         False, "--overwrite", help="Replace a model already in the run folder."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    dedupe: bool = typer.Option(
+        False, "--dedupe", help="Drop the later copy of cross-split (near-)duplicates."
+    ),
+    no_report: bool = typer.Option(
+        False, "--no-report", help="Skip the HTML report (RUN/report.html)."
+    ),
+    strategy: str | None = typer.Option(
+        None,
+        "--strategy",
+        help="probe (default), finetune, auto, or a Lightning strategy (ddp, ddp_spawn) "
+        "to fine-tune with it.",
+    ),
+    resume: Path | None = typer.Option(
+        None, "--resume", help="Continue the killed fine-tune in this run folder."
+    ),
+    devices: str | None = typer.Option(None, "--devices", help="Fine-tune devices (e.g. 2)."),
+    num_nodes: int | None = typer.Option(None, "--num-nodes", help="Fine-tune machines."),
+    precision: str | None = typer.Option(
+        None, "--precision", help="Fine-tune precision: 32-true, bf16-mixed, 16-mixed."
+    ),
 ) -> None:
     """Fit a classifier: pretrained backbone → cached embeddings → head → evaluated bundle."""
     overrides = list(set_)
@@ -59,9 +117,46 @@ def command(
         overrides.append(f"backbone.weights={weights}")
     if head:
         overrides.append(f"head.kind={head}")
+    if dedupe:
+        overrides.append("data.dedupe=true")
+    if resume is not None:
+        result = resume_fit(resume, progress=not quiet, report=not no_report)
+        report_fit(result)
+        return
+    if data is None:
+        raise ConfigError("fit needs DATA (an image folder or CSV), or --resume RUN")
+    overrides += _train_overrides(strategy, devices, num_nodes, precision)
     cfg = load_config(config, overrides)
-    result = fit(data, output, config=cfg, overwrite=overwrite, progress=not quiet)
+    result = fit(
+        data, output, config=cfg, overwrite=overwrite, progress=not quiet, report=not no_report
+    )
     report_fit(result)
+
+
+_STRATEGIES = ("probe", "finetune", "auto")
+_DISTRIBUTED = ("ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
+
+
+def _train_overrides(
+    strategy: str | None, devices: str | None, num_nodes: int | None, precision: str | None
+) -> list[str]:
+    """--strategy/--devices/--num-nodes/--precision as config overrides."""
+    out = []
+    if strategy is not None:
+        if strategy in _DISTRIBUTED:
+            out += ["strategy.kind=finetune", f"train.distributed={strategy}"]
+        elif strategy in _STRATEGIES:
+            out.append(f"strategy.kind={strategy}")
+        else:
+            valid = ", ".join(_STRATEGIES + _DISTRIBUTED)
+            raise ConfigError(f"unknown --strategy {strategy!r}; valid: {valid}")
+    if devices is not None:
+        out.append(f"train.devices={devices}")
+    if num_nodes is not None:
+        out.append(f"train.num_nodes={num_nodes}")
+    if precision is not None:
+        out.append(f"train.precision={precision}")
+    return out
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,7 @@ from headstart.cli import (
     explain,
     export,
     fit,
+    lr_find,
     predict,
     rank_backbones,
     report,
@@ -37,6 +38,7 @@ app = typer.Typer(
 )
 _COMMANDS: tuple[ModuleType, ...] = (fit, predict, evaluate, backbones, demo, report, explain)
 _COMMANDS += (serve, export, cv, tune, rank_backbones, calibrate, compare)
+_COMMANDS += (lr_find,)
 for module in _COMMANDS:
     module.register(app)
 
@@ -45,18 +47,23 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` and return the exit status (2 for a user error)."""
     try:
         result = app(args=argv, prog_name="headstart", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        print("headstart: aborted", file=sys.stderr)
-        return 1
     except HeadstartError as exc:
         message = " ".join(str(exc).split())
         print(f"headstart: error: {message}", file=sys.stderr)
         return 2
+    # typer >= 0.2x raises its own (vendored) click exceptions; older releases raise click's
+    except (typer.Exit, click.exceptions.Exit) as exc:
+        return int(getattr(exc, "exit_code", 0))
+    except (typer.Abort, click.exceptions.Abort):
+        print("headstart: aborted", file=sys.stderr)
+        return 1
+    except (typer.TyperException, click.ClickException) as exc:
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            print(f"headstart: error: {exc}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         print("headstart: interrupted", file=sys.stderr)
         return 130

@@ -7,12 +7,21 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from headstart.cli.render import console, display_path
-from headstart.model import Prediction, load
+from headstart.cli.render import console, display_path, err_console
+from headstart.model import Model, Prediction, load
+
+if TYPE_CHECKING:
+    from headstart.export import OnnxClassifier
+
+
+class Runtime(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
 
 
 class Format(str, Enum):
@@ -54,9 +63,21 @@ def command(
     images: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes per image."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, csv or json."),
+    runtime: Runtime = typer.Option(
+        Runtime.torch,
+        "--runtime",
+        help="torch: the bundle as fitted; onnx: the exported MODEL/model.onnx in onnxruntime "
+        "(exported first if missing; MODEL may also be an exported .onnx file).",
+    ),
 ) -> None:
     """Predict the top-k classes of images; unreadable files get an error row."""
-    loaded = load(model)
+    loaded: Model | OnnxClassifier
+    if runtime is Runtime.onnx:
+        from headstart.export import load_onnx
+
+        loaded = load_onnx(model, notify=err_console.print)
+    else:
+        loaded = load(model)
     predictions = loaded.predict(images, top_k=top_k)
     if fmt is Format.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))

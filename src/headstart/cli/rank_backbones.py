@@ -1,10 +1,82 @@
-"""`headstart rank-backbones` (being written)."""
+"""``headstart rank-backbones DATA``: transferability scores per backbone, probe check, choice."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import typer
+from rich.table import Table
+
+from headstart.cli.render import console
+from headstart.config import load_config
+from headstart.evaluate.ranking import SCORES, Ranking, rank_backbones
+
+_TITLES = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "h_score": "H-score", "knn": "kNN acc"}
+
+
+def _cell(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.4g}"
+
+
+def show_ranking(ranking: Ranking) -> None:
+    """The score table (best first), the probe check and the chosen backbone."""
+    table = Table(title="Backbone ranking (higher is better)", title_justify="left")
+    table.add_column("backbone")
+    for name in SCORES:
+        marker = "*" if name in ranking.ranking_scores else ""
+        table.add_column(_TITLES[name] + marker, justify="right")
+    table.add_column("mean rank*", justify="right")
+    table.add_column("probe acc", justify="right")
+    table.add_column("score s", justify="right")
+    for row in ranking.rows:
+        probe = (
+            f"{100 * row.probe_accuracy:.1f}% {row.probe_on}"
+            if row.probe_accuracy is not None and row.probe_seconds is not None
+            else "-"
+        )
+        cells = [_cell(row.scores[n]) for n in SCORES]
+        score_s = f"{sum(row.seconds.values()):.2f}"
+        table.add_row(row.backbone, *cells, f"{row.combined_rank:.1f}", probe, score_s)
+    console.print(table)
+    _show_seconds(ranking)
+    used = " + ".join(_TITLES[n] for n in ranking.ranking_scores)
+    console.print(f"* ranked by the mean rank of {used}; the probe of the top ones decides.")
+    for name, why in ranking.skipped.items():
+        console.print(f"Skipped {name}: {why}")
+    console.print(f"Chosen backbone: [bold]{ranking.chosen}[/] ({ranking.seconds:.1f} s in all)")
+
+
+def _show_seconds(ranking: Ranking) -> None:
+    table = Table(title="Seconds", title_justify="left")
+    table.add_column("backbone")
+    for name in (*SCORES, "embed", "probe"):
+        table.add_column(_TITLES.get(name, name), justify="right")
+    for row in ranking.rows:
+        probe = "-" if row.probe_seconds is None else f"{row.probe_seconds:.2f}"
+        cells = [f"{row.seconds[n]:.2f}" for n in SCORES]
+        table.add_row(row.backbone, *cells, f"{row.embed_seconds:.1f}", probe)
+    console.print(table)
+
+
+def command(
+    data: Path = typer.Argument(
+        ..., help="Image folder (class sub-folders) or a CSV (path,label)."
+    ),
+    top: int = typer.Option(2, "--top", help="How many of the best-scored backbones to probe."),
+    backbone: list[str] = typer.Option(
+        [], "-b", "--backbone", help="Rank only these (repeat); default: all usable here."
+    ),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config value."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Rank backbones by LogME, LEEP, NCE, H-score and kNN accuracy, check with a probe."""
+    cfg = load_config(config, set_)
+    ranking = rank_backbones(data, cfg, backbones=backbone or None, top=top, progress=not quiet)
+    show_ranking(ranking)
 
 
 def register(app: typer.Typer) -> None:
-    """Add the subcommand to the app (not yet: this module is being written)."""
-    del app
+    """Add ``rank-backbones`` to the app."""
+    app.command("rank-backbones")(command)

@@ -1,10 +1,59 @@
-"""`headstart tune` (being written)."""
+"""``headstart tune DATA``: Optuna search over heads and their hyperparameters."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from headstart.cli.fit import report_fit
+from headstart.cli.render import console
+from headstart.config import load_config
+from headstart.evaluate.tune import tune
+
+
+def command(
+    data: Path = typer.Argument(..., help="Image folder (class sub-folders) or a CSV."),
+    trials: int = typer.Option(
+        100, "--trials", "-n", help="Finished trials the study should hold."
+    ),
+    output: Path = typer.Option(Path("runs/tune"), "-o", "--output", help="Run folder to write."),
+    backbone: str | None = typer.Option(None, "-b", "--backbone", help="Backbone name."),
+    storage: str | None = typer.Option(
+        None,
+        "--storage",
+        help="Optuna RDB URL (default sqlite:///RUN/study.db), e.g. postgresql://...",
+    ),
+    study_name: str | None = typer.Option(
+        None, "--study-name", help="Study name (default headstart-<data hash>-<backbone>)."
+    ),
+    n_jobs: int = typer.Option(1, "--n-jobs", "-j", help="Worker processes on this machine."),
+    folds: int = typer.Option(3, "--folds", "-k", help="CV folds per trial."),
+    seed: int = typer.Option(0, "--seed", help="Sampler seed."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config value: --set a.b=v"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Tune the head by CV accuracy on the train split; refit the best as a normal run."""
+    overrides = list(set_)
+    if backbone:
+        overrides.append(f"backbone.name={backbone}")
+    cfg = load_config(config, overrides)
+    result = tune(
+        data, output, cfg, trials=trials, storage=storage, study_name=study_name,
+        n_jobs=n_jobs, folds=folds, seed=seed, progress=not quiet,
+    )  # fmt: skip
+    report_fit(result.fit)
+    console.print(
+        f"Study {result.study_name!r} ({result.storage}): {result.n_finished} finished trials"
+    )
+    console.print(f"Best params: {result.best_params}")
+    console.print(result.verdict)
+    console.print(
+        f"Tuning took {result.seconds:.1f} s in all; the trials of this run "
+        f"{result.search_seconds:.1f} s."
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add the subcommand to the app (not yet: this module is being written)."""
-    del app
+    app.command("tune")(command)

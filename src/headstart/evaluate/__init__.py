@@ -7,6 +7,8 @@ from headstart.evaluate.calibration import (
     expected_calibration_error,
     reliability_bins,
 )
+from headstart.evaluate.compare import Comparison, compare_models, compare_predictions
+from headstart.evaluate.cv import CVResult, cross_validate
 from headstart.evaluate.metrics import (
     ClassMetrics,
     Interval,
@@ -14,14 +16,22 @@ from headstart.evaluate.metrics import (
     evaluate_predictions,
     metrics_renderables,
 )
+from headstart.evaluate.tune import TuneResult, tune
 
 __all__ = [
+    "CVResult",
     "ClassMetrics",
+    "Comparison",
     "Interval",
     "Metrics",
     "ReliabilityBins",
+    "TuneResult",
+    "compare_models",
+    "compare_predictions",
+    "cross_validate",
     "evaluate_predictions",
     "expected_calibration_error",
     "metrics_renderables",
     "reliability_bins",
+    "tune",
 ]

@@ -63,6 +63,8 @@ class Metrics:
     macro_f1: Interval
     per_class: list[ClassMetrics]
     confusion: list[list[int]]
+    ece: float | None = None
+    """Expected calibration error of the top-1 probabilities (15 bins), when they were given."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict; :meth:`from_dict` reverses it."""
@@ -79,6 +81,7 @@ class Metrics:
                 macro_f1=Interval(**d["macro_f1"]),
                 per_class=[ClassMetrics(**c) for c in d["per_class"]],
                 confusion=[[int(v) for v in row] for row in d["confusion"]],
+                ece=None if d.get("ece") is None else float(d["ece"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise errors.DataError(f"malformed metrics record: {exc!r}") from None
@@ -156,12 +159,14 @@ def evaluate_predictions(
     *,
     n_boot: int = 1000,
     seed: int = 0,
+    proba: np.ndarray | None = None,
 ) -> Metrics:
     """Accuracy, macro-F1 (with 95% bootstrap intervals), per-class scores and confusion matrix.
 
     ``classes`` fixes the order of the per-class rows and confusion matrix; classes that never
     occur get zeros.  Raises :class:`~headstart.errors.DataError` for an empty or mismatched
-    input or labels outside ``classes``.
+    input or labels outside ``classes``.  ``proba`` (N, C), columns in ``classes`` order, adds
+    the expected calibration error.
     """
     if len(y_true) != len(y_pred):
         raise errors.DataError(
@@ -195,7 +200,17 @@ def evaluate_predictions(
         macro_f1=_interval(float(macro_f1), boot_f1),
         per_class=per_class,
         confusion=confusion.tolist(),
+        ece=None if proba is None else _ece(proba, true),
     )
+
+
+def _ece(proba: np.ndarray, true: NDArray[np.intp]) -> float:
+    from headstart.evaluate.calibration import expected_calibration_error
+
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2 or len(p) != len(true):
+        raise errors.DataError(f"proba must be (N, C) with N = {len(true)}; got {p.shape}")
+    return expected_calibration_error(p, true)
 
 
 def _percent(x: float) -> str:
@@ -235,6 +250,7 @@ def metrics_renderables(metrics: Metrics, title: str) -> list[RenderableType]:
         f"accuracy {_percent(acc.value)}% (95% CI {_percent(acc.low)}-{_percent(acc.high)}), ",
         f"macro-F1 {_percent(f1.value)}% (95% CI {_percent(f1.low)}-{_percent(f1.high)}), ",
         f"n={metrics.n}",
+        "" if metrics.ece is None else f", ECE {_percent(metrics.ece)}%",
     )
     per_class = Table(title="Per class", title_justify="left")
     per_class.add_column("class")

@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from headstart.backbones.model import Backbone
 
 __all__ = ["OnnxFeatures", "export_onnx", "onnxruntime_available", "physical_cores"]
@@ -48,14 +51,28 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-def export_onnx(backbone: Backbone, path: Path, opset: int = 17) -> Path:
-    """Export ``backbone.forward`` (images -> pooled features) with a dynamic batch axis.
+def export_onnx(
+    model: Backbone | nn.Module,
+    path: Path,
+    opset: int = 17,
+    *,
+    output_name: str = OUTPUT_NAME,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Export ``model.forward`` (preprocessed images (N, 3, crop, crop) -> one (N, K) output) with
+    a dynamic batch axis: a :class:`Backbone` (pooled features, the embedding engine) or a whole
+    classifier (:mod:`headstart.export`: backbone -> head -> probabilities).  ``model`` carries
+    the ``preprocessing`` it expects (its crop sets the input size); ``metadata`` is stored in
+    the file's ``metadata_props``.  This is the project's one ONNX export path.
 
     Written to a temp file and renamed, so a crash never leaves a half-written model.
     """
     import torch
 
-    size = backbone.preprocessing.crop
+    preprocessing = getattr(model, "preprocessing", None)
+    if preprocessing is None:
+        raise TypeError(f"{type(model).__name__} has no .preprocessing to size its input from")
+    size = int(preprocessing.crop)
     example = torch.zeros(2, 3, size, size)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -64,20 +81,32 @@ def export_onnx(backbone: Backbone, path: Path, opset: int = 17) -> Path:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # exporter deprecation chatter is not the user's
             torch.onnx.export(
-                backbone.eval(),
+                model.eval(),
                 (example,),
                 tmp,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                output_names=[output_name],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}},
                 opset_version=opset,
                 dynamo=False,
             )
+        if metadata:
+            _set_metadata(Path(tmp), metadata)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _set_metadata(path: Path, metadata: Mapping[str, str]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
 
 
 class OnnxFeatures:
@@ -99,6 +128,7 @@ class OnnxFeatures:
         )
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Features (N, D) float32 for a batch (N, 3, H, W) float32."""
-        out = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch)})
+        """The model's one output (N, D) float32 (features, or probabilities for a whole-model
+        export) for a batch (N, 3, H, W) float32."""
+        out = self.session.run(None, {INPUT_NAME: np.ascontiguousarray(batch)})
         return np.asarray(out[0], dtype=np.float32)

@@ -1,0 +1,142 @@
+"""Training-time augmentation presets built from torchvision transforms v2.
+
+Presets (each transform can be overridden in :class:`~headstart.config.AugmentConfig`):
+
+=========  ==========================  =====  ===================  ==========================
+preset     RandomResizedCrop scale     flip   policy               batch mixing
+=========  ==========================  =====  ===================  ==========================
+none       (center crop, as predict)   no     none                 none
+light      (0.35, 1)                   yes    none                 none
+strong     (0.08, 1)                   yes    TrivialAugmentWide   MixUp 0.2 / CutMix 1.0
+=========  ==========================  =====  ===================  ==========================
+
+Image transforms take a uint8 (3, H, W) tensor (the decoded image resized like the backbone's
+preprocessing) and return the normalised float32 (3, crop, crop) input. MixUp/CutMix act on
+batches (images and integer labels) and return soft labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from headstart.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from headstart.backbones import Preprocessing
+    from headstart.config import AugmentConfig
+
+__all__ = ["PRESETS", "AugmentPlan", "batch_mixer", "eval_transform", "resolve", "train_transform"]
+
+
+@dataclass(frozen=True)
+class AugmentPlan:
+    """The resolved transforms of a preset plus its overrides."""
+
+    random_crop: bool
+    crop_scale: tuple[float, float]
+    hflip: bool
+    policy: str
+    mixup_alpha: float
+    cutmix_alpha: float
+
+
+PRESETS: dict[str, AugmentPlan] = {
+    "none": AugmentPlan(False, (1.0, 1.0), False, "none", 0.0, 0.0),
+    "light": AugmentPlan(True, (0.35, 1.0), True, "none", 0.0, 0.0),
+    "strong": AugmentPlan(True, (0.08, 1.0), True, "trivialaugment", 0.2, 1.0),
+}
+
+
+def resolve(config: AugmentConfig) -> AugmentPlan:
+    """The preset of ``config`` with its non-``None`` fields applied on top."""
+    base = PRESETS[config.preset]
+    scale = config.crop_scale if config.crop_scale is not None else base.crop_scale
+    low, high = scale
+    if not 0.0 < low <= high <= 1.0:
+        raise ConfigError(f"augment.crop_scale must satisfy 0 < low <= high <= 1; got {scale}")
+    return AugmentPlan(
+        random_crop=base.random_crop or config.crop_scale is not None,
+        crop_scale=(float(low), float(high)),
+        hflip=base.hflip if config.hflip is None else config.hflip,
+        policy=base.policy if config.policy is None else config.policy,
+        mixup_alpha=base.mixup_alpha if config.mixup_alpha is None else config.mixup_alpha,
+        cutmix_alpha=base.cutmix_alpha if config.cutmix_alpha is None else config.cutmix_alpha,
+    )
+
+
+def _normalise(prep: Preprocessing) -> list[Callable[..., object]]:
+    import torch
+    from torchvision.transforms import v2
+
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(prep.mean), list(prep.std))]
+
+
+def train_transform(plan: AugmentPlan, prep: Preprocessing) -> Callable[[Tensor], Tensor]:
+    """uint8 (3, H, W) → normalised float (3, crop, crop) with the plan's random transforms."""
+    from torchvision.transforms import InterpolationMode, v2
+
+    interpolation = InterpolationMode(prep.interpolation)
+    steps: list[Callable[..., object]] = []
+    if plan.random_crop:
+        steps.append(
+            v2.RandomResizedCrop(
+                prep.crop, scale=plan.crop_scale, interpolation=interpolation, antialias=True
+            )
+        )
+    else:
+        steps.append(v2.CenterCrop(prep.crop))
+    if plan.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if plan.policy == "trivialaugment":
+        steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
+    elif plan.policy == "randaugment":
+        steps.append(v2.RandAugment(interpolation=interpolation))
+    composed = v2.Compose([*steps, *_normalise(prep)])
+
+    def apply(image: Tensor) -> Tensor:
+        out: Tensor = composed(image)
+        return out
+
+    return apply
+
+
+def eval_transform(prep: Preprocessing) -> Callable[[Tensor], Tensor]:
+    """uint8 (3, H, W) already resized like ``prep`` → the center-cropped, normalised input
+    (the same numbers as ``prep`` on the original image, up to float rounding)."""
+    from torchvision.transforms import v2
+
+    composed = v2.Compose([v2.CenterCrop(prep.crop), *_normalise(prep)])
+
+    def apply(image: Tensor) -> Tensor:
+        out: Tensor = composed(image)
+        return out
+
+    return apply
+
+
+def batch_mixer(
+    plan: AugmentPlan, num_classes: int
+) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None:
+    """MixUp and/or CutMix on a batch (one of them chosen per batch), or ``None`` when off.
+
+    The returned callable maps (images, int labels) to (mixed images, soft labels)."""
+    from torchvision.transforms import v2
+
+    mixers: list[Any] = []
+    if plan.mixup_alpha > 0:
+        mixers.append(v2.MixUp(alpha=plan.mixup_alpha, num_classes=num_classes))
+    if plan.cutmix_alpha > 0:
+        mixers.append(v2.CutMix(alpha=plan.cutmix_alpha, num_classes=num_classes))
+    if not mixers:
+        return None
+    choice: Any = v2.RandomChoice(mixers) if len(mixers) > 1 else mixers[0]
+
+    def mix(images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        out_images, out_labels = choice(images, labels)
+        return out_images, out_labels
+
+    return mix

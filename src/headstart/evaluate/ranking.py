@@ -1,0 +1,244 @@
+"""Rank backbones for a data set: transferability scores on cached embeddings, then a linear
+probe of the best candidates as the check.
+
+Which score to trust.  The literature disagrees (LogME, SFDA and the ECCV 2022 stability study
+each find a different winner), so :func:`rank_backbones` computes all five and orders the
+candidates by the mean rank of :data:`RANKING_SCORES` -- LEEP, NCE and kNN accuracy.  Measured
+on the project's three shared data sets with the two offline backbones
+(``benchmarks/rank_backbones.py``): LEEP and NCE picked the probe's winner on 2 of 3, kNN on 1
+of 3 (but had the best Kendall tau, 0.47, across the 6 data set x backbone pairs), LogME on none
+(tau -0.60).  That evidence is thin -- 3 two-way choices whose probe accuracies differ by 0.6-2.5
+points -- so the probe fit of the top candidates, not a score, makes the final choice.
+
+LEEP and NCE need the source model's ImageNet softmax.  Both backbones' ImageNet heads are a
+single linear layer on the pooled features the embedding cache already holds, so the logits are
+computed from the cached embeddings (``features @ W.T + b``) instead of a second pass over the
+images; :func:`imagenet_head` reads ``W`` and ``b`` from the backbone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headstart.backbones import BackboneRef, list_backbones, resolve_backbone
+from headstart.config import FitConfig, load_config
+from headstart.errors import BackboneError, ConfigError
+from headstart.evaluate import transferability as tr
+
+__all__ = [
+    "RANKING_SCORES",
+    "SCORES",
+    "BackboneScores",
+    "Ranking",
+    "available_backbones",
+    "imagenet_head",
+    "probe_accuracy",
+    "rank_backbones",
+    "score_embeddings",
+]
+
+#: Every score, in table order.
+SCORES = ("logme", "leep", "nce", "h_score", "knn")
+#: The scores whose mean rank orders the candidates (see the module docstring).
+RANKING_SCORES = ("leep", "nce", "knn")
+
+
+@dataclass
+class BackboneScores:
+    """One backbone's scores (higher is better), the seconds each took, and the probe check."""
+
+    backbone: str
+    scores: dict[str, float]
+    seconds: dict[str, float]
+    embed_seconds: float
+    n_train: int
+    probe_accuracy: float | None = None
+    probe_on: str | None = None
+    probe_seconds: float | None = None
+    combined_rank: float = 0.0
+
+
+@dataclass
+class Ranking:
+    """Backbones ordered best first by :data:`RANKING_SCORES`, and the one chosen by the probe."""
+
+    rows: list[BackboneScores]
+    chosen: str
+    ranking_scores: tuple[str, ...] = RANKING_SCORES
+    seconds: float = 0.0
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able record (for run.json)."""
+        return {
+            "chosen": self.chosen,
+            "ranking_scores": list(self.ranking_scores),
+            "seconds": round(self.seconds, 3),
+            "rows": [asdict(r) for r in self.rows],
+            "skipped": dict(self.skipped),
+        }
+
+
+def available_backbones() -> tuple[list[str], dict[str, str]]:
+    """Names of the built-in backbones whose weights are here, and why the others are not."""
+    usable, skipped = [], {}
+    for status in list_backbones():
+        name = status.spec.name
+        if ":" in name:  # generic timm:/torchvision: entries: only when asked for by name
+            continue
+        if status.available:
+            usable.append(name)
+        else:
+            skipped[name] = status.detail
+    return usable, skipped
+
+
+def imagenet_head(ref: BackboneRef) -> tuple[np.ndarray, np.ndarray] | None:
+    """(W, b) of the backbone's ImageNet classifier acting on its pooled features, or None when
+    it has none (then LEEP and NCE are skipped)."""
+    from torch import nn
+
+    backbone = ref.build()
+    if backbone.imagenet_classes is None:
+        return None
+    model: Any = backbone.model
+    if backbone.library == "timm":
+        linear = model.get_classifier()
+    else:
+        linear = model.get_submodule(backbone._head_path)
+    if not isinstance(linear, nn.Linear):
+        return None
+    weight = linear.weight.detach().double().numpy()
+    bias = linear.bias.detach().double().numpy()
+    return weight, bias
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def _timed(fn: Callable[[], float]) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - t0
+
+
+def score_embeddings(
+    features: np.ndarray,
+    labels: Sequence[str],
+    head: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """All scores of one backbone's embeddings and the seconds each took.  ``head``: the
+    ImageNet classifier (W, b) for LEEP and NCE (NaN without it)."""
+    from threadpoolctl import threadpool_limits
+
+    y, _ = tr.encode(labels)
+    x = np.asarray(features, dtype=np.float64)
+    # One BLAS thread: on a few shared cores, threaded eigh/Gram products ran 10-30x slower.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _all_scores(x, y, head)
+
+
+def _all_scores(
+    x: np.ndarray, y: np.ndarray, head: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[dict[str, float], dict[str, float]]:
+    scores: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    scores["logme"], seconds["logme"] = _timed(lambda: tr.logme(x, y))
+    if head is not None:
+        t0 = time.perf_counter()
+        proba = _softmax(x @ head[0].T + head[1])
+        source = time.perf_counter() - t0  # shared by LEEP and NCE; charged to both
+        scores["leep"], seconds["leep"] = _timed(lambda: tr.leep(proba, y))
+        scores["nce"], seconds["nce"] = _timed(lambda: tr.nce(proba, y))
+        seconds["leep"] += source
+        seconds["nce"] += source
+    else:
+        scores["leep"] = scores["nce"] = float("nan")
+        seconds["leep"] = seconds["nce"] = 0.0
+    scores["h_score"], seconds["h_score"] = _timed(lambda: tr.shrinkage_h_score(x, y))
+    scores["knn"], seconds["knn"] = _timed(lambda: tr.knn_accuracy(x, y))
+    return scores, seconds
+
+
+def probe_accuracy(
+    train: tuple[np.ndarray, list[str]], val: tuple[np.ndarray, list[str]]
+) -> tuple[float, str, float]:
+    """Accuracy of the default logistic head: on ``val`` when it has images, else its own
+    3-fold CV accuracy on ``train``.  Returns (accuracy, "val" or "cv3", seconds)."""
+    from headstart.heads import create_head
+
+    t0 = time.perf_counter()
+    head: Any = create_head("logistic").fit(*train)
+    if val[1]:
+        acc = float(np.mean(head.predict(val[0]) == np.asarray(val[1])))
+        on = "val"
+    else:
+        acc, on = float(np.nanmax(head.cv_scores_)), "cv3"
+    return acc, on, time.perf_counter() - t0
+
+
+def _mean_ranks(rows: list[BackboneScores], names: Sequence[str]) -> np.ndarray:
+    ranks = []
+    for name in names:
+        values = np.array([r.scores[name] for r in rows], dtype=np.float64)
+        if np.isnan(values).any():
+            continue
+        order = (-values).argsort(kind="stable")
+        rank = np.empty(len(rows))
+        rank[order] = np.arange(1, len(rows) + 1)
+        ranks.append(rank)
+    return np.mean(ranks, axis=0) if ranks else np.ones(len(rows))
+
+
+def rank_backbones(
+    data: str | Path,
+    config: FitConfig | None = None,
+    *,
+    backbones: Sequence[str] | None = None,
+    top: int = 2,
+    progress: bool = False,
+) -> Ranking:
+    """Embed ``data`` with each backbone (cached), score the training split, order the
+    backbones by :data:`RANKING_SCORES`, then fit the logistic probe on the ``top`` best and
+    choose the one with the highest probe accuracy (ties go to the better score rank)."""
+    from headstart.pipeline import embed_data
+
+    if top < 1:
+        raise ConfigError(f"top must be at least 1, got {top}")
+    cfg = config or load_config()
+    skipped: dict[str, str] = {}
+    if backbones is None:
+        names, skipped = available_backbones()
+    else:
+        names = list(dict.fromkeys(backbones))
+    if not names:
+        raise BackboneError("no backbone is available here to rank; see `headstart backbones`")
+    start = time.perf_counter()
+    rows, splits = [], {}
+    for name in names:
+        t0 = time.perf_counter()
+        ref = resolve_backbone(name)
+        embedded = embed_data(data, cfg, progress=progress, ref=ref)
+        embed_seconds = time.perf_counter() - t0
+        train = embedded.split("train")
+        scores, seconds = score_embeddings(train[0], train[1], imagenet_head(ref))
+        rows.append(BackboneScores(name, scores, seconds, embed_seconds, len(train[1])))
+        splits[name] = (train, embedded.split("val"))
+    for row, rank in zip(rows, _mean_ranks(rows, RANKING_SCORES), strict=True):
+        row.combined_rank = float(rank)
+    rows.sort(key=lambda r: r.combined_rank)
+    for row in rows[:top]:
+        row.probe_accuracy, row.probe_on, row.probe_seconds = probe_accuracy(*splits[row.backbone])
+    checked = [r for r in rows if r.probe_accuracy is not None]
+    chosen = max(checked, key=lambda r: (r.probe_accuracy, -r.combined_rank)).backbone
+    return Ranking(rows, chosen, RANKING_SCORES, time.perf_counter() - start, skipped)

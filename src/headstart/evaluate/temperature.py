@@ -1,0 +1,152 @@
+"""Temperature scaling (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017).
+
+One scalar ``T`` divides the head's log-probabilities before the softmax,
+``p_T = softmax(log p / T)``; for a logistic head that is exactly ``softmax(logits / T)``.  It
+is fitted on labelled validation data by minimising the negative log-likelihood over
+``log T`` (bounded scalar search), so it never changes which class is predicted, only how
+confident the prediction is.  :func:`calibrate_bundle` fits it for a saved model and stores it
+in the bundle's ``model.json`` under ``"calibration"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headstart.errors import ConfigError, DataError
+from headstart.evaluate.calibration import expected_calibration_error, reliability_bins
+
+__all__ = [
+    "CalibrationResult",
+    "apply_temperature",
+    "calibrate_bundle",
+    "fit_temperature",
+    "negative_log_likelihood",
+]
+
+#: Search bounds on log T: T in [e^-4, e^4] covers every real head we have seen by far.
+_LOG_T_BOUNDS = (-4.0, 4.0)
+_EPS = 1e-12
+
+
+def _log(proba: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(np.asarray(proba, dtype=np.float64), _EPS, None))
+
+
+def apply_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """``softmax(log(proba) / T)`` row-wise; ``T = 1`` returns the probabilities unchanged."""
+    if not np.isfinite(temperature) or temperature <= 0:
+        raise ConfigError(f"temperature must be a positive number, got {temperature!r}")
+    if temperature == 1.0:
+        return np.asarray(proba, dtype=np.float64)
+    z = _log(proba) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def negative_log_likelihood(proba: np.ndarray, y: np.ndarray) -> float:
+    """Mean ``-log p(true class)``; ``y`` holds column indices."""
+    p = np.asarray(proba, dtype=np.float64)
+    return float(-_log(p[np.arange(len(y)), y]).mean())
+
+
+def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
+    """The ``T`` that minimises the NLL of ``apply_temperature(proba, T)`` on labels ``y``."""
+    from scipy.optimize import minimize_scalar
+
+    p = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(y, dtype=np.intp)
+    if p.ndim != 2 or len(p) != len(y) or len(y) == 0:
+        raise DataError(f"need (N, C) probabilities for N = {len(y)} labels; got {p.shape}")
+    logp = _log(p)
+    rows = np.arange(len(y))
+
+    def nll(log_t: float) -> float:
+        z = logp / np.exp(log_t)
+        z_max = z.max(axis=1)
+        lse = z_max + np.log(np.exp(z - z_max[:, None]).sum(axis=1))
+        return float((lse - z[rows, y]).mean())
+
+    result = minimize_scalar(nll, bounds=_LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(result.x))
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """A fitted temperature and what it did on the data it was fitted on."""
+
+    temperature: float
+    n: int
+    nll_before: float
+    nll_after: float
+    ece_before: float
+    ece_after: float
+    data: str
+    split: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record stored under ``"calibration"`` in model.json."""
+        return {"method": "temperature", **asdict(self)}
+
+
+def reliability_rows(
+    proba: np.ndarray, y: np.ndarray, n_bins: int = 10
+) -> list[tuple[str, int, float, float]]:
+    """(bin, count, mean confidence, accuracy) for the non-empty top-1 confidence bins."""
+    bins = reliability_bins(proba, y, n_bins)
+    rows = []
+    for i in np.flatnonzero(bins.count):
+        label = f"{bins.edges[i]:.1f}-{bins.edges[i + 1]:.1f}"
+        rows.append((label, int(bins.count[i]), float(bins.confidence[i]), float(bins.accuracy[i])))
+    return rows
+
+
+def calibrate_bundle(
+    bundle: str | Path, data: str | Path, *, split: str = "val", progress: bool = False
+) -> tuple[CalibrationResult, np.ndarray, np.ndarray]:
+    """Fit ``T`` for the model at ``bundle`` on the labelled images of ``data`` (its ``split``
+    when it has split folders, else all of it) and rewrite the bundle with it, atomically.
+    Returns the result, the uncalibrated probabilities and the labels (column indices)."""
+    from headstart.data import scan
+    from headstart.features import EmbeddingStore
+    from headstart.model import load
+
+    model = load(bundle)
+    manifest = scan(data, val_fraction=0.0, test_fraction=0.0)
+    present = manifest.splits_present()
+    use = split if split in present else ("train" if present == ["train"] else None)
+    if use is None:
+        raise ConfigError(f"split '{split}' not in {data}; present: {', '.join(present)}")
+    samples = manifest.split(use)
+    unknown = sorted({s.label for s in samples} - set(model.classes))
+    if unknown:
+        raise DataError(
+            f"labels the model does not know: {', '.join(unknown)}; "
+            f"model classes: {', '.join(model.classes)}"
+        )
+    features, failures = model.embed([s.path for s in samples], store=EmbeddingStore())
+    keep = [i for i in range(len(samples)) if i not in failures]
+    if not keep:
+        raise DataError(f"no readable image in {data} ({use}) to calibrate on")
+    proba = model.uncalibrated_proba(features[keep])
+    y = np.array([model.classes.index(samples[i].label) for i in keep], dtype=np.intp)
+    t = fit_temperature(proba, y)
+    after = apply_temperature(proba, t)
+    result = CalibrationResult(
+        temperature=t,
+        n=len(keep),
+        nll_before=negative_log_likelihood(proba, y),
+        nll_after=negative_log_likelihood(after, y),
+        ece_before=expected_calibration_error(proba, y),
+        ece_after=expected_calibration_error(after, y),
+        data=str(data),
+        split=use,
+    )
+    model.set_calibration(result.to_dict())
+    model.save(Path(bundle))
+    return result, proba, y

@@ -1,0 +1,247 @@
+"""Class activation maps (Grad-CAM, Grad-CAM++, EigenCAM) for a bundled model.
+
+The differentiable model is the bundle's backbone followed by :func:`head_to_torch`, so the map
+explains exactly the probabilities ``Model.predict`` reports.  It is built once per
+:class:`~headstart.Model` and kept (weakly keyed on the model), so explaining many images pays
+for the build once.  The CAM itself comes from the ``grad-cam`` library (pytorch_grad_cam).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from headstart.errors import ConfigError, HeadstartError, ImageError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from headstart.backbones import Preprocessing
+    from headstart.explain.layers import CamLayer
+    from headstart.model import Model
+
+__all__ = ["METHODS", "Explanation", "ImageInput", "explain", "explain_many"]
+
+#: The CAM methods by name; "eigencam" needs no gradients (first principal component of the
+#: layer's activations, so it shows what the layer sees, not which class it argues for).
+METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "eigencam")
+#: Images pushed through the network together by :func:`explain_many`.
+BATCH_SIZE = 8
+
+ImageInput = str | Path | Image.Image
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A class activation map of one image.
+
+    ``heatmap``: float32 (H, W) in [0, 1] at the model's input (crop) resolution.
+    ``overlay``: the preprocessed crop of the photo with the heatmap blended in (RGB).
+    ``label``/``probability``: the explained class and the model's probability for it.
+    ``predicted``/``predicted_probability``: the model's most probable class and its
+    probability (equal to ``label``/``probability`` unless another target was asked for).
+    ``method``: the CAM method used.
+    """
+
+    heatmap: np.ndarray
+    overlay: Image.Image
+    label: str
+    probability: float
+    predicted: str
+    predicted_probability: float
+    method: str
+
+
+@dataclass
+class _Prepared:
+    """The differentiable model of one :class:`Model`, built once."""
+
+    network: nn.Module
+    layer: CamLayer
+    preprocessing: Preprocessing
+    # CAM hooks live on the shared network: one explanation at a time per model.
+    lock: threading.Lock
+
+
+_PREPARED: weakref.WeakKeyDictionary[Model, _Prepared] = weakref.WeakKeyDictionary()
+_PREPARE_LOCK = threading.Lock()
+
+
+def _check_method(method: str) -> str:
+    if not isinstance(method, str) or method.lower() not in METHODS:
+        raise ConfigError(f"unknown explain method {method!r}; valid: {', '.join(METHODS)}")
+    return method.lower()
+
+
+def _target_index(model: Model, target: str | None) -> int | None:
+    if target is None:
+        return None
+    if target not in model.classes:
+        raise ConfigError(
+            f"unknown target class {target!r}; the model's classes: {', '.join(model.classes)}"
+        )
+    return model.classes.index(target)
+
+
+def _prepare(model: Model) -> _Prepared:
+    with _PREPARE_LOCK:
+        prepared = _PREPARED.get(model)
+        if prepared is None:
+            prepared = _build(model)
+            _PREPARED[model] = prepared
+        return prepared
+
+
+def _build(model: Model) -> _Prepared:
+    from torch import nn
+
+    from headstart.explain.layers import cam_layer
+    from headstart.heads.torch_head import head_to_torch
+
+    backbone = model.backbone_ref.build()
+    head = head_to_torch(model.head, classes=model.classes)
+    network = nn.Sequential(backbone, head).eval()
+    # Gradients are wanted w.r.t. activations only, never the weights.
+    for param in network.parameters():
+        param.requires_grad_(False)
+    layer = cam_layer(backbone.model, backbone.library)
+    return _Prepared(network, layer, backbone.preprocessing, threading.Lock())
+
+
+def _decode(image: Any, preprocessing: Preprocessing) -> Image.Image:
+    from headstart.data import load_rgb
+
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    if isinstance(image, str | Path):
+        try:
+            return load_rgb(Path(image), draft_size=preprocessing.resize)
+        except ImageError as exc:
+            raise ImageError(f"{image}: {exc}") from None
+    raise ConfigError(f"explain needs an image path or a PIL image; got {type(image).__name__}")
+
+
+def _crop_rgb(x: torch.Tensor, preprocessing: Preprocessing) -> np.ndarray:
+    """The preprocessed input (3, H, W) back to uint8 RGB (H, W, 3): the pixels the model saw."""
+    arr = x.detach().numpy().transpose(1, 2, 0)
+    rgb = arr * np.asarray(preprocessing.std) + np.asarray(preprocessing.mean)
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+def _blend(rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> Image.Image:
+    from matplotlib import colormaps
+
+    colour = colormaps["jet"](heatmap)[..., :3] * 255.0
+    mixed = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colour
+    return Image.fromarray(np.clip(np.rint(mixed), 0, 255).astype(np.uint8), "RGB")
+
+
+def _cam_class(method: str) -> Any:
+    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus
+
+    return {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM}[method]
+
+
+def _run_cam(
+    prepared: _Prepared, batch: torch.Tensor, method: str, target: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """CAMs (N, H, W) and class probabilities (N, C) for a preprocessed batch."""
+    import torch
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    cam = _cam_class(method)(
+        model=prepared.network,
+        target_layers=[prepared.layer.module],
+        reshape_transform=prepared.layer.reshape,
+    )
+    # With frozen weights, gradients reach the layer only if the input asks for them.
+    batch = batch.detach().requires_grad_(method != "eigencam")
+    targets = None if target is None else [ClassifierOutputTarget(target)] * len(batch)
+    try:
+        with prepared.lock:
+            maps = cam(input_tensor=batch, targets=targets)
+            logits = cam.outputs.detach()
+    finally:
+        cam.activations_and_grads.release()
+    proba = torch.softmax(logits.double(), dim=1).numpy()
+    return np.clip(np.asarray(maps, dtype=np.float32), 0.0, 1.0), proba
+
+
+def _explain_images(
+    model: Model, images: Sequence[Image.Image], method: str, target: int | None
+) -> list[Explanation]:
+    import torch
+
+    prepared = _prepare(model)
+    prep = prepared.preprocessing
+    batch = torch.from_numpy(np.stack([prep(image) for image in images]))
+    maps, proba = _run_cam(prepared, batch, method, target)
+    out = []
+    for i in range(len(images)):
+        predicted = int(np.argmax(proba[i]))
+        index = predicted if target is None else target
+        heatmap = maps[i]
+        out.append(
+            Explanation(
+                heatmap=heatmap,
+                overlay=_blend(_crop_rgb(batch[i], prep), heatmap),
+                label=model.classes[index],
+                probability=float(proba[i, index]),
+                predicted=model.classes[predicted],
+                predicted_probability=float(proba[i, predicted]),
+                method=method,
+            )
+        )
+    return out
+
+
+def explain(
+    model: Model, image: ImageInput, *, method: str = "gradcam", target: str | None = None
+) -> Explanation:
+    """A class activation map of ``image`` (a path or a PIL image) for ``model``.
+
+    ``method``: one of :data:`METHODS`.  ``target``: the class to explain (default: the
+    predicted one).  Unknown methods or classes raise :class:`~headstart.errors.ConfigError`;
+    an unreadable image raises :class:`~headstart.errors.ImageError`.
+    """
+    method = _check_method(method)
+    target_index = _target_index(model, target)
+    decoded = _decode(image, model.backbone_ref.preprocessing)
+    return _explain_images(model, [decoded], method, target_index)[0]
+
+
+def explain_many(
+    model: Model,
+    images: Sequence[ImageInput],
+    *,
+    method: str = "gradcam",
+    target: str | None = None,
+) -> list[Explanation | HeadstartError]:
+    """:func:`explain` for several images, batched; one result per image, in order.
+
+    An image that cannot be read gives its :class:`~headstart.errors.HeadstartError` in its
+    place instead of stopping the others; a bad ``method`` or ``target`` raises at once.
+    """
+    method = _check_method(method)
+    target_index = _target_index(model, target)
+    prep = model.backbone_ref.preprocessing
+    results: dict[int, Explanation | HeadstartError] = {}
+    for start in range(0, len(images), BATCH_SIZE):
+        decoded: dict[int, Image.Image] = {}
+        for i in range(start, min(start + BATCH_SIZE, len(images))):
+            try:
+                decoded[i] = _decode(images[i], prep)
+            except HeadstartError as exc:
+                results[i] = exc
+        if decoded:
+            explained = _explain_images(model, list(decoded.values()), method, target_index)
+            results.update(zip(decoded, explained, strict=True))
+    return [results[i] for i in range(len(images))]

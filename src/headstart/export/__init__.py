@@ -1,0 +1,34 @@
+"""Export a fitted model as one ONNX graph (backbone -> head -> probabilities), check it against
+torch on real images, optionally quantize it to int8, and predict with it in onnxruntime.
+
+>>> from headstart.export import export_model           # doctest: +SKIP
+>>> result = export_model("runs/x/model", quantize="int8")
+>>> result.path, result.max_abs_diff, result.int8.accuracy_int8
+"""
+
+from __future__ import annotations
+
+from headstart.export.onnx_model import (
+    EXPORT_FORMATS,
+    ExportError,
+    ExportResult,
+    Int8Report,
+    describe,
+    export_model,
+)
+from headstart.export.quantize import QUANTIZATIONS, quantize_int8
+from headstart.export.runtime import OnnxClassifier, load_onnx, read_metadata
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "QUANTIZATIONS",
+    "ExportError",
+    "ExportResult",
+    "Int8Report",
+    "OnnxClassifier",
+    "describe",
+    "export_model",
+    "load_onnx",
+    "quantize_int8",
+    "read_metadata",
+]

@@ -1,0 +1,108 @@
+"""Images for checking an export: which files, their labels (when their folder names a class),
+and decoding them exactly as the default runtime does (``load_rgb`` + ``Preprocessing``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from headstart.backbones.preprocessing import Preprocessing
+from headstart.data.images import load_rgb
+from headstart.errors import DataError, ImageError
+from headstart.inputs import expand_inputs
+
+__all__ = ["CheckImages", "Images", "accuracy", "check_images", "decode_batch", "default_check_dir"]
+
+#: A folder, a file, or several of them (as ``headstart predict`` takes them).
+Images = str | Path | Sequence[str | Path]
+#: Parity and int8 checks use at most this many images (evenly spread over the sorted list).
+DEFAULT_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class CheckImages:
+    """Decoded check images: the batch, their paths, and each label (``None`` when unknown)."""
+
+    paths: list[Path]
+    batch: np.ndarray
+    labels: list[str | None]
+    skipped: dict[Path, str]
+
+    @property
+    def n_labelled(self) -> int:
+        return sum(label is not None for label in self.labels)
+
+
+def default_check_dir() -> Path:
+    """The bundled demo test photos (class sub-folders): the default check images."""
+    from headstart.demo import demo_data_dir
+
+    return demo_data_dir() / "test"
+
+
+def decode_batch(
+    paths: Sequence[Path], prep: Preprocessing
+) -> tuple[list[int], np.ndarray, dict[int, str]]:
+    """Decode + preprocess ``paths``: kept indices, (n_kept, 3, crop, crop) float32 array, and
+    {index: reason} for files that cannot be read (same decode as the default runtime)."""
+    out = np.empty((len(paths), 3, prep.crop, prep.crop), dtype=np.float32)
+    kept: list[int] = []
+    failed: dict[int, str] = {}
+    for index, path in enumerate(paths):
+        try:
+            image = load_rgb(Path(path), draft_size=prep.resize)
+        except ImageError as exc:
+            failed[index] = str(exc)
+            continue
+        except OSError as exc:
+            failed[index] = f"unreadable: {exc.strerror or exc}"
+            continue
+        out[len(kept)] = prep(image)
+        kept.append(index)
+    return kept, out[: len(kept)], failed
+
+
+def _spread(paths: list[Path], limit: int) -> list[Path]:
+    if len(paths) <= limit:
+        return paths
+    picks = np.linspace(0, len(paths) - 1, limit).round().astype(int)
+    return [paths[i] for i in sorted(set(picks.tolist()))]
+
+
+def check_images(
+    images: Images | None,
+    prep: Preprocessing,
+    classes: Sequence[str],
+    *,
+    limit: int = DEFAULT_LIMIT,
+) -> CheckImages:
+    """Decode the check images (default: the demo test photos).  An image is labelled when its
+    parent folder is named after one of ``classes``; at most ``limit`` images are used."""
+    if images is None:
+        images = default_check_dir()
+    items = [images] if isinstance(images, str | Path) else list(images)
+    paths = _spread(expand_inputs(items), limit)
+    if not paths:
+        raise DataError(f"no image found in the check images {[str(i) for i in items]}")
+    kept, batch, failed = decode_batch(paths, prep)
+    if not kept:
+        raise DataError(
+            f"none of the {len(paths)} check images can be read (e.g. {paths[0]}: {failed[0]})"
+        )
+    known = set(classes)
+    used = [paths[i] for i in kept]
+    labels = [p.parent.name if p.parent.name in known else None for p in used]
+    return CheckImages(used, batch, labels, {paths[i]: why for i, why in failed.items()})
+
+
+def accuracy(proba: np.ndarray, labels: Sequence[str | None], classes: Sequence[str]) -> float:
+    """Top-1 accuracy on the labelled rows (NaN when none is labelled)."""
+    rows = [i for i, label in enumerate(labels) if label is not None]
+    if not rows:
+        return float("nan")
+    predicted = np.argmax(proba[rows], axis=1)
+    truth = np.asarray([list(classes).index(str(labels[i])) for i in rows])
+    return float(np.mean(predicted == truth))

@@ -1,0 +1,212 @@
+"""Images for fine-tuning: decoded once, resized like the backbone's preprocessing, kept in memory
+(up to a budget), served by epoch-seeded samplers so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from headstart.backbones import Preprocessing
+from headstart.data import load_rgb
+from headstart.errors import ImageError
+
+__all__ = [
+    "DecodedImages",
+    "EpochSampler",
+    "FinetuneData",
+    "ImageDataset",
+    "Imbalance",
+    "decide_imbalance",
+]
+
+
+class DecodedImages:
+    """uint8 (3, H, W) tensors of images resized (shorter side) like ``prep``; cached in memory
+    while the total stays under ``budget_mb``, decoded again on each access past it."""
+
+    def __init__(self, paths: Sequence[Path], prep: Preprocessing, budget_mb: int) -> None:
+        self.paths = list(paths)
+        self.prep = prep
+        self._budget = budget_mb * 1024 * 1024
+        self._used = 0
+        self._cache: dict[int, Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _decode(self, index: int) -> Tensor:
+        image = load_rgb(self.paths[index], draft_size=self.prep.resize)
+        size = self.prep.resized_size(*image.size)
+        if size != image.size:
+            from headstart.backbones.preprocessing import INTERPOLATIONS
+
+            image = image.resize(size, INTERPOLATIONS[self.prep.interpolation])
+        return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+    def __getitem__(self, index: int) -> Tensor:
+        cached = self._cache.get(index)
+        if cached is not None:
+            return cached
+        tensor = self._decode(index)
+        if self._used + tensor.numel() <= self._budget:
+            self._cache[index] = tensor
+            self._used += tensor.numel()
+        return tensor
+
+    def check_all(self) -> dict[int, str]:
+        """Decode every image once (filling the cache); {index: reason} for unreadable ones."""
+        failures: dict[int, str] = {}
+        for i in range(len(self.paths)):
+            try:
+                self[i]
+            except ImageError as exc:
+                failures[i] = str(exc)
+        return failures
+
+
+class ImageDataset(Dataset[tuple[Tensor, int]]):
+    """(transformed image, class index) pairs over some rows of a :class:`DecodedImages`."""
+
+    def __init__(
+        self,
+        images: DecodedImages,
+        rows: Sequence[int],
+        targets: Sequence[int],
+        transform: Callable[[Tensor], Tensor],
+    ) -> None:
+        self.images = images
+        self.rows = list(rows)
+        self.targets = list(targets)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, int]:
+        """``key`` is an index, or (index, seed) from :class:`EpochSampler`: the random
+        transforms then draw from that seed, whatever ran before (Lightning fetches a batch
+        ahead, so the global generator's state at that moment depends on the run's history)."""
+        if isinstance(key, tuple):
+            index, seed = key
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.transform(self.images[self.rows[index]]), self.targets[index]
+        return self.transform(self.images[self.rows[key]]), self.targets[key]
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """A shuffle (or class-balanced draw with replacement) that depends only on (seed, epoch),
+    yielding (index, augmentation seed) pairs.
+
+    Lightning calls ``set_epoch`` each epoch, so a run resumed at epoch k draws exactly the
+    batches, and the augmentations, that the uninterrupted run drew at epoch k."""
+
+    def __init__(self, targets: Sequence[int], seed: int, balanced: bool = False) -> None:
+        self.targets = np.asarray(targets)
+        self.seed = seed
+        self.balanced = balanced
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        n = len(self.targets)
+        if self.balanced:
+            counts = np.bincount(self.targets)
+            weights = 1.0 / counts[self.targets]
+            order = rng.choice(n, size=n, replace=True, p=weights / weights.sum())
+        else:
+            order = rng.permutation(n)
+        seeds = rng.integers(0, 2**62, size=n)
+        return iter(zip(order.tolist(), seeds.tolist(), strict=True))
+
+
+@dataclass(frozen=True)
+class Imbalance:
+    """Training-class counts, their max/min ratio and the remedy applied."""
+
+    counts: dict[str, int]
+    ratio: float
+    remedy: str  # "none", "weighted_loss" or "sampler"
+    reason: str
+
+
+def decide_imbalance(
+    labels: Sequence[str], classes: Sequence[str], mode: str, threshold: float
+) -> Imbalance:
+    """Pick the imbalance remedy. ``auto``: none up to ``threshold`` (max/min class count);
+    a class-weighted loss up to 10x; beyond, a balanced sampler (weights over 10 make the loss
+    noisy, oversampling with augmentation is steadier)."""
+    counts = Counter(labels)
+    per_class = {c: counts.get(c, 0) for c in classes}
+    low = max(min(per_class.values()), 1)
+    ratio = max(per_class.values()) / low
+    if mode != "auto":
+        return Imbalance(per_class, ratio, mode, f"set by train.imbalance={mode}")
+    if ratio <= threshold:
+        remedy, why = "none", f"class ratio {ratio:.1f} <= threshold {threshold:g}"
+    elif ratio <= 10:
+        remedy, why = "weighted_loss", f"class ratio {ratio:.1f} > {threshold:g}"
+    else:
+        remedy, why = "sampler", f"class ratio {ratio:.1f} > 10"
+    return Imbalance(per_class, ratio, remedy, why)
+
+
+class FinetuneData(LightningDataModule):
+    """Train / val loaders over decoded images (the val loader keeps manifest order)."""
+
+    def __init__(
+        self,
+        train: ImageDataset,
+        val: ImageDataset,
+        *,
+        batch_size: int,
+        seed: int,
+        balanced: bool,
+        workers: int,
+    ) -> None:
+        super().__init__()
+        self.train_set = train
+        self.val_set = val
+        self.batch_size = batch_size
+        self.seed = seed
+        self.balanced = balanced
+        self.workers = workers
+
+    def train_dataloader(self) -> DataLoader[tuple[Tensor, int]]:
+        sampler = EpochSampler(self.train_set.targets, self.seed, self.balanced)
+        # drop_last only when it drops a little: a last batch of 1 breaks BatchNorm in training
+        drop = len(self.train_set) % self.batch_size == 1
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.workers,
+            drop_last=drop,
+            persistent_workers=self.workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader[tuple[Tensor, int]]:
+        return DataLoader(self.val_set, batch_size=self.batch_size * 2, num_workers=self.workers)
+
+
+def pil_to_uint8(image: Image.Image) -> Tensor:
+    """An RGB PIL image as a uint8 (3, H, W) tensor."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(
+        2, 0, 1
+    )

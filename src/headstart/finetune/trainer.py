@@ -1,0 +1,126 @@
+"""The Lightning ``Trainer`` of a fine-tuning run: callbacks, loggers, precision, devices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+from headstart.config import TrainConfig
+from headstart.errors import ConfigError
+from headstart.finetune.callbacks import AtomicCheckpointIO, HistoryWriter
+from headstart.finetune.module import FinetuneModule
+
+__all__ = ["build_trainer", "load_best", "resolve_precision", "tensorboard_available"]
+
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+
+
+def tensorboard_available() -> bool:
+    """True when Lightning's TensorBoard logger can be used (tensorboard or tensorboardX)."""
+    for name in ("tensorboard", "tensorboardX"):
+        try:
+            __import__(name)
+            return True
+        except ImportError:
+            continue
+    return False
+
+
+def resolve_precision(cfg: TrainConfig) -> str:
+    """``train.precision`` or the default: bf16-mixed on a CUDA GPU that supports it, else
+    32-true (measured on these AVX2 CPUs: bf16 autocast is slower than fp32 there; see the
+    benchmark note in the issue)."""
+    if cfg.precision is not None:
+        if cfg.precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown precision {cfg.precision!r}; valid: {', '.join(PRECISIONS)}"
+            )
+        return cfg.precision
+    gpu = cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if gpu and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def _strategy(cfg: TrainConfig) -> Any:
+    if cfg.distributed.startswith("ddp") and cfg.frozen_epochs > 0:
+        # The backbone gets no gradient during the head-only epochs: DDP must allow that.
+        from lightning.pytorch.strategies import DDPStrategy
+
+        if cfg.distributed == "ddp_spawn":
+            return DDPStrategy(find_unused_parameters=True, start_method="spawn")
+        return DDPStrategy(find_unused_parameters=True)
+    return cfg.distributed
+
+
+def _loggers(log_dir: Path) -> list[Logger]:
+    loggers: list[Logger] = [CSVLogger(log_dir, name="lightning", version="")]
+    if tensorboard_available():
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(log_dir, name="tensorboard", version=""))
+    return loggers
+
+
+def build_trainer(
+    cfg: TrainConfig, run_dir: Path, *, progress: bool
+) -> tuple[Trainer, ModelCheckpoint]:
+    """A Trainer writing ``run_dir/checkpoints`` (best by val_acc + last) and ``run_dir/logs``."""
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="val_acc",
+        mode="max",
+        save_last=True,
+        enable_version_counter=False,
+    )
+    callbacks: list[Callback] = [
+        checkpoint,
+        EarlyStopping(monitor="val_acc", mode="max", patience=cfg.patience),
+        HistoryWriter(run_dir / "logs" / "metrics.csv"),
+    ]
+    if cfg.ema:
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
+    if progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=1))
+    try:
+        trainer = Trainer(
+            max_epochs=cfg.epochs,
+            accelerator=cfg.accelerator,
+            devices=cfg.devices,
+            num_nodes=cfg.num_nodes,
+            strategy=_strategy(cfg),
+            precision=resolve_precision(cfg),  # type: ignore[arg-type]
+            gradient_clip_val=cfg.grad_clip,
+            accumulate_grad_batches=cfg.accumulate,
+            callbacks=callbacks,
+            logger=_loggers(run_dir / "logs"),
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=run_dir,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            log_every_n_steps=1,
+        )
+    except (ValueError, TypeError, RuntimeError) as exc:
+        # Lightning's own messages name the bad value (accelerator, devices, strategy)
+        raise ConfigError(f"cannot set up training: {exc}") from None
+    return trainer, checkpoint
+
+
+def load_best(module: FinetuneModule, checkpoint: ModelCheckpoint) -> int | None:
+    """Load the best checkpoint's weights into ``module``; returns its epoch (None when no
+    checkpoint was written, and the final weights stay)."""
+    path = checkpoint.best_model_path
+    if not path or not Path(path).is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    module.load_state_dict(state["state_dict"])
+    return int(state.get("epoch", -1))

@@ -1,0 +1,197 @@
+"""A fitted head as a torch module: features (N, D) float32 in, class logits (N, C) out.
+
+``softmax(head_to_torch(head)(features))`` equals ``head.predict_proba(features)`` (columns in
+``head.classes_`` order, or in the order asked for).  The module is built from
+:func:`~headstart.heads.export_head` arrays, so a head imported from a bundle converts exactly
+like the one that was fitted.  It is what makes a bundled model differentiable (Grad-CAM) and
+exportable as one ONNX graph: only matmul, elementwise ops, ``topk`` and gather are used.
+
+>>> module = head_to_torch(head)             # doctest: +SKIP
+>>> torch.softmax(module(x), dim=1)          # == head.predict_proba(x)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import Tensor, nn
+
+from headstart import errors
+from headstart.heads.registry import export_head
+
+__all__ = ["head_module_from_state", "head_to_torch"]
+
+#: The kNN head adds this to cosine distances before inverting them (same as ``KNNHead``).
+_KNN_EPS = 1e-6
+#: Floor on kNN vote shares before the log, so a class without votes gets a finite logit.
+_KNN_FLOOR = 1e-30
+
+
+def _tensor(values: NDArray[Any]) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+
+
+class _Standardised(nn.Module):
+    """``(x - mean) / scale`` followed by dense layers (the logistic and MLP heads)."""
+
+    mean: Tensor
+    scale: Tensor
+
+    def __init__(
+        self,
+        mean: NDArray[Any],
+        scale: NDArray[Any],
+        layers: Sequence[tuple[NDArray[Any], NDArray[Any]]],
+        activation: str,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("mean", _tensor(mean))
+        self.register_buffer("scale", _tensor(scale))
+        self.linears = nn.ModuleList()
+        for coef, bias in layers:  # coef is (in, out), as the heads multiply x @ coef
+            linear = nn.Linear(coef.shape[0], coef.shape[1])
+            with torch.no_grad():
+                linear.weight.copy_(_tensor(coef).T)
+                linear.bias.copy_(_tensor(bias).reshape(-1))
+            self.linears.append(linear)
+        self.activation = activation
+        # A binary head has one logistic score s; logits [0, s] have softmax [1 - sig(s), sig(s)].
+        self.binary = int(layers[-1][0].shape[1]) == 1
+
+    def _activate(self, x: Tensor) -> Tensor:
+        if self.activation == "relu":
+            return torch.relu(x)
+        if self.activation == "tanh":
+            return torch.tanh(x)
+        if self.activation == "logistic":
+            return torch.sigmoid(x)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits (N, C)."""
+        x = (x - self.mean) / self.scale
+        for linear in self.linears[:-1]:
+            x = self._activate(linear(x))
+        scores: Tensor = self.linears[-1](x)
+        if self.binary:
+            return torch.cat([torch.zeros_like(scores), scores], dim=1)
+        return scores
+
+
+class _KNN(nn.Module):
+    """Cosine top-k vote returned as log-probabilities (exact forward; gradients flow through
+    the neighbours' distance weights only)."""
+
+    embeddings_t: Tensor
+    onehot: Tensor
+
+    def __init__(
+        self, embeddings: NDArray[Any], labels: NDArray[Any], n_classes: int, k: int, distance: bool
+    ) -> None:
+        super().__init__()
+        self.register_buffer("embeddings_t", _tensor(embeddings).T.contiguous())
+        onehot = np.eye(n_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
+        self.register_buffer("onehot", torch.from_numpy(onehot))
+        self.k = min(k, embeddings.shape[0])
+        self.distance = distance
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Log vote shares (N, C)."""
+        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        x = x / torch.where(norm > 0, norm, torch.ones_like(norm))
+        similarity, nearest = torch.topk(x @ self.embeddings_t, self.k, dim=1)
+        if self.distance:
+            weight = 1.0 / (torch.clamp(1.0 - similarity, 0.0, 2.0) + _KNN_EPS)
+        else:
+            weight = torch.ones_like(similarity)
+        votes = (weight.unsqueeze(-1) * self.onehot[nearest]).sum(dim=1)
+        share = votes / votes.sum(dim=1, keepdim=True)
+        return torch.log(torch.clamp(share, min=_KNN_FLOOR))
+
+
+class _Reordered(nn.Module):
+    """Output columns permuted (the head's class order -> the caller's)."""
+
+    order: Tensor
+
+    def __init__(self, inner: nn.Module, order: Sequence[int]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("order", torch.tensor(list(order), dtype=torch.int64))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits in the requested class order."""
+        out: Tensor = self.inner(x)
+        return out.index_select(1, self.order)
+
+
+def _array(arrays: Mapping[str, NDArray[Any]], name: str, kind: str) -> NDArray[Any]:
+    if name not in arrays:
+        raise errors.BundleError(f"{kind} head state lacks array {name!r}")
+    return np.asarray(arrays[name])
+
+
+def _module_for(arrays: Mapping[str, NDArray[Any]], meta: Mapping[str, Any]) -> nn.Module:
+    kind = meta.get("kind")
+    params = meta.get("params") or {}
+    n_classes = len(meta.get("classes") or [])
+    if kind == "logistic":
+        coef = _array(arrays, "coef", kind)  # (C or 1, D)
+        layers = [(coef.T, _array(arrays, "intercept", kind))]
+        return _Standardised(arrays["mean"], arrays["scale"], layers, "identity")
+    if kind == "mlp":
+        n_layers = int((meta.get("state") or {}).get("n_layers", 0))
+        layers = [
+            (_array(arrays, f"coef_{i}", kind), _array(arrays, f"intercept_{i}", kind))
+            for i in range(n_layers)
+        ]
+        if not layers:
+            raise errors.BundleError("mlp head meta has no layers")
+        activation = str(params.get("activation", "relu"))
+        return _Standardised(arrays["mean"], arrays["scale"], layers, activation)
+    if kind == "knn":
+        return _KNN(
+            _array(arrays, "embeddings", kind),
+            _array(arrays, "labels", kind),
+            n_classes,
+            int(params.get("n_neighbors", 10)),
+            params.get("weights", "distance") == "distance",
+        )
+    raise errors.ConfigError(f"no torch version of head kind {kind!r}; known: knn, logistic, mlp")
+
+
+def head_module_from_state(
+    arrays: Mapping[str, NDArray[Any]],
+    meta: Mapping[str, Any],
+    *,
+    classes: Sequence[Any] | None = None,
+) -> nn.Module:
+    """The torch module of a head given as :func:`~headstart.heads.export_head` output.
+
+    ``classes``: the output column order (default: the head's own ``classes`` order).
+    """
+    head_classes = list(meta.get("classes") or [])
+    module = _module_for(arrays, meta)
+    if classes is not None and list(classes) != head_classes:
+        unknown = [c for c in classes if c not in head_classes]
+        if unknown or len(classes) != len(head_classes):
+            raise errors.ConfigError(
+                f"classes {list(classes)!r} are not a reordering of the head's {head_classes!r}"
+            )
+        module = _Reordered(module, [head_classes.index(c) for c in classes])
+    return module.eval()
+
+
+def head_to_torch(head: Any, *, classes: Sequence[Any] | None = None) -> nn.Module:
+    """A fitted head as a torch module mapping features (N, D) float32 to logits (N, C).
+
+    Softmax of the logits equals ``head.predict_proba`` (kNN: its logits are log vote shares).
+    ``classes`` reorders the output columns (e.g. to :attr:`headstart.Model.classes`); by default
+    they follow ``head.classes_``.  The module is in eval mode and ONNX-exportable (opset 17).
+    """
+    arrays, meta = export_head(head)
+    return head_module_from_state(arrays, meta, classes=classes)

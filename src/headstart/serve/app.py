@@ -1,0 +1,381 @@
+"""The HTTP service: predict, model info, health, Grad-CAM explanations and a page to try it.
+
+Every error is JSON ``{"error": "..."}`` with 400, 401, 404, 413, 415 or 422; bad input never
+reaches the model and never costs a 500.  Request bodies are capped while they stream in (the
+``Content-Length`` is checked first), so an oversized upload is refused without being held in
+memory.  Images are sniffed by their magic bytes against the allowed formats, then decoded with
+:func:`headstart.data.load_rgb` under a pixel limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hmac
+import io
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from PIL import Image
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from headstart.data import load_rgb
+from headstart.errors import ConfigError, HeadstartError, ImageError
+from headstart.model import Model
+from headstart.serve.batching import Batcher
+from headstart.serve.page import render_page
+
+__all__ = ["ALLOWED_FORMATS", "ApiError", "Limits", "create_app", "decode_upload", "sniff_format"]
+
+ALLOWED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"})
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may carry; larger or other input is refused with a JSON error."""
+
+    max_request_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_files: int = 16
+    formats: frozenset[str] = ALLOWED_FORMATS
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_request_bytes", "max_pixels", "max_files", "max_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        unknown = sorted(set(self.formats) - ALLOWED_FORMATS)
+        if unknown:
+            known = ", ".join(sorted(ALLOWED_FORMATS))
+            raise ConfigError(f"unknown image formats {', '.join(unknown)}; known: {known}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["formats"] = sorted(self.formats)
+        return out
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format named by the first bytes (one of :data:`ALLOWED_FORMATS`), else None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for magic, name in _MAGIC if data.startswith(magic)), None)
+
+
+def decode_upload(data: bytes, limits: Limits, draft_size: int | None = None) -> Image.Image:
+    """Decode uploaded bytes to RGB, or raise :class:`ApiError` (413, 415 or 422) saying why.
+
+    ``draft_size``: as in :func:`~headstart.data.load_rgb`; the service passes the model's resize,
+    the same decode rule as fitting and ``headstart predict``, so answers match theirs."""
+    if not data:
+        raise ApiError(422, "empty file (0 bytes)")
+    fmt = sniff_format(data)
+    allowed = ", ".join(sorted(limits.formats))
+    if fmt is None:
+        raise ApiError(415, f"not an image in an allowed format; allowed: {allowed}")
+    if fmt not in limits.formats:
+        raise ApiError(415, f"image format {fmt} is not allowed; allowed: {allowed}")
+    try:
+        return load_rgb(data, draft_size=draft_size, max_pixels=limits.max_pixels)
+    except ImageError as exc:
+        status = 413 if str(exc).startswith("decompression bomb") else 422
+        raise ApiError(status, str(exc)) from None
+
+
+class _BodyLimit:
+    """ASGI middleware: refuse a body over ``max_bytes`` by its Content-Length, and stop reading
+    one (413) as soon as the streamed bytes pass the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        too_big = f"request body is larger than the limit of {self.max_bytes:,} bytes"
+        try:
+            declared = int(length) if length is not None else 0
+        except ValueError:
+            await _json(400, "invalid Content-Length header")(scope, receive, send)
+            return
+        if declared > self.max_bytes:
+            await _json(413, too_big)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise ApiError(413, too_big)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _json(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _load_explainer() -> Callable[..., Any]:
+    """``headstart.explain.explain``, imported when first needed."""
+    try:
+        from headstart.explain import explain
+    except ImportError as exc:
+        raise ApiError(501, f"explanations are not available here: {exc}") from None
+    return explain
+
+
+def _top(row: np.ndarray, classes: list[str], k: int) -> list[dict[str, Any]]:
+    best = np.argsort(-row)[:k]
+    return [{"label": classes[j], "probability": round(float(row[j]), 6)} for j in best]
+
+
+async def _uploads(request: Request, limits: Limits, fields: tuple[str, ...]) -> list[UploadFile]:
+    """The uploaded files of a multipart request under ``fields`` (415/422/413 otherwise)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "multipart/form-data":
+        shown = content_type or "none"
+        raise ApiError(415, f"Content-Type must be multipart/form-data, got {shown}")
+    try:
+        form = await request.form(max_files=limits.max_files, max_fields=limits.max_files + 8)
+    except StarletteHTTPException as exc:
+        status = 413 if "Too many" in str(exc.detail) else 400
+        raise ApiError(status, f"{exc.detail} (limit: {limits.max_files} files)") from None
+    values = [v for name in fields for v in form.getlist(name)]
+    if not values:
+        raise ApiError(422, f"no file in the form field '{fields[0]}'")
+    files = [v for v in values if isinstance(v, UploadFile)]
+    if len(files) != len(values):
+        raise ApiError(422, f"the form field '{fields[0]}' must hold files, not text")
+    return files
+
+
+def _lifespan(model: Model, batcher: Batcher) -> Callable[[FastAPI], Any]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Load the backbone engine once, before the first request has to wait for it.
+        await batcher.run(model.predict_images, [Image.new("RGB", (64, 64), (128, 128, 128))])
+        yield
+        await batcher.close()
+
+    return lifespan
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return _json(exc.status, exc.message)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return _json(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        parts = [f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()]
+        return _json(422, "; ".join(parts) or "invalid request")
+
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        # Bad input never gets here; this is a bug in headstart, answered as JSON all the same.
+        return _json(500, f"internal error ({type(exc).__name__}); see the server log")
+
+    app.add_exception_handler(Exception, bug)
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+
+
+def _auth(token: str | None) -> Callable[[Request], None]:
+    expected = token.encode() if token else None
+
+    def check(request: Request) -> None:
+        if expected is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # compare_digest takes the same time wherever the first differing byte is
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
+        if not ok:
+            raise StarletteHTTPException(
+                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    return check
+
+
+@dataclass(frozen=True)
+class _Service:
+    """What the routes share."""
+
+    model: Model
+    limits: Limits
+    batcher: Batcher
+    decode: Callable[[bytes], Image.Image]
+    auth: list[Any]
+    explain: bool
+
+    @property
+    def classes(self) -> list[str]:
+        return self.model.classes
+
+
+def create_app(
+    model: Model,
+    *,
+    token: str | None = None,
+    limits: Limits = Limits(),
+    explain: bool = True,
+) -> FastAPI:
+    """The web service for ``model``: ``POST /v1/predict``, ``POST /v1/explain``,
+    ``GET /v1/model``, ``GET /healthz`` and the page at ``/``.  With ``token``, the ``/v1``
+    endpoints need ``Authorization: Bearer <token>``."""
+    if token is not None and not token.strip():
+        raise ConfigError("the token is empty; give a non-empty token or none")
+    batcher = Batcher(
+        model.predict_images, max_batch=limits.max_batch, max_wait_s=limits.max_wait_ms / 1000
+    )
+    app = FastAPI(
+        title=f"headstart: {model.backbone_name} ({len(model.classes)} classes)",
+        lifespan=_lifespan(model, batcher),
+        docs_url=None,  # the Swagger page loads from a CDN; this service works offline
+        redoc_url=None,
+    )
+    app.state.batcher = batcher
+    app.add_middleware(_BodyLimit, max_bytes=limits.max_request_bytes)
+    _install_error_handlers(app)
+    # JPEGs decode at reduced scale down to the model's resize: the rule fitting and
+    # `headstart predict` use, so the service gives the same probabilities.
+    resize = model.backbone_ref.preprocessing.resize
+    svc = _Service(
+        model=model,
+        limits=limits,
+        batcher=batcher,
+        decode=functools.partial(decode_upload, limits=limits, draft_size=resize),
+        auth=[Depends(_auth(token.strip() if token else None))],
+        explain=explain,
+    )
+    _info_routes(app, svc, render_page(title=app.title, auth=token is not None, explain=explain))
+    _predict_route(app, svc)
+    _explain_route(app, svc)
+    return app
+
+
+def _info_routes(app: FastAPI, svc: _Service, page: str) -> None:
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": _CSP})
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "classes": len(svc.classes)}
+
+    @app.get("/v1/model", dependencies=svc.auth)
+    async def model_info() -> dict[str, Any]:
+        info = svc.model.info
+        return {
+            "classes": svc.classes,
+            "backbone": info.get("backbone", {"name": svc.model.backbone_name}),
+            "head": {k: info.get("head", {}).get(k) for k in ("kind", "params")},
+            "metrics": info.get("metrics", {}),
+            "limits": svc.limits.to_dict(),
+            "explain": svc.explain,
+        }
+
+
+def _predict_route(app: FastAPI, svc: _Service) -> None:
+    @app.post("/v1/predict", dependencies=svc.auth)
+    async def predict(request: Request, top_k: int = Query(3, ge=1)) -> JSONResponse:
+        files = await _uploads(request, svc.limits, ("files", "file"))
+        k = min(top_k, len(svc.classes))
+
+        async def one(upload: UploadFile) -> dict[str, Any]:
+            name = upload.filename or ""
+            try:
+                image = await asyncio.to_thread(svc.decode, await upload.read())
+            except ApiError as exc:
+                return {"filename": name, "top": [], "error": exc.message, "status": exc.status}
+            row = await svc.batcher.predict(image)
+            top = _top(row, svc.classes, k)
+            return {"filename": name, "top": top, "error": None, "status": 200}
+
+        results = await asyncio.gather(*(one(f) for f in files))
+        failed = [r for r in results if r["error"]]
+        if len(failed) == len(results):  # nothing usable: the request itself failed
+            first = failed[0]
+            body = {"error": f"{first['filename'] or 'file'}: {first['error']}", "results": results}
+            return JSONResponse(body, status_code=first["status"])
+        return JSONResponse({"results": results})
+
+
+def _explain_route(app: FastAPI, svc: _Service) -> None:
+    @app.post("/v1/explain", dependencies=svc.auth)
+    async def explain_one(
+        request: Request,
+        method: str = Query("gradcam"),
+        target: str | None = Query(None),
+        fmt: str = Query("png", alias="format", pattern="^(png|json)$"),
+    ) -> Response:
+        if not svc.explain:
+            raise ApiError(404, "explanations are turned off on this server")
+        if target is not None and target not in svc.classes:
+            known = ", ".join(svc.classes)
+            raise ApiError(422, f"unknown target class '{target}'; known: {known}")
+        files = await _uploads(request, svc.limits, ("file", "files"))
+        if len(files) != 1:
+            raise ApiError(422, f"send exactly one file to explain, got {len(files)}")
+        image = await asyncio.to_thread(svc.decode, await files[0].read())
+        run = functools.partial(_load_explainer(), svc.model, image, method=method, target=target)
+        try:
+            result = await svc.batcher.run(run)
+        except HeadstartError as exc:
+            raise ApiError(422, " ".join(str(exc).split())) from None
+        buffer = io.BytesIO()
+        result.overlay.save(buffer, format="PNG")
+        label, probability = str(result.label), round(float(result.probability), 6)
+        if fmt == "json":
+            encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+            body = {"label": label, "probability": probability, "method": method}
+            return JSONResponse({**body, "overlay_png_base64": encoded})
+        headers = {"X-Headstart-Label": quote(label), "X-Headstart-Probability": str(probability)}
+        return Response(buffer.getvalue(), media_type="image/png", headers=headers)
+
+
+# The page is one inline document: nothing may load from anywhere but this server.
+_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'"
+)

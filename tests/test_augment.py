@@ -1,0 +1,63 @@
+"""Augmentation presets: resolution of overrides, shapes, eval transform = bundle preprocessing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from headstart.backbones import Preprocessing
+from headstart.config import AugmentConfig
+from headstart.data.augment import PRESETS, batch_mixer, eval_transform, resolve, train_transform
+from headstart.errors import ConfigError
+from headstart.finetune.data import DecodedImages
+
+PREP = Preprocessing(40, 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
+
+
+def test_presets_and_per_transform_overrides() -> None:
+    """A preset gives its transforms; a field set in the config replaces only that one."""
+    assert resolve(AugmentConfig(preset="none")) == PRESETS["none"]
+    strong = resolve(AugmentConfig(preset="strong"))
+    assert strong.policy == "trivialaugment" and strong.mixup_alpha > 0 and strong.cutmix_alpha > 0
+    tuned = resolve(AugmentConfig(preset="strong", policy="randaugment", cutmix_alpha=0.0))
+    assert tuned.policy == "randaugment" and tuned.cutmix_alpha == 0 and tuned.hflip
+    light = resolve(AugmentConfig(preset="light", crop_scale=(0.5, 0.9), hflip=False))
+    assert light.crop_scale == (0.5, 0.9) and not light.hflip and light.random_crop
+
+
+def test_bad_crop_scale_names_the_value() -> None:
+    with pytest.raises(ConfigError, match=r"crop_scale.*\(0\.0, 0\.5\)"):
+        resolve(AugmentConfig(crop_scale=(0.0, 0.5)))
+
+
+@pytest.mark.parametrize("preset", ["none", "light", "strong"])
+def test_train_transform_gives_normalised_crop(preset: str) -> None:
+    plan = resolve(AugmentConfig(preset=preset))
+    image = torch.randint(0, 256, (3, 40, 53), dtype=torch.uint8)
+    out = train_transform(plan, PREP)(image)
+    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+    assert float(out.min()) < 0 < float(out.max())  # normalised, not [0, 1]
+
+
+def test_eval_transform_matches_bundle_preprocessing(tmp_path: Path) -> None:
+    """What validation sees during fine-tuning is what ``load(...).predict`` will see."""
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (70, 95, 3), dtype=np.uint8))
+    path = f"{tmp_path}/x.png"
+    image.save(path)
+    decoded = DecodedImages([Path(path)], PREP, budget_mb=10)[0]
+    ours = eval_transform(PREP)(decoded).numpy()
+    np.testing.assert_allclose(ours, PREP(image), atol=1e-5)
+
+
+def test_mixer_gives_soft_labels_or_none() -> None:
+    assert batch_mixer(resolve(AugmentConfig(preset="light")), 3) is None
+    mix = batch_mixer(resolve(AugmentConfig(preset="strong")), 3)
+    assert mix is not None
+    images, labels = mix(torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))
+    assert images.shape == (4, 3, 32, 32) and labels.shape == (4, 3)
+    torch.testing.assert_close(labels.sum(1), torch.ones(4))

@@ -1,0 +1,315 @@
+"""Fine-tuning on Lightning: recipe (freeze → unfreeze, frozen BatchNorm, layer-wise rates),
+schedules, imbalance, the run folder and bundle, lr-find, kill-and-resume and 2-process DDP.
+
+Models are tiny (timm ``test_efficientnet`` with random weights, 160 px) and the data is
+2 classes x 8 training images from the demo set, so each run takes seconds of CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, TensorDataset
+
+import headstart
+from headstart.backbones import Backbone, Preprocessing, resolve_backbone
+from headstart.backbones.registry import file_sha256
+from headstart.cli.main import main
+from headstart.config import TrainConfig
+from headstart.demo import demo_data_dir
+from headstart.finetune import backbone_blocks, linear_head_export, param_groups
+from headstart.finetune.data import EpochSampler, decide_imbalance
+from headstart.finetune.module import FinetuneModule
+from headstart.finetune.schedules import PhasePlan, lr_factors
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = "timm:test_efficientnet"
+PREP = Preprocessing(40, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def _tiny_backbone() -> Backbone:
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_efficientnet", pretrained=False)
+    return Backbone("tiny", model, "timm", PREP, "0" * 64)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """(data folder with train/validation/test, random tiny weights file), private cache."""
+    root = tmp_path_factory.mktemp("tiny")
+    weights = root / "tiny.safetensors"
+    state = _tiny_backbone().model.state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
+    data = root / "data"
+    for split, n in (("train", 8), ("validation", 3), ("test", 3)):
+        for cls in ("hat", "shoes"):
+            (data / split / cls).mkdir(parents=True)
+            for f in sorted((demo_data_dir() / split / cls).iterdir())[:n]:
+                shutil.copy(f, data / split / cls / f.name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HEADSTART_CACHE", str(root / "cache"))
+        yield data, weights
+
+
+def _fit_args(data: Path, weights: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "fit", str(data), "-o", str(out), "-b", TINY, "--weights", str(weights),
+        "--set", "eval.n_boot=0", "--set", "train.batch_size=8", "--no-report", "-q", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tuned_run(tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data, weights = tiny
+    run = tmp_path_factory.mktemp("runs") / "ft"
+    args = _fit_args(data, weights, run, "--strategy", "finetune", "--set", "train.epochs=2")
+    args += ["--set", "train.frozen_epochs=0"]  # so the best epoch has tuned the backbone
+    assert main(args) == 0
+    return run
+
+
+# -- recipe -----------------------------------------------------------------------------------
+def test_mobilenet_blocks_are_features_and_rates_decay() -> None:
+    """torchvision MobileNetV2 is cut at ``features[i]``; deeper blocks learn faster."""
+    import torchvision
+
+    model = torchvision.models.mobilenet_v2(weights=None)
+    backbone = Backbone("mobilenet_v2", model, "torchvision", PREP, "0" * 64)
+    blocks = backbone_blocks(backbone)
+    assert [b.name for b in blocks] == [f"features.{i}" for i in range(19)]
+    head = torch.nn.Linear(1280, 3)
+    groups = param_groups(
+        head, blocks, lr=1e-3, backbone_lr_ratio=0.5, layer_decay=0.8, weight_decay=0.05
+    )
+    rates = {g["name"].removesuffix(":nd"): g["lr"] for g in groups}
+    assert rates["head"] == 1e-3 and rates["features.18"] == pytest.approx(5e-4)
+    assert rates["features.0"] == pytest.approx(5e-4 * 0.8**18)
+    assert all(g["weight_decay"] == 0 for g in groups if g["name"].endswith(":nd"))
+    partial = param_groups(
+        head, blocks, lr=1e-3, backbone_lr_ratio=0.5, layer_decay=0.8, weight_decay=0.0,
+        unfreeze_last=2,
+    )  # fmt: skip
+    assert {g["name"].removesuffix(":nd") for g in partial} == {
+        "head",
+        "features.17",
+        "features.18",
+    }
+
+
+def _fit_module(module: FinetuneModule, epochs: int) -> None:
+    from lightning.pytorch import Trainer
+
+    torch.manual_seed(1)
+    data = TensorDataset(torch.randn(16, 3, 32, 32) * 3 + 1, torch.tensor([0, 1] * 8))
+    trainer = Trainer(
+        max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(module, DataLoader(data, batch_size=8), DataLoader(data, batch_size=8))
+
+
+def test_frozen_epochs_leave_backbone_and_batchnorm_stats_untouched() -> None:
+    """The Keras/fastai trap: while frozen, BN running statistics must not move; after the
+    unfreeze both weights and statistics train."""
+    cfg = TrainConfig(epochs=1, frozen_epochs=1, lr=1e-2, dropout=0.0)
+    module = FinetuneModule(_tiny_backbone(), 2, cfg)
+    before = {k: v.clone() for k, v in module.backbone.state_dict().items()}
+    head_before = module.linear_layer().weight.detach().clone()
+    _fit_module(module, epochs=1)
+    after = module.backbone.state_dict()
+    assert any("running_mean" in k for k in before)
+    for key, value in before.items():
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0, msg=key)
+    assert not torch.equal(module.linear_layer().weight, head_before)
+
+    unfrozen = FinetuneModule(_tiny_backbone(), 2, cfg.model_copy(update={"frozen_epochs": 0}))
+    _fit_module(unfrozen, epochs=1)
+    moved = unfrozen.backbone.state_dict()
+    stats = [k for k in before if k.endswith("running_mean")]
+    assert any(not torch.equal(moved[k], before[k]) for k in stats)
+    weights = [k for k in before if k.endswith("weight")]
+    assert any(not torch.equal(moved[k], before[k]) for k in weights)
+
+
+def test_partial_unfreeze_trains_only_the_last_blocks() -> None:
+    cfg = TrainConfig(epochs=1, frozen_epochs=0, unfreeze_last=1, lr=1e-2)
+    module = FinetuneModule(_tiny_backbone(), 2, cfg)
+    before = {k: v.clone() for k, v in module.backbone.state_dict().items()}
+    _fit_module(module, epochs=1)
+    last = module.blocks[-1].name
+    changed = {k for k, v in module.backbone.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(f"model.{last}.") for k in changed)
+
+
+def test_schedule_phases() -> None:
+    """Backbone groups wait at 0 during the head-only epochs; each phase warms up then decays."""
+    plan = PhasePlan(total=100, frozen=20, warmup=5, steps_per_epoch=10, step_epochs=2)
+    head, body = lr_factors("cosine", plan, [True, False])
+    assert body(0) == body(19) == 0.0 and body(25) == pytest.approx(1.0)
+    assert head(0) < head(4) < head(5) == pytest.approx(1.0)
+    assert head(99) == pytest.approx(0.01, abs=0.01)
+    assert head(20) < 0.5  # the unfreeze restarts the warm-up
+    _, step_body = lr_factors("step", plan, [True, False])
+    assert step_body(30) == 1.0 and step_body(45) == pytest.approx(0.1)
+    one_head, _ = lr_factors("onecycle", plan, [True, False])
+    assert one_head(20) < one_head(40) and one_head(99) < 0.01
+
+
+def test_imbalance_remedy_thresholds() -> None:
+    classes = ["a", "b"]
+    assert decide_imbalance(["a"] * 6 + ["b"] * 3, classes, "auto", 3.0).remedy == "none"
+    mild = decide_imbalance(["a"] * 40 + ["b"] * 8, classes, "auto", 3.0)
+    assert mild.remedy == "weighted_loss" and mild.ratio == 5.0 and "5.0" in mild.reason
+    assert decide_imbalance(["a"] * 99 + ["b"] * 3, classes, "auto", 3.0).remedy == "sampler"
+    assert decide_imbalance(["a"] * 6 + ["b"] * 3, classes, "sampler", 3.0).remedy == "sampler"
+
+
+def test_epoch_sampler_depends_only_on_seed_and_epoch() -> None:
+    sampler = EpochSampler([0] * 90 + [1] * 10, seed=3)
+    sampler.set_epoch(2)
+    first = list(sampler)
+    sampler.set_epoch(5)
+    assert list(sampler) != first
+    sampler.set_epoch(2)
+    assert list(sampler) == first and sorted(i for i, _ in first) == list(range(100))
+    balanced = EpochSampler([0] * 90 + [1] * 10, seed=3, balanced=True)
+    minority = sum(1 for i, _ in balanced if i >= 90)
+    assert 35 <= minority <= 65
+
+
+def test_linear_head_export_predicts_like_softmax() -> None:
+    rng = np.random.default_rng(0)
+    w, b, x = rng.normal(size=(3, 5)), rng.normal(size=3), rng.normal(size=(4, 5))
+    head = linear_head_export(w, b, ["a", "b", "c"])
+    expected = torch.softmax(torch.tensor(x @ w.T + b), dim=1).numpy()
+    np.testing.assert_allclose(head.predict_proba(x), expected, atol=1e-10)
+
+
+# -- the run folder ---------------------------------------------------------------------------
+def test_finetune_run_folder_and_bundle(tuned_run: Path, tiny: tuple[Path, Path]) -> None:
+    """Same files as a probe run plus logs; the bundle holds the fine-tuned weights (their own
+    sha256, never the pretrained one) and predicts through the unchanged loader."""
+    data, weights = tiny
+    for name in ("metrics.json", "manifest.csv", "predictions.csv", "config.yaml", "run.json"):
+        assert (tuned_run / name).is_file(), name
+    with (tuned_run / "logs" / "metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows] == ["0", "1"] and rows[0]["frozen"] == "0"
+    assert {"train_loss", "val_loss", "val_acc"} <= set(rows[0])
+    info = json.loads((tuned_run / "model" / "model.json").read_text())
+    sha = info["backbone"]["weights_sha256"]
+    assert sha == file_sha256(tuned_run / "model" / "backbone.safetensors")
+    assert sha != resolve_backbone(TINY, weights).weights_sha256
+    facts = json.loads((tuned_run / "finetune.json").read_text())
+    assert facts["epochs_run"] == 2 and facts["imbalance"]["remedy"] == "none"
+
+    model = headstart.load(tuned_run / "model")
+    val = sorted((data / "validation" / "hat").iterdir())
+    proba, failures = model.predict_proba(val)
+    assert not failures and proba.shape == (3, 2)
+    with (tuned_run / "predictions.csv").open() as fh:
+        logged = {Path(r["path"]).name: float(r["p:hat"]) for r in csv.DictReader(fh)}
+    # what training measured on validation is what the shipped bundle predicts
+    np.testing.assert_allclose(proba[:, 0], [logged[p.name] for p in val], atol=1e-3)
+    tuned = load_file(str(tuned_run / "model" / "backbone.safetensors"))
+    assert set(tuned) == set(load_file(str(weights)))
+
+
+def test_bad_strategy_and_resume_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny: tuple[Path, Path]
+) -> None:
+    data, weights = tiny
+    assert main(["fit", str(data), "--strategy", "finetuned", "-o", str(tmp_path / "r")]) == 2
+    assert "unknown --strategy 'finetuned'; valid: probe, finetune, auto" in capsys.readouterr().err
+    assert main(["fit", "--resume", str(tmp_path)]) == 2
+    assert "not a resumable run" in capsys.readouterr().err
+    args = _fit_args(data, weights, tmp_path / "p", "--strategy", "finetune", "--precision", "x")
+    assert main(args) == 2
+    assert "unknown precision 'x'" in capsys.readouterr().err
+    assert main(["fit", "-q"]) == 2
+    assert "DATA" in capsys.readouterr().err
+
+
+def test_lr_find_prints_suggestion_and_saves_plot(
+    tiny: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, weights = tiny
+    args = ["lr-find", str(data), "-o", str(tmp_path), "-b", TINY, "--weights", str(weights)]
+    assert main([*args, "--steps", "6", "--set", "train.batch_size=4", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "Suggested learning rate" in out or "No suggestion" in out
+    assert (tmp_path / "lr_find.png").stat().st_size > 1000
+    record = json.loads((tmp_path / "lr_find.json").read_text())
+    assert record["steps"] >= 2 and record["lr"] == sorted(record["lr"])
+
+
+# -- resume and DDP (subprocesses) ------------------------------------------------------------
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "headstart.cli.main", *args]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+
+def _history(run: Path) -> list[dict[str, str]]:
+    with (run / "logs" / "metrics.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_kill_and_resume_matches_uninterrupted_run(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    """kill -9 after the first checkpoint, then --resume: same validation curve and metrics."""
+    data, weights = tiny
+    extra = ("--strategy", "finetune", "--set", "train.epochs=3")
+    assert main(_fit_args(data, weights, tmp_path / "whole", *extra)) == 0
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(*_fit_args(data, weights, killed, *extra)), env=_env())
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (killed / "model").exists()
+    assert main(["fit", "--resume", str(killed), "-q", "--no-report"]) == 0
+    whole, resumed = _history(tmp_path / "whole"), _history(killed)
+    assert [r["epoch"] for r in resumed] == ["0", "1", "2"]
+    for a, b in zip(whole, resumed, strict=True):
+        assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), abs=1e-6)
+        assert a["val_acc"] == b["val_acc"]
+    metrics = [json.loads((r / "metrics.json").read_text()) for r in (tmp_path / "whole", killed)]
+    assert metrics[0]["val"] == metrics[1]["val"]
+    assert main(["fit", "--resume", str(killed)]) == 2  # finished runs do not resume
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_writes_a_bundle_that_predicts(
+    tiny: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, weights = tiny
+    run = tmp_path / "ddp"
+    args = _fit_args(data, weights, run, "--strategy", "ddp", "--devices", "2")
+    args += ["--set", "train.accelerator=cpu", "--set", "train.epochs=2"]
+    done = subprocess.run(_cli(*args), env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    model = headstart.load(run / "model")
+    predictions = model.predict([data / "test"])
+    assert len(predictions) == 6 and all(p.top for p in predictions)
+    config = json.loads((run / "model" / "model.json").read_text())["config"]
+    assert config["train"]["devices"] == 2 and config["train"]["distributed"] == "ddp"

@@ -1,0 +1,78 @@
+"""Near-duplicates across splits: a re-encoded, resized, cropped copy is found; other photos of
+the same class are not; --dedupe drops the copy from the evaluation split."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import headstart
+from headstart.cli.main import main
+from headstart.config import load_config
+from headstart.data.leakage import dedupe, find_near_duplicates
+from headstart.demo import demo_data_dir
+
+
+@pytest.fixture(scope="module")
+def leaky(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, headstart.EmbeddedData]:
+    root = tmp_path_factory.mktemp("leak")
+    data = root / "data"
+    for split in ("train", "validation", "test"):
+        for cls in ("hat", "shoes"):
+            shutil.copytree(demo_data_dir() / split / cls, data / split / cls)
+    original = sorted((data / "train" / "hat").iterdir())[0]
+    image = Image.open(original).convert("RGB")
+    w, h = image.size
+    copy = image.crop((int(0.05 * w), int(0.05 * h), w, h)).resize((int(0.6 * w), int(0.6 * h)))
+    copy.save(data / "test" / "hat" / "copy.jpg", quality=70)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HEADSTART_CACHE", str(root / "cache"))
+        embedded = headstart.embed_data(
+            data, load_config(overrides=["extract.engine=torch"]), progress=False
+        )
+    return root, original, embedded
+
+
+def test_finds_the_modified_copy_and_nothing_else(
+    leaky: tuple[Path, Path, headstart.EmbeddedData],
+) -> None:
+    _, original, embedded = leaky
+    pairs = find_near_duplicates(embedded)
+    assert [(p.earlier, p.later.name) for p in pairs] == [(original, "copy.jpg")]
+    assert pairs[0].earlier_split == "train" and pairs[0].later_split == "test"
+
+
+def test_dedupe_removes_the_later_copy(leaky: tuple[Path, Path, headstart.EmbeddedData]) -> None:
+    _, _, embedded = leaky
+    reduced, removed = dedupe(embedded, find_near_duplicates(embedded))
+    assert removed == 1
+    assert "copy.jpg" not in {s.path.name for s in reduced.manifest.samples}
+    assert len(reduced.features) == len(reduced.manifest.samples) == len(embedded.features) - 1
+
+
+def test_fit_warns_writes_pairs_and_dedupes(
+    leaky: tuple[Path, Path, headstart.EmbeddedData],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root, _, _ = leaky
+    monkeypatch.setenv("HEADSTART_CACHE", str(root / "cache"))
+    run = root / "run"
+    args = ["fit", str(root / "data"), "-o", str(run), "-q", "--dedupe", "--no-report"]
+    assert main([*args, "--set", "extract.engine=torch", "--set", "eval.n_boot=20"]) == 0
+    captured = capsys.readouterr()
+    assert "near-duplicate pair" in captured.err and "removed 1 image" in captured.out
+    rows = list(csv.DictReader((run / "near_duplicates.csv").open()))
+    assert [r["later"] for r in rows] == ["test/hat/copy.jpg"]
+    record = json.loads((run / "run.json").read_text())
+    assert record["near_duplicates"] == 1 and record["deduped"] == 1
+
+
+def test_bad_threshold_is_a_config_error(leaky: tuple[Path, Path, headstart.EmbeddedData]) -> None:
+    with pytest.raises(headstart.HeadstartError, match="threshold"):
+        find_near_duplicates(leaky[2], 1.5)

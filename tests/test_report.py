@@ -1,0 +1,214 @@
+"""The HTML report: written by every fit, self-contained (no network), every section present with
+the run's real numbers, robust to moved images, and it renders in a real browser."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import headstart
+from headstart.cli.main import main
+from headstart.demo import demo_data_dir
+from headstart.errors import ConfigError, DataError, PathNotFoundError
+from headstart.evaluate import expected_calibration_error
+from headstart.report import build_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SECTIONS = ("data", "curves", "metrics", "errors", "map", "card")
+CLASSES = ("longsleeve", "shirt", "t-shirt")  # look alike: the gallery has errors to show
+
+
+class _Page(HTMLParser):
+    """Collects what the checks need: image sources, links, section ids and the visible text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.refs: list[str] = []
+        self.sections: list[str] = []
+        self.scripts = 0
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "img":
+            self.images.append(a.get("src") or "")
+        if tag == "section":
+            self.sections.append(a.get("id") or "")
+        if tag == "script":
+            self.scripts += 1
+        self.refs += [v for k, v in a.items() if k in ("href", "src") and v]
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _split_proba(run_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    with (run_dir / "predictions.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == split]
+    classes = [k[2:] for k in rows[0] if k.startswith("p:")]
+    proba = np.array([[float(r[f"p:{c}"]) for c in classes] for r in rows])
+    return proba, np.array([classes.index(r["label"]) for r in rows])
+
+
+def _parse(path: Path) -> _Page:
+    parser = _Page()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Three look-alike demo classes fitted once; the fit writes the report itself."""
+    data = tmp_path_factory.mktemp("data") / "clothes"
+    for split in ("train", "validation", "test"):
+        for cls in CLASSES:
+            shutil.copytree(demo_data_dir() / split / cls, data / split / cls)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HEADSTART_CACHE", str(tmp_path_factory.mktemp("cache")))
+    try:
+        out = tmp_path_factory.mktemp("runs") / "clothes"
+        result = headstart.fit(data, out, progress=False)
+        assert result.report == out / "report.html"
+        yield out
+    finally:
+        mp.undo()
+
+
+def test_fit_writes_a_self_contained_report(run_dir: Path) -> None:
+    page = _parse(run_dir / "report.html")
+    assert page.images, "no image in the report"
+    assert all(src.startswith("data:image/") for src in page.images), page.images[:3]
+    assert not [r for r in page.refs if r.startswith(("http:", "https:", "//"))]
+    assert page.scripts == 0
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "http://" not in html and "https://" not in html
+    assert page.sections == list(SECTIONS)
+    size = (run_dir / "report.html").stat().st_size
+    assert size < 1_500_000, f"report is {size} bytes"
+
+
+def test_report_shows_the_runs_numbers(run_dir: Path) -> None:
+    text = " ".join(_parse(run_dir / "report.html").text)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for split, m in metrics.items():
+        acc = m["accuracy"]
+        assert f"{100 * acc['value']:.1f}%" in text, split
+        assert f"[{100 * acc['low']:.1f}%, {100 * acc['high']:.1f}%]" in text, split
+        assert f"n={m['n']}" in text
+    info = json.loads((run_dir / "model" / "model.json").read_text())
+    assert info["backbone"]["weights_sha256"] in text
+    proba, truth = _split_proba(run_dir, "test")
+    assert f"test {expected_calibration_error(proba, truth):.3f}" in text  # the ECE caption
+    assert "linear probe on frozen features: no training curves" in text.lower()
+    assert "Sorts an image into one of 3 classes (longsleeve, shirt, t-shirt)" in text
+    assert "per class" in text  # images-per-class wording in the intended use
+
+
+def test_gallery_shows_the_most_confident_errors_with_gradcam(run_dir: Path) -> None:
+    with (run_dir / "predictions.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    wrong = sorted(
+        (r for r in rows if r["label"] != r["predicted"]), key=lambda r: -float(r["confidence"])
+    )
+    assert wrong, "the look-alike classes should give at least one error"
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    errors = html.split('id="errors"')[1].split("</section>")[0]
+    assert wrong[0]["path"] in errors
+    shown = min(6, len(wrong))
+    assert errors.count('alt="Grad-CAM overlay"') == shown
+    assert errors.count('alt="image"') == shown
+
+
+def test_report_survives_moved_images_and_draws_training_curves(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """Images gone: the gallery says so and the map still comes from the embedding cache.
+    A training log (fine-tuned run) becomes a curves figure."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    record = json.loads((copy / "run.json").read_text())
+    record["data"] = str(tmp_path / "moved-away")
+    (copy / "run.json").write_text(json.dumps(record))
+    (copy / "logs").mkdir()
+    (copy / "logs" / "metrics.csv").write_text(
+        "epoch,step,train_loss,val_loss,val_acc\n0,10,1.2,,\n0,10,,1.0,0.6\n"
+        "1,20,0.8,,\n1,20,,0.7,0.75\n2,30,0.5,0.6,0.8\n"
+    )
+    out = build_report(copy, output=tmp_path / "r.html", explain_errors=3)
+    assert out == tmp_path / "r.html"
+    page = _parse(out)
+    html = out.read_text(encoding="utf-8")
+    errors = html.split('id="errors"')[1].split("</section>")[0]
+    assert errors.count("no longer on disk") == 3
+    curves = html.split('id="curves"')[1].split("</section>")[0]
+    assert "<img" in curves and "3 epochs" in curves
+    emb = html.split('id="map"')[1].split("</section>")[0]
+    assert "<img" in emb, emb[:300]
+    assert "fine-tuned" in " ".join(page.text)
+
+
+def test_bad_input_is_a_one_line_error(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(PathNotFoundError, match="nowhere"):
+        build_report(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="not a headstart run folder"):
+        build_report(tmp_path)
+    with pytest.raises(ConfigError, match="umap"):
+        build_report(run_dir, embedding_map="umap")
+    with pytest.raises(ConfigError, match="-1"):
+        build_report(run_dir, explain_errors=-1)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a headstart run folder" in err, err
+
+
+def test_cli_writes_the_report_where_asked(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "out" / "my.html"
+    assert main(["report", str(run_dir), "-o", str(target), "--errors", "0"]) == 0
+    assert capsys.readouterr().out.strip() == str(target)
+    assert _parse(target).sections == list(SECTIONS)
+    assert not list(target.parent.glob(".*.tmp")), "temporary file left behind"
+
+
+def test_report_renders_in_headless_chromium(run_dir: Path) -> None:
+    if not CHROMIUM.is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package 'chromium')")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto((run_dir / "report.html").resolve().as_uri())
+            page.wait_for_load_state("load")
+            widths = page.evaluate("Array.from(document.images, i => i.naturalWidth)")
+            titles = page.evaluate("Array.from(document.querySelectorAll('h2'), h => h.innerText)")
+            shot = page.screenshot(full_page=True)
+        finally:
+            browser.close()
+    Path("/tmp/report.png").write_bytes(shot)
+    assert widths and all(w > 0 for w in widths), widths
+    assert len(titles) == len(SECTIONS)
+    pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), dtype=np.float64)
+    assert pixels.shape[0] > 2000, "full page should be long"
+    assert pixels.std() > 20, "screenshot looks blank"
