@@ -23,6 +23,7 @@ from headstart.evaluate import Metrics, evaluate_predictions
 from headstart.features import EmbeddingStore, Extraction, extract
 from headstart.fsutil import atomic_write_text
 from headstart.heads import create_head
+from headstart.heads.cache import fit_head_cached
 from headstart.model import Model, load
 
 __all__ = [
@@ -196,12 +197,17 @@ def fit(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     embedded = embed_data(data, cfg, progress=progress, ref=ref)
+    timings["embed"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     embedded, near, deduped = _check_leakage(embedded, cfg)
     manifest = embedded.manifest
-    timings["embed"] = time.perf_counter() - t0
+    timings["leakage"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    head.fit(*embedded.split("train"))
+    cache_root = EmbeddingStore(cfg.extract.cache_dir).root
+    head = fit_head_cached(
+        head, cfg.head.kind, cfg.head.params, *embedded.split("train"), cache_root
+    )
     timings["head"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -276,9 +282,7 @@ def _resolve_auto_backbone(
     return cfg.model_copy(update={"backbone": backbone}), ranking.to_dict()
 
 
-def _check_leakage(
-    embedded: EmbeddedData, cfg: FitConfig
-) -> tuple[EmbeddedData, list[Any], int]:
+def _check_leakage(embedded: EmbeddedData, cfg: FitConfig) -> tuple[EmbeddedData, list[Any], int]:
     """Cross-split near-duplicates, and with ``data.dedupe`` the data without them."""
     from headstart.data.leakage import dedupe, find_near_duplicates
 

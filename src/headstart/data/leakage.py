@@ -51,6 +51,7 @@ DEFAULT_THRESHOLD = 0.86
 DEFAULT_PIXEL_THRESHOLD = 0.87
 _THUMB = 32
 _OFFSETS = (0.0, 0.03, 0.06)
+_CACHE_VERSION = "v1"
 _BLOCK = 1024
 
 
@@ -94,13 +95,42 @@ def _crops(path: Path) -> np.ndarray | None:
     return np.stack(rows)
 
 
-def pixel_similarity(a: Path, b: Path) -> float:
+def pixel_similarity(a: Path, b: Path, crops: dict[Path, np.ndarray | None] | None = None) -> float:
     """Best correlation of the two images' high-passed thumbnails over small crops of either
-    (1 for a copy; NaN if one cannot be decoded)."""
-    ca, cb = _crops(a), _crops(b)
+    (1 for a copy; NaN if one cannot be decoded).  ``crops`` memoises each image's thumbnails
+    across pairs."""
+    memo = crops if crops is not None else {}
+    for path in (a, b):
+        if path not in memo:
+            memo[path] = _crops(path)
+    ca, cb = memo[a], memo[b]
     if ca is None or cb is None:
         return float("nan")
     return float(max((ca @ cb[0]).max(), (cb @ ca[0]).max()))
+
+
+class _PairCache:
+    """Pixel similarities on disk, keyed by the two files' sha256: refitting the same data (or
+    adding images) re-checks no pair it has seen."""
+
+    def __init__(self) -> None:
+        from headstart.features import EmbeddingStore
+
+        self.root = EmbeddingStore().root / "pixel-similarity" / _CACHE_VERSION
+
+    def _path(self, sha_a: str, sha_b: str) -> Path:
+        lo, hi = sorted((sha_a, sha_b))
+        return self.root / lo[:2] / f"{lo}-{hi}"
+
+    def get(self, sha_a: str, sha_b: str) -> float | None:
+        try:
+            return float(self._path(sha_a, sha_b).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def put(self, sha_a: str, sha_b: str, value: float) -> None:
+        if value == value:  # NaN (undecodable) is not cached: the file may be fixed
+            atomic_write_text(self._path(sha_a, sha_b), repr(value))
 
 
 def _candidate_pairs(
@@ -134,11 +164,16 @@ def find_near_duplicates(
     order = {name: i for i, name in enumerate(SPLITS)}
     splits = np.array([s.split for s in samples])
     found = []
+    crops: dict[Path, np.ndarray | None] = {}
+    cache = _PairCache()
     for i, j, cos in _candidate_pairs(embedded.features, splits, threshold):
         a, b = samples[i], samples[j]
         if a.sha256 == b.sha256:
             continue
-        pixels = pixel_similarity(a.path, b.path)
+        pixels = cache.get(a.sha256, b.sha256)
+        if pixels is None:
+            pixels = pixel_similarity(a.path, b.path, crops)
+            cache.put(a.sha256, b.sha256, pixels)
         if not pixels >= pixel_threshold:
             continue
         if order.get(a.split, 9) > order.get(b.split, 9):

@@ -154,7 +154,9 @@ def _reduce(features: np.ndarray, method: str) -> tuple[np.ndarray, str]:
     # one thread: on a busy small machine, BLAS/OpenMP thread pools made this 10x slower (measured)
     with threadpool_limits(1):
         if method == "pca" or n > TSNE_MAX_POINTS:
-            return PCA(n_components=2, svd_solver="full").fit_transform(features), "PCA"
+            return PCA(n_components=2, svd_solver="randomized", random_state=0).fit_transform(
+                features
+            ), "PCA"
         from sklearn.manifold import TSNE
 
         start = PCA(n_components=min(50, n - 1, features.shape[1])).fit_transform(features)

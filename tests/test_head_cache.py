@@ -1,0 +1,54 @@
+"""Fitted heads are cached by kind, params, embeddings and labels: a refit of the same data loads
+the identical head; any change in the inputs, or a damaged entry, fits again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from headstart.heads import LogisticHead, create_head
+from headstart.heads.cache import fit_head_cached
+
+
+@pytest.fixture()
+def data() -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (30, 16)), rng.normal(1.5, 1, (30, 16))]).astype(
+        np.float32
+    )
+    return x, ["a"] * 30 + ["b"] * 30
+
+
+def _fit(x: np.ndarray, y: list[str], root: Path, **params: object) -> object:
+    return fit_head_cached(create_head("logistic", **params), "logistic", params, x, y, root)
+
+
+def test_second_fit_loads_the_same_head(
+    tmp_path: Path, data: tuple[np.ndarray, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, y = data
+    first = _fit(x, y, tmp_path)
+    monkeypatch.setattr(LogisticHead, "fit", lambda *a, **k: pytest.fail("refitted"))
+    second = _fit(x, y, tmp_path)
+    np.testing.assert_allclose(second.predict_proba(x), first.predict_proba(x), atol=1e-12)  # type: ignore[attr-defined]
+
+
+def test_changed_inputs_fit_again(tmp_path: Path, data: tuple[np.ndarray, list[str]]) -> None:
+    x, y = data
+    _fit(x, y, tmp_path)
+    _fit(x, y[::-1], tmp_path)
+    _fit(x + 1, y, tmp_path)
+    _fit(x, y, tmp_path, Cs=[0.1])
+    assert len(list((tmp_path / "heads").iterdir())) == 4
+
+
+def test_damaged_entry_is_refitted(tmp_path: Path, data: tuple[np.ndarray, list[str]]) -> None:
+    x, y = data
+    first = _fit(x, y, tmp_path)
+    (entry,) = (tmp_path / "heads").iterdir()
+    (entry / "head.safetensors").write_bytes(b"garbage")
+    again = _fit(x, y, tmp_path)
+    np.testing.assert_allclose(again.predict_proba(x), first.predict_proba(x), atol=1e-12)  # type: ignore[attr-defined]
+    assert (entry / "head.safetensors").stat().st_size > 100  # rewritten
