@@ -35,11 +35,17 @@ def test_bad_crop_scale_names_the_value() -> None:
 
 
 @pytest.mark.parametrize("preset", ["none", "light", "strong"])
-def test_train_transform_gives_normalised_crop(preset: str) -> None:
-    plan = resolve(AugmentConfig(preset=preset))
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_train_transform_gives_normalised_crop(preset: str, interpolation: str) -> None:
+    """Every preset runs with the backbone's interpolation (timm models use bicubic)."""
+    prep = Preprocessing(40, 32, PREP.mean, PREP.std, interpolation)
     image = torch.randint(0, 256, (3, 40, 53), dtype=torch.uint8)
-    out = train_transform(plan, PREP)(image)
-    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+    torch.manual_seed(0)
+    for policy in ("trivialaugment", "randaugment", None):
+        transform = train_transform(resolve(AugmentConfig(preset=preset, policy=policy)), prep)
+        for _ in range(30):  # a policy picks random ops (rotations, shears among them)
+            out = transform(image)
+            assert out.shape == (3, 32, 32) and out.dtype == torch.float32
     assert float(out.min()) < 0 < float(out.max())  # normalised, not [0, 1]
 
 

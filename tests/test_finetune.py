@@ -230,6 +230,26 @@ def test_finetune_run_folder_and_bundle(tuned_run: Path, tiny: tuple[Path, Path]
     assert set(tuned) == set(load_file(str(weights)))
 
 
+def test_auto_strategy_says_what_it_chose(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    """auto: the probe first; fine-tuning only below the skip threshold; the better one on
+    validation is the model, and finetune.json says which and why."""
+    data, weights = tiny
+    skip = _fit_args(data, weights, tmp_path / "skip", "--strategy", "auto")
+    assert main([*skip, "--set", "strategy.auto_skip_above=0.0"]) == 0
+    facts = json.loads((tmp_path / "skip" / "finetune.json").read_text())
+    assert facts["chosen"] == "probe" and "fine-tuning skipped" in facts["reason"]
+    assert not (tmp_path / "skip" / "checkpoints").exists()
+
+    both = _fit_args(data, weights, tmp_path / "both", "--strategy", "auto")
+    both += ["--set", "strategy.auto_skip_above=1.0", "--set", "train.epochs=1"]
+    assert main([*both, "--set", "train.frozen_epochs=0"]) == 0
+    facts = json.loads((tmp_path / "both" / "finetune.json").read_text())
+    assert facts["chosen"] in ("probe", "finetune") and "finetune_val_accuracy" in facts
+    info = json.loads((tmp_path / "both" / "model" / "model.json").read_text())
+    probe_sha = resolve_backbone(TINY, weights).weights_sha256
+    assert (info["backbone"]["weights_sha256"] == probe_sha) == (facts["chosen"] == "probe")
+
+
 def test_bad_strategy_and_resume_are_one_line_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny: tuple[Path, Path]
 ) -> None:

@@ -85,12 +85,12 @@ class StrategyConfig(_Frozen):
 class TrainConfig(_Frozen):
     """Fine-tuning (Lightning): recipe, optimiser, schedule, regularisation, hardware."""
 
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(5, ge=1)
     frozen_epochs: int = Field(1, ge=0)
     unfreeze_last: int | None = Field(None, ge=0)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0.0)
-    backbone_lr_ratio: float = Field(0.3, gt=0.0)
+    backbone_lr_ratio: float = Field(0.1, gt=0.0)
     layer_decay: float = Field(0.85, gt=0.0, le=1.0)
     weight_decay: float = Field(0.05, ge=0.0)
     l1: float = Field(0.0, ge=0.0)
@@ -103,7 +103,7 @@ class TrainConfig(_Frozen):
     schedule: Literal["cosine", "onecycle", "step", "plateau"] = "cosine"
     warmup_epochs: float = Field(0.5, ge=0.0)
     step_epochs: int = Field(3, ge=1)
-    patience: int = Field(4, ge=1)
+    patience: int = Field(3, ge=1)
     imbalance: Literal["auto", "none", "weighted_loss", "sampler"] = "auto"
     imbalance_threshold: float = Field(3.0, ge=1.0)
     precision: str | None = None

@@ -91,10 +91,12 @@ def train_transform(plan: AugmentPlan, prep: Preprocessing) -> Callable[[Tensor]
         steps.append(v2.CenterCrop(prep.crop))
     if plan.hflip:
         steps.append(v2.RandomHorizontalFlip())
+    # The policies keep their default (nearest) interpolation: their rotations and shears
+    # support only nearest and bilinear on tensors, and timm's bicubic models would fail.
     if plan.policy == "trivialaugment":
-        steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
+        steps.append(v2.TrivialAugmentWide())
     elif plan.policy == "randaugment":
-        steps.append(v2.RandAugment(interpolation=interpolation))
+        steps.append(v2.RandAugment())
     composed = v2.Compose([*steps, *_normalise(prep)])
 
     def apply(image: Tensor) -> Tensor:
