@@ -34,6 +34,7 @@ __all__ = [
     "evaluate_data",
     "fit",
     "resume",
+    "scan_data",
 ]
 
 
@@ -130,6 +131,19 @@ class EmbeddedData:
         return self.features[rows], [self.manifest.samples[i].label for i in rows]
 
 
+def scan_data(data: str | Path, config: FitConfig) -> Manifest:
+    """Scan ``data`` with the config's split rules, seed, pixel limit and label column."""
+    d = config.data
+    return scan(
+        data,
+        val_fraction=d.val_fraction,
+        test_fraction=d.test_fraction,
+        seed=d.seed,
+        max_pixels=d.max_pixels,
+        label_column=d.label_column,
+    )
+
+
 def embed_data(
     data: str | Path,
     config: FitConfig | None = None,
@@ -142,14 +156,7 @@ def embed_data(
     training image."""
     cfg = config or load_config()
     ref = ref or resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
-    manifest = scan(
-        data,
-        val_fraction=cfg.data.val_fraction,
-        test_fraction=cfg.data.test_fraction,
-        seed=cfg.data.seed,
-        max_pixels=cfg.data.max_pixels,
-        label_column=cfg.data.label_column,
-    )
+    manifest = scan_data(data, cfg)
     extraction = extract(
         [s.path for s in manifest.samples],
         [s.sha256 for s in manifest.samples],

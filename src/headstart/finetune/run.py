@@ -24,7 +24,7 @@ import yaml
 from headstart.backbones import BackboneRef, resolve_backbone, save_weights
 from headstart.backbones.model import Backbone
 from headstart.config import FitConfig
-from headstart.data import Manifest, scan
+from headstart.data import Manifest
 from headstart.data.augment import batch_mixer, eval_transform, resolve, train_transform
 from headstart.errors import ConfigError, DataError
 from headstart.evaluate import evaluate_predictions
@@ -153,14 +153,9 @@ def _class_weights(imbalance: Imbalance, classes: list[str]) -> torch.Tensor | N
 
 def load_manifest(data: str | Path, cfg: FitConfig) -> Manifest:
     """Scan ``data`` as ``fit`` does (same split rules and seed)."""
-    manifest = scan(
-        data,
-        val_fraction=cfg.data.val_fraction,
-        test_fraction=cfg.data.test_fraction,
-        seed=cfg.data.seed,
-        max_pixels=cfg.data.max_pixels,
-        label_column=cfg.data.label_column,
-    )
+    from headstart.pipeline import scan_data
+
+    manifest = scan_data(data, cfg)
     if len(manifest.tasks) != 1:
         raise ConfigError(
             f"fine-tuning handles one label column for now; this data has tasks "
