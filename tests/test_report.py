@@ -16,21 +16,13 @@ import pytest
 from PIL import Image
 
 import headstart
+from browser import CHROMIUM, CHROMIUM_ARGS
 from headstart.cli.main import main
 from headstart.demo import demo_data_dir
 from headstart.errors import ConfigError, DataError, PathNotFoundError
 from headstart.evaluate import expected_calibration_error
 from headstart.report import build_report
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SECTIONS = ("data", "curves", "metrics", "errors", "map", "card")
 CLASSES = ("longsleeve", "shirt", "t-shirt")  # look alike: the gallery has errors to show
 

@@ -15,18 +15,10 @@ import pytest
 import uvicorn
 
 import headstart
+from browser import CHROMIUM, CHROMIUM_ARGS
 from headstart.demo import demo_data_dir
 from headstart.serve import create_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOT_FOR_REVIEW = Path("/tmp/serve_page.png")
 TOKEN = "page-test-token"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from headstart.cli.options import build_config
 from headstart.cli.render import console, display_path, show_manifest
-from headstart.config import load_config
 from headstart.evaluate.cv import cross_validate, write_cv
 
 
@@ -36,12 +36,7 @@ def command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Cross-validate a head on train+val (test kept aside): mean, std, 95% t-interval."""
-    overrides = list(set_)
-    if backbone:
-        overrides.append(f"backbone.name={backbone}")
-    if head:
-        overrides.append(f"head.kind={head}")
-    cfg = load_config(config, overrides)
+    cfg = build_config(config, set_, backbone=backbone, head=head)
     result = cross_validate(
         data, cfg, folds=folds, repeats=repeats, group_column=group_column, seed=seed,
         progress=not quiet,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
+from headstart.cli.options import build_config
 from headstart.cli.render import console, show_fit, show_manifest, show_metrics
-from headstart.config import load_config
 from headstart.errors import ConfigError
 from headstart.pipeline import FitResult, fit
 from headstart.pipeline import resume as resume_fit
@@ -110,23 +110,15 @@ def command(
     ),
 ) -> None:
     """Fit a classifier: pretrained backbone → cached embeddings → head → evaluated bundle."""
-    overrides = list(set_)
-    if backbone:
-        overrides.append(f"backbone.name={backbone}")
-    if weights:
-        overrides.append(f"backbone.weights={weights}")
-    if head:
-        overrides.append(f"head.kind={head}")
-    if dedupe:
-        overrides.append("data.dedupe=true")
     if resume is not None:
         result = resume_fit(resume, progress=not quiet, report=not no_report)
         report_fit(result)
         return
     if data is None:
         raise ConfigError("fit needs DATA (an image folder or CSV), or --resume RUN")
-    overrides += _train_overrides(strategy, devices, num_nodes, precision)
-    cfg = load_config(config, overrides)
+    extra = _train_overrides(strategy, devices, num_nodes, precision)
+    extra += ["data.dedupe=true"] if dedupe else []
+    cfg = build_config(config, set_, backbone=backbone, weights=weights, head=head, extra=extra)
     result = fit(
         data, output, config=cfg, overwrite=overwrite, progress=not quiet, report=not no_report
     )

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
+from headstart.cli.options import build_config
 from headstart.cli.render import console
-from headstart.config import load_config
 
 
 def command(
@@ -25,12 +25,7 @@ def command(
     """Learning-rate range test (Lightning's tuner): prints the suggested train.lr."""
     from headstart.finetune.lr_find import lr_find
 
-    overrides = list(set_)
-    if backbone:
-        overrides.append(f"backbone.name={backbone}")
-    if weights:
-        overrides.append(f"backbone.weights={weights}")
-    cfg = load_config(config, overrides)
+    cfg = build_config(config, set_, backbone=backbone, weights=weights)
     result = lr_find(data, cfg, output, steps=steps, progress=not quiet)
     if result.suggestion is None:
         console.print("No suggestion: the loss curve has no clear descent (see the plot).")

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from headstart.cli.fit import report_fit
+from headstart.cli.options import build_config
 from headstart.cli.render import console
-from headstart.config import load_config
 from headstart.evaluate.tune import tune
 
 
@@ -35,10 +35,7 @@ def command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Tune the head by CV accuracy on the train split; refit the best as a normal run."""
-    overrides = list(set_)
-    if backbone:
-        overrides.append(f"backbone.name={backbone}")
-    cfg = load_config(config, overrides)
+    cfg = build_config(config, set_, backbone=backbone)
     result = tune(
         data, output, cfg, trials=trials, storage=storage, study_name=study_name,
         n_jobs=n_jobs, folds=folds, seed=seed, progress=not quiet,
