@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import io
 import random
+import shutil
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
@@ -105,3 +107,17 @@ def make_bad_files(folder: Path) -> dict[str, str]:
     (folder / "text.png").write_text("this is not a picture\n", encoding="utf-8")
     (folder / "bomb.png").write_bytes(png_with_size(30_000, 30_000))
     return dict(BAD_KINDS)
+
+
+def copy_demo(
+    dest: Path,
+    classes: Sequence[str],
+    splits: Sequence[str] = ("train", "validation", "test"),
+) -> Path:
+    """Copy some classes of the bundled demo photos (real JPEGs) into ``dest/<split>/<class>``."""
+    from headstart.demo import demo_data_dir
+
+    for split in splits:
+        for cls in classes:
+            shutil.copytree(demo_data_dir() / split / cls, dest / split / cls)
+    return dest

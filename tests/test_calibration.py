@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,9 @@ import pytest
 import headstart
 from headstart.cli.main import main
 from headstart.config import load_config
-from headstart.demo import demo_data_dir
 from headstart.evaluate import Metrics, evaluate_predictions
 from headstart.evaluate.temperature import apply_temperature, fit_temperature
+from salt import copy_demo
 
 
 def test_fit_temperature_recovers_the_overconfidence_factor() -> None:
@@ -50,9 +49,7 @@ def test_metrics_carry_ece_and_read_old_records_without_it() -> None:
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("calib")
     data = root / "data"
-    for split in ("train", "validation", "test"):
-        for cls in ("hat", "shoes"):
-            shutil.copytree(demo_data_dir() / split / cls, data / split / cls)
+    copy_demo(data, ("hat", "shoes"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HEADSTART_CACHE", str(root / "cache"))
         cfg = load_config(overrides=["extract.engine=torch", "eval.n_boot=50"])

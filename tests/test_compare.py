@@ -14,9 +14,9 @@ from scipy.stats import binomtest
 import headstart
 from headstart.cli.main import main
 from headstart.config import load_config
-from headstart.demo import demo_data_dir
 from headstart.errors import ConfigError
 from headstart.evaluate.compare import compare_models, compare_predictions
+from salt import copy_demo
 
 CLASSES = ("hat", "pants", "shoes")
 
@@ -70,9 +70,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path,
     root = tmp_path_factory.mktemp("compare")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HEADSTART_CACHE", str(root / "cache"))
-        for split in ("train", "validation", "test"):
-            for cls in CLASSES:
-                shutil.copytree(demo_data_dir() / split / cls, root / "data" / split / cls)
+        copy_demo(root / "data", CLASSES)
         shutil.copytree(root / "data" / "train" / "hat", root / "two" / "hat")
         shutil.copytree(root / "data" / "train" / "shoes", root / "two" / "shoes")
         quiet = {"progress": False}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +13,9 @@ import pytest
 
 from headstart.cli.main import main
 from headstart.config import load_config
-from headstart.demo import demo_data_dir
 from headstart.errors import ConfigError
 from headstart.evaluate.cv import Summary, cross_validate, fold_indices, write_cv
+from salt import copy_demo
 
 CLASSES = ("hat", "pants", "shoes")
 
@@ -27,9 +26,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("cv")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HEADSTART_CACHE", str(root / "cache"))
-        for split in ("train", "validation", "test"):
-            for cls in CLASSES:
-                shutil.copytree(demo_data_dir() / split / cls, root / "data" / split / cls)
+        copy_demo(root / "data", CLASSES)
         yield root / "data"
 
 

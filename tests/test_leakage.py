@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,14 @@ import headstart
 from headstart.cli.main import main
 from headstart.config import load_config
 from headstart.data.leakage import dedupe, find_near_duplicates
-from headstart.demo import demo_data_dir
+from salt import copy_demo
 
 
 @pytest.fixture(scope="module")
 def leaky(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, headstart.EmbeddedData]:
     root = tmp_path_factory.mktemp("leak")
     data = root / "data"
-    for split in ("train", "validation", "test"):
-        for cls in ("hat", "shoes"):
-            shutil.copytree(demo_data_dir() / split / cls, data / split / cls)
+    copy_demo(data, ("hat", "shoes"))
     original = sorted((data / "train" / "hat").iterdir())[0]
     image = Image.open(original).convert("RGB")
     w, h = image.size

@@ -13,7 +13,7 @@ import pytest
 import headstart
 from headstart.demo import demo_data_dir
 from headstart.errors import ConfigError, DataError
-from salt import make_bad_files
+from salt import copy_demo, make_bad_files
 
 pytestmark = pytest.mark.usefixtures("cache_dir")
 
@@ -21,12 +21,9 @@ pytestmark = pytest.mark.usefixtures("cache_dir")
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four demo classes, with their train/validation/test folders (real photos)."""
-    src = demo_data_dir()
-    dest = tmp_path_factory.mktemp("data") / "clothes"
-    for split in ("train", "validation", "test"):
-        for cls in ("hat", "pants", "shoes", "t-shirt"):
-            shutil.copytree(src / split / cls, dest / split / cls)
-    return dest
+    return copy_demo(
+        tmp_path_factory.mktemp("data") / "clothes", ("hat", "pants", "shoes", "t-shirt")
+    )
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,10 @@ from PIL import Image
 import headstart
 from browser import CHROMIUM, CHROMIUM_ARGS
 from headstart.cli.main import main
-from headstart.demo import demo_data_dir
 from headstart.errors import ConfigError, DataError, PathNotFoundError
 from headstart.evaluate import expected_calibration_error
 from headstart.report import build_report
+from salt import copy_demo
 
 SECTIONS = ("data", "curves", "metrics", "errors", "map", "card")
 CLASSES = ("longsleeve", "shirt", "t-shirt")  # look alike: the gallery has errors to show
@@ -70,9 +70,7 @@ def _parse(path: Path) -> _Page:
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Three look-alike demo classes fitted once; the fit writes the report itself."""
     data = tmp_path_factory.mktemp("data") / "clothes"
-    for split in ("train", "validation", "test"):
-        for cls in CLASSES:
-            shutil.copytree(demo_data_dir() / split / cls, data / split / cls)
+    copy_demo(data, CLASSES)
     mp = pytest.MonkeyPatch()
     mp.setenv("HEADSTART_CACHE", str(tmp_path_factory.mktemp("cache")))
     try:

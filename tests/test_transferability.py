@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from headstart.config import load_config
 from headstart.demo import demo_data_dir
 from headstart.evaluate import transferability as tr
 from headstart.evaluate.ranking import imagenet_head, rank_backbones
+from salt import copy_demo
 
 
 def _reference_logme(f: np.ndarray, y: np.ndarray) -> float:
@@ -114,9 +114,7 @@ def test_imagenet_head_on_pooled_features_reproduces_the_model_logits() -> None:
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("rank")
-    for split in ("train", "validation"):
-        for cls in ("hat", "shoes"):
-            shutil.copytree(demo_data_dir() / split / cls, root / split / cls)
+    copy_demo(root, ("hat", "shoes"), ("train", "validation"))
     return root
 
 

@@ -5,7 +5,6 @@ trial becomes a bundle that loads and predicts."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,10 +18,10 @@ import pytest
 import headstart
 from headstart.cli.main import main
 from headstart.config import load_config
-from headstart.demo import demo_data_dir
 from headstart.errors import ConfigError
 from headstart.evaluate.tune import HEAD_KINDS, head_from_params, tune
 from headstart.heads import create_head
+from salt import copy_demo
 
 CLASSES = ("hat", "shoes")
 
@@ -33,9 +32,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("tune")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HEADSTART_CACHE", str(root / "cache"))
-        for split in ("train", "validation", "test"):
-            for cls in CLASSES:
-                shutil.copytree(demo_data_dir() / split / cls, root / "data" / split / cls)
+        copy_demo(root / "data", CLASSES)
         headstart.embed_data(root / "data", load_config(), progress=False)
         yield root / "data"
 
