@@ -18,6 +18,7 @@ from headstart.backbones import BackboneRef, resolve_backbone
 from headstart.bundle import library_versions, write_bundle
 from headstart.config import FitConfig, load_config
 from headstart.data import Manifest, scan
+from headstart.data.labelled import labelled_split
 from headstart.errors import ConfigError, DataError
 from headstart.evaluate import Metrics, evaluate_predictions
 from headstart.features import EmbeddingStore, Extraction, extract
@@ -385,13 +386,7 @@ def evaluate_data(
     """Evaluate ``model`` on labelled images.  A folder with split folders is evaluated on
     ``split`` (default: test, else val); a plain class-folder tree or CSV is used whole."""
     loaded = model if isinstance(model, Model) else load(model)
-    manifest = scan(data, val_fraction=0.0, test_fraction=0.0)
-    present = manifest.splits_present()
-    if split is None:
-        split = next((s for s in ("test", "val") if s in present), "train")
-    if split not in present:
-        raise ConfigError(f"split '{split}' not in {data}; present: {', '.join(present)}")
-    samples = manifest.split(split)
+    manifest, split, samples = labelled_split(data, loaded.classes, split)
     metrics, failures = loaded.evaluate(
         [s.path for s in samples],
         [s.label for s in samples],

@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import binomtest
 
+from headstart.data.labelled import labelled_split
 from headstart.errors import ConfigError, DataError
 from headstart.evaluate.metrics import Interval, evaluate_predictions
 
@@ -172,7 +173,6 @@ def compare_models(
     ``split`` picks a split folder (default test, else val; a plain tree or CSV is used whole).
     Images either model cannot read are left out of both.  Models must share one class set.
     """
-    from headstart.data import scan
     from headstart.features import EmbeddingStore
     from headstart.model import Model, load
 
@@ -183,17 +183,7 @@ def compare_models(
             f"the models predict different classes: A has {', '.join(a.classes)}; "
             f"B has {', '.join(b.classes)}"
         )
-    manifest = scan(data, val_fraction=0.0, test_fraction=0.0)
-    present = manifest.splits_present()
-    split = split or next((s for s in ("test", "val") if s in present), "train")
-    if split not in present:
-        raise ConfigError(f"split '{split}' not in {data}; present: {', '.join(present)}")
-    samples = manifest.split(split)
-    unknown = sorted({s.label for s in samples} - set(a.classes))
-    if unknown:
-        raise DataError(
-            f"labels the models do not know: {', '.join(unknown)}; classes: {', '.join(a.classes)}"
-        )
+    _, split, samples = labelled_split(data, a.classes, split)
     paths = [s.path for s in samples]
     store = EmbeddingStore()
     proba_a, fail_a = a.predict_proba(paths, store=store, progress=progress)

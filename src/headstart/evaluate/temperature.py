@@ -112,23 +112,12 @@ def calibrate_bundle(
     """Fit ``T`` for the model at ``bundle`` on the labelled images of ``data`` (its ``split``
     when it has split folders, else all of it) and rewrite the bundle with it, atomically.
     Returns the result, the uncalibrated probabilities and the labels (column indices)."""
-    from headstart.data import scan
+    from headstart.data.labelled import labelled_split
     from headstart.features import EmbeddingStore
     from headstart.model import load
 
     model = load(bundle)
-    manifest = scan(data, val_fraction=0.0, test_fraction=0.0)
-    present = manifest.splits_present()
-    use = split if split in present else ("train" if present == ["train"] else None)
-    if use is None:
-        raise ConfigError(f"split '{split}' not in {data}; present: {', '.join(present)}")
-    samples = manifest.split(use)
-    unknown = sorted({s.label for s in samples} - set(model.classes))
-    if unknown:
-        raise DataError(
-            f"labels the model does not know: {', '.join(unknown)}; "
-            f"model classes: {', '.join(model.classes)}"
-        )
+    _, use, samples = labelled_split(data, model.classes, split, whole_if_unsplit=True)
     features, failures = model.embed([s.path for s in samples], store=EmbeddingStore())
     keep = [i for i in range(len(samples)) if i not in failures]
     if not keep:
