@@ -40,6 +40,10 @@ __all__ = ["FinetuneModule"]
 Mixer = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
+def _channels_last(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
 class FinetuneModule(LightningModule):
     """Backbone + ``Dropout → Linear`` head, trained head-only then unfrozen (see module doc)."""
 
@@ -54,7 +58,8 @@ class FinetuneModule(LightningModule):
         mixer: Mixer | None = None,
     ) -> None:
         super().__init__()
-        self.backbone = backbone
+        # channels-last convolutions are ~1.5x faster on CPU (oneDNN) and no slower on GPUs
+        self.backbone = backbone.to(memory_format=torch.channels_last)
         self.config = config
         self.seed = seed
         self.mixer = mixer
@@ -113,10 +118,11 @@ class FinetuneModule(LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits (N, num_classes)."""
-        out: Tensor = self.head(self.backbone(x))
+        out: Tensor = self.head(self.backbone(_channels_last(x)))
         return out
 
     def _features(self, x: Tensor) -> Tensor:
+        x = _channels_last(x)
         if self.backbone_frozen:
             with torch.no_grad():
                 return self.backbone(x)

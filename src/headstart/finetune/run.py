@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import yaml
 
+from headstart.allocator import keep_freed_memory
 from headstart.backbones import BackboneRef, resolve_backbone, save_weights
 from headstart.backbones.model import Backbone
 from headstart.config import FitConfig
@@ -185,6 +186,7 @@ def build_parts(manifest: Manifest, cfg: FitConfig) -> Parts:
 
     seed = cfg.data.seed if cfg.train.seed is None else cfg.train.seed
     seed_everything(seed, workers=True, verbose=False)
+    keep_freed_memory()
     ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
     t0 = time.perf_counter()
     manifest, images = prepare_images(manifest, ref, cfg.train.cache_images_mb)
