@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import headstart
-from headstart.bundle import FORMAT_VERSION, read_bundle, write_bundle
+from headstart.bundle import FORMAT_VERSION, PLAIN_FORMAT_VERSION, read_bundle, write_bundle
 from headstart.demo import demo_data_dir
 from headstart.errors import BundleError, PathNotFoundError
 
@@ -102,4 +102,4 @@ def test_saved_model_round_trips(bundle: Path, tmp_path: Path) -> None:
     model = headstart.load(bundle)
     copy = model.save(tmp_path / "copy")
     assert headstart.load(copy).classes == model.classes
-    assert json.loads((copy / "model.json").read_text())["format_version"] == FORMAT_VERSION
+    assert json.loads((copy / "model.json").read_text())["format_version"] == PLAIN_FORMAT_VERSION

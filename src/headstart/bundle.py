@@ -1,6 +1,6 @@
 """The model bundle: one folder that holds everything needed to predict, and nothing pickled.
 
-Layout (format version 1)::
+Layout (format version 1; version 2 adds multi-label and multi-task models)::
 
     model/
       model.json             classes, backbone (name, weights sha256, preprocessing), head meta,
@@ -8,6 +8,11 @@ Layout (format version 1)::
       head.safetensors       the head's learned arrays
       backbone.safetensors   the backbone's weights (optional: without it the registry's weights
                              are used, and must have the recorded sha256)
+
+Format 2 is written only for models with several tasks or a multi-label task: ``model.json``
+then holds ``tasks`` (each task's classes, kind and head meta, thresholds for multi-label) and
+``head.safetensors`` every task's arrays.  Plain models stay format 1, which older headstart
+versions read too.
 
 A bundle is written to a temporary folder beside its destination and renamed into place, so a
 crash never leaves a half-written bundle, and an existing bundle is only replaced by a complete one.
@@ -22,7 +27,7 @@ import os
 import platform
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -31,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from headstart.backbones import BackboneRef, Preprocessing
+from headstart.data.manifest import Task
 from headstart.errors import BundleError, HeadstartError, PathNotFoundError
 from headstart.fsutil import FILE_MODE, FOLDER_MODE
 from headstart.heads import export_head, import_head
@@ -45,7 +51,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "headstart-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+PLAIN_FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 HEAD_FILE = "head.safetensors"
 BACKBONE_FILE = "backbone.safetensors"
@@ -59,6 +66,10 @@ class BundleContents:
     head: Any
     backbone: BackboneRef
     info: dict[str, Any]
+    tasks: list[Task] = field(default_factory=list)
+    """Every task, in order; empty for a plain (format 1) model."""
+    heads: dict[str, Any] = field(default_factory=dict)
+    """The head of each task (multi-label tasks: a LabelSetHead); empty for a plain model."""
 
     @property
     def classes(self) -> list[str]:
@@ -95,14 +106,25 @@ def write_bundle(
     backbone_weights: Path | None = None,
     classes: list[str],
     extra: dict[str, Any] | None = None,
+    tasks: list[Task] | None = None,
 ) -> Path:
     """Write a bundle folder at ``path`` atomically and return it.
 
     ``backbone_weights``: a safetensors file of the backbone module's state dict, copied into the
     bundle so it ships self-contained; when None, the bundle records only the weights hash and
-    loading uses the registry's weights (which must match it).
+    loading uses the registry's weights (which must match it).  ``tasks``: for a multi-label or
+    multi-task model, its tasks; ``head`` is then a mapping from task name to head.
     """
-    arrays, head_meta = export_head(head)
+    version, task_meta = PLAIN_FORMAT_VERSION, None
+    if tasks is not None:
+        from headstart.tasks import export_task_heads
+
+        arrays, task_meta = export_task_heads(tasks, head)
+        kinds = sorted({_head_kind(m) for m in task_meta})
+        head_meta: dict[str, Any] = {"kind": "+".join(kinds), "tasks": len(tasks)}
+        version = FORMAT_VERSION
+    else:
+        arrays, head_meta = export_head(head)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -115,7 +137,7 @@ def write_bundle(
             files[BACKBONE_FILE] = _sha256(tmp / BACKBONE_FILE)
         info: dict[str, Any] = {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format_version": version,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "classes": list(classes),
             "backbone": {
@@ -125,6 +147,7 @@ def write_bundle(
                 "preprocessing": backbone.preprocessing.to_dict(),
             },
             "head": head_meta,
+            **({"tasks": task_meta} if task_meta is not None else {}),
             "files": files,
             "versions": library_versions(),
             **(extra or {}),
@@ -137,6 +160,11 @@ def write_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _head_kind(meta: dict[str, Any]) -> str:
+    head = meta["head"] if "head" in meta else meta["label_heads"][0]
+    return str(head["kind"])
 
 
 def _link_or_copy(source: Path, dest: Path) -> None:
@@ -202,7 +230,15 @@ def read_bundle(path: Path) -> BundleContents:
     info = _read_info(path)
     try:
         arrays = load_file(str(_verified(path, HEAD_FILE, info)))
-        head = import_head(arrays, info["head"])
+        tasks: list[Task] = []
+        heads: dict[str, Any] = {}
+        if "tasks" in info:
+            from headstart.tasks import import_task_heads
+
+            tasks, heads = import_task_heads(arrays, info["tasks"])
+            head = heads[tasks[0].name]
+        else:
+            head = import_head(arrays, info["head"])
         bb = info["backbone"]
         preprocessing = Preprocessing.from_dict(bb["preprocessing"])
     except HeadstartError:
@@ -219,7 +255,7 @@ def read_bundle(path: Path) -> BundleContents:
         )
     else:
         ref = _registry_ref(bb, path)
-    return BundleContents(head=head, backbone=ref, info=info)
+    return BundleContents(head=head, backbone=ref, info=info, tasks=tasks, heads=heads)
 
 
 def _registry_ref(bb: dict[str, Any], path: Path) -> BackboneRef:

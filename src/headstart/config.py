@@ -36,7 +36,8 @@ class DataConfig(_Frozen):
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     seed: int = 0
     max_pixels: int = Field(89_478_485, gt=0)
-    label_column: str = "label"
+    label_column: str | list[str] = "label"
+    """The CSV label column; several make a multi-task data set (one task per column)."""
     dedupe: bool = False
     """Remove the later member of each cross-split (near-)duplicate pair before fitting."""
     near_duplicate_threshold: float = Field(0.86, gt=0.0, le=1.0)
@@ -114,6 +115,8 @@ class TrainConfig(_Frozen):
     workers: int = Field(0, ge=0)
     cache_images_mb: int = Field(2048, ge=0)
     seed: int | None = None
+    task_weights: dict[str, float] = Field(default_factory=dict)
+    """Multi-task data: each task's weight in the summed loss (default 1)."""
 
 
 class AugmentConfig(_Frozen):

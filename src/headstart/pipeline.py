@@ -61,6 +61,10 @@ class FitResult:
     """Images removed by ``data.dedupe``."""
     ranking: dict[str, Any] | None = None
     """The backbone ranking when ``backbone.name`` was ``auto``."""
+    task_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Multi-label / multi-task data: split -> task -> metrics (``metrics`` is then empty)."""
+    task_probabilities: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    """Multi-label / multi-task data: split -> task -> probabilities (columns: task classes)."""
 
     @property
     def model(self) -> Model:
@@ -84,13 +88,15 @@ def _drop_unreadable(manifest: Manifest, extraction: Extraction) -> Manifest:
 
 
 def _check_trainable(manifest: Manifest) -> None:
-    counts = Counter(s.label for s in manifest.split("train"))
-    empty = [c for c in manifest.classes if counts[c] == 0]
-    if empty:
-        raise DataError(
-            f"class {', '.join(repr(c) for c in empty)} has no usable training image; "
-            "add images or remove the class folder"
-        )
+    for task in manifest.targets:
+        counts = Counter(x for s in manifest.split("train") for x in s.labels[task.name])
+        empty = [c for c in task.classes if counts[c] == 0]
+        if empty:
+            where = "" if manifest.is_plain else f" of '{task.name}'"
+            raise DataError(
+                f"class {', '.join(repr(c) for c in empty)}{where} has no usable training "
+                "image; add images or remove the class"
+            )
 
 
 def _proba_in_class_order(head: Any, features: np.ndarray, classes: list[str]) -> np.ndarray:
@@ -127,9 +133,23 @@ class EmbeddedData:
     extraction: Extraction
 
     def split(self, name: str) -> tuple[np.ndarray, list[str]]:
-        """Features and labels of one split."""
+        """Features and labels of one split (plain data: one task, one label per image)."""
+        require_plain(self.manifest)
         rows = [i for i, s in enumerate(self.manifest.samples) if s.split == name]
         return self.features[rows], [self.manifest.samples[i].label for i in rows]
+
+
+def require_plain(manifest: Manifest, what: str = "this command") -> None:
+    """Raise a one-line error when multi-label or multi-task data reaches code for plain data."""
+    if manifest.is_plain:
+        return
+    kinds = ", ".join(
+        f"{t.name} ({'multi-label' if t.multi_label else 'multi-class'})" for t in manifest.targets
+    )
+    raise ConfigError(
+        f"{what} supports one label column with one label per image; this data has {kinds} "
+        "(fit, evaluate and predict support it)"
+    )
 
 
 def scan_data(data: str | Path, config: FitConfig) -> Manifest:
@@ -146,18 +166,22 @@ def scan_data(data: str | Path, config: FitConfig) -> Manifest:
 
 
 def embed_data(
-    data: str | Path,
+    data: str | Path | Manifest,
     config: FitConfig | None = None,
     *,
     progress: bool = True,
     ref: BackboneRef | None = None,
+    plain_for: str | None = None,
 ) -> EmbeddedData:
-    """Scan ``data`` and embed every usable image with the configured backbone (cached).
-    Files that fail to decode become problems of the manifest; every class must keep a
-    training image."""
+    """Scan ``data`` (unless it is a scanned manifest) and embed every usable image with the
+    configured backbone (cached).  Files that fail to decode become problems of the manifest;
+    every class must keep a training image.  ``plain_for``: the command's name, when it only
+    supports plain data (one label column, one label per image): other data fails at once."""
     cfg = config or load_config()
     ref = ref or resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
-    manifest = scan_data(data, cfg)
+    manifest = data if isinstance(data, Manifest) else scan_data(data, cfg)
+    if plain_for is not None:
+        require_plain(manifest, plain_for)
     extraction = extract(
         [s.path for s in manifest.samples],
         [s.sha256 for s in manifest.samples],
@@ -210,6 +234,10 @@ def fit(
     embedded, near, deduped = _check_leakage(embedded, cfg)
     manifest = embedded.manifest
     timings["leakage"] = time.perf_counter() - t0
+    if not manifest.is_plain:
+        result = _fit_tasks(embedded, cfg, run_dir, timings)
+        result.near_duplicates, result.deduped, result.ranking = near, deduped, ranking
+        return _written(result, ref, report)
 
     t0 = time.perf_counter()
     cache_root = EmbeddingStore(cfg.extract.cache_dir).root
@@ -249,14 +277,42 @@ def fit(
         probabilities,
     )
     result.near_duplicates, result.deduped, result.ranking = near, deduped, ranking
-    _write_run(result, ref)
-    timings["write"] = time.perf_counter() - t0
-    if report:
-        from headstart.report import build_report
+    return _written(result, ref, report)
 
-        t0 = time.perf_counter()
-        result.report = build_report(run_dir)
-        timings["report"] = time.perf_counter() - t0
+
+def _written(result: FitResult, ref: BackboneRef, report: bool) -> FitResult:
+    t0 = time.perf_counter()
+    _write_run(result, ref)
+    result.timings["write"] = time.perf_counter() - t0
+    return _with_report(result, report)
+
+
+def _fit_tasks(
+    embedded: EmbeddedData, cfg: FitConfig, run_dir: Path, timings: dict[str, float]
+) -> FitResult:
+    """Multi-label / multi-task data: a head per task, thresholds tuned on val, metrics."""
+    from headstart.tasks.probe import (
+        evaluate_tasks,
+        fit_task_heads,
+        task_probabilities,
+        tune_label_thresholds,
+    )
+
+    manifest, features = embedded.manifest, embedded.features
+    t0 = time.perf_counter()
+    heads = fit_task_heads(manifest, features, cfg.head.kind, cfg.head.params)
+    timings["head"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    probabilities = task_probabilities(manifest, features, heads)
+    tune_label_thresholds(manifest, heads, probabilities)
+    metrics = evaluate_tasks(
+        manifest, heads, probabilities, n_boot=cfg.eval.n_boot, seed=cfg.data.seed
+    )
+    timings["evaluate"] = time.perf_counter() - t0
+    result = FitResult(
+        run_dir, run_dir / "model", manifest, {}, embedded.extraction, heads, timings, cfg
+    )
+    result.task_metrics, result.task_probabilities = metrics, probabilities
     return result
 
 
@@ -349,10 +405,21 @@ def _write_run(result: FitResult, ref: BackboneRef) -> None:
         from headstart.data.leakage import write_near_duplicates
 
         write_near_duplicates(run_dir / "near_duplicates.csv", m, result.near_duplicates)
-    write_predictions(run_dir / "predictions.csv", m, result.probabilities)
     config = result.config.to_dict()
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    metrics = {split: mt.to_dict() for split, mt in result.metrics.items()}
+    if m.is_plain:
+        write_predictions(run_dir / "predictions.csv", m, result.probabilities)
+        metrics: dict[str, Any] = {split: mt.to_dict() for split, mt in result.metrics.items()}
+    else:
+        from headstart.tasks.probe import write_task_predictions
+
+        write_task_predictions(
+            run_dir / "predictions.csv", m, result.head, result.task_probabilities
+        )
+        metrics = {
+            split: {"tasks": {t: mt.to_dict() for t, mt in per_task.items()}}
+            for split, per_task in result.task_metrics.items()
+        }
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     run = _run_record(result)
     atomic_write_text(run_dir / "run.json", json.dumps(run, indent=2) + "\n")
@@ -363,6 +430,7 @@ def _write_run(result: FitResult, ref: BackboneRef) -> None:
         backbone_weights=portable_weights(ref, EmbeddingStore(result.config.extract.cache_dir)),
         classes=m.classes,
         extra={"metrics": metrics, "config": config, "data_hash": run["data_hash"], "run": run},
+        tasks=None if m.is_plain else list(m.targets),
     )
 
 
@@ -370,9 +438,11 @@ def _write_run(result: FitResult, ref: BackboneRef) -> None:
 class EvaluationResult:
     """Metrics of a model on a labelled folder or CSV, and the files that could not be used."""
 
-    metrics: Metrics
+    metrics: Metrics | None
     split: str
     manifest: Manifest
+    task_metrics: dict[str, Any] = field(default_factory=dict)
+    """A multi-label / multi-task model: task -> metrics (``metrics`` is then None)."""
 
 
 def evaluate_data(
@@ -386,7 +456,12 @@ def evaluate_data(
     """Evaluate ``model`` on labelled images.  A folder with split folders is evaluated on
     ``split`` (default: test, else val); a plain class-folder tree or CSV is used whole."""
     loaded = model if isinstance(model, Model) else load(model)
-    manifest, split, samples = labelled_split(data, loaded.classes, split)
+    label_column = loaded.info.get("config", {}).get("data", {}).get("label_column", "label")
+    manifest, split, samples = labelled_split(
+        data, loaded.classes, split, label_column=label_column
+    )
+    if not loaded.is_plain:
+        return _evaluate_tasks(loaded, manifest, split, samples, n_boot, progress)
     metrics, failures = loaded.evaluate(
         [s.path for s in samples],
         [s.label for s in samples],
@@ -396,3 +471,29 @@ def evaluate_data(
     )
     reasons = {samples[i].path: r for i, r in failures.items()}
     return EvaluationResult(metrics, split, manifest.without(reasons, reasons))
+
+
+def _evaluate_tasks(
+    model: Model,
+    manifest: Manifest,
+    split: str,
+    samples: list[Any],
+    n_boot: int,
+    progress: bool,
+) -> EvaluationResult:
+    names = [t.name for t in model.tasks]
+    if list(manifest.tasks) != names:
+        raise DataError(
+            f"the model answers tasks {', '.join(names)}; {manifest.root} has "
+            f"{', '.join(manifest.tasks)} (set data.label_column to the model's columns)"
+        )
+    cells = {t: [tuple(s.labels[t]) for s in samples] for t in names}
+    metrics, failures = model.evaluate_tasks(
+        [s.path for s in samples],
+        cells,
+        store=EmbeddingStore(),
+        n_boot=n_boot,
+        progress=progress,
+    )
+    reasons = {samples[i].path: r for i, r in failures.items()}
+    return EvaluationResult(None, split, manifest.without(reasons, reasons), metrics)

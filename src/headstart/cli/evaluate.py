@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from headstart.cli.render import console, show_manifest, show_metrics
+from headstart.cli.render import console, show_manifest, show_metrics, show_task_metrics
 from headstart.fsutil import atomic_write_text
 from headstart.pipeline import evaluate_data
 
@@ -28,9 +28,14 @@ def command(
     """Evaluate a model on labelled images: accuracy, macro-F1, per-class, confusion matrix."""
     result = evaluate_data(model, data, split=split, progress=not quiet)
     show_manifest(result.manifest)
-    show_metrics(result.metrics, f"{result.split} ({data})")
+    if result.metrics is None:
+        show_task_metrics(result.task_metrics, f"{result.split} ({data})")
+        record = {"tasks": {t: m.to_dict() for t, m in result.task_metrics.items()}}
+    else:
+        show_metrics(result.metrics, f"{result.split} ({data})")
+        record = result.metrics.to_dict()
     if output is not None:
-        atomic_write_text(output, json.dumps(result.metrics.to_dict(), indent=2) + "\n")
+        atomic_write_text(output, json.dumps(record, indent=2) + "\n")
         console.print(f"Metrics written to {output}")
 
 

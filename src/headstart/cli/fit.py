@@ -8,7 +8,13 @@ from pathlib import Path
 import typer
 
 from headstart.cli.options import build_config
-from headstart.cli.render import console, show_fit, show_manifest, show_metrics
+from headstart.cli.render import (
+    console,
+    show_fit,
+    show_manifest,
+    show_metrics,
+    show_task_metrics,
+)
 from headstart.errors import ConfigError
 from headstart.pipeline import FitResult, fit
 from headstart.pipeline import resume as resume_fit
@@ -33,6 +39,9 @@ def report_fit(result: FitResult) -> None:
     last = list(result.metrics)[-1] if result.metrics else None
     for split, metrics in result.metrics.items():
         show_metrics(metrics, f"{split} split", detail=split == last)
+    last = list(result.task_metrics)[-1] if result.task_metrics else None
+    for split, per_task in result.task_metrics.items():
+        show_task_metrics(per_task, f"{split} split", detail=split == last)
     _show_leakage(result)
     show_fit(result.timings, result.bundle_dir, result.run_dir)
     if result.report is not None:

@@ -42,6 +42,41 @@ def _write_csv(predictions: list[Prediction], k: int) -> None:
         writer.writerow([str(p.path), *cells, p.error or ""])
 
 
+def _write_task_csv(predictions: list[Prediction], tasks: list[str]) -> None:
+    """One column of chosen labels (joined with |) and one of scores per task."""
+    writer = csv.writer(sys.stdout)
+    writer.writerow(["path", *(f"{t}{suffix}" for t in tasks for suffix in ("", ":top")), "error"])
+    for p in predictions:
+        cells: list[str] = []
+        for t in tasks:
+            answer = p.tasks.get(t) if p.tasks else None
+            if answer is None:
+                cells += ["", ""]
+                continue
+            cells += ["|".join(answer.labels), " ".join(f"{c}={q:.6f}" for c, q in answer.top)]
+        writer.writerow([str(p.path), *cells, p.error or ""])
+
+
+def _show_task_table(predictions: list[Prediction], tasks: list[str]) -> None:
+    table = Table()
+    table.add_column("image", overflow="fold")
+    for t in tasks:
+        table.add_column(t, overflow="fold")
+    for p in predictions:
+        if p.error or not p.tasks:
+            blanks = [""] * (len(tasks) - 1)
+            table.add_row(display_path(p.path), f"[red]error[/] {p.error}", *blanks)
+            continue
+        cells = []
+        for t in tasks:
+            answer = p.tasks[t]
+            scores = dict(answer.top)
+            chosen = ", ".join(f"{c} {scores[c]:.3f}" if c in scores else c for c in answer.labels)
+            cells.append(chosen or "[dim](none)[/]")
+        table.add_row(display_path(p.path), *cells)
+    console.print(table)
+
+
 def _show_table(predictions: list[Prediction]) -> None:
     table = Table()
     table.add_column("image", overflow="fold")
@@ -79,8 +114,14 @@ def command(
     else:
         loaded = load(model)
     predictions = loaded.predict(images, top_k=top_k)
+    tasks = [t.name for t in loaded.tasks] if isinstance(loaded, Model) else []
     if fmt is Format.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    elif len(tasks) > 1 or (isinstance(loaded, Model) and not loaded.is_plain):
+        if fmt is Format.csv:
+            _write_task_csv(predictions, tasks)
+        else:
+            _show_task_table(predictions, tasks)
     elif fmt is Format.csv:
         _write_csv(predictions, min(top_k, len(loaded.classes)))
     else:

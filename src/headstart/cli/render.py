@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -18,6 +20,7 @@ __all__ = [
     "show_fit",
     "show_manifest",
     "show_metrics",
+    "show_task_metrics",
 ]
 
 console = Console(highlight=False)
@@ -35,8 +38,16 @@ def _rel(path: Path, root: Path) -> str:
 def show_manifest(manifest: Manifest) -> None:
     """Counts per split, then the files left out and the duplicates, as short tables."""
     counts = ", ".join(f"{s} {len(manifest.split(s))}" for s in manifest.splits_present())
+    if manifest.is_plain:
+        what = f"{len(manifest.classes)} classes"
+    else:
+        what = ", ".join(
+            f"task {t.name}: {len(t.classes)} "
+            + ("labels, multi-label" if t.multi_label else "classes")
+            for t in manifest.targets
+        )
     console.print(
-        f"Data {manifest.root}: {len(manifest.samples)} images, {len(manifest.classes)} classes; "
+        f"Data {manifest.root}: {len(manifest.samples)} images, {what}; "
         f"split: {manifest.split_source} ({counts})"
     )
     if manifest.problems:
@@ -74,6 +85,20 @@ def show_metrics(metrics: Metrics, title: str, *, detail: bool = True) -> None:
     renderables = metrics_renderables(metrics, title)
     for renderable in renderables if detail else renderables[:1]:
         console.print(renderable)
+
+
+def show_task_metrics(per_task: Mapping[str, Any], title: str, *, detail: bool = True) -> None:
+    """Each task's metrics (multi-class or multi-label) under ``title``."""
+    from headstart.tasks.metrics import MultiLabelMetrics, multilabel_renderables
+
+    for name, metrics in per_task.items():
+        heading = f"{title}, task {name}"
+        if isinstance(metrics, MultiLabelMetrics):
+            renderables = multilabel_renderables(metrics, heading)
+            for renderable in renderables if detail else renderables[:1]:
+                console.print(renderable)
+        else:
+            show_metrics(metrics, heading, detail=detail)
 
 
 def display_path(path: Path) -> str:

@@ -18,13 +18,15 @@ def labelled_split(
     split: str | None = None,
     *,
     whole_if_unsplit: bool = False,
+    label_column: str | Sequence[str] = "label",
 ) -> tuple[Manifest, str, list[Sample]]:
     """Scan ``data`` without making a split and return (manifest, split used, its samples).
 
     ``split`` None picks test, else val, else the whole data.  With ``whole_if_unsplit`` a named
     split falls back to the whole data when the folder has no split folders.  Labels outside
-    ``classes`` are a one-line :class:`DataError`."""
-    manifest = scan(data, val_fraction=0.0, test_fraction=0.0)
+    ``classes`` are a one-line :class:`DataError` (checked for single-label data; a multi-task
+    model checks each task).  ``label_column``: the CSV column(s) the model was trained on."""
+    manifest = scan(data, val_fraction=0.0, test_fraction=0.0, label_column=label_column)
     present = manifest.splits_present()
     if split is None:
         split = next((s for s in ("test", "val") if s in present), "train")
@@ -33,6 +35,8 @@ def labelled_split(
     if split not in present:
         raise ConfigError(f"split '{split}' not in {data}; present: {', '.join(present)}")
     samples = manifest.split(split)
+    if not manifest.is_plain:
+        return manifest, split, samples
     unknown = sorted({s.label for s in samples} - set(classes))
     if unknown:
         raise DataError(

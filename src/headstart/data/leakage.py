@@ -185,7 +185,9 @@ def find_near_duplicates(
             continue
         if order.get(a.split, 9) > order.get(b.split, 9):
             a, b = b, a
-        found.append(NearDuplicate(a.path, a.split, a.label, b.path, b.split, b.label, cos, pixels))
+        found.append(
+            NearDuplicate(a.path, a.split, a.label_text, b.path, b.split, b.label_text, cos, pixels)
+        )
     return sorted(found, key=lambda d: -d.cosine)
 
 

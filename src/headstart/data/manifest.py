@@ -22,6 +22,7 @@ __all__ = [
     "Manifest",
     "Problem",
     "Sample",
+    "Task",
 ]
 
 DEFAULT_TASK = "label"
@@ -40,8 +41,25 @@ class Sample:
 
     @property
     def label(self) -> str:
-        """The single label of the default task (plain multi-class data)."""
-        return self.labels[DEFAULT_TASK][0]
+        """The single label of the first task (plain multi-class data)."""
+        return next(iter(self.labels.values()))[0]
+
+    @property
+    def label_text(self) -> str:
+        """Every label, for display: ``a|b`` per task, tasks joined with ``; ``."""
+        return "; ".join(LABEL_SEPARATOR.join(cell) for cell in self.labels.values())
+
+
+@dataclass(frozen=True)
+class Task:
+    """One label column: its classes, and whether an image may hold several (or none) of them."""
+
+    name: str
+    classes: tuple[str, ...]
+    multi_label: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "classes": list(self.classes), "multi_label": self.multi_label}
 
 
 @dataclass(frozen=True)
@@ -76,6 +94,23 @@ class Manifest:
     duplicates: list[DuplicateGroup] = field(default_factory=list)
     tasks: tuple[str, ...] = (DEFAULT_TASK,)
     split_source: str = "folders"  # "folders", "csv" or "random (seed=S, val=F, test=F)"
+    task_classes: dict[str, list[str]] = field(default_factory=dict)
+    """Classes per task; a task missing here has :attr:`classes`."""
+    multi_label: tuple[str, ...] = ()
+    """The tasks whose images may hold several labels."""
+
+    @property
+    def targets(self) -> tuple[Task, ...]:
+        """Every task with its classes, in column order."""
+        return tuple(
+            Task(t, tuple(self.task_classes.get(t, self.classes)), t in self.multi_label)
+            for t in self.tasks
+        )
+
+    @property
+    def is_plain(self) -> bool:
+        """One task with exactly one label per image (what every command supports)."""
+        return len(self.tasks) == 1 and not self.multi_label
 
     def split(self, name: str) -> list[Sample]:
         """The samples of one split ("train", "val" or "test"), in manifest order."""
@@ -97,6 +132,8 @@ class Manifest:
             duplicates=self.duplicates,
             tasks=self.tasks,
             split_source=self.split_source,
+            task_classes=self.task_classes,
+            multi_label=self.multi_label,
         )
 
     def data_hash(self) -> str:

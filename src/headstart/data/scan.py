@@ -12,7 +12,7 @@ import csv
 import hashlib
 import os
 import re
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,7 +49,7 @@ _READ_AHEAD = 4  # chunks read ahead of the probe
 @dataclass(frozen=True)
 class _Candidate:
     path: Path
-    labels: tuple[str, ...]
+    labels: dict[str, tuple[str, ...]]  # per task; see Manifest.tasks
     split: str | None  # None: to be assigned by a random stratified split
 
 
@@ -60,7 +60,7 @@ def scan(
     test_fraction: float = 0.15,
     seed: int = 0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    label_column: str = "label",
+    label_column: str | Sequence[str] = "label",
 ) -> Manifest:
     """Scan a folder (``root/<class>/...``, optionally under ``train/ val/ test/``) or a CSV.
 
@@ -68,6 +68,10 @@ def scan(
     are honoured; without a val split, a stratified seeded val is carved from train.  Without any
     split, a stratified seeded train/val/test split is made with the given fractions.  See
     :class:`Manifest` for the result; ``manifest.split_source`` says which of these happened.
+
+    A CSV may name several ``label_column``s (multi-task: one task per column) and a cell may hold
+    several labels separated by ``|`` (that column is then a multi-label task, whose cells may
+    also be empty: an image with none of the labels).
     """
     check_fractions(val_fraction, test_fraction)
     path = Path(source).expanduser()
@@ -79,14 +83,20 @@ def scan(
             raise DataError(
                 f"'{source}' is a file; expected a folder of class sub-folders or a .csv file"
             )
-        candidates, base = _csv_candidates(path, label_column), "csv"
+        columns = [label_column] if isinstance(label_column, str) else list(label_column)
+        candidates, multi_label = _csv_candidates(path, columns)
+        base = "csv"
         strays: list[Problem] = []
         root, folder_classes = path.parent, None
     else:
         candidates, strays, folder_classes = _folder_candidates(path)
-        root, base = path, "folders"
+        root, base, multi_label = path, "folders", ()
+    tasks = tuple(candidates[0].labels) if candidates else (DEFAULT_TASK,)
     kept, problems = _inspect(candidates, max_pixels)
-    classes = _check_classes(candidates, kept, problems, folder_classes, path)
+    task_classes = {
+        task: _check_classes(task, candidates, kept, problems, folder_classes, path)
+        for task in tasks
+    }
     samples, split_source = _assign_splits(
         kept, base, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
     )
@@ -94,11 +104,13 @@ def scan(
     return Manifest(
         root=root,
         samples=samples,
-        classes=classes,
+        classes=task_classes[tasks[0]],
         problems=sorted([*strays, *problems], key=lambda p: str(p.path)),
         duplicates=_duplicates(samples),
-        tasks=(DEFAULT_TASK,),
+        tasks=tasks,
         split_source=split_source,
+        task_classes=task_classes,
+        multi_label=multi_label,
     )
 
 
@@ -138,7 +150,7 @@ def _folder_candidates(root: Path) -> tuple[list[_Candidate], list[Problem], lis
         for class_dir in _subdirs(base):
             classes.add(class_dir.name)
             for path in _images_under(class_dir):
-                candidates.append(_Candidate(path, (class_dir.name,), split))
+                candidates.append(_Candidate(path, {DEFAULT_TASK: (class_dir.name,)}, split))
     if not classes:
         where = "split folders of " if split_dirs else ""
         raise DataError(
@@ -177,12 +189,21 @@ def _is_image_name(name: str) -> bool:
 # ---------------------------------------------------------------- CSV
 
 
-def _csv_candidates(csv_path: Path, label_column: str) -> list[_Candidate]:
+def _csv_candidates(
+    csv_path: Path, label_columns: Sequence[str]
+) -> tuple[list[_Candidate], tuple[str, ...]]:
+    """The rows as candidates, and the tasks that are multi-label (some cell holds several).
+
+    One label column is the task ``"label"`` (whatever the column's name), several are one
+    task per column, named after it."""
     name = csv_path.name
+    if not label_columns or len(set(label_columns)) != len(label_columns):
+        raise DataError(f"label columns must be distinct and non-empty; got {list(label_columns)}")
+    tasks = [DEFAULT_TASK] if len(label_columns) == 1 else list(label_columns)
     with csv_path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in reader.fieldnames or []]
-        missing = [c for c in ("path", label_column) if c not in columns]
+        missing = [c for c in ("path", *label_columns) if c not in columns]
         if missing:
             raise DataError(
                 f"{name} is missing column(s) {', '.join(repr(c) for c in missing)}; "
@@ -190,6 +211,11 @@ def _csv_candidates(csv_path: Path, label_column: str) -> list[_Candidate]:
             )
         reader.fieldnames = columns
         rows = [(reader.line_num, row) for row in reader]
+    multi = tuple(
+        task
+        for task, column in zip(tasks, label_columns, strict=True)
+        if any(len(_parts(row.get(column))) > 1 for _, row in rows)
+    )
     has_split = "split" in columns
     candidates: list[_Candidate] = []
     first_line: dict[Path, int] = {}
@@ -202,7 +228,10 @@ def _csv_candidates(csv_path: Path, label_column: str) -> list[_Candidate]:
         if path in first_line:
             raise DataError(f"'{cell}' appears twice in {name} (lines {first_line[path]}, {line})")
         first_line[path] = line
-        labels = _labels(row.get(label_column), name, line, label_column, cell)
+        labels = {
+            task: _labels(row.get(column), name, line, column, cell, task in multi)
+            for task, column in zip(tasks, label_columns, strict=True)
+        }
         split = _split_cell(row.get("split"), name, line) if has_split else None
         if not path.is_file():
             absent.append(cell)
@@ -212,12 +241,18 @@ def _csv_candidates(csv_path: Path, label_column: str) -> list[_Candidate]:
         raise DataError(f"{len(absent)} paths in {name} do not exist, e.g. {examples}")
     if not candidates:
         raise DataError(f"{name} has a header but no rows")
-    return candidates
+    return candidates, multi
 
 
-def _labels(cell: str | None, name: str, line: int, column: str, path: str) -> tuple[str, ...]:
-    labels = tuple(sorted({p.strip() for p in (cell or "").split(LABEL_SEPARATOR) if p.strip()}))
-    if not labels:
+def _parts(cell: str | None) -> set[str]:
+    return {p.strip() for p in (cell or "").split(LABEL_SEPARATOR) if p.strip()}
+
+
+def _labels(
+    cell: str | None, name: str, line: int, column: str, path: str, multi_label: bool
+) -> tuple[str, ...]:
+    labels = tuple(sorted(_parts(cell)))
+    if not labels and not multi_label:
         raise DataError(f"line {line} of {name} has an empty '{column}' (path '{path}')")
     return labels
 
@@ -285,6 +320,7 @@ def _placeholder_reason(path: Path, digest: str) -> str | None:
 
 
 def _check_classes(
+    task: str,
     candidates: Sequence[_Candidate],
     kept: Sequence[tuple[_Candidate, str]],
     problems: Sequence[Problem],
@@ -297,11 +333,11 @@ def _check_classes(
             f"no images found under {where} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
         )
     reasons = {p.path: p.reason for p in problems}
-    usable = {label for c, _ in kept for label in c.labels}
-    for cls in folder_classes or sorted({label for c in candidates for label in c.labels}):
+    usable = {label for c, _ in kept for label in c.labels[task]}
+    for cls in folder_classes or sorted({label for c in candidates for label in c.labels[task]}):
         if cls in usable:
             continue
-        files = [c.path for c in candidates if cls in c.labels]
+        files = [c.path for c in candidates if cls in c.labels[task]]
         if not files:
             raise DataError(f"class folder '{cls}' in {where} holds no images")
         raise DataError(
@@ -310,7 +346,9 @@ def _check_classes(
         )
     classes = sorted(usable)
     if len(classes) < 2:
-        raise DataError(f"found only one class '{classes[0]}' in {where}; need at least two")
+        what = "" if task == DEFAULT_TASK else f" in column '{task}'"
+        found = f"only one class '{classes[0]}'" if classes else "no labels"
+        raise DataError(f"found {found}{what} in {where}; need at least two")
     return classes
 
 
@@ -326,7 +364,7 @@ def _assign_splits(
     seed: int,
 ) -> tuple[list[Sample], str]:
     given = [c.split for c, _ in kept]
-    strata = [LABEL_SEPARATOR.join(c.labels) for c, _ in kept]
+    strata = _strata([c.labels for c, _ in kept])
     hashes = [h for _, h in kept]
     if all(s is None for s in given):
         splits = stratified_assign(
@@ -354,10 +392,22 @@ def _assign_splits(
                 splits[i] = split
             source = f"{base} (val carved from train: {_pct(val_fraction)}, seed {seed})"
     samples = [
-        Sample(path=c.path, labels={DEFAULT_TASK: c.labels}, split=split, sha256=h)
+        Sample(path=c.path, labels=c.labels, split=split, sha256=h)
         for (c, h), split in zip(kept, splits, strict=True)
     ]
     return samples, source
+
+
+def _strata(labels: Sequence[dict[str, tuple[str, ...]]]) -> list[str]:
+    """What a split is stratified on: the first task's label, or for a multi-label first task
+    each row's rarest label (whole label sets are mostly unique and would all stay in train)."""
+    if not labels:
+        return []
+    first = [row[next(iter(row))] for row in labels]
+    if all(len(cell) == 1 for cell in first):
+        return [cell[0] for cell in first]
+    counts = Counter(label for cell in first for label in cell)
+    return [min(cell, key=lambda c: (counts[c], c)) if cell else "" for cell in first]
 
 
 def _pct(fraction: float) -> str:
@@ -367,7 +417,7 @@ def _pct(fraction: float) -> str:
 def _sample_order(sample: Sample) -> tuple[int, str, str]:
     return (
         SPLITS.index(sample.split),
-        LABEL_SEPARATOR.join(sample.labels[DEFAULT_TASK]),
+        LABEL_SEPARATOR.join(next(iter(sample.labels.values()))),
         str(sample.path),
     )
 

@@ -178,6 +178,8 @@ def compare_models(
 
     a = model_a if isinstance(model_a, Model) else load(model_a)
     b = model_b if isinstance(model_b, Model) else load(model_b)
+    a.require_plain("compare")
+    b.require_plain("compare")
     if set(a.classes) != set(b.classes):
         raise ConfigError(
             f"the models predict different classes: A has {', '.join(a.classes)}; "

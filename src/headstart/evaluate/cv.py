@@ -218,7 +218,7 @@ def cross_validate(
     cfg = config or load_config()
     create_head(cfg.head.kind, **cfg.head.params)  # fail fast on a bad head
     t0 = time.perf_counter()
-    embedded = embed_data(data, cfg, progress=progress)
+    embedded = embed_data(data, cfg, progress=progress, plain_for="cv")
     manifest = embedded.manifest
     rows = cv_samples(manifest)
     labels = [manifest.samples[i].label for i in rows]

@@ -228,7 +228,7 @@ def rank_backbones(
     for name in names:
         t0 = time.perf_counter()
         ref = resolve_backbone(name)
-        embedded = embed_data(data, cfg, progress=progress, ref=ref)
+        embedded = embed_data(data, cfg, progress=progress, ref=ref, plain_for="rank-backbones")
         embed_seconds = time.perf_counter() - t0
         train = embedded.split("train")
         scores, seconds = score_embeddings(train[0], train[1], imagenet_head(ref))

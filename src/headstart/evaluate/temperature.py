@@ -117,6 +117,7 @@ def calibrate_bundle(
     from headstart.model import load
 
     model = load(bundle)
+    model.require_plain("calibrate")
     _, use, samples = labelled_split(data, model.classes, split, whole_if_unsplit=True)
     features, failures = model.embed([s.path for s in samples], store=EmbeddingStore())
     keep = [i for i in range(len(samples)) if i not in failures]

@@ -271,7 +271,7 @@ def tune(
     run_dir = Path(output)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"output {run_dir} exists and is not a folder")
-    embedded = embed_data(data, cfg, progress=progress)
+    embedded = embed_data(data, cfg, progress=progress, plain_for="tune")
     X, labels = embedded.split("train")
     y = np.asarray(labels)
     name = study_name or f"headstart-{embedded.manifest.data_hash()[:12]}-{cfg.backbone.name}"

@@ -82,6 +82,7 @@ def _check_method(method: str) -> str:
 
 
 def _target_index(model: Model, target: str | None) -> int | None:
+    model.require_plain("explain")
     if target is None:
         return None
     if target not in model.classes:

@@ -222,6 +222,11 @@ def export_model(
     start = time.perf_counter()
     bundle_path = Path(bundle_path)
     contents = read_bundle(bundle_path)
+    if contents.tasks:
+        raise ConfigError(
+            "export supports single-task, single-label models; this model has tasks "
+            f"{', '.join(t.name for t in contents.tasks)} (use predict or evaluate)"
+        )
     path = Path(output) if output is not None else bundle_path / "model.onnx"
     checks = check_images_for(contents, check_images)
     from headstart.export.torch_model import build_torch_model

@@ -38,6 +38,7 @@ from headstart.finetune.data import (
     decide_imbalance,
 )
 from headstart.finetune.module import FinetuneModule
+from headstart.finetune.task_module import TaskFinetuneModule, task_targets
 from headstart.finetune.trainer import build_trainer, load_best, resolve_precision
 from headstart.fsutil import atomic_write_text
 from headstart.heads.logistic import LogisticHead
@@ -77,7 +78,7 @@ def prepare_images(
     return manifest, kept
 
 
-def linear_head_export(weight: np.ndarray, bias: np.ndarray, classes: list[str]) -> LogisticHead:
+def linear_head_export(weight: np.ndarray, bias: np.ndarray, classes: list[Any]) -> LogisticHead:
     """The trained ``Linear`` as a fitted :class:`LogisticHead` (mean 0, scale 1), so the bundle
     and ``headstart.load(...).predict`` need nothing new."""
     head = LogisticHead(Cs=(1.0,))
@@ -96,9 +97,14 @@ def linear_head_export(weight: np.ndarray, bias: np.ndarray, classes: list[str])
     return head
 
 
-def _rows(manifest: Manifest, split: str) -> tuple[list[int], list[int]]:
-    index = {c: i for i, c in enumerate(manifest.classes)}
+def _rows(manifest: Manifest, split: str) -> tuple[list[int], list[Any]]:
+    """The split's sample rows and their targets: class indices for plain data, concatenated
+    per-task target rows (see :mod:`headstart.finetune.task_module`) otherwise."""
     rows = [i for i, s in enumerate(manifest.samples) if s.split == split]
+    if not manifest.is_plain:
+        targets = manifest.targets
+        return rows, [torch.tensor(task_targets(targets, manifest.samples[i].labels)) for i in rows]
+    index = {c: i for i, c in enumerate(manifest.classes)}
     return rows, [index[manifest.samples[i].label] for i in rows]
 
 
@@ -156,13 +162,7 @@ def load_manifest(data: str | Path, cfg: FitConfig) -> Manifest:
     """Scan ``data`` as ``fit`` does (same split rules and seed)."""
     from headstart.pipeline import scan_data
 
-    manifest = scan_data(data, cfg)
-    if len(manifest.tasks) != 1:
-        raise ConfigError(
-            f"fine-tuning handles one label column for now; this data has tasks "
-            f"{', '.join(manifest.tasks)}: use --strategy probe"
-        )
-    return manifest
+    return scan_data(data, cfg)
 
 
 @dataclass
@@ -192,28 +192,55 @@ def build_parts(manifest: Manifest, cfg: FitConfig) -> Parts:
     manifest, images = prepare_images(manifest, ref, cfg.train.cache_images_mb)
     _check_trainable(manifest)
     decode_seconds = time.perf_counter() - t0
-    imbalance = decide_imbalance(
-        [s.label for s in manifest.split("train")],
-        manifest.classes,
-        cfg.train.imbalance,
-        cfg.train.imbalance_threshold,
-    )
     backbone: Backbone = ref.build()
-    module = FinetuneModule(
-        backbone,
-        len(manifest.classes),
-        cfg.train,
-        seed=seed,
-        class_weights=_class_weights(imbalance, manifest.classes),
-        mixer=batch_mixer(resolve(cfg.augment), len(manifest.classes)),
-    )
+    module: FinetuneModule
+    if manifest.is_plain:
+        imbalance = decide_imbalance(
+            [s.label for s in manifest.split("train")],
+            manifest.classes,
+            cfg.train.imbalance,
+            cfg.train.imbalance_threshold,
+        )
+        module = FinetuneModule(
+            backbone,
+            len(manifest.classes),
+            cfg.train,
+            seed=seed,
+            class_weights=_class_weights(imbalance, manifest.classes),
+            mixer=batch_mixer(resolve(cfg.augment), len(manifest.classes)),
+        )
+    else:
+        # per-task remedies and MixUp/CutMix of label sets are not implemented: say so
+        imbalance = Imbalance({}, 1.0, "none", "multi-label / multi-task: not applied")
+        module = TaskFinetuneModule(backbone, manifest.targets, cfg.train, seed=seed)
     dm = _datamodule(manifest, images, cfg, seed, imbalance)
     return Parts(manifest, images, ref, backbone, module, dm, imbalance, seed, decode_seconds)
 
 
-def _evaluate(parts: Parts, cfg: FitConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    manifest = parts.manifest
-    probabilities = _probabilities(parts.module, manifest, parts.images, cfg.train.batch_size * 2)
+@dataclass
+class Evaluated:
+    """The trained head(s) as exportable heads, with metrics and probabilities per split
+    (plain data: ``metrics``/``probabilities``; tasks: ``task_metrics``/``task_probabilities``,
+    and ``head`` maps task names to heads)."""
+
+    head: Any
+    metrics: dict[str, Any] = field(default_factory=dict)
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    task_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task_probabilities: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def _linear_arrays(module: FinetuneModule) -> tuple[np.ndarray, np.ndarray]:
+    linear = module.linear_layer()
+    return linear.weight.detach().double().numpy(), linear.bias.detach().double().numpy()
+
+
+def _evaluate(parts: Parts, cfg: FitConfig) -> Evaluated:
+    manifest, module = parts.manifest, parts.module
+    probabilities = _probabilities(module, manifest, parts.images, cfg.train.batch_size * 2)
+    weight, bias = _linear_arrays(module)
+    if isinstance(module, TaskFinetuneModule):
+        return _evaluate_tasks(module, manifest, probabilities, weight, bias, cfg)
     metrics = {
         split: evaluate_predictions(
             [s.label for s in manifest.split(split)],
@@ -221,10 +248,41 @@ def _evaluate(parts: Parts, cfg: FitConfig) -> tuple[dict[str, Any], dict[str, n
             manifest.classes,
             n_boot=cfg.eval.n_boot,
             seed=cfg.data.seed,
+            proba=proba,
         )
         for split, proba in probabilities.items()
     }
-    return metrics, probabilities
+    head = linear_head_export(weight, bias, manifest.classes)
+    return Evaluated(head, metrics, probabilities)
+
+
+def _evaluate_tasks(
+    module: TaskFinetuneModule,
+    manifest: Manifest,
+    concatenated: dict[str, np.ndarray],
+    weight: np.ndarray,
+    bias: np.ndarray,
+    cfg: FitConfig,
+) -> Evaluated:
+    """Each task's slice of the trained Linear as its own head (a binary head per label for a
+    multi-label task), thresholds tuned on val, metrics per task."""
+    from headstart.tasks import LabelSetHead
+    from headstart.tasks.probe import evaluate_tasks, tune_label_thresholds
+
+    heads: dict[str, Any] = {}
+    for task, cols in zip(module.tasks, module.slices, strict=True):
+        w, b = weight[cols], bias[cols]
+        if task.multi_label:
+            binary = [linear_head_export(w[j : j + 1], b[j : j + 1], [0, 1]) for j in range(len(b))]
+            heads[task.name] = LabelSetHead(list(task.classes), binary, np.full(len(b), 0.5))
+        else:
+            heads[task.name] = linear_head_export(w, b, list(task.classes))
+    probabilities = {s: module.split_probabilities(p) for s, p in concatenated.items()}
+    tune_label_thresholds(manifest, heads, probabilities)
+    metrics = evaluate_tasks(
+        manifest, heads, probabilities, n_boot=cfg.eval.n_boot, seed=cfg.data.seed
+    )
+    return Evaluated(heads, task_metrics=metrics, task_probabilities=probabilities)
 
 
 def _train(
@@ -242,14 +300,8 @@ def _train(
         raise SystemExit(0)
     best_epoch = load_best(module, checkpoint)
     t0 = time.perf_counter()
-    metrics, probabilities = _evaluate(parts, cfg)
+    evaluated = _evaluate(parts, cfg)
     timings["evaluate"] = time.perf_counter() - t0
-    linear = module.linear_layer()
-    head = linear_head_export(
-        linear.weight.detach().double().numpy(),
-        linear.bias.detach().double().numpy(),
-        manifest.classes,
-    )
     weights_file = run_dir / "checkpoints" / "backbone.safetensors"
     sha = save_weights(parts.backbone, weights_file)
     ref = parts.ref
@@ -259,13 +311,15 @@ def _train(
         run_dir,
         run_dir / "model",
         manifest,
-        metrics,
+        evaluated.metrics,
         extraction,
-        head,
+        evaluated.head,
         timings,
         cfg,
-        probabilities,
+        evaluated.probabilities,
     )
+    result.task_metrics = evaluated.task_metrics
+    result.task_probabilities = evaluated.task_probabilities
     imb = parts.imbalance
     facts = {
         "strategy": "finetune",

@@ -33,6 +33,15 @@ STRATEGIES = ("probe", "finetune", "auto")
 
 
 def _val_accuracy(result: FitResult) -> float:
+    """Validation accuracy; for multi-label / multi-task runs the mean over tasks of accuracy
+    (multi-class) and mAP (multi-label)."""
+    if result.task_metrics:
+        per_task = result.task_metrics.get("val", {})
+        scores = [
+            m.mean_ap.value if hasattr(m, "mean_ap") else m.accuracy.value
+            for m in per_task.values()
+        ]
+        return float(sum(scores) / len(scores)) if scores else float("nan")
     metrics = result.metrics.get("val")
     return float(metrics.accuracy.value) if metrics is not None else float("nan")
 

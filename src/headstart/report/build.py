@@ -23,6 +23,7 @@ from headstart.report import plots
 from headstart.report.card import card_section
 from headstart.report.run import RunFiles, read_run
 from headstart.report.sections import curves_section, data_section, metrics_section
+from headstart.report.tasks import task_data_section, task_metrics_section, tasks_of
 from headstart.report.template import Section, figure, note, page
 
 if TYPE_CHECKING:
@@ -220,20 +221,27 @@ def build_report(
     if explain_errors < 0:
         raise ConfigError(f"explain_errors must be >= 0, got {explain_errors}")
     run = read_run(Path(run_dir))
-    model = _load_model(run)
-    sections = [
-        data_section(run),
-        curves_section(run),
-        metrics_section(run),
-        gallery_section(run, explain_errors, model),
-        map_section(run, model, embedding_map),
-        card_section(run),
-    ]
+    if tasks_of(run):
+        sections = [
+            task_data_section(run),
+            curves_section(run),
+            task_metrics_section(run),
+            card_section(run),
+        ]
+    else:
+        model = _load_model(run)
+        sections = [
+            data_section(run),
+            curves_section(run),
+            metrics_section(run),
+            gallery_section(run, explain_errors, model),
+            map_section(run, model, embedding_map),
+            card_section(run),
+        ]
     bb = run.info.get("backbone", {}).get("name", "?")
     head = run.info.get("head", {}).get("kind", "?")
-    subtitle = (
-        f"{bb} + {head} head · {len(run.classes)} classes · created {run.info.get('created', '?')}"
-    )
+    what = f"{len(tasks_of(run))} tasks" if tasks_of(run) else f"{len(run.classes)} classes"
+    subtitle = f"{bb} + {head} head · {what} · created {run.info.get('created', '?')}"
     html = page(f"headstart report: {run.run_dir.resolve().name}", subtitle, sections)
     target = Path(output) if output is not None else run.run_dir / "report.html"
     atomic_write_text(target, html)

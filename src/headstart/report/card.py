@@ -6,6 +6,7 @@ from html import escape
 from typing import Any
 
 from headstart.report.run import RunFiles
+from headstart.report.tasks import task_limits, task_metrics_line, tasks_of
 from headstart.report.template import Section, pct, table
 
 __all__ = ["card_section", "limits"]
@@ -25,6 +26,8 @@ def _training_kind(run: RunFiles) -> str:
 
 def limits(run: RunFiles) -> tuple[str, list[str]]:
     """The intended-use sentence and the list of limits, worded from the run's numbers."""
+    if tasks_of(run):
+        return task_limits(run)
     classes = run.classes
     train = run.counts().get("train", {})
     per_class = [train.get(c, 0) for c in classes]
@@ -82,7 +85,7 @@ def card_section(run: RunFiles) -> Section:
     head = info.get("head", {})
     intended, lims = limits(run)
     counts = ", ".join(f"{s} {sum(c.values())}" for s, c in run.counts().items())
-    metrics = "; ".join(
+    metrics = task_metrics_line(run) or "; ".join(
         f"{s} accuracy {pct(m['accuracy']['value'])} "
         f"[{pct(m['accuracy']['low'])}, {pct(m['accuracy']['high'])}], "
         f"macro-F1 {pct(m['macro_f1']['value'])}"

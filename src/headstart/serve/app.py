@@ -265,6 +265,7 @@ def create_app(
     endpoints need ``Authorization: Bearer <token>``."""
     if token is not None and not token.strip():
         raise ConfigError("the token is empty; give a non-empty token or none")
+    model.require_plain("serve")
     batcher = Batcher(
         model.predict_images, max_batch=limits.max_batch, max_wait_s=limits.max_wait_ms / 1000
     )

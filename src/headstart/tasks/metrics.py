@@ -1,0 +1,236 @@
+"""Multi-label metrics with 95% bootstrap intervals, and the per-task dispatch.
+
+mAP is the mean over labels of average precision (scikit-learn's definition: precision at each
+distinct score, weighted by the recall it adds), over the labels with at least one positive in
+the evaluated set.  F1 uses each label's tuned threshold; micro-F1 pools every (image, label)
+decision, macro-F1 averages the labels' F1.  Intervals resample images with replacement, all
+replicates at once (weights per image), like :mod:`headstart.evaluate.metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from headstart.data.manifest import Task
+from headstart.errors import DataError
+from headstart.evaluate.metrics import Interval, Metrics, evaluate_predictions
+from headstart.tasks.heads import indicator
+
+__all__ = [
+    "LabelMetrics",
+    "MultiLabelMetrics",
+    "evaluate_task",
+    "multilabel_metrics",
+    "task_metrics_from_dict",
+]
+
+
+@dataclass(frozen=True)
+class LabelMetrics:
+    """One label: average precision, and precision/recall/F1 at its threshold."""
+
+    name: str
+    average_precision: float | None
+    precision: float
+    recall: float
+    f1: float
+    threshold: float
+    support: int
+
+
+@dataclass(frozen=True)
+class MultiLabelMetrics:
+    """Scores of a multi-label task on a labelled set."""
+
+    n: int
+    labels: list[str]
+    mean_ap: Interval
+    macro_f1: Interval
+    micro_f1: Interval
+    subset_accuracy: float
+    hamming_loss: float
+    per_label: list[LabelMetrics]
+    kind: str = "multi_label"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MultiLabelMetrics:
+        try:
+            return cls(
+                n=int(d["n"]),
+                labels=[str(x) for x in d["labels"]],
+                mean_ap=Interval(**d["mean_ap"]),
+                macro_f1=Interval(**d["macro_f1"]),
+                micro_f1=Interval(**d["micro_f1"]),
+                subset_accuracy=float(d["subset_accuracy"]),
+                hamming_loss=float(d["hamming_loss"]),
+                per_label=[LabelMetrics(**x) for x in d["per_label"]],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"malformed multi-label metrics record: {exc!r}") from None
+
+
+def task_metrics_from_dict(d: Mapping[str, Any]) -> Metrics | MultiLabelMetrics:
+    """Either kind of task metrics from its ``to_dict`` form."""
+    if d.get("kind") == "multi_label":
+        return MultiLabelMetrics.from_dict(d)
+    return Metrics.from_dict(d)
+
+
+def _weighted_ap(W: NDArray[np.float64], y: NDArray[np.bool_], p: NDArray[Any]) -> NDArray[Any]:
+    """Average precision of one label for each row of image weights ``W`` (B, n)."""
+    order = np.argsort(-p, kind="stable")
+    ps, ys, Ws = p[order], y[order], W[:, order]
+    ends = np.flatnonzero(np.r_[ps[1:] != ps[:-1], True])
+    tp = np.cumsum(Ws * ys, axis=1)[:, ends]
+    seen = np.cumsum(Ws, axis=1)[:, ends]
+    positives = tp[:, -1]
+    gained = np.diff(np.concatenate([np.zeros((len(W), 1)), tp], axis=1), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap = (gained * (tp / np.maximum(seen, 1e-12))).sum(axis=1) / positives
+    return np.where(positives > 0, ap, np.nan)
+
+
+def _f1_scores(
+    W: NDArray[np.float64], Y: NDArray[np.bool_], pred: NDArray[np.bool_]
+) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
+    """Per replicate: macro-F1 (labels with a true or predicted positive), micro-F1, per-label
+    (tp, fp, fn) are counted with image weights ``W``."""
+    tp = W @ (Y & pred)
+    fp = W @ (~Y & pred)
+    fn = W @ (Y & ~pred)
+    denominator = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_label = np.where(denominator > 0, 2 * tp / denominator, np.nan)
+        micro = 2 * tp.sum(1) / np.maximum(denominator.sum(1), 1e-12)
+    macro = np.nanmean(per_label, axis=1)
+    return macro, micro, per_label
+
+
+def multilabel_metrics(
+    Y: NDArray[Any],
+    P: NDArray[np.float64],
+    thresholds: NDArray[np.float64],
+    labels: Sequence[str],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> MultiLabelMetrics:
+    """mAP, macro/micro-F1 (with intervals), subset accuracy, Hamming loss, per-label scores of
+    0/1 truth ``Y`` (n, L) against probabilities ``P`` (n, L) thresholded per label."""
+    Y = np.asarray(Y, dtype=bool)
+    n = len(Y)
+    if n == 0:
+        raise DataError("cannot evaluate 0 predictions; the evaluation set is empty")
+    pred = thresholds <= P
+    weights = [np.ones((1, n))]
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_boot, 200):
+        idx = rng.integers(0, n, size=(min(200, n_boot - start), n))
+        weights.append(np.stack([np.bincount(row, minlength=n) for row in idx]).astype(float))
+    W = np.concatenate(weights)
+    with np.errstate(invalid="ignore"):
+        ap = np.stack([_weighted_ap(W, Y[:, j], P[:, j]) for j in range(Y.shape[1])], axis=1)
+    macro, micro, per_label_f1 = _f1_scores(W, Y, pred)
+    with np.errstate(invalid="ignore"):
+        mean_ap = np.nanmean(ap, axis=1)
+    tp, fp, fn = ((Y & pred).sum(0), (~Y & pred).sum(0), (Y & ~pred).sum(0))
+    rows = [
+        LabelMetrics(
+            name=str(label),
+            average_precision=None if np.isnan(ap[0, j]) else float(ap[0, j]),
+            precision=float(tp[j] / max(tp[j] + fp[j], 1)),
+            recall=float(tp[j] / max(tp[j] + fn[j], 1)),
+            f1=0.0 if np.isnan(per_label_f1[0, j]) else float(per_label_f1[0, j]),
+            threshold=float(thresholds[j]),
+            support=int(Y[:, j].sum()),
+        )
+        for j, label in enumerate(labels)
+    ]
+    return MultiLabelMetrics(
+        n=n,
+        labels=[str(x) for x in labels],
+        mean_ap=_interval(mean_ap),
+        macro_f1=_interval(macro),
+        micro_f1=_interval(micro),
+        subset_accuracy=float((pred == Y).all(axis=1).mean()),
+        hamming_loss=float((pred != Y).mean()),
+        per_label=rows,
+    )
+
+
+def _interval(values: NDArray[Any]) -> Interval:
+    """Point estimate (row 0) and the 2.5/97.5 percentiles of the replicates (rows 1..)."""
+    value = float(np.nan_to_num(values[0]))
+    replicates = values[1:][~np.isnan(values[1:])]
+    if replicates.size == 0:
+        return Interval(value, value, value)
+    low, high = np.percentile(replicates, [2.5, 97.5])
+    return Interval(value, float(min(low, value)), float(max(high, value)))
+
+
+def evaluate_task(
+    task: Task,
+    cells: Sequence[Sequence[str]],
+    proba: NDArray[np.float64],
+    head: Any,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> Metrics | MultiLabelMetrics:
+    """Metrics of one task: ``cells`` are the true labels per image, ``proba`` columns follow
+    ``task.classes``; a multi-label task is thresholded with ``head.thresholds``."""
+    if task.multi_label:
+        Y = indicator(cells, task.classes)
+        return multilabel_metrics(Y, proba, head.thresholds, task.classes, n_boot=n_boot, seed=seed)
+    classes = list(task.classes)
+    return evaluate_predictions(
+        [cell[0] for cell in cells],
+        [classes[j] for j in proba.argmax(axis=1)],
+        classes,
+        n_boot=n_boot,
+        seed=seed,
+        proba=proba,
+    )
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def multilabel_renderables(metrics: MultiLabelMetrics, title: str) -> list[Any]:
+    """A headline and a per-label table for ``rich`` output."""
+    from rich.table import Table
+    from rich.text import Text
+
+    m = metrics
+    headline = Text.assemble(
+        (f"{title}: ", "bold"),
+        f"mAP {_pct(m.mean_ap.value)}% (95% CI {_pct(m.mean_ap.low)}-{_pct(m.mean_ap.high)}), ",
+        f"macro-F1 {_pct(m.macro_f1.value)}% ({_pct(m.macro_f1.low)}-{_pct(m.macro_f1.high)}), ",
+        f"micro-F1 {_pct(m.micro_f1.value)}%, subset accuracy {_pct(m.subset_accuracy)}%, ",
+        f"n={m.n}",
+    )
+    table = Table(title="Per label (threshold tuned on val)", title_justify="left")
+    table.add_column("label")
+    for column in ("AP", "precision", "recall", "F1", "threshold", "support"):
+        table.add_column(column, justify="right")
+    for x in m.per_label:
+        ap = "n/a" if x.average_precision is None else _pct(x.average_precision)
+        table.add_row(
+            Text(x.name),
+            ap,
+            _pct(x.precision),
+            _pct(x.recall),
+            _pct(x.f1),
+            f"{x.threshold:.3f}",
+            str(x.support),
+        )
+    return [headline, table]
