@@ -19,7 +19,7 @@ from headstart.bundle import read_bundle
 from headstart.errors import BundleError, ConfigError
 from headstart.export.images import Images, decode_batch
 from headstart.export.onnx_model import METADATA_KEY, export_model
-from headstart.features.tta import decode_views, tta_views
+from headstart.features.tta import check_tta, decode_views, tta_views
 from headstart.inputs import expand_inputs
 from headstart.model import Prediction, top_predictions
 
@@ -85,7 +85,7 @@ class OnnxClassifier:
         """Top-k per image, like :meth:`headstart.Model.predict` (error rows included)."""
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
-        tta_views(tta)  # a bad mode fails before any decoding
+        check_tta(tta)  # a bad mode fails before any decoding
         paths = expand_inputs(images)
         proba, failures = self.predict_proba(paths, tta)
         return top_predictions(paths, proba, failures, self.classes, top_k)
