@@ -15,6 +15,7 @@ from headstart.data.manifest import DEFAULT_TASK, Task
 from headstart.errors import ConfigError, DataError
 from headstart.evaluate import Metrics, evaluate_predictions
 from headstart.features import EmbeddingStore, Runner, extract, feature_runner
+from headstart.features.tta import check_tta, tta_proba
 from headstart.inputs import expand_inputs
 
 __all__ = ["Model", "Prediction", "TaskPrediction", "load", "top_predictions"]
@@ -139,9 +140,20 @@ class Model:
         return result.features, result.failures
 
     def predict_proba(
-        self, paths: Sequence[Path], *, store: EmbeddingStore | None = None, progress: bool = False
+        self,
+        paths: Sequence[Path],
+        *,
+        store: EmbeddingStore | None = None,
+        progress: bool = False,
+        tta: str = "none",
     ) -> tuple[np.ndarray, dict[int, str]]:
-        """Class probabilities (columns follow :attr:`classes`; NaN rows for unreadable files)."""
+        """Class probabilities (columns follow :attr:`classes`; NaN rows for unreadable files).
+
+        ``tta``: test-time augmentation, ``none``, ``flip``, ``crops`` or ``flip+crops``; the
+        mean of per-view probabilities (see :mod:`headstart.features.tta`)."""
+        if check_tta(tta) != "none":
+            ref, n = self._contents.backbone, len(self.classes)
+            return tta_proba(paths, ref, self._class_proba, n, tta, store=store, progress=progress)
         features, failures = self.embed(paths, store=store, progress=progress)
         proba = np.full((len(paths), len(self.classes)), np.nan, dtype=np.float64)
         ok = np.array([i not in failures for i in range(len(paths))], dtype=bool)
@@ -214,15 +226,24 @@ class Model:
         return self._class_proba(self._runner(batch))
 
     def predict(
-        self, images: Iterable[str | Path], *, top_k: int = 3, progress: bool = False
+        self,
+        images: Iterable[str | Path],
+        *,
+        top_k: int = 3,
+        progress: bool = False,
+        tta: str = "none",
     ) -> list[Prediction]:
-        """Top-k predictions for files, folders (searched recursively) and glob patterns."""
+        """Top-k predictions for files, folders (searched recursively) and glob patterns;
+        ``tta`` as in :meth:`predict_proba`."""
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
+        check_tta(tta)
         paths = expand_inputs(images)
         if not self.is_plain:
+            if tta != "none":
+                self.require_plain("test-time augmentation")
             return self._task_predictions(paths, top_k, progress)
-        proba, failures = self.predict_proba(paths, progress=progress)
+        proba, failures = self.predict_proba(paths, progress=progress, tta=tta)
         return top_predictions(paths, proba, failures, self.classes, top_k)
 
     def _task_predictions(
@@ -264,17 +285,19 @@ class Model:
         store: EmbeddingStore | None = None,
         n_boot: int = 1000,
         progress: bool = False,
+        tta: str = "none",
     ) -> tuple[Metrics, dict[int, str]]:
         """Metrics with bootstrap intervals on labelled images; unreadable images are left out
-        and returned as {index: reason}."""
+        and returned as {index: reason}.  ``tta`` as in :meth:`predict_proba`."""
         self.require_plain("Model.evaluate (use evaluate_tasks)")
+        check_tta(tta)
         unknown = sorted(set(labels) - set(self.classes))
         if unknown:
             raise DataError(
                 f"labels the model does not know: {', '.join(unknown)}; "
                 f"model classes: {', '.join(self.classes)}"
             )
-        proba, failures = self.predict_proba(paths, store=store, progress=progress)
+        proba, failures = self.predict_proba(paths, store=store, progress=progress, tta=tta)
         keep = [i for i in range(len(paths)) if i not in failures]
         if not keep:
             raise DataError("no readable image to evaluate on")

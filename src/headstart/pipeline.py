@@ -22,6 +22,7 @@ from headstart.data.labelled import labelled_split
 from headstart.errors import ConfigError, DataError
 from headstart.evaluate import Metrics, evaluate_predictions
 from headstart.features import EmbeddingStore, Extraction, extract
+from headstart.features.tta import check_tta
 from headstart.fsutil import atomic_write_text
 from headstart.heads import create_head
 from headstart.heads.cache import fit_head_cached
@@ -452,15 +453,20 @@ def evaluate_data(
     split: str | None = None,
     n_boot: int = 1000,
     progress: bool = True,
+    tta: str = "none",
 ) -> EvaluationResult:
     """Evaluate ``model`` on labelled images.  A folder with split folders is evaluated on
-    ``split`` (default: test, else val); a plain class-folder tree or CSV is used whole."""
+    ``split`` (default: test, else val); a plain class-folder tree or CSV is used whole.
+    ``tta``: test-time augmentation (see :meth:`Model.predict_proba`)."""
+    check_tta(tta)
     loaded = model if isinstance(model, Model) else load(model)
     label_column = loaded.info.get("config", {}).get("data", {}).get("label_column", "label")
     manifest, split, samples = labelled_split(
         data, loaded.classes, split, label_column=label_column
     )
     if not loaded.is_plain:
+        if tta != "none":
+            loaded.require_plain("test-time augmentation")
         return _evaluate_tasks(loaded, manifest, split, samples, n_boot, progress)
     metrics, failures = loaded.evaluate(
         [s.path for s in samples],
@@ -468,6 +474,7 @@ def evaluate_data(
         store=EmbeddingStore(),
         n_boot=n_boot,
         progress=progress,
+        tta=tta,
     )
     reasons = {samples[i].path: r for i, r in failures.items()}
     return EvaluationResult(metrics, split, manifest.without(reasons, reasons))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from headstart.cli.options import TTA_HELP
 from headstart.cli.render import console, show_manifest, show_metrics, show_task_metrics
 from headstart.fsutil import atomic_write_text
 from headstart.pipeline import evaluate_data
@@ -24,9 +25,10 @@ def command(
         None, "--output", "-o", help="Also write the metrics as JSON here."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    tta: str = typer.Option("none", "--tta", help=TTA_HELP),
 ) -> None:
     """Evaluate a model on labelled images: accuracy, macro-F1, per-class, confusion matrix."""
-    result = evaluate_data(model, data, split=split, progress=not quiet)
+    result = evaluate_data(model, data, split=split, progress=not quiet, tta=tta)
     show_manifest(result.manifest)
     if result.metrics is None:
         show_task_metrics(result.task_metrics, f"{result.split} ({data})")

@@ -7,7 +7,12 @@ from pathlib import Path
 
 from headstart.config import FitConfig, load_config
 
-__all__ = ["build_config"]
+__all__ = ["TTA_HELP", "build_config"]
+
+TTA_HELP = (
+    "Test-time augmentation: none, flip (centre crop + mirror), crops (4 corners + centre) or "
+    "flip+crops (10 views); the mean of per-view probabilities."
+)
 
 
 def build_config(

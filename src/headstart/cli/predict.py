@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from headstart.cli.options import TTA_HELP
 from headstart.cli.render import console, display_path, err_console
+from headstart.features.tta import check_tta
 from headstart.model import Model, Prediction, load
 
 if TYPE_CHECKING:
@@ -104,8 +106,10 @@ def command(
         help="torch: the bundle as fitted; onnx: the exported MODEL/model.onnx in onnxruntime "
         "(exported first if missing; MODEL may also be an exported .onnx file).",
     ),
+    tta: str = typer.Option("none", "--tta", help=TTA_HELP),
 ) -> None:
     """Predict the top-k classes of images; unreadable files get an error row."""
+    check_tta(tta)
     loaded: Model | OnnxClassifier
     if runtime is Runtime.onnx:
         from headstart.export import load_onnx
@@ -113,7 +117,7 @@ def command(
         loaded = load_onnx(model, notify=err_console.print)
     else:
         loaded = load(model)
-    predictions = loaded.predict(images, top_k=top_k)
+    predictions = loaded.predict(images, top_k=top_k, tta=tta)
     tasks = [t.name for t in loaded.tasks] if isinstance(loaded, Model) else []
     if fmt is Format.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))

@@ -19,6 +19,7 @@ from headstart.bundle import read_bundle
 from headstart.errors import BundleError, ConfigError
 from headstart.export.images import Images, decode_batch
 from headstart.export.onnx_model import METADATA_KEY, export_model
+from headstart.features.tta import check_tta, decode_views, tta_views
 from headstart.inputs import expand_inputs
 from headstart.model import Prediction, top_predictions
 
@@ -48,8 +49,13 @@ class OnnxClassifier:
         """Probabilities (N, C) for a preprocessed float32 batch (N, 3, crop, crop)."""
         return self._session(batch).astype(np.float64)
 
-    def predict_proba(self, paths: list[Path]) -> tuple[np.ndarray, dict[int, str]]:
-        """Probabilities per file (NaN rows for unreadable ones) and {index: reason}."""
+    def predict_proba(
+        self, paths: list[Path], tta: str = "none"
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """Probabilities per file (NaN rows for unreadable ones) and {index: reason}; ``tta``
+        averages views as :meth:`headstart.Model.predict_proba` does."""
+        if tta != "none":
+            return self._tta_proba(paths, tta)
         proba = np.full((len(paths), len(self.classes)), np.nan)
         failures: dict[int, str] = {}
         for start in range(0, len(paths), _BATCH):
@@ -59,12 +65,29 @@ class OnnxClassifier:
                 proba[[start + i for i in kept]] = self.predict_batch(batch)
         return proba, failures
 
-    def predict(self, images: Iterable[str | Path], *, top_k: int = 3) -> list[Prediction]:
+    def _tta_proba(self, paths: list[Path], tta: str) -> tuple[np.ndarray, dict[int, str]]:
+        views, size = tta_views(tta), self.preprocessing.crop
+        proba = np.full((len(paths), len(self.classes)), np.nan)
+        failures: dict[int, str] = {}
+        step = max(1, _BATCH // len(views))
+        for start in range(0, len(paths), step):
+            chunk = paths[start : start + step]
+            kept, arrays, failed = decode_views(chunk, self.preprocessing, views)
+            failures.update({start + i: why for i, why in failed.items()})
+            if kept:
+                p = self.predict_batch(arrays.reshape(-1, 3, size, size))
+                proba[[start + i for i in kept]] = p.reshape(len(kept), len(views), -1).mean(1)
+        return proba, failures
+
+    def predict(
+        self, images: Iterable[str | Path], *, top_k: int = 3, tta: str = "none"
+    ) -> list[Prediction]:
         """Top-k per image, like :meth:`headstart.Model.predict` (error rows included)."""
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
+        check_tta(tta)  # a bad mode fails before any decoding
         paths = expand_inputs(images)
-        proba, failures = self.predict_proba(paths)
+        proba, failures = self.predict_proba(paths, tta)
         return top_predictions(paths, proba, failures, self.classes, top_k)
 
 
