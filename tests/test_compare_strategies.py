@@ -28,7 +28,7 @@ from headstart.config import load_config
 from headstart.demo import demo_data_dir
 from headstart.errors import ConfigError
 from headstart.evaluate.strategies import held_out
-from headstart.evaluate.strategy_stats import Estimate
+from headstart.evaluate.strategy_stats import Estimate, Key, RowSummary, RunScore, contrast
 from salt import make_dataset
 
 TINY = "timm:test_efficientnet"
@@ -136,7 +136,7 @@ def test_scratch_runs_do_not_claim_pretrained_weights(
         tiny[1]
     )
     rows = _results(out)
-    assert {r["strategy"] for r in rows if r["pretrained"] == "False"} == {"scratch"}
+    assert {r["strategy"] for r in rows if r["pretrained"] == "false"} == {"scratch"}
     assert not list(out.glob("runs/*/checkpoints"))  # numbers, not models
 
 
@@ -169,6 +169,40 @@ def test_estimate_has_no_interval_with_one_seed_and_stays_in_bounds() -> None:
     assert one.low is None and one.high is None and "no CI" in one.points()
     wide = Estimate.of([0.2, 1.0])
     assert wide.low == 0.0 and wide.high == 1.0
+
+
+def _row(label: str, accs: list[float]) -> RowSummary:
+    return RowSummary(label, "b", label, Estimate.of(accs), Estimate.of(accs), 1.0)
+
+
+def test_contrast_calls_a_difference_only_when_seeds_and_mcnemar_agree() -> None:
+    """Synthetic predictions: 'good' is right on 40 of 40 images per seed, 'bad' on 20;
+    'same' matches 'bad' exactly."""
+    truth = {s: {Path(f"{s}/{i}"): "a" if i % 2 else "b" for i in range(40)} for s in (0, 1, 2)}
+    preds: dict[Key, dict[Path, str]] = {}
+    runs: dict[Key, RunScore] = {}
+    for name, right in (("good", 40), ("bad", 20), ("same", 20)):
+        for s, t in truth.items():
+            p = {path: y if i < right else ("a" if y == "b" else "b")
+                 for i, (path, y) in enumerate(sorted(t.items()))}  # fmt: skip
+            preds[("b", name, s)] = p
+            acc = right / 40
+            runs[("b", name, s)] = RunScore("b", name, s, True, acc, acc, 1.0, 40, "test")
+    good, bad, same = _row("good", [1.0] * 3), _row("bad", [0.5] * 3), _row("same", [0.5] * 3)
+    win = contrast(good, bad, runs, preds, truth, ["a", "b"])
+    assert win.significant and win.accuracy_diff.mean == pytest.approx(0.5)
+    assert win.n_images == 120 and win.only_best_right == 60 and win.only_other_right == 0
+    assert win.verdict.startswith("good beats bad by 50.0 points (95% CI +50.0..+50.0 over 3 seeds")
+    tie = contrast(bad, same, runs, preds, truth, ["a", "b"])
+    assert not tie.significant and tie.p_value == 1.0
+    assert tie.verdict.startswith("bad and same are not distinguishable with 3 seeds (diff +0.0")
+    one = {k: v for k, v in runs.items() if k[2] == 0}
+    single = contrast(_row("good", [1.0]), _row("bad", [0.5]), one, preds, truth, ["a", "b"])
+    assert single.significant and "1 seed, so no interval over seeds" in single.verdict
+    cheap = RowSummary("bad", "b", "bad", Estimate.of([0.5] * 3), Estimate.of([0.5] * 3), 0.02)
+    assert contrast(good, cheap, runs, preds, truth, ["a", "b"]).verdict.endswith(
+        "; bad is 50x cheaper"
+    )
 
 
 @pytest.mark.parametrize(
@@ -236,7 +270,13 @@ def test_fit_from_scratch_bundle_and_config_say_so(
 ) -> None:
     """``backbone.pretrained=false``: seeded random init, the scratch recipe, no pretrained
     hash in the bundle; the probe refuses it."""
-    data, weights = tiny
+    _, weights = tiny
+    data = tmp_path / "small"
+    for split, n in (("train", 3), ("validation", 1)):
+        for cls in ("hat", "shoes"):
+            (data / split / cls).mkdir(parents=True)
+            for f in sorted((demo_data_dir() / split / cls).iterdir())[:n]:
+                shutil.copy(f, data / split / cls / f.name)
     torch.manual_seed(5)
     a = build_backbone(unweighted_ref(TINY), pretrained=False).model.state_dict()
     torch.manual_seed(5)

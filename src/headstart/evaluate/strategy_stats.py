@@ -240,6 +240,7 @@ def results_csv(runs: Sequence[RunScore]) -> str:
         for key in ("accuracy", "macro_f1"):
             row[key] = f"{row[key]:.6f}"
         row["seconds"] = f"{r.seconds:.3f}"
+        row["pretrained"] = str(r.pretrained).lower()
         writer.writerow([row[c] for c in RESULT_COLUMNS])
     return buffer.getvalue()
 
