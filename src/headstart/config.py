@@ -48,6 +48,10 @@ class BackboneConfig(_Frozen):
 
     name: str = "mobilenet_v2"
     weights: Path | None = None
+    pretrained: bool = True
+    """False: fine-tuning starts the same architecture from its library's seeded random
+    initialisation (training from scratch, the baseline transfer learning is measured against);
+    embeddings, and so the probe, need pretrained weights."""
 
 
 class ExtractConfig(_Frozen):

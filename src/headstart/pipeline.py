@@ -166,6 +166,14 @@ def scan_data(data: str | Path, config: FitConfig) -> Manifest:
     )
 
 
+def _check_pretrained(cfg: FitConfig) -> None:
+    if not cfg.backbone.pretrained:
+        raise ConfigError(
+            "backbone.pretrained=false: a randomly initialised backbone gives meaningless "
+            "embeddings; train it from scratch with --strategy finetune"
+        )
+
+
 def embed_data(
     data: str | Path | Manifest,
     config: FitConfig | None = None,
@@ -179,6 +187,7 @@ def embed_data(
     every class must keep a training image.  ``plain_for``: the command's name, when it only
     supports plain data (one label column, one label per image): other data fails at once."""
     cfg = config or load_config()
+    _check_pretrained(cfg)
     ref = ref or resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
     manifest = data if isinstance(data, Manifest) else scan_data(data, cfg)
     if plain_for is not None:
@@ -225,6 +234,7 @@ def fit(
     _check_output(run_dir, overwrite)
     # fail fast on a bad head or backbone, before any scanning or extraction
     head = create_head(cfg.head.kind, **cfg.head.params)
+    _check_pretrained(cfg)
     cfg, ranking = _resolve_auto_backbone(data, cfg, progress)
     ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
     timings: dict[str, float] = {}

@@ -154,9 +154,15 @@ def _create(library: str, arch: str, pretrained_file: Path | None) -> nn.Module:
     return torchvision.models.get_model(arch, weights=None)
 
 
-def build_backbone(ref: BackboneRef) -> Backbone:
-    """Build the model of a resolved :class:`BackboneRef` with its weights, in eval mode."""
+def build_backbone(ref: BackboneRef, *, pretrained: bool = True) -> Backbone:
+    """Build the model of a resolved :class:`BackboneRef` with its weights, in eval mode.
+
+    ``pretrained=False``: the architecture with its library's own random initialisation (the
+    one its authors train from scratch with; seeded by torch's global RNG) and no weights file
+    read; the backbone's ``weights_sha256`` is empty because no weights identify it yet."""
     library, arch = split_name(ref.name)
+    if not pretrained:
+        return Backbone(ref.name, _create(library, arch, None), library, ref.preprocessing, "")
     if ref.weights_path is None:
         raise WeightsError(f"backbone '{ref.name}' has no weights file")
     builtin = ref.name in BUILTINS

@@ -33,6 +33,7 @@ __all__ = [
     "get_spec",
     "list_backbones",
     "resolve_backbone",
+    "unweighted_ref",
 ]
 
 GENERIC_PREFIXES = ("timm:", "torchvision:")
@@ -171,6 +172,14 @@ def resolve_backbone(name: str, weights: Path | None = None) -> BackboneRef:
     spec = generic.generic_spec(name, library, arch)
     path = weights if weights is not None else generic.find_weights(name, library, arch)
     return BackboneRef(name, path, file_sha256(path), spec.preprocessing, spec.feature_dim)
+
+
+def unweighted_ref(name: str) -> BackboneRef:
+    """A ref to ``name``'s architecture without weights, for training from scratch: no weights
+    file, an empty sha256, and the preprocessing of its pretrained weights (so a scratch run
+    sees the same inputs as a pretrained one)."""
+    spec = get_spec(name)
+    return BackboneRef(name, None, "", spec.preprocessing, spec.feature_dim)
 
 
 def list_backbones() -> list[BackboneStatus]:

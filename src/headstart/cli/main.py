@@ -12,6 +12,7 @@ from headstart.cli import (
     backbones,
     calibrate,
     compare,
+    compare_strategies,
     cv,
     demo,
     evaluate,
@@ -38,7 +39,7 @@ app = typer.Typer(
 )
 _COMMANDS: tuple[ModuleType, ...] = (fit, predict, evaluate, backbones, demo, report, explain)
 _COMMANDS += (serve, export, cv, tune, rank_backbones, calibrate, compare)
-_COMMANDS += (lr_find,)
+_COMMANDS += (lr_find, compare_strategies)
 for module in _COMMANDS:
     module.register(app)
 

@@ -16,6 +16,7 @@ from headstart.evaluate.metrics import (
     evaluate_predictions,
     metrics_renderables,
 )
+from headstart.evaluate.strategies import StrategyComparison, compare_strategies
 from headstart.evaluate.tune import TuneResult, tune
 
 __all__ = [
@@ -25,9 +26,11 @@ __all__ = [
     "Interval",
     "Metrics",
     "ReliabilityBins",
+    "StrategyComparison",
     "TuneResult",
     "compare_models",
     "compare_predictions",
+    "compare_strategies",
     "cross_validate",
     "evaluate_predictions",
     "expected_calibration_error",

@@ -6,6 +6,10 @@ TensorBoard when installed), ``checkpoints/`` (``best.ckpt``, ``last.ckpt``) and
 ``finetune.json`` (recipe facts: imbalance remedy, epochs run, best epoch, precision).
 The bundle's backbone is the fine-tuned weights, so its sha256 (and thus every embedding cache
 key) differs from the pretrained backbone's.
+
+``backbone.pretrained: false`` trains the same architecture from its seeded random
+initialisation (see :func:`scratch_recipe`); ``finetune.json`` then says ``pretrained: false``
+and records no pretrained weights hash.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import yaml
 
 from headstart.allocator import keep_freed_memory
 from headstart.backbones import BackboneRef, resolve_backbone, save_weights
-from headstart.backbones.model import Backbone
+from headstart.backbones.model import Backbone, build_backbone
+from headstart.backbones.registry import unweighted_ref
 from headstart.config import FitConfig
 from headstart.data import Manifest
 from headstart.data.augment import batch_mixer, eval_transform, resolve, train_transform
@@ -44,7 +49,13 @@ from headstart.fsutil import atomic_write_text
 from headstart.heads.logistic import LogisticHead
 from headstart.pipeline import FitResult, _check_output, _check_trainable, _write_run
 
-__all__ = ["FinetuneOutcome", "finetune", "linear_head_export", "prepare_images"]
+__all__ = [
+    "FinetuneOutcome",
+    "finetune",
+    "linear_head_export",
+    "prepare_images",
+    "scratch_recipe",
+]
 
 RESUME_FILE = "resume.json"
 
@@ -165,6 +176,36 @@ def load_manifest(data: str | Path, cfg: FitConfig) -> Manifest:
     return scan_data(data, cfg)
 
 
+def scratch_recipe(cfg: FitConfig) -> FitConfig:
+    """``cfg`` itself when the backbone is pretrained; else the recipe for training from
+    scratch: every block trains from epoch 0 at the head's rate (no frozen epochs, no frozen
+    blocks, ``backbone_lr_ratio`` 1, no layer decay), because freezing or damping randomly
+    initialised layers only slows them down."""
+    if cfg.backbone.pretrained:
+        return cfg
+    if cfg.backbone.weights is not None:
+        raise ConfigError(
+            f"backbone.weights ({cfg.backbone.weights}) and backbone.pretrained=false contradict "
+            "each other: drop one of them"
+        )
+    train = cfg.train.model_copy(
+        update={
+            "frozen_epochs": 0,
+            "unfreeze_last": None,
+            "backbone_lr_ratio": 1.0,
+            "layer_decay": 1.0,
+        }
+    )
+    return cfg.model_copy(update={"train": train})
+
+
+def _build_backbone(ref: BackboneRef, pretrained: bool, seed: int) -> Backbone:
+    if pretrained:
+        return ref.build()
+    torch.manual_seed(seed)  # the random initialisation is part of the run's seed
+    return build_backbone(ref, pretrained=False)
+
+
 @dataclass
 class Parts:
     """Everything a training run needs, built from the manifest and config."""
@@ -187,12 +228,16 @@ def build_parts(manifest: Manifest, cfg: FitConfig) -> Parts:
     seed = cfg.data.seed if cfg.train.seed is None else cfg.train.seed
     seed_everything(seed, workers=True, verbose=False)
     keep_freed_memory()
-    ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
+    pretrained = cfg.backbone.pretrained
+    if pretrained:
+        ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
+    else:
+        ref = unweighted_ref(cfg.backbone.name)
     t0 = time.perf_counter()
     manifest, images = prepare_images(manifest, ref, cfg.train.cache_images_mb)
     _check_trainable(manifest)
     decode_seconds = time.perf_counter() - t0
-    backbone: Backbone = ref.build()
+    backbone = _build_backbone(ref, pretrained, seed)
     module: FinetuneModule
     if manifest.is_plain:
         imbalance = decide_imbalance(
@@ -322,8 +367,9 @@ def _train(
     result.task_probabilities = evaluated.task_probabilities
     imb = parts.imbalance
     facts = {
-        "strategy": "finetune",
-        "pretrained_weights_sha256": ref.weights_sha256,
+        "strategy": "finetune" if cfg.backbone.pretrained else "scratch",
+        "pretrained": cfg.backbone.pretrained,
+        "pretrained_weights_sha256": ref.weights_sha256 or None,
         "finetuned_weights_sha256": sha,
         "imbalance": {
             "counts": imb.counts,
@@ -377,8 +423,10 @@ def finetune(
 ) -> FinetuneOutcome:
     """Fine-tune the configured backbone on ``data`` (a folder, a CSV or a scanned manifest)
     and, with ``write``, write the run folder ``run_dir``.  ``resume`` continues from
-    ``run_dir/checkpoints/last.ckpt``."""
+    ``run_dir/checkpoints/last.ckpt``.  With ``backbone.pretrained: false`` the backbone
+    trains from scratch under :func:`scratch_recipe`."""
     run_dir = Path(run_dir)
+    config = scratch_recipe(config)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     if resume and not ckpt.is_file():
         raise ConfigError(f"{run_dir} has no checkpoint to resume from ({ckpt} is missing)")

@@ -18,6 +18,10 @@ _IMBALANCE = 3.0
 def _training_kind(run: RunFiles) -> str:
     head = run.info.get("head", {}).get("kind", "?")
     backbone = run.info.get("backbone", {}).get("name", "?")
+    if not run.info.get("config", {}).get("backbone", {}).get("pretrained", True):
+        return (
+            f"a {backbone} network trained from scratch (random initialisation), with a {head} head"
+        )
     if run.curves:
         return f"a {backbone} network pretrained on ImageNet, fine-tuned, with a {head} head"
     probe = "a linear probe (logistic regression)" if head == "logistic" else f"a {head} head"

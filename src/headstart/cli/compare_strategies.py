@@ -1,0 +1,85 @@
+"""``headstart compare-strategies DATA -o OUT``: scratch vs probe vs fine-tune, over seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from headstart.cli.options import build_config
+from headstart.cli.render import console, display_path
+from headstart.errors import ConfigError
+from headstart.evaluate.strategies import STRATEGIES, compare_strategies
+from headstart.evaluate.strategy_stats import RunScore, StrategyComparison
+
+
+def _names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _show_run(run: RunScore) -> None:
+    console.print(
+        f"seed {run.seed} {run.backbone} {run.strategy}: accuracy {100 * run.accuracy:.1f}%, "
+        f"macro-F1 {100 * run.macro_f1:.1f}% on {run.n_test} test images, {run.seconds:.1f} s"
+    )
+
+
+def _show(result: StrategyComparison) -> None:
+    table = Table(title="Held-out test accuracy over seeds", title_justify="left")
+    columns = ("backbone", "strategy", "accuracy % [95% CI]", "macro-F1 % [95% CI]", "s/run")
+    for column in (*columns, "seeds"):
+        table.add_column(column, justify="left" if column in ("backbone", "strategy") else "right")
+    for r in result.rows:
+        table.add_row(
+            r.backbone, r.strategy, r.accuracy.cell(), r.macro_f1.cell(),
+            f"{r.seconds:.1f}", str(r.accuracy.n),
+        )  # fmt: skip
+    console.print(table)
+    for seed, text in sorted(result.scored.items()):
+        console.print(f"seed {seed}: {text}")
+    head, *contrasts = result.verdict
+    console.print(f"[bold]{head}[/]")
+    for sentence in contrasts:
+        console.print(f"[bold]{sentence}[/]")
+    out = display_path(result.output)
+    console.print(
+        f"Done in {result.seconds:.1f} s; wrote {out}/results.csv, comparison.json, table.md"
+    )
+
+
+def command(
+    data: Path = typer.Argument(..., help="Image folder (class sub-folders) or a CSV."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the comparison."),
+    strategies: str = typer.Option(
+        ",".join(STRATEGIES), "--strategies", help="Comma-separated: scratch, probe, finetune."
+    ),
+    backbones: str | None = typer.Option(
+        None,
+        "--backbones",
+        "-b",
+        help="Comma-separated backbone names (default: the config's backbone.name).",
+    ),
+    seeds: int = typer.Option(3, "--seeds", help="Number of seeds (0..N-1): split and training."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config value: --set a.b=v"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier comparison."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Scratch vs linear probe vs fine-tune (per backbone) over seeds, scored on held-out test
+    images: mean ± 95% interval, seconds per run, and the verdict the statistics support."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be 1 or more, got {seeds}")
+    cfg = build_config(config, set_)
+    result = compare_strategies(
+        data, output, config=cfg, strategies=_names(strategies) or [],
+        backbones=_names(backbones), seeds=range(seeds), overwrite=overwrite,
+        progress=not quiet, on_run=_show_run,
+    )  # fmt: skip
+    _show(result)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare-strategies")(command)

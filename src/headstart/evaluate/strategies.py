@@ -1,0 +1,360 @@
+"""``compare-strategies``: training from scratch vs a linear probe vs fine-tuning, per backbone,
+over several seeds, scored on images no strategy used for selection.
+
+Strategies (every one gets the same split of a seed):
+
+* ``probe``: the configured head on cached embeddings of the train split, as ``fit`` does.
+* ``finetune``: the Lightning recipe of :mod:`headstart.finetune`; val picks the best checkpoint
+  and stops training early.
+* ``scratch``: the same architecture and training loop from the library's random initialisation
+  (``backbone.pretrained: false``, :func:`headstart.finetune.run.scratch_recipe`).
+
+Held-out split of each seed (:func:`held_out`): fine-tuning selects on val, so val accuracy is
+optimistic; every strategy is scored on a test split instead.  Data with a test split keeps it;
+data with train and val only has its val scored as test and a new stratified val carved from
+train (``data.val_fraction``, seed); data with train only gets val and test carved from train;
+data without splits is split at random per seed (repeated hold-out).  The carving is
+:func:`headstart.data.splits.stratified_assign`, the one ``scan`` uses.
+
+Seed ``s`` sets ``data.seed`` (the split, where headstart makes it) and ``train.seed`` (and the
+probe head's ``random_state`` unless the config sets it).  The statistics are in
+:mod:`headstart.evaluate.strategy_stats`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headstart.backbones import get_spec, resolve_backbone
+from headstart.config import FitConfig, load_config
+from headstart.data import DEFAULT_TASK, DuplicateGroup, Manifest
+from headstart.data.manifest import LABEL_SEPARATOR
+from headstart.data.splits import stratified_assign
+from headstart.errors import ConfigError
+from headstart.evaluate.metrics import evaluate_predictions
+from headstart.evaluate.strategy_stats import (
+    Key,
+    RunScore,
+    StrategyComparison,
+    best_row,
+    contrast,
+    results_csv,
+    summarise_rows,
+)
+from headstart.fsutil import atomic_write_text
+
+__all__ = [
+    "STRATEGIES",
+    "HeldOut",
+    "StrategyComparison",
+    "compare_strategies",
+    "held_out",
+    "write_comparison",
+]
+
+STRATEGIES = ("scratch", "probe", "finetune")
+OUTPUT_FILES = ("results.csv", "comparison.json", "table.md")
+OUTPUT_FOLDERS = ("runs", "splits")
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """One seed's split: train fits, val selects (fine-tuning), test is only scored."""
+
+    seed: int
+    manifest: Manifest
+    scored: str
+    """How the test split came about, in words."""
+
+
+def _seeded(cfg: FitConfig, seed: int, **data: Any) -> FitConfig:
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"seed": seed, **data})})
+
+
+def _resplit(manifest: Manifest, *, val: float, test: float, seed: int, source: str) -> Manifest:
+    """Given val becomes test; train is re-split (stratified, duplicates kept together)."""
+    train = [s for s in manifest.samples if s.split == "train"]
+    strata = [LABEL_SEPARATOR.join(s.labels[DEFAULT_TASK]) for s in train]
+    carved = stratified_assign(
+        strata, [s.sha256 for s in train], val_fraction=val, test_fraction=test, seed=seed
+    )
+    new = dict(zip((s.path for s in train), carved, strict=True))
+    samples = [
+        replace(s, split=new[s.path] if s.split == "train" else "test") for s in manifest.samples
+    ]
+    split_of = {s.path: s.split for s in samples}
+    duplicates = [
+        DuplicateGroup(g.sha256, g.paths, tuple(split_of.get(p, "") for p in g.paths))
+        for g in manifest.duplicates
+    ]
+    return replace(manifest, samples=samples, duplicates=duplicates, split_source=source)
+
+
+def held_out(data: str | Path, config: FitConfig, seed: int) -> HeldOut:
+    """Scan ``data`` for ``seed`` and make sure it has a test split no strategy selects on
+    (see the module docstring)."""
+    from headstart.pipeline import scan_data
+
+    d = config.data
+    manifest = scan_data(data, _seeded(config, seed))
+    if "test" in manifest.splits_present():
+        return HeldOut(seed, manifest, f"test: {manifest.split_source}")
+    given = scan_data(data, _seeded(config, seed, val_fraction=0.0))  # the data's own splits
+    val, test = f"{d.val_fraction * 100:g}%", f"{d.test_fraction * 100:g}%"
+    if "val" in given.splits_present():
+        source = f"the data's val split, used as test; val carved from train ({val}, seed {seed})"
+        new = _resplit(given, val=d.val_fraction, test=0.0, seed=seed, source=source)
+    elif d.test_fraction > 0 and given.split_source in ("folders", "csv"):
+        source = (
+            f"{given.split_source}: val and test carved from train ({val}, {test}, seed {seed})"
+        )
+        new = _resplit(given, val=d.val_fraction, test=d.test_fraction, seed=seed, source=source)
+    else:
+        raise ConfigError(
+            "compare-strategies scores every strategy on a held-out test split, and this data "
+            "gets none: set data.test_fraction > 0 (e.g. --set data.test_fraction=0.2)"
+        )
+    return HeldOut(seed, new, f"test: {source}")
+
+
+@dataclass
+class _Embeddings:
+    """Pooled features of every sample of a backbone, by path (extracted once per comparison)."""
+
+    features: np.ndarray
+    index: dict[Path, int]
+    seconds: float
+    computed: int
+    cached: int
+
+
+def _embed(manifest: Manifest, cfg: FitConfig, progress: bool) -> _Embeddings:
+    from headstart.features import EmbeddingStore, extract
+
+    ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
+    ex = extract(
+        [s.path for s in manifest.samples],
+        [s.sha256 for s in manifest.samples],
+        ref,
+        store=EmbeddingStore(cfg.extract.cache_dir),
+        engine=cfg.extract.engine,
+        batch_size=cfg.extract.batch_size,
+        workers=cfg.extract.workers,
+        progress=progress,
+    )
+    index = {s.path: i for i, s in enumerate(manifest.samples) if i not in ex.failures}
+    return _Embeddings(ex.features, index, ex.seconds, ex.n_computed, ex.n_cached)
+
+
+def _probe(held: HeldOut, cfg: FitConfig, emb: _Embeddings) -> dict[Path, str]:
+    from headstart.heads import create_head
+
+    params = dict(cfg.head.params)
+    head = create_head(cfg.head.kind, **params)
+    if "random_state" in head.get_params() and "random_state" not in params:
+        head.set_params(random_state=held.seed)
+    train = [s for s in held.manifest.split("train") if s.path in emb.index]
+    test = [s for s in held.manifest.split("test") if s.path in emb.index]
+    head.fit(emb.features[[emb.index[s.path] for s in train]], [s.label for s in train])
+    proba = head.predict_proba(emb.features[[emb.index[s.path] for s in test]])
+    classes = [str(c) for c in head.classes_]
+    return {s.path: classes[int(j)] for s, j in zip(test, proba.argmax(axis=1), strict=True)}
+
+
+def _finetune(held: HeldOut, cfg: FitConfig, run_dir: Path, progress: bool) -> dict[Path, str]:
+    from headstart.finetune.run import finetune
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    outcome = finetune(held.manifest, cfg, run_dir, progress=progress, write=False)
+    result = outcome.result
+    # the trained weights are not kept: the comparison ships numbers, not models
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    atomic_write_text(run_dir / "finetune.json", json.dumps(outcome.facts, indent=2) + "\n")
+    test = result.manifest.split("test")
+    best = result.probabilities["test"].argmax(axis=1)
+    return {s.path: result.manifest.classes[int(j)] for s, j in zip(test, best, strict=True)}
+
+
+def _run_config(cfg: FitConfig, backbone: str, strategy: str, seed: int) -> FitConfig:
+    scratch = strategy == "scratch"
+    bb = cfg.backbone.model_copy(
+        update={"name": backbone, "pretrained": not scratch}
+        | ({"weights": None} if scratch else {})
+    )
+    kind = cfg.strategy.model_copy(update={"kind": "probe" if strategy == "probe" else "finetune"})
+    return _seeded(cfg, seed).model_copy(
+        update={
+            "backbone": bb,
+            "strategy": kind,
+            "train": cfg.train.model_copy(update={"seed": seed}),
+            "eval": cfg.eval.model_copy(update={"n_boot": 0}),
+        }
+    )
+
+
+def _check_choices(
+    strategies: Sequence[str], backbones: Sequence[str], seeds: Sequence[int], cfg: FitConfig
+) -> None:
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad or not strategies:
+        got = ", ".join(repr(s) for s in bad) or "none"
+        raise ConfigError(f"unknown strategy {got}; valid: {', '.join(STRATEGIES)}")
+    if not seeds:
+        raise ConfigError("compare-strategies needs at least one seed (--seeds 1 or more)")
+    if not backbones:
+        raise ConfigError("compare-strategies needs at least one backbone")
+    if cfg.backbone.weights is not None and len(backbones) > 1:
+        raise ConfigError(
+            f"backbone.weights ({cfg.backbone.weights}) fits one backbone, not "
+            f"{len(backbones)}: compare one backbone, or drop the weights file"
+        )
+    pretrained = any(s != "scratch" for s in strategies)
+    for name in backbones:  # fail fast, before any scanning or training
+        if pretrained:
+            resolve_backbone(name, cfg.backbone.weights)
+        else:
+            get_spec(name)
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} exists and is not a folder")
+    present = [f for f in (*OUTPUT_FILES, *OUTPUT_FOLDERS) if (out / f).exists()]
+    if present and not overwrite:
+        raise ConfigError(
+            f"{out} already holds a comparison ({', '.join(present)}); pass --overwrite to "
+            "replace it, or choose another -o"
+        )
+    if any(f in OUTPUT_FILES for f in present):
+        # an earlier comparison's runs and splits; never a folder this code did not write
+        for sub in OUTPUT_FOLDERS:
+            shutil.rmtree(out / sub, ignore_errors=True)
+
+
+def write_comparison(result: StrategyComparison) -> Path:
+    """Write ``results.csv``, ``comparison.json`` and ``table.md`` into ``result.output``."""
+    out = result.output
+    atomic_write_text(out / "results.csv", results_csv(result.runs))
+    atomic_write_text(out / "comparison.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    atomic_write_text(out / "table.md", result.table_markdown())
+    return out
+
+
+def _score(held: HeldOut, predicted: dict[Path, str]) -> tuple[float, float, dict[Path, str]]:
+    m = held.manifest
+    truth = {s.path: s.label for s in m.split("test") if s.path in predicted}
+    paths = sorted(truth)
+    scores = evaluate_predictions(
+        [truth[p] for p in paths], [predicted[p] for p in paths], m.classes, n_boot=0
+    )
+    return scores.accuracy.value, scores.macro_f1.value, truth
+
+
+@dataclass
+class _Session:
+    """The state of one comparison while it runs: runs so far and the probe's embeddings."""
+
+    cfg: FitConfig
+    out: Path
+    progress: bool
+    result: StrategyComparison
+    runs: dict[Key, RunScore] = field(default_factory=dict)
+    predictions: dict[Key, dict[Path, str]] = field(default_factory=dict)
+    truth: dict[int, dict[Path, str]] = field(default_factory=dict)
+    embeddings: dict[str, _Embeddings] = field(default_factory=dict)
+
+    def run(self, held: HeldOut, backbone: str, strategy: str) -> RunScore:
+        """Train one strategy on one seed's split, score it on test, record it."""
+        cfg = _run_config(self.cfg, backbone, strategy, held.seed)
+        if strategy == "probe":
+            if backbone not in self.embeddings:
+                self.embeddings[backbone] = _embed(held.manifest, cfg, self.progress)
+            emb = self.embeddings[backbone]
+            t0 = time.perf_counter()
+            predicted = _probe(held, cfg, emb)
+            # a probe on its own embeds the images once: its cost includes that
+            seconds = time.perf_counter() - t0 + emb.seconds
+        else:
+            slug = backbone.replace(":", "_").replace("/", "_")
+            run_dir = self.out / "runs" / f"{slug}-{strategy}-seed{held.seed}"
+            t0 = time.perf_counter()
+            predicted = _finetune(held, cfg, run_dir, self.progress)
+            seconds = time.perf_counter() - t0
+        accuracy, macro_f1, seen = _score(held, predicted)
+        self.truth.setdefault(held.seed, {}).update(seen)
+        score = RunScore(
+            backbone, strategy, held.seed, cfg.backbone.pretrained, accuracy, macro_f1, seconds,
+            len(seen), held.scored,
+        )  # fmt: skip
+        key = (backbone, strategy, held.seed)
+        self.runs[key], self.predictions[key] = score, predicted
+        self.result.runs.append(score)
+        # rewritten after every run, so a crash keeps what was measured
+        atomic_write_text(self.out / "results.csv", results_csv(self.result.runs))
+        return score
+
+    def finish(self, classes: list[str], several_backbones: bool) -> StrategyComparison:
+        """Summaries, contrasts and the written files."""
+        result = self.result
+        result.rows = summarise_rows(result.runs, label_backbone=several_backbones)
+        best = best_row(result.rows)
+        result.contrasts = [
+            contrast(best, other, self.runs, self.predictions, self.truth, classes)
+            for other in result.rows
+            if other is not best
+        ]
+        result.embeddings = {
+            b: {"seconds": round(e.seconds, 3), "computed": e.computed, "cached": e.cached}
+            for b, e in self.embeddings.items()
+        }
+        write_comparison(result)
+        return result
+
+
+def compare_strategies(
+    data: str | Path,
+    output: str | Path,
+    *,
+    config: FitConfig | None = None,
+    strategies: Sequence[str] = STRATEGIES,
+    backbones: Sequence[str] | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
+    overwrite: bool = False,
+    progress: bool = True,
+    on_run: Callable[[RunScore], None] | None = None,
+) -> StrategyComparison:
+    """Train every (backbone, strategy) on every seed's split of ``data``, score each on the
+    held-out test split, and write the comparison to ``output`` (see the module docstring).
+    ``backbones`` defaults to the config's; ``on_run`` is called after each run."""
+    cfg = config or load_config()
+    strategies, seeds = list(dict.fromkeys(strategies)), list(dict.fromkeys(seeds))
+    backbones = list(dict.fromkeys(backbones or [cfg.backbone.name]))
+    _check_choices(strategies, backbones, seeds, cfg)
+    out = Path(output)
+    _check_output(out, overwrite)
+    if any(s != "probe" for s in strategies):
+        # imported before any clock starts: the first run must not pay for importing Lightning
+        importlib.import_module("headstart.finetune.run")
+    t0 = time.perf_counter()
+    session = _Session(cfg, out, progress, StrategyComparison(Path(data), out, cfg))
+    classes: list[str] = []
+    for seed in seeds:
+        held = held_out(data, cfg, seed)
+        held.manifest.write_csv(out / "splits" / f"seed{seed}.csv")
+        session.result.scored[seed], classes = held.scored, held.manifest.classes
+        for backbone in backbones:
+            for strategy in strategies:
+                score = session.run(held, backbone, strategy)
+                if on_run is not None:
+                    on_run(score)
+    session.result.seconds = time.perf_counter() - t0
+    return session.finish(classes, len(backbones) > 1)
