@@ -253,3 +253,23 @@ def test_task_weights_must_name_tasks() -> None:
     tasks = [Task("a", ("x", "y")), Task("b", ("p", "q"), True)]
     with pytest.raises(ConfigError, match="unknown task"):
         TaskFinetuneModule(resolve_backbone("mobilenet_v2").build(), tasks, cfg)
+
+
+@pytest.mark.slow
+def test_multi_label_and_two_task_on_real_clothing_photos(
+    shared_data: Path, cache: Path, tmp_path: Path
+) -> None:
+    """Composites of clothing_small: multi-label beats chance by far, two tasks train together,
+    and the saved model predicts and evaluates (the issue's end-to-end check on shared data)."""
+    labels = compose_pairs(shared_data / "clothing_small", tmp_path / "pairs", per_image=0.15)
+    assert _fit(labels, tmp_path / "ml", cache, "items") == 0
+    assert _fit(labels, tmp_path / "two", cache, "[left,items]") == 0
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())["test"]["tasks"]
+    assert metrics["items"]["mean_ap"]["low"] > 0.5  # 2 of 10 labels per image: chance ~0.2
+    assert metrics["left"]["accuracy"]["low"] > 0.3  # chance 0.1
+    model = headstart.load(tmp_path / "two" / "model")
+    result = headstart.evaluate_data(model, labels, n_boot=100, progress=False)
+    assert result.task_metrics["left"].n == metrics["left"]["n"]
+    photo = sorted((labels.parent / "test").glob("*.jpg"))[0]
+    (prediction,) = model.predict([photo])
+    assert prediction.tasks is not None and set(prediction.tasks) == {"left", "items"}

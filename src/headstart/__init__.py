@@ -11,15 +11,9 @@ from __future__ import annotations
 from headstart.config import FitConfig, load_config
 from headstart.data import Manifest, scan
 from headstart.errors import HeadstartError
+from headstart.evaluation import EvaluationResult, evaluate_data
 from headstart.model import Model, Prediction, load
-from headstart.pipeline import (
-    EmbeddedData,
-    EvaluationResult,
-    FitResult,
-    embed_data,
-    evaluate_data,
-    fit,
-)
+from headstart.pipeline import EmbeddedData, FitResult, embed_data, fit
 
 __all__ = [
     "EmbeddedData",

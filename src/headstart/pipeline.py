@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -12,28 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from headstart.backbones import BackboneRef, resolve_backbone
-from headstart.bundle import library_versions, write_bundle
 from headstart.config import FitConfig, load_config
 from headstart.data import Manifest, scan
-from headstart.data.labelled import labelled_split
 from headstart.errors import ConfigError, DataError
 from headstart.evaluate import Metrics, evaluate_predictions
 from headstart.features import EmbeddingStore, Extraction, extract
-from headstart.features.tta import check_tta
-from headstart.fsutil import atomic_write_text
 from headstart.heads import create_head
 from headstart.heads.cache import fit_head_cached
 from headstart.model import Model, load
+from headstart.runfolder import write_run
 
 __all__ = [
     "EmbeddedData",
-    "EvaluationResult",
     "FitResult",
     "embed_data",
-    "evaluate_data",
     "fit",
     "resume",
     "scan_data",
@@ -104,24 +95,6 @@ def _proba_in_class_order(head: Any, features: np.ndarray, classes: list[str]) -
     raw = head.predict_proba(features)
     order = [list(head.classes_).index(c) for c in classes]
     return np.asarray(raw[:, order], dtype=np.float64)
-
-
-def write_predictions(path: Path, manifest: Manifest, probabilities: dict[str, np.ndarray]) -> None:
-    """CSV of every evaluated image: path, split, true label, prediction, confidence, p:<class>."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(
-        ["path", "split", "label", "predicted", "confidence", *(f"p:{c}" for c in manifest.classes)]
-    )
-    for split, proba in probabilities.items():
-        for sample, row in zip(manifest.split(split), proba, strict=True):
-            best = int(row.argmax())
-            rel = manifest.relative(sample.path)
-            cells = [f"{v:.6f}" for v in row]
-            writer.writerow(
-                [rel, split, sample.label, manifest.classes[best], f"{row[best]:.6f}", *cells]
-            )
-    atomic_write_text(path, buffer.getvalue())
 
 
 @dataclass
@@ -293,7 +266,7 @@ def fit(
 
 def _written(result: FitResult, ref: BackboneRef, report: bool) -> FitResult:
     t0 = time.perf_counter()
-    _write_run(result, ref)
+    write_run(result, ref)
     result.timings["write"] = time.perf_counter() - t0
     return _with_report(result, report)
 
@@ -367,150 +340,3 @@ def _check_leakage(embedded: EmbeddedData, cfg: FitConfig) -> tuple[EmbeddedData
     reduced, removed = dedupe(embedded, near)
     _check_trainable(reduced.manifest)
     return reduced, near, removed
-
-
-def portable_weights(ref: BackboneRef, store: EmbeddingStore) -> Path:
-    """The backbone's weights as a safetensors file of the module's own state dict, converted
-    once per weights hash and cached, so bundles carry them without rebuilding the model."""
-    if ref.weights_path is not None and ref.weights_path.suffix == ".safetensors":
-        return ref.weights_path
-    cached = store.root / "weights" / f"{ref.weights_sha256}.safetensors"
-    if not cached.is_file():
-        from headstart.backbones import save_weights
-
-        save_weights(ref.build(), cached)
-    return cached
-
-
-def _run_record(result: FitResult) -> dict[str, Any]:
-    m = result.manifest
-    return {
-        "data": str(m.root),
-        "data_hash": m.data_hash(),
-        "split_source": m.split_source,
-        "counts": {s: len(m.split(s)) for s in m.splits_present()},
-        "problems": len(m.problems),
-        "duplicate_groups": len(m.duplicates),
-        "cross_split_duplicates": sum(g.cross_split for g in m.duplicates),
-        "extraction": {
-            "engine": result.extraction.engine,
-            "cached": result.extraction.n_cached,
-            "computed": result.extraction.n_computed,
-            "seconds": round(result.extraction.seconds, 3),
-        },
-        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
-        "versions": library_versions(),
-        "near_duplicates": len(result.near_duplicates),
-        "deduped": result.deduped,
-        **({"backbone_ranking": result.ranking} if result.ranking is not None else {}),
-    }
-
-
-def _write_run(result: FitResult, ref: BackboneRef) -> None:
-    run_dir = result.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    m = result.manifest
-    m.write_csv(run_dir / "manifest.csv")
-    m.write_problems(run_dir / "problems.csv")
-    if result.near_duplicates:
-        from headstart.data.leakage import write_near_duplicates
-
-        write_near_duplicates(run_dir / "near_duplicates.csv", m, result.near_duplicates)
-    config = result.config.to_dict()
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    if m.is_plain:
-        write_predictions(run_dir / "predictions.csv", m, result.probabilities)
-        metrics: dict[str, Any] = {split: mt.to_dict() for split, mt in result.metrics.items()}
-    else:
-        from headstart.tasks.probe import write_task_predictions
-
-        write_task_predictions(
-            run_dir / "predictions.csv", m, result.head, result.task_probabilities
-        )
-        metrics = {
-            split: {"tasks": {t: mt.to_dict() for t, mt in per_task.items()}}
-            for split, per_task in result.task_metrics.items()
-        }
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    run = _run_record(result)
-    atomic_write_text(run_dir / "run.json", json.dumps(run, indent=2) + "\n")
-    write_bundle(
-        result.bundle_dir,
-        head=result.head,
-        backbone=ref,
-        backbone_weights=portable_weights(ref, EmbeddingStore(result.config.extract.cache_dir)),
-        classes=m.classes,
-        extra={"metrics": metrics, "config": config, "data_hash": run["data_hash"], "run": run},
-        tasks=None if m.is_plain else list(m.targets),
-    )
-
-
-@dataclass
-class EvaluationResult:
-    """Metrics of a model on a labelled folder or CSV, and the files that could not be used."""
-
-    metrics: Metrics | None
-    split: str
-    manifest: Manifest
-    task_metrics: dict[str, Any] = field(default_factory=dict)
-    """A multi-label / multi-task model: task -> metrics (``metrics`` is then None)."""
-
-
-def evaluate_data(
-    model: Model | str | Path,
-    data: str | Path,
-    *,
-    split: str | None = None,
-    n_boot: int = 1000,
-    progress: bool = True,
-    tta: str = "none",
-) -> EvaluationResult:
-    """Evaluate ``model`` on labelled images.  A folder with split folders is evaluated on
-    ``split`` (default: test, else val); a plain class-folder tree or CSV is used whole.
-    ``tta``: test-time augmentation (see :meth:`Model.predict_proba`)."""
-    check_tta(tta)
-    loaded = model if isinstance(model, Model) else load(model)
-    label_column = loaded.info.get("config", {}).get("data", {}).get("label_column", "label")
-    manifest, split, samples = labelled_split(
-        data, loaded.classes, split, label_column=label_column
-    )
-    if not loaded.is_plain:
-        if tta != "none":
-            loaded.require_plain("test-time augmentation")
-        return _evaluate_tasks(loaded, manifest, split, samples, n_boot, progress)
-    metrics, failures = loaded.evaluate(
-        [s.path for s in samples],
-        [s.label for s in samples],
-        store=EmbeddingStore(),
-        n_boot=n_boot,
-        progress=progress,
-        tta=tta,
-    )
-    reasons = {samples[i].path: r for i, r in failures.items()}
-    return EvaluationResult(metrics, split, manifest.without(reasons, reasons))
-
-
-def _evaluate_tasks(
-    model: Model,
-    manifest: Manifest,
-    split: str,
-    samples: list[Any],
-    n_boot: int,
-    progress: bool,
-) -> EvaluationResult:
-    names = [t.name for t in model.tasks]
-    if list(manifest.tasks) != names:
-        raise DataError(
-            f"the model answers tasks {', '.join(names)}; {manifest.root} has "
-            f"{', '.join(manifest.tasks)} (set data.label_column to the model's columns)"
-        )
-    cells = {t: [tuple(s.labels[t]) for s in samples] for t in names}
-    metrics, failures = model.evaluate_tasks(
-        [s.path for s in samples],
-        cells,
-        store=EmbeddingStore(),
-        n_boot=n_boot,
-        progress=progress,
-    )
-    reasons = {samples[i].path: r for i, r in failures.items()}
-    return EvaluationResult(None, split, manifest.without(reasons, reasons), metrics)

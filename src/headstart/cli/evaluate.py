@@ -9,8 +9,8 @@ import typer
 
 from headstart.cli.options import TTA_HELP
 from headstart.cli.render import console, show_manifest, show_metrics, show_task_metrics
+from headstart.evaluation import evaluate_data
 from headstart.fsutil import atomic_write_text
-from headstart.pipeline import evaluate_data
 
 
 def command(

@@ -5,9 +5,10 @@ Importing this package imports torch and lightning; the rest of headstart import
 
 from __future__ import annotations
 
+from headstart.finetune.evaluation import linear_head_export
 from headstart.finetune.module import FinetuneModule
 from headstart.finetune.recipe import backbone_blocks, param_groups, set_batchnorm_eval
-from headstart.finetune.run import FinetuneOutcome, finetune, linear_head_export
+from headstart.finetune.run import FinetuneOutcome, finetune
 from headstart.finetune.strategy import fit_with_strategy, resume_run
 
 __all__ = [

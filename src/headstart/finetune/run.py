@@ -33,7 +33,6 @@ from headstart.config import FitConfig
 from headstart.data import Manifest
 from headstart.data.augment import batch_mixer, eval_transform, resolve, train_transform
 from headstart.errors import ConfigError, DataError
-from headstart.evaluate import evaluate_predictions
 from headstart.features import Extraction
 from headstart.finetune.data import (
     DecodedImages,
@@ -42,17 +41,17 @@ from headstart.finetune.data import (
     Imbalance,
     decide_imbalance,
 )
+from headstart.finetune.evaluation import evaluate_trained, split_targets
 from headstart.finetune.module import FinetuneModule
-from headstart.finetune.task_module import TaskFinetuneModule, task_targets
+from headstart.finetune.task_module import TaskFinetuneModule
 from headstart.finetune.trainer import build_trainer, load_best, resolve_precision
 from headstart.fsutil import atomic_write_text
-from headstart.heads.logistic import LogisticHead
-from headstart.pipeline import FitResult, _check_output, _check_trainable, _write_run
+from headstart.pipeline import FitResult, _check_output, _check_trainable
+from headstart.runfolder import write_run
 
 __all__ = [
     "FinetuneOutcome",
     "finetune",
-    "linear_head_export",
     "prepare_images",
     "scratch_recipe",
 ]
@@ -89,43 +88,13 @@ def prepare_images(
     return manifest, kept
 
 
-def linear_head_export(weight: np.ndarray, bias: np.ndarray, classes: list[Any]) -> LogisticHead:
-    """The trained ``Linear`` as a fitted :class:`LogisticHead` (mean 0, scale 1), so the bundle
-    and ``headstart.load(...).predict`` need nothing new."""
-    head = LogisticHead(Cs=(1.0,))
-    d = weight.shape[1]
-    head.restore_state(
-        {
-            "mean": np.zeros(d),
-            "scale": np.ones(d),
-            "coef": weight.astype(np.float64),
-            "intercept": bias.astype(np.float64),
-        },
-        {"C": 0.0, "cv_scores": [], "n_iter": 0},
-    )
-    head.classes_ = np.asarray(classes)
-    head.n_features_in_ = d
-    return head
-
-
-def _rows(manifest: Manifest, split: str) -> tuple[list[int], list[Any]]:
-    """The split's sample rows and their targets: class indices for plain data, concatenated
-    per-task target rows (see :mod:`headstart.finetune.task_module`) otherwise."""
-    rows = [i for i, s in enumerate(manifest.samples) if s.split == split]
-    if not manifest.is_plain:
-        targets = manifest.targets
-        return rows, [torch.tensor(task_targets(targets, manifest.samples[i].labels)) for i in rows]
-    index = {c: i for i, c in enumerate(manifest.classes)}
-    return rows, [index[manifest.samples[i].label] for i in rows]
-
-
 def _datamodule(
     manifest: Manifest, images: DecodedImages, cfg: FitConfig, seed: int, imbalance: Imbalance
 ) -> FinetuneData:
     plan = resolve(cfg.augment)
     prep = images.prep
-    train = ImageDataset(images, *_rows(manifest, "train"), train_transform(plan, prep))
-    val_rows, val_targets = _rows(manifest, "val")
+    train = ImageDataset(images, *split_targets(manifest, "train"), train_transform(plan, prep))
+    val_rows, val_targets = split_targets(manifest, "val")
     if not val_rows:
         raise DataError(
             "fine-tuning needs a validation split (early stopping, best checkpoint): add a "
@@ -140,25 +109,6 @@ def _datamodule(
         balanced=imbalance.remedy == "sampler",
         workers=cfg.train.workers,
     )
-
-
-@torch.inference_mode()
-def _probabilities(
-    module: FinetuneModule, manifest: Manifest, images: DecodedImages, batch_size: int
-) -> dict[str, np.ndarray]:
-    module.eval()
-    transform = eval_transform(images.prep)
-    out: dict[str, np.ndarray] = {}
-    for split in ("val", "test"):
-        rows, _ = _rows(manifest, split)
-        if not rows:
-            continue
-        chunks = []
-        for start in range(0, len(rows), batch_size):
-            batch = torch.stack([transform(images[i]) for i in rows[start : start + batch_size]])
-            chunks.append(module.predictions(module(batch)).double().numpy())
-        out[split] = np.concatenate(chunks)
-    return out
 
 
 def _class_weights(imbalance: Imbalance, classes: list[str]) -> torch.Tensor | None:
@@ -262,74 +212,6 @@ def build_parts(manifest: Manifest, cfg: FitConfig) -> Parts:
     return Parts(manifest, images, ref, backbone, module, dm, imbalance, seed, decode_seconds)
 
 
-@dataclass
-class Evaluated:
-    """The trained head(s) as exportable heads, with metrics and probabilities per split
-    (plain data: ``metrics``/``probabilities``; tasks: ``task_metrics``/``task_probabilities``,
-    and ``head`` maps task names to heads)."""
-
-    head: Any
-    metrics: dict[str, Any] = field(default_factory=dict)
-    probabilities: dict[str, np.ndarray] = field(default_factory=dict)
-    task_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
-    task_probabilities: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-
-
-def _linear_arrays(module: FinetuneModule) -> tuple[np.ndarray, np.ndarray]:
-    linear = module.linear_layer()
-    return linear.weight.detach().double().numpy(), linear.bias.detach().double().numpy()
-
-
-def _evaluate(parts: Parts, cfg: FitConfig) -> Evaluated:
-    manifest, module = parts.manifest, parts.module
-    probabilities = _probabilities(module, manifest, parts.images, cfg.train.batch_size * 2)
-    weight, bias = _linear_arrays(module)
-    if isinstance(module, TaskFinetuneModule):
-        return _evaluate_tasks(module, manifest, probabilities, weight, bias, cfg)
-    metrics = {
-        split: evaluate_predictions(
-            [s.label for s in manifest.split(split)],
-            [manifest.classes[j] for j in proba.argmax(axis=1)],
-            manifest.classes,
-            n_boot=cfg.eval.n_boot,
-            seed=cfg.data.seed,
-            proba=proba,
-        )
-        for split, proba in probabilities.items()
-    }
-    head = linear_head_export(weight, bias, manifest.classes)
-    return Evaluated(head, metrics, probabilities)
-
-
-def _evaluate_tasks(
-    module: TaskFinetuneModule,
-    manifest: Manifest,
-    concatenated: dict[str, np.ndarray],
-    weight: np.ndarray,
-    bias: np.ndarray,
-    cfg: FitConfig,
-) -> Evaluated:
-    """Each task's slice of the trained Linear as its own head (a binary head per label for a
-    multi-label task), thresholds tuned on val, metrics per task."""
-    from headstart.tasks import LabelSetHead
-    from headstart.tasks.probe import evaluate_tasks, tune_label_thresholds
-
-    heads: dict[str, Any] = {}
-    for task, cols in zip(module.tasks, module.slices, strict=True):
-        w, b = weight[cols], bias[cols]
-        if task.multi_label:
-            binary = [linear_head_export(w[j : j + 1], b[j : j + 1], [0, 1]) for j in range(len(b))]
-            heads[task.name] = LabelSetHead(list(task.classes), binary, np.full(len(b), 0.5))
-        else:
-            heads[task.name] = linear_head_export(w, b, list(task.classes))
-    probabilities = {s: module.split_probabilities(p) for s, p in concatenated.items()}
-    tune_label_thresholds(manifest, heads, probabilities)
-    metrics = evaluate_tasks(
-        manifest, heads, probabilities, n_boot=cfg.eval.n_boot, seed=cfg.data.seed
-    )
-    return Evaluated(heads, task_metrics=metrics, task_probabilities=probabilities)
-
-
 def _train(
     manifest: Manifest, cfg: FitConfig, run_dir: Path, *, progress: bool, ckpt: Path | None
 ) -> FinetuneOutcome:
@@ -345,7 +227,7 @@ def _train(
         raise SystemExit(0)
     best_epoch = load_best(module, checkpoint)
     t0 = time.perf_counter()
-    evaluated = _evaluate(parts, cfg)
+    evaluated = evaluate_trained(module, manifest, parts.images, cfg)
     timings["evaluate"] = time.perf_counter() - t0
     weights_file = run_dir / "checkpoints" / "backbone.safetensors"
     sha = save_weights(parts.backbone, weights_file)
@@ -390,7 +272,7 @@ def _train(
 def write_outcome(outcome: FinetuneOutcome, extra_facts: dict[str, Any] | None = None) -> None:
     """Write the run folder of a finished fine-tune and mark its resume record finished."""
     result = outcome.result
-    _write_run(result, outcome.ref)
+    write_run(result, outcome.ref)
     facts = {**outcome.facts, **(extra_facts or {})}
     atomic_write_text(result.run_dir / "finetune.json", json.dumps(facts, indent=2) + "\n")
     _mark_resume(result.run_dir, finished=True)
