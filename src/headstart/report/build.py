@@ -228,6 +228,7 @@ def build_report(
             task_metrics_section(run),
             card_section(run),
         ]
+        sections[-1].title = "4. Model card"  # no gallery or map sections in a task report
     else:
         model = _load_model(run)
         sections = [
