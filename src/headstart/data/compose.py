@@ -1,6 +1,7 @@
 """Multi-label and two-task data made from any class-folder data set, for trying those features.
 
-Each composite puts two photos of different classes side by side.  Its ``items`` cell lists both
+Each composite puts two photos of different classes side by side (each fitted whole into
+half of a square, so a backbone's centre crop keeps both).  Its ``items`` cell lists both
 classes (a multi-label task: which items are in the picture) and its ``left`` cell the class on
 the left (a multi-class task), so one CSV serves as a multi-label data set
 (``data.label_column=items``) and as a two-task one (``data.label_column=[left,items]``).
@@ -26,10 +27,13 @@ __all__ = ["compose_pairs"]
 
 
 def _tile(path: Path, size: int) -> Image.Image:
-    image = load_rgb(path, draft_size=size)
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    return image.crop((left, top, left + side, top + side)).resize((size, size))
+    """The photo fitted whole into a (size, 2*size) grey box: the square composite then survives
+    a backbone's centre crop with both items in view."""
+    image = load_rgb(path, draft_size=2 * size)
+    image.thumbnail((size, 2 * size))
+    box = Image.new("RGB", (size, 2 * size), (128, 128, 128))
+    box.paste(image, ((size - image.width) // 2, (2 * size - image.height) // 2))
+    return box
 
 
 def compose_pairs(
@@ -58,7 +62,7 @@ def compose_pairs(
             others = np.flatnonzero(labels != labels[i])
             j = int(rng.choice(others))
             a, b = samples[i], samples[j]
-            canvas = Image.new("RGB", (2 * size, size))
+            canvas = Image.new("RGB", (2 * size, 2 * size))
             canvas.paste(_tile(a.path, size), (0, 0))
             canvas.paste(_tile(b.path, size), (size, 0))
             name = f"{split}/{k:05d}.jpg"
