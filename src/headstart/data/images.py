@@ -14,7 +14,7 @@ import os
 import re
 import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "ImageSource",
+    "decode_each",
     "load_rgb",
     "probe_image",
     "to_rgb",
@@ -269,3 +270,28 @@ def _bomb_reason(message: str) -> str:
     if len(numbers) >= 2:
         return f"decompression bomb: {numbers[0]:,} px > limit {numbers[1]:,} px"
     return "decompression bomb: image too large"
+
+
+def decode_each(
+    paths: Sequence[Path],
+    cut: Callable[[Image.Image], np.ndarray],
+    shape: tuple[int, ...],
+    draft_size: int | None,
+) -> tuple[list[int], np.ndarray, dict[int, str]]:
+    """Decode each file once and turn it into an array of ``shape`` with ``cut``: the kept
+    indices, the (n_kept, *shape) float32 stack, and {index: reason} for unreadable files."""
+    out = np.empty((len(paths), *shape), dtype=np.float32)
+    kept: list[int] = []
+    failed: dict[int, str] = {}
+    for index, path in enumerate(paths):
+        try:
+            image = load_rgb(Path(path), draft_size=draft_size)
+        except ImageError as exc:
+            failed[index] = str(exc)
+            continue
+        except OSError as exc:
+            failed[index] = f"unreadable: {exc.strerror or exc}"
+            continue
+        out[len(kept)] = cut(image)
+        kept.append(index)
+    return kept, out[: len(kept)], failed

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from headstart.backbones.preprocessing import Preprocessing
-from headstart.data.images import load_rgb
-from headstart.errors import DataError, ImageError
+from headstart.data.images import decode_each
+from headstart.errors import DataError
 from headstart.inputs import expand_inputs
 
 __all__ = ["CheckImages", "Images", "accuracy", "check_images", "decode_batch", "default_check_dir"]
@@ -48,21 +48,7 @@ def decode_batch(
 ) -> tuple[list[int], np.ndarray, dict[int, str]]:
     """Decode + preprocess ``paths``: kept indices, (n_kept, 3, crop, crop) float32 array, and
     {index: reason} for files that cannot be read (same decode as the default runtime)."""
-    out = np.empty((len(paths), 3, prep.crop, prep.crop), dtype=np.float32)
-    kept: list[int] = []
-    failed: dict[int, str] = {}
-    for index, path in enumerate(paths):
-        try:
-            image = load_rgb(Path(path), draft_size=prep.resize)
-        except ImageError as exc:
-            failed[index] = str(exc)
-            continue
-        except OSError as exc:
-            failed[index] = f"unreadable: {exc.strerror or exc}"
-            continue
-        out[len(kept)] = prep(image)
-        kept.append(index)
-    return kept, out[: len(kept)], failed
+    return decode_each(paths, prep, (3, prep.crop, prep.crop), prep.resize)
 
 
 def _spread(paths: list[Path], limit: int) -> list[Path]:

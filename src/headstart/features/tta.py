@@ -33,7 +33,7 @@ from PIL import Image
 
 from headstart.backbones.preprocessing import INTERPOLATIONS, Preprocessing
 from headstart.backbones.registry import BackboneRef, file_sha256
-from headstart.errors import ConfigError, ImageError
+from headstart.errors import ConfigError
 from headstart.features.extract import extract, feature_runner, resolve_engine
 from headstart.features.onnx_engine import physical_cores
 from headstart.features.progress import ExtractProgress
@@ -121,23 +121,10 @@ def decode_views(
 ) -> tuple[list[int], np.ndarray, dict[int, str]]:
     """Decode each file once (as the plain path does) and cut its views: kept indices,
     (n_kept, V, 3, crop, crop) float32, and {index: reason} for files that cannot be read."""
-    from headstart.data.images import load_rgb
+    from headstart.data.images import decode_each
 
-    out = np.empty((len(paths), len(views), 3, prep.crop, prep.crop), dtype=np.float32)
-    kept: list[int] = []
-    failed: dict[int, str] = {}
-    for index, path in enumerate(paths):
-        try:
-            image = load_rgb(Path(path), draft_size=prep.resize)
-        except ImageError as exc:
-            failed[index] = str(exc)
-            continue
-        except OSError as exc:
-            failed[index] = f"unreadable: {exc.strerror or exc}"
-            continue
-        out[len(kept)] = view_arrays(image, prep, views)
-        kept.append(index)
-    return kept, out[: len(kept)], failed
+    shape = (len(views), 3, prep.crop, prep.crop)
+    return decode_each(paths, lambda image: view_arrays(image, prep, views), shape, prep.resize)
 
 
 def view_key(key: str, view: View) -> str:
