@@ -1,18 +1,18 @@
 """The model bundle: one folder that holds everything needed to predict, and nothing pickled.
 
-Layout (format version 1; version 2 adds multi-label and multi-task models)::
+Layout (format version 3)::
 
     model/
-      model.json             classes, backbone (name, weights sha256, preprocessing), head meta,
-                             metrics, resolved config, library versions, data hash, file digests
-      head.safetensors       the head's learned arrays
+      model.json             tasks (each task's name, classes, multi-label flag and head meta),
+                             backbone (name, weights sha256, preprocessing), metrics, resolved
+                             config, library versions, data hash, file digests
+      head.safetensors       every task's learned arrays, keyed ``<task index>/<array>``
       backbone.safetensors   the backbone's weights (optional: without it the registry's weights
                              are used, and must have the recorded sha256)
 
-Format 2 is written only for models with several tasks or a multi-label task: ``model.json``
-then holds ``tasks`` (each task's classes, kind and head meta, thresholds for multi-label) and
-``head.safetensors`` every task's arrays.  Plain models stay format 1, which older headstart
-versions read too.
+Every model is written the same way, whatever its tasks: a plain classifier is one multi-class
+task.  Readers also load the older layouts: format 1 (one head, ``classes``; the committed test
+fixture) and format 2 (multi-label heads recorded as ``label_heads`` + ``thresholds``).
 
 A bundle is written to a temporary folder beside its destination and renamed into place, so a
 crash never leaves a half-written bundle, and an existing bundle is only replaced by a complete one.
@@ -27,7 +27,7 @@ import os
 import platform
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from headstart.backbones import BackboneRef, Preprocessing
-from headstart.data.manifest import Task
+from headstart.backbones import BackboneRef, Preprocessing, resolve_backbone
+from headstart.data.manifest import DEFAULT_TASK, Task
 from headstart.errors import BundleError, HeadstartError, PathNotFoundError
 from headstart.fsutil import FILE_MODE, FOLDER_MODE
-from headstart.heads import export_head, import_head
+from headstart.heads import MultiLabelHead, export_head, import_head
 
 __all__ = [
     "FORMAT_NAME",
@@ -51,8 +51,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "headstart-bundle"
-FORMAT_VERSION = 2
-PLAIN_FORMAT_VERSION = 1
+FORMAT_VERSION = 3
 MODEL_JSON = "model.json"
 HEAD_FILE = "head.safetensors"
 BACKBONE_FILE = "backbone.safetensors"
@@ -61,19 +60,14 @@ _VERSIONED = ("headstart", "torch", "torchvision", "timm", "onnxruntime", "sciki
 
 @dataclass
 class BundleContents:
-    """What a bundle holds once read: the head, a backbone reference, and the JSON document."""
+    """What a bundle holds once read: the tasks and their heads, a backbone reference, and the
+    JSON document."""
 
-    head: Any
+    tasks: list[Task]
+    heads: dict[str, Any]
+    """The fitted head of each task, by task name."""
     backbone: BackboneRef
     info: dict[str, Any]
-    tasks: list[Task] = field(default_factory=list)
-    """Every task, in order; empty for a plain (format 1) model."""
-    heads: dict[str, Any] = field(default_factory=dict)
-    """The head of each task (multi-label tasks: a LabelSetHead); empty for a plain model."""
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.info["classes"])
 
 
 def library_versions() -> dict[str, str]:
@@ -101,30 +95,25 @@ def _save_arrays(arrays: dict[str, np.ndarray], path: Path) -> None:
 def write_bundle(
     path: Path,
     *,
-    head: Any,
+    tasks: list[Task],
+    heads: dict[str, Any],
     backbone: BackboneRef,
     backbone_weights: Path | None = None,
-    classes: list[str],
     extra: dict[str, Any] | None = None,
-    tasks: list[Task] | None = None,
 ) -> Path:
     """Write a bundle folder at ``path`` atomically and return it.
 
-    ``backbone_weights``: a safetensors file of the backbone module's state dict, copied into the
-    bundle so it ships self-contained; when None, the bundle records only the weights hash and
-    loading uses the registry's weights (which must match it).  ``tasks``: for a multi-label or
-    multi-task model, its tasks; ``head`` is then a mapping from task name to head.
+    ``heads`` maps each task's name to its fitted head.  ``backbone_weights``: a safetensors
+    file of the backbone module's state dict, copied into the bundle so it ships
+    self-contained; when None, the bundle records only the weights hash and loading uses the
+    registry's weights (which must match it).
     """
-    version, task_meta = PLAIN_FORMAT_VERSION, None
-    if tasks is not None:
-        from headstart.tasks import export_task_heads
-
-        arrays, task_meta = export_task_heads(tasks, head)
-        kinds = sorted({_head_kind(m) for m in task_meta})
-        head_meta: dict[str, Any] = {"kind": "+".join(kinds), "tasks": len(tasks)}
-        version = FORMAT_VERSION
-    else:
-        arrays, head_meta = export_head(head)
+    arrays: dict[str, np.ndarray] = {}
+    entries = []
+    for t, task in enumerate(tasks):
+        head_arrays, meta = export_head(heads[task.name])
+        arrays.update({f"{t}/{k}": v for k, v in head_arrays.items()})
+        entries.append({"task": task.to_dict(), "head": meta})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -137,17 +126,16 @@ def write_bundle(
             files[BACKBONE_FILE] = _sha256(tmp / BACKBONE_FILE)
         info: dict[str, Any] = {
             "format": FORMAT_NAME,
-            "format_version": version,
+            "format_version": FORMAT_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "classes": list(classes),
+            "tasks": entries,
             "backbone": {
                 "name": backbone.name,
                 "weights_sha256": backbone.weights_sha256,
                 "feature_dim": backbone.feature_dim,
                 "preprocessing": backbone.preprocessing.to_dict(),
             },
-            "head": head_meta,
-            **({"tasks": task_meta} if task_meta is not None else {}),
+            "head": head_summary(heads[tasks[0].name]),
             "files": files,
             "versions": library_versions(),
             **(extra or {}),
@@ -162,9 +150,12 @@ def write_bundle(
     return path
 
 
-def _head_kind(meta: dict[str, Any]) -> str:
-    head = meta["head"] if "head" in meta else meta["label_heads"][0]
-    return str(head["kind"])
+def head_summary(head: Any) -> dict[str, Any]:
+    """The head kind and parameters shown to people (a multi-label head: its labels' kind)."""
+    if isinstance(head, MultiLabelHead):
+        return {"kind": head.kind, "params": dict(head.params or {})}
+    _, meta = export_head(head)
+    return {"kind": meta["kind"], "params": meta["params"]}
 
 
 def _link_or_copy(source: Path, dest: Path) -> None:
@@ -230,15 +221,11 @@ def read_bundle(path: Path) -> BundleContents:
     info = _read_info(path)
     try:
         arrays = load_file(str(_verified(path, HEAD_FILE, info)))
-        tasks: list[Task] = []
-        heads: dict[str, Any] = {}
-        if "tasks" in info:
-            from headstart.tasks import import_task_heads
-
-            tasks, heads = import_task_heads(arrays, info["tasks"])
-            head = heads[tasks[0].name]
+        if info["format_version"] == 1:
+            tasks = [Task(DEFAULT_TASK, tuple(str(c) for c in info["classes"]))]
+            heads = {DEFAULT_TASK: import_head(arrays, info["head"])}
         else:
-            head = import_head(arrays, info["head"])
+            tasks, heads = _read_tasks(arrays, info["tasks"])
         bb = info["backbone"]
         preprocessing = Preprocessing.from_dict(bb["preprocessing"])
     except HeadstartError:
@@ -255,12 +242,45 @@ def read_bundle(path: Path) -> BundleContents:
         )
     else:
         ref = _registry_ref(bb, path)
-    return BundleContents(head=head, backbone=ref, info=info, tasks=tasks, heads=heads)
+    return BundleContents(tasks=tasks, heads=heads, backbone=ref, info=info)
+
+
+def _prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _read_tasks(arrays: dict[str, np.ndarray], entries: Any) -> tuple[list[Task], dict[str, Any]]:
+    """Tasks and heads of format 2 and 3 (format 2 kept each multi-label task's label heads and
+    thresholds beside the task instead of in one head meta)."""
+    if not isinstance(entries, list) or not entries:
+        raise BundleError("bundle 'tasks' must be a non-empty list")
+    tasks: list[Task] = []
+    heads: dict[str, Any] = {}
+    for t, entry in enumerate(entries):
+        task = Task.from_dict(entry["task"])
+        own = _prefixed(arrays, f"{t}/")
+        if "label_heads" in entry:
+            head = MultiLabelHead(entry["label_heads"][0]["kind"])
+            head.estimators_ = [
+                import_head(_prefixed(own, f"{j}/"), meta)
+                for j, meta in enumerate(entry["label_heads"])
+            ]
+            head.thresholds_ = np.asarray(entry["thresholds"], dtype=np.float64)
+            head.classes_ = np.arange(len(head.estimators_))
+            head.n_features_in_ = int(head.estimators_[0].n_features_in_)
+        else:
+            head = import_head(own, entry["head"])
+        width = len(head.classes_)
+        if width != len(task.classes):
+            raise BundleError(
+                f"task '{task.name}' has {len(task.classes)} classes, its head {width}"
+            )
+        tasks.append(task)
+        heads[task.name] = head
+    return tasks, heads
 
 
 def _registry_ref(bb: dict[str, Any], path: Path) -> BackboneRef:
-    from headstart.backbones import resolve_backbone
-
     ref = resolve_backbone(bb["name"])
     if ref.weights_sha256 != bb["weights_sha256"]:
         raise BundleError(

@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from headstart.data import Manifest
 from headstart.data.labelled import labelled_split
-from headstart.errors import DataError
-from headstart.evaluate import Metrics
-from headstart.features import EmbeddingStore
 from headstart.features.tta import check_tta
 from headstart.model import Model, load
+from headstart.stats import TaskMetrics
 
-__all__ = ["EvaluationResult", "evaluate_data"]
+__all__ = ["EvaluationResult", "evaluate_data", "label_columns"]
 
 
 @dataclass
 class EvaluationResult:
-    """Metrics of a model on a labelled folder or CSV, and the files that could not be used."""
+    """Metrics per task of a model on a labelled folder or CSV, and the files left out."""
 
-    metrics: Metrics | None
+    metrics: dict[str, TaskMetrics]
     split: str
     manifest: Manifest
-    task_metrics: dict[str, Any] = field(default_factory=dict)
-    """A multi-label / multi-task model: task -> metrics (``metrics`` is then None)."""
+
+
+def label_columns(model: Model) -> str | list[str]:
+    """The CSV label column(s) the model was trained on (its config's ``data.label_column``)."""
+    column: str | list[str] = model.info.get("config", {}).get("data", {}).get("label_column")
+    return column or "label"
 
 
 def evaluate_data(
@@ -37,52 +38,18 @@ def evaluate_data(
     progress: bool = True,
     tta: str = "none",
 ) -> EvaluationResult:
-    """Evaluate ``model`` on labelled images.  A folder with split folders is evaluated on
-    ``split`` (default: test, else val); a plain class-folder tree or CSV is used whole.
-    ``tta``: test-time augmentation (see :meth:`Model.predict_proba`)."""
+    """Evaluate ``model`` on labelled images: every task, with 95% intervals.  A folder with
+    split folders is evaluated on ``split`` (default: test, else val); a plain class-folder
+    tree or CSV is used whole.  ``tta``: test-time augmentation (see
+    :meth:`Model.task_proba`)."""
     check_tta(tta)
     loaded = model if isinstance(model, Model) else load(model)
-    label_column = loaded.info.get("config", {}).get("data", {}).get("label_column", "label")
     manifest, split, samples = labelled_split(
-        data, loaded.classes, split, label_column=label_column
+        data, loaded.tasks, split, label_column=label_columns(loaded)
     )
-    if not loaded.is_plain:
-        if tta != "none":
-            loaded.require_plain("test-time augmentation")
-        return _evaluate_tasks(loaded, manifest, split, samples, n_boot, progress)
+    cells = {t.name: [s.labels[t.name] for s in samples] for t in loaded.tasks}
     metrics, failures = loaded.evaluate(
-        [s.path for s in samples],
-        [s.label for s in samples],
-        store=EmbeddingStore(),
-        n_boot=n_boot,
-        progress=progress,
-        tta=tta,
+        [s.path for s in samples], cells, n_boot=n_boot, progress=progress, tta=tta
     )
     reasons = {samples[i].path: r for i, r in failures.items()}
     return EvaluationResult(metrics, split, manifest.without(reasons, reasons))
-
-
-def _evaluate_tasks(
-    model: Model,
-    manifest: Manifest,
-    split: str,
-    samples: list[Any],
-    n_boot: int,
-    progress: bool,
-) -> EvaluationResult:
-    names = [t.name for t in model.tasks]
-    if list(manifest.tasks) != names:
-        raise DataError(
-            f"the model answers tasks {', '.join(names)}; {manifest.root} has "
-            f"{', '.join(manifest.tasks)} (set data.label_column to the model's columns)"
-        )
-    cells = {t: [tuple(s.labels[t]) for s in samples] for t in names}
-    metrics, failures = model.evaluate_tasks(
-        [s.path for s in samples],
-        cells,
-        store=EmbeddingStore(),
-        n_boot=n_boot,
-        progress=progress,
-    )
-    reasons = {samples[i].path: r for i, r in failures.items()}
-    return EvaluationResult(None, split, manifest.without(reasons, reasons), metrics)

@@ -1,9 +1,9 @@
-"""A fitted classifier: backbone reference + head + classes; predicts and evaluates images."""
+"""A fitted model: backbone reference + one head per task; predicts and evaluates images."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +11,27 @@ import numpy as np
 
 from headstart.backbones import BackboneRef
 from headstart.bundle import BundleContents, read_bundle, write_bundle
-from headstart.data.manifest import DEFAULT_TASK, Task
+from headstart.cache import CacheRoot
+from headstart.data.manifest import Task, pick_task
 from headstart.errors import ConfigError, DataError
-from headstart.evaluate import Metrics, evaluate_predictions
-from headstart.features import EmbeddingStore, Runner, extract, feature_runner
+from headstart.features import Runner, extract, feature_runner
 from headstart.features.tta import check_tta, tta_proba
+from headstart.heads import predicted_labels, task_proba, thresholds_of
 from headstart.inputs import expand_inputs
+from headstart.stats import TaskMetrics, task_metrics
+from headstart.stats.temperature import apply_label_temperatures, apply_temperature
 
-__all__ = ["Model", "Prediction", "TaskPrediction", "load", "top_predictions"]
+__all__ = [
+    "Model",
+    "Prediction",
+    "TaskPrediction",
+    "load",
+    "make_predictions",
+    "split_columns",
+]
+
+Probabilities = dict[str, np.ndarray]
+"""Task name -> (N, C) probabilities, columns in the task's class order."""
 
 
 @dataclass(frozen=True)
@@ -29,93 +42,114 @@ class TaskPrediction:
     labels: list[str]
     top: list[tuple[str, float]]
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"labels": self.labels, "top": _top_json(self.top)}
+
 
 @dataclass(frozen=True)
 class Prediction:
-    """The top-k classes of one image, or the reason it could not be read.  For a multi-label
-    or multi-task model, ``tasks`` holds each task's answer and ``top`` the first task's."""
+    """Every task's answer for one image, or the reason it could not be read.  ``top`` is the
+    first task's top-k (the whole answer of a one-task model)."""
 
     path: Path
-    top: list[tuple[str, float]]
+    tasks: dict[str, TaskPrediction] = field(default_factory=dict)
     error: str | None = None
-    tasks: dict[str, TaskPrediction] | None = None
+
+    @property
+    def top(self) -> list[tuple[str, float]]:
+        return next(iter(self.tasks.values())).top if self.tasks else []
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        return {
             "path": str(self.path),
             "top": _top_json(self.top),
             "error": self.error,
+            "tasks": {name: t.to_dict() for name, t in self.tasks.items()},
         }
-        if self.tasks is not None:
-            out["tasks"] = {
-                name: {"labels": t.labels, "top": _top_json(t.top)}
-                for name, t in self.tasks.items()
-            }
-        return out
 
 
 def _top_json(top: list[tuple[str, float]]) -> list[dict[str, Any]]:
     return [{"label": c, "probability": round(p, 6)} for c, p in top]
 
 
-def top_predictions(
+def answer(
+    task: Task, row: np.ndarray, thresholds: np.ndarray | None, top_k: int
+) -> TaskPrediction:
+    """One task's answer from its probability row: the chosen labels, listed first with their
+    scores, then the next best up to ``top_k``."""
+    chosen = predicted_labels(task, row, thresholds)
+    index = {c: j for j, c in enumerate(task.classes)}
+    best = [task.classes[j] for j in np.argsort(-row, kind="stable")]
+    ordered = chosen + [c for c in best if c not in chosen]
+    k = max(min(top_k, len(task.classes)), len(chosen))
+    return TaskPrediction(chosen, [(c, float(row[index[c]])) for c in ordered[:k]])
+
+
+def make_predictions(
     paths: Sequence[Path],
-    proba: np.ndarray,
-    failures: dict[int, str],
-    classes: Sequence[str],
+    probas: Mapping[str, np.ndarray],
+    failures: Mapping[int, str],
+    tasks: Sequence[Task],
+    thresholds: Mapping[str, np.ndarray | None],
     top_k: int,
 ) -> list[Prediction]:
-    """One :class:`Prediction` per path: the top-k of its probability row, or its failure
-    (shared by every runtime, so they report alike)."""
-    k = min(top_k, len(classes))
+    """One :class:`Prediction` per path from per-task probabilities, or its failure (shared by
+    every runtime, so they report alike)."""
     out = []
     for i, path in enumerate(paths):
         if i in failures:
-            out.append(Prediction(path, [], failures[i]))
+            out.append(Prediction(path, {}, failures[i]))
             continue
-        best = np.argsort(-proba[i])[:k]
-        out.append(Prediction(path, [(classes[j], float(proba[i, j])) for j in best]))
+        answers = {t.name: answer(t, probas[t.name][i], thresholds[t.name], top_k) for t in tasks}
+        out.append(Prediction(path, answers))
+    return out
+
+
+def split_columns(tasks: Sequence[Task], proba: np.ndarray) -> Probabilities:
+    """Concatenated per-task columns (tasks in order) -> {task: its columns}."""
+    out, start = {}, 0
+    for task in tasks:
+        out[task.name] = proba[:, start : start + len(task.classes)]
+        start += len(task.classes)
     return out
 
 
 class Model:
-    """A model loaded from a bundle (see :func:`load`) or returned by :func:`headstart.fit`."""
+    """A model loaded from a bundle (see :func:`load`) or returned by :func:`headstart.fit`.
 
-    def __init__(self, contents: BundleContents, path: Path | None = None) -> None:
+    Embeddings are cached under ``cache`` (default: the default cache root)."""
+
+    def __init__(
+        self, contents: BundleContents, path: Path | None = None, cache: CacheRoot | None = None
+    ) -> None:
         self._contents = contents
         self.path = path
+        self.cache = cache or CacheRoot.of()
         self._runner: Runner | None = None
+
+    # -- what the model is ---------------------------------------------------------------
+    @property
+    def tasks(self) -> list[Task]:
+        """Every task the model answers, in order; a plain classifier has one."""
+        return self._contents.tasks
+
+    @property
+    def heads(self) -> dict[str, Any]:
+        """The fitted head of each task, by name."""
+        return self._contents.heads
+
+    def task(self, name: str | None = None) -> Task:
+        """The task called ``name`` (None: the first)."""
+        return pick_task(self.tasks, name)
 
     @property
     def classes(self) -> list[str]:
-        """The classes of the (first) task."""
-        return self._contents.classes
-
-    @property
-    def tasks(self) -> list[Task]:
-        """Every task the model answers; a plain model has one multi-class task."""
-        return self._contents.tasks or [Task(DEFAULT_TASK, tuple(self.classes))]
-
-    @property
-    def is_plain(self) -> bool:
-        """One task with one label per image: every command supports such a model."""
-        return not self._contents.tasks
-
-    def require_plain(self, what: str) -> None:
-        """Raise a one-line error when ``what`` does not support this model's tasks."""
-        if not self.is_plain:
-            kinds = ", ".join(
-                f"{t.name} ({'multi-label' if t.multi_label else 'multi-class'})"
-                for t in self.tasks
-            )
-            raise ConfigError(
-                f"{what} supports single-task, single-label models; this model has tasks {kinds}"
-                " (use predict or evaluate)"
-            )
+        """The first task's classes (every task's are in :attr:`tasks`)."""
+        return list(self.tasks[0].classes)
 
     @property
     def info(self) -> dict[str, Any]:
-        """The bundle's JSON document: backbone, head, metrics, config, versions."""
+        """The bundle's JSON document: tasks, backbone, head, metrics, config, versions."""
         return self._contents.info
 
     @property
@@ -127,103 +161,85 @@ class Model:
         """The backbone reference (name, weights, preprocessing); ``.build()`` gives the module."""
         return self._contents.backbone
 
-    @property
-    def head(self) -> Any:
-        """The fitted head (columns follow ``head.classes_``; see :attr:`classes`)."""
-        return self._contents.head
+    def thresholds(self, task: Task) -> np.ndarray | None:
+        """A multi-label task's decision thresholds (None for a multi-class task)."""
+        return thresholds_of(task, self.heads[task.name])
 
+    # -- probabilities -------------------------------------------------------------------
     def embed(
-        self, paths: Sequence[Path], *, store: EmbeddingStore | None = None, progress: bool = False
+        self, paths: Sequence[Path], *, progress: bool = False
     ) -> tuple[np.ndarray, dict[int, str]]:
         """Embeddings of ``paths`` (rows of unreadable files are NaN) and {index: reason}."""
-        result = extract(paths, None, self._contents.backbone, store=store, progress=progress)
+        result = extract(
+            paths, None, self._contents.backbone, store=self.cache.store, progress=progress
+        )
         return result.features, result.failures
+
+    def uncalibrated_proba(self, features: np.ndarray) -> Probabilities:
+        """Each task's head probabilities for embeddings (columns in the task's class order)."""
+        return {t.name: task_proba(t, self.heads[t.name], features) for t in self.tasks}
+
+    def proba_from_features(self, features: np.ndarray) -> Probabilities:
+        """Each task's probabilities for embeddings, with the stored calibration applied."""
+        raw = self.uncalibrated_proba(features)
+        temperatures = self.temperatures
+        for task in self.tasks:
+            t = temperatures.get(task.name)
+            if t is None:
+                continue
+            if task.multi_label:
+                raw[task.name] = apply_label_temperatures(raw[task.name], np.asarray(t))
+            else:
+                raw[task.name] = apply_temperature(raw[task.name], float(t))
+        return raw
+
+    def task_proba(
+        self, paths: Sequence[Path], *, progress: bool = False, tta: str = "none"
+    ) -> tuple[Probabilities, dict[int, str]]:
+        """Each task's probabilities for image files (NaN rows for unreadable ones) and
+        {index: reason}.  ``tta``: test-time augmentation, ``none``, ``flip``, ``crops`` or
+        ``flip+crops``; the mean of per-view probabilities (see :mod:`headstart.features.tta`)."""
+        width = sum(len(t.classes) for t in self.tasks)
+
+        def concatenated(features: np.ndarray) -> np.ndarray:
+            per_task = self.proba_from_features(features)
+            return np.concatenate([per_task[t.name] for t in self.tasks], axis=1)
+
+        if check_tta(tta) != "none":
+            proba, failures = tta_proba(
+                paths, self.backbone_ref, concatenated, width, tta,
+                store=self.cache.store, progress=progress,
+            )  # fmt: skip
+            return split_columns(self.tasks, proba), failures
+        features, failures = self.embed(paths, progress=progress)
+        proba = np.full((len(paths), width), np.nan, dtype=np.float64)
+        ok = np.array([i not in failures for i in range(len(paths))], dtype=bool)
+        if ok.any():
+            proba[ok] = concatenated(features[ok])
+        return split_columns(self.tasks, proba), failures
 
     def predict_proba(
         self,
         paths: Sequence[Path],
         *,
-        store: EmbeddingStore | None = None,
+        task: str | None = None,
         progress: bool = False,
         tta: str = "none",
     ) -> tuple[np.ndarray, dict[int, str]]:
-        """Class probabilities (columns follow :attr:`classes`; NaN rows for unreadable files).
+        """One task's probabilities (default: the first), as :meth:`task_proba` gives them."""
+        probas, failures = self.task_proba(paths, progress=progress, tta=tta)
+        return probas[self.task(task).name], failures
 
-        ``tta``: test-time augmentation, ``none``, ``flip``, ``crops`` or ``flip+crops``; the
-        mean of per-view probabilities (see :mod:`headstart.features.tta`)."""
-        if check_tta(tta) != "none":
-            ref, n = self._contents.backbone, len(self.classes)
-            return tta_proba(paths, ref, self._class_proba, n, tta, store=store, progress=progress)
-        features, failures = self.embed(paths, store=store, progress=progress)
-        proba = np.full((len(paths), len(self.classes)), np.nan, dtype=np.float64)
-        ok = np.array([i not in failures for i in range(len(paths))], dtype=bool)
-        if ok.any():
-            proba[ok] = self._class_proba(features[ok])
-        return proba, failures
-
-    def _class_proba(self, features: np.ndarray) -> np.ndarray:
-        proba = self.uncalibrated_proba(features)
-        t = self.temperature
-        if t is None:
-            return proba
-        from headstart.evaluate.temperature import apply_temperature
-
-        return apply_temperature(proba, t)
-
-    def uncalibrated_proba(self, features: np.ndarray) -> np.ndarray:
-        """The head's own probabilities for embeddings (columns follow :attr:`classes`)."""
-        head = self._contents.head
-        raw = head.predict_proba(features)
-        order = [list(head.classes_).index(c) for c in self.classes]
-        return np.asarray(raw[:, order], dtype=np.float64)
-
-    @property
-    def temperature(self) -> float | None:
-        """The stored temperature (``headstart calibrate``) applied to every probability, or
-        None when the model is not calibrated (bundles without a "calibration" record)."""
-        record = self._contents.info.get("calibration")
-        if not isinstance(record, dict) or record.get("method") != "temperature":
-            return None
-        return float(record["temperature"])
-
-    def set_calibration(self, record: dict[str, Any] | None) -> None:
-        """Set (or with None remove) the calibration record; :meth:`save` writes it."""
-        if record is None:
-            self._contents.info.pop("calibration", None)
-        else:
-            self._contents.info["calibration"] = dict(record)
-
-    def task_proba(
-        self, paths: Sequence[Path], *, store: EmbeddingStore | None = None, progress: bool = False
-    ) -> tuple[dict[str, np.ndarray], dict[int, str]]:
-        """Per task, probabilities with columns in the task's class order (NaN rows for
-        unreadable files), and {index: reason}."""
-        if self.is_plain:
-            proba, failures = self.predict_proba(paths, store=store, progress=progress)
-            return {self.tasks[0].name: proba}, failures
-        from headstart.tasks import task_proba
-
-        features, failures = self.embed(paths, store=store, progress=progress)
-        ok = np.array([i not in failures for i in range(len(paths))], dtype=bool)
-        out: dict[str, np.ndarray] = {}
-        for task in self.tasks:
-            proba = np.full((len(paths), len(task.classes)), np.nan, dtype=np.float64)
-            if ok.any():
-                head = self._contents.heads[task.name]
-                proba[ok] = task_proba(head, features[ok], task.classes)
-            out[task.name] = proba
-        return out, failures
-
-    def predict_images(self, images: Sequence[Any], *, engine: str = "auto") -> np.ndarray:
-        """Class probabilities for decoded RGB PIL images (e.g. uploads); the backbone is kept
-        warm between calls.  Columns follow :attr:`classes`."""
+    def predict_images(self, images: Sequence[Any], *, engine: str = "auto") -> Probabilities:
+        """Each task's probabilities for decoded RGB PIL images (e.g. uploads); the backbone is
+        kept warm between calls."""
         if not images:
-            return np.empty((0, len(self.classes)))
+            return {t.name: np.empty((0, len(t.classes))) for t in self.tasks}
         if self._runner is None:
-            self._runner = feature_runner(self._contents.backbone, engine)
-        prep = self._contents.backbone.preprocessing
+            self._runner = feature_runner(self.backbone_ref, self.cache.store, engine)
+        prep = self.backbone_ref.preprocessing
         batch = np.stack([prep(image) for image in images])
-        return self._class_proba(self._runner(batch))
+        return self.proba_from_features(self._runner(batch))
 
     def predict(
         self,
@@ -233,119 +249,77 @@ class Model:
         progress: bool = False,
         tta: str = "none",
     ) -> list[Prediction]:
-        """Top-k predictions for files, folders (searched recursively) and glob patterns;
-        ``tta`` as in :meth:`predict_proba`."""
+        """Every task's answer for files, folders (searched recursively) and glob patterns;
+        ``tta`` as in :meth:`task_proba`."""
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
         check_tta(tta)
         paths = expand_inputs(images)
-        if not self.is_plain:
-            if tta != "none":
-                self.require_plain("test-time augmentation")
-            return self._task_predictions(paths, top_k, progress)
-        proba, failures = self.predict_proba(paths, progress=progress, tta=tta)
-        return top_predictions(paths, proba, failures, self.classes, top_k)
+        probas, failures = self.task_proba(paths, progress=progress, tta=tta)
+        thresholds = {t.name: self.thresholds(t) for t in self.tasks}
+        return make_predictions(paths, probas, failures, self.tasks, thresholds, top_k)
 
-    def _task_predictions(
-        self, paths: Sequence[Path], top_k: int, progress: bool
-    ) -> list[Prediction]:
-        probas, failures = self.task_proba(paths, progress=progress)
-        per_task = {
-            t.name: top_predictions(paths, probas[t.name], failures, t.classes, top_k)
-            for t in self.tasks
-        }
-        out = []
-        for i, path in enumerate(paths):
-            if i in failures:
-                out.append(Prediction(path, [], failures[i]))
-                continue
-            answers = {}
-            for task in self.tasks:
-                top = per_task[task.name][i].top
-                row = probas[task.name][i]
-                if task.multi_label:
-                    cut = self._contents.heads[task.name].thresholds
-                    chosen = [c for c, p, t in zip(task.classes, row, cut, strict=True) if p >= t]
-                    # every chosen label is listed with its score, then the next best up to k
-                    chosen.sort(key=lambda c: -row[task.classes.index(c)])
-                    rest = [(c, q) for c, q in top if c not in chosen]
-                    scored = [(c, float(row[task.classes.index(c)])) for c in chosen]
-                    top = (scored + rest)[: max(top_k, len(chosen))]
-                else:
-                    chosen = [top[0][0]]
-                answers[task.name] = TaskPrediction(chosen, top)
-            out.append(Prediction(path, answers[self.tasks[0].name].top, None, answers))
-        return out
-
+    # -- metrics -------------------------------------------------------------------------
     def evaluate(
-        self,
-        paths: Sequence[Path],
-        labels: Sequence[str],
-        *,
-        store: EmbeddingStore | None = None,
-        n_boot: int = 1000,
-        progress: bool = False,
-        tta: str = "none",
-    ) -> tuple[Metrics, dict[int, str]]:
-        """Metrics with bootstrap intervals on labelled images; unreadable images are left out
-        and returned as {index: reason}.  ``tta`` as in :meth:`predict_proba`."""
-        self.require_plain("Model.evaluate (use evaluate_tasks)")
-        check_tta(tta)
-        unknown = sorted(set(labels) - set(self.classes))
-        if unknown:
-            raise DataError(
-                f"labels the model does not know: {', '.join(unknown)}; "
-                f"model classes: {', '.join(self.classes)}"
-            )
-        proba, failures = self.predict_proba(paths, store=store, progress=progress, tta=tta)
-        keep = [i for i in range(len(paths)) if i not in failures]
-        if not keep:
-            raise DataError("no readable image to evaluate on")
-        y_pred = [self.classes[int(j)] for j in np.argmax(proba[keep], axis=1)]
-        y_true = [labels[i] for i in keep]
-        metrics = evaluate_predictions(
-            y_true, y_pred, self.classes, n_boot=n_boot, proba=proba[keep]
-        )
-        return metrics, failures
-
-    def evaluate_tasks(
         self,
         paths: Sequence[Path],
         cells: Mapping[str, Sequence[Sequence[str]]],
         *,
-        store: EmbeddingStore | None = None,
         n_boot: int = 1000,
         progress: bool = False,
-    ) -> tuple[dict[str, Any], dict[int, str]]:
-        """Per-task metrics (multi-class :class:`Metrics` or multi-label
-        :class:`~headstart.tasks.MultiLabelMetrics`): ``cells[task][i]`` holds image i's labels
+        tta: str = "none",
+    ) -> tuple[dict[str, TaskMetrics], dict[int, str]]:
+        """Metrics per task with bootstrap intervals: ``cells[task][i]`` holds image i's labels
         of that task.  Unreadable images are left out and returned as {index: reason}."""
-        from headstart.tasks import evaluate_task
-
         for task in self.tasks:
             seen = {label for cell in cells[task.name] for label in cell}
             unknown = sorted(seen - set(task.classes))
             if unknown:
+                where = "" if len(self.tasks) == 1 else f" in '{task.name}'"
                 raise DataError(
-                    f"labels the model does not know in '{task.name}': {', '.join(unknown)}; "
+                    f"labels the model does not know{where}: {', '.join(unknown)}; "
                     f"model classes: {', '.join(task.classes)}"
                 )
-        probas, failures = self.task_proba(paths, store=store, progress=progress)
+        probas, failures = self.task_proba(paths, progress=progress, tta=tta)
         keep = [i for i in range(len(paths)) if i not in failures]
         if not keep:
             raise DataError("no readable image to evaluate on")
-        heads = self._contents.heads or {self.tasks[0].name: self._contents.head}
         metrics = {
-            t.name: evaluate_task(
+            t.name: task_metrics(
                 t,
                 [cells[t.name][i] for i in keep],
                 probas[t.name][keep],
-                heads[t.name],
+                thresholds=self.thresholds(t),
                 n_boot=n_boot,
             )
             for t in self.tasks
         }
         return metrics, failures
+
+    # -- calibration ---------------------------------------------------------------------
+    @property
+    def temperatures(self) -> dict[str, float | list[float]]:
+        """The stored temperature of each calibrated task (a list, one per label, for a
+        multi-label task); empty when the model is not calibrated."""
+        record = self._contents.info.get("calibration")
+        if not isinstance(record, dict) or record.get("method") != "temperature":
+            return {}
+        if "tasks" not in record:  # bundles of format 1: one task, one temperature
+            return {self.tasks[0].name: float(record["temperature"])}
+        out: dict[str, float | list[float]] = {}
+        for name, entry in record["tasks"].items():
+            if "temperatures" in entry:
+                out[name] = [float(t) for t in entry["temperatures"]]
+            else:
+                out[name] = float(entry["temperature"])
+        return out
+
+    def set_calibration(self, record: dict[str, Any] | None) -> None:
+        """Set (or with None remove) the calibration record; :meth:`save` writes it."""
+        if record is None:
+            self._contents.info.pop("calibration", None)
+        else:
+            self._contents.info["calibration"] = dict(record)
 
     def save(self, path: Path) -> Path:
         """Write the bundle to ``path`` (atomic); returns the path."""
@@ -355,16 +329,16 @@ class Model:
         weights = c.backbone.weights_path
         return write_bundle(
             path,
-            head=c.heads if c.tasks else c.head,
+            tasks=c.tasks,
+            heads=c.heads,
             backbone=c.backbone,
             backbone_weights=weights if weights and weights.suffix == ".safetensors" else None,
-            classes=c.classes,
             extra=extra,
-            tasks=c.tasks or None,
         )
 
 
-def load(path: str | Path) -> Model:
-    """Load a model bundle written by ``headstart fit`` (or :meth:`Model.save`)."""
+def load(path: str | Path, *, cache: CacheRoot | None = None) -> Model:
+    """Load a model bundle written by ``headstart fit`` (or :meth:`Model.save`); embeddings
+    are cached under ``cache`` (default: the default cache root)."""
     path = Path(path)
-    return Model(read_bundle(path), path)
+    return Model(read_bundle(path), path, cache)

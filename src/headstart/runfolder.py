@@ -1,119 +1,351 @@
-"""The files of a run folder, written the same way by the probe and fine-tuning paths."""
+"""The run folder: every file ``fit`` writes, with one typed record per JSON file.
+
+::
+
+    RUN/
+      model/              the bundle (:mod:`headstart.bundle`)
+      config.yaml         the resolved configuration
+      manifest.csv        every image used: path, split, sha256, a column per task
+      problems.csv        files left out and duplicate groups
+      predictions.csv     every held-out prediction (see :func:`prediction_rows`)
+      near_duplicates.csv cross-split near-duplicates, when there are any
+      metrics.json        split -> {"tasks": {task -> metrics}}      (:class:`MetricsRecord`)
+      run.json            data, counts, extraction, timings, versions (:class:`RunRecord`)
+      finetune.json       fine-tuning facts and the auto decision    (:class:`FinetuneRecord`)
+      resume.json         what ``--resume`` needs                    (:class:`ResumeRecord`)
+      checkpoints/ logs/  fine-tuning only
+      report.html
+
+Readers accept what older releases wrote (metrics.json of a one-task run without ``tasks``).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import yaml
 
 from headstart.backbones import BackboneRef
-from headstart.bundle import library_versions, write_bundle
-from headstart.data import Manifest
-from headstart.features import EmbeddingStore
+from headstart.bundle import write_bundle
+from headstart.config import FitConfig, load_config
+from headstart.data import Manifest, Task
+from headstart.data.leakage import NearDuplicate, write_near_duplicates
+from headstart.data.manifest import LABEL_SEPARATOR
+from headstart.errors import ConfigError, DataError
 from headstart.fsutil import atomic_write_text
+from headstart.heads import predicted_labels
+from headstart.stats import TaskMetrics, metrics_from_dict
 
-if TYPE_CHECKING:
-    from headstart.pipeline import FitResult
+__all__ = [
+    "FinetuneRecord",
+    "MetricsRecord",
+    "ResumeRecord",
+    "RunFolder",
+    "RunRecord",
+    "confidence",
+    "prediction_columns",
+]
 
-__all__ = ["portable_weights", "run_record", "write_predictions", "write_run"]
+MetricsRecord = dict[str, dict[str, TaskMetrics]]
+"""split -> task -> metrics."""
+Probabilities = dict[str, dict[str, np.ndarray]]
+"""split -> task -> (N, C) probabilities, rows following the split's samples."""
 
 
-def write_predictions(path: Path, manifest: Manifest, probabilities: dict[str, np.ndarray]) -> None:
-    """CSV of every evaluated image: path, split, true label, prediction, confidence, p:<class>."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(
-        ["path", "split", "label", "predicted", "confidence", *(f"p:{c}" for c in manifest.classes)]
-    )
-    for split, proba in probabilities.items():
-        for sample, row in zip(manifest.split(split), proba, strict=True):
-            best = int(row.argmax())
-            rel = manifest.relative(sample.path)
-            cells = [f"{v:.6f}" for v in row]
-            writer.writerow(
-                [rel, split, sample.label, manifest.classes[best], f"{row[best]:.6f}", *cells]
+def _known(cls: type, d: Mapping[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+@dataclass
+class RunRecord:
+    """``run.json``: where the data came from and how the run went."""
+
+    data: str
+    data_hash: str
+    split_source: str
+    counts: dict[str, int]
+    problems: int = 0
+    duplicate_groups: int = 0
+    cross_split_duplicates: int = 0
+    extraction: dict[str, Any] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    near_duplicates: int = 0
+    deduped: int = 0
+    validation: str = ""
+    """How the ``val`` (or ``cv``) metrics were obtained, in words."""
+    backbone_ranking: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["backbone_ranking"] is None:
+            del d["backbone_ranking"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunRecord:
+        try:
+            return cls(**_known(cls, d))
+        except TypeError as exc:
+            raise DataError(f"run.json is malformed: {exc}") from None
+
+
+@dataclass
+class FinetuneRecord:
+    """``finetune.json``: how the network was trained, and what ``--strategy auto`` chose."""
+
+    strategy: str
+    pretrained: bool | None = None
+    pretrained_weights_sha256: str | None = None
+    finetuned_weights_sha256: str | None = None
+    imbalance: dict[str, Any] | None = None
+    epochs_run: int | None = None
+    best_epoch: int | None = None
+    precision: str | None = None
+    train_images: int | None = None
+    seed: int | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    chosen: str | None = None
+    reason: str | None = None
+    probe_val_score: float | None = None
+    finetune_val_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FinetuneRecord:
+        try:
+            return cls(**_known(cls, d))
+        except TypeError as exc:
+            raise DataError(f"finetune.json is malformed: {exc}") from None
+
+
+@dataclass
+class ResumeRecord:
+    """``resume.json``: the data and strategy a fine-tune started with, and whether it ended."""
+
+    data: str
+    strategy: str
+    finished: bool = False
+
+
+def confidence(task: Task, row: np.ndarray, chosen: Sequence[str]) -> float:
+    """How sure the model is of its answer: the chosen class's probability (multi-class), or
+    the probability of exactly the chosen label set with labels independent (multi-label)."""
+    if not task.multi_label:
+        return float(row[task.classes.index(chosen[0])])
+    picked = np.isin(np.asarray(task.classes), list(chosen))
+    return float(np.prod(np.where(picked, row, 1.0 - row)))
+
+
+def prediction_columns(tasks: Sequence[Task]) -> dict[str, dict[str, Any]]:
+    """The predictions.csv column names of each task: ``label``, ``predicted``,
+    ``confidence`` and one ``p`` column per class; a single task's are plain
+    (``label``, ``p:<class>``), several tasks' carry the task (``label:<task>``,
+    ``p:<task>:<class>``)."""
+    out = {}
+    for task in tasks:
+        tag = "" if len(tasks) == 1 else f":{task.name}"
+        out[task.name] = {
+            "label": f"label{tag}",
+            "predicted": f"predicted{tag}",
+            "confidence": f"confidence{tag}",
+            "p": [f"p{tag}:{c}" for c in task.classes],
+        }
+    return out
+
+
+class RunFolder:
+    """The files of one run folder; see the module docstring."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def bundle(self) -> Path:
+        return self.path / "model"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    def _file(self, name: str) -> Path:
+        return self.path / name
+
+    # -- guard -----------------------------------------------------------------------------
+    def check_output(self, overwrite: bool) -> None:
+        """Refuse a path that is a file, or a folder that already holds a model (unless
+        ``overwrite``)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"output {self.path} exists and is not a folder")
+        if self.bundle.exists() and not overwrite:
+            raise ConfigError(
+                f"{self.path} already holds a model; pass --overwrite to replace it, or choose "
+                "another -o"
             )
-    atomic_write_text(path, buffer.getvalue())
+
+    # -- config ----------------------------------------------------------------------------
+    def write_config(self, config: FitConfig) -> None:
+        text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+        atomic_write_text(self._file("config.yaml"), text)
+
+    def read_config(self) -> FitConfig:
+        return load_config(self._file("config.yaml"))
+
+    def config_text(self) -> str:
+        path = self._file("config.yaml")
+        return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+    # -- data files ------------------------------------------------------------------------
+    def write_data(self, manifest: Manifest, near: Sequence[NearDuplicate]) -> None:
+        """manifest.csv, problems.csv and (when there are any) near_duplicates.csv."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        manifest.write_csv(self._file("manifest.csv"))
+        manifest.write_problems(self._file("problems.csv"))
+        if near:
+            write_near_duplicates(self._file("near_duplicates.csv"), manifest, list(near))
+
+    def write_predictions(
+        self,
+        manifest: Manifest,
+        heads: Mapping[str, Any],
+        probabilities: Probabilities,
+        thresholds: Mapping[str, np.ndarray | None],
+    ) -> None:
+        """predictions.csv: per evaluated image its path and split, and per task the true and
+        predicted labels (joined with ``|``), the confidence and every probability."""
+        tasks = manifest.targets
+        names = prediction_columns(tasks)
+        header = ["path", "split"]
+        for t in tasks:
+            n = names[t.name]
+            header += [n["label"], n["predicted"], n["confidence"], *n["p"]]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(header)
+        for split, per_task in probabilities.items():
+            for i, sample in enumerate(manifest.split(split)):
+                cells = [manifest.relative(sample.path), split]
+                for t in tasks:
+                    row = per_task[t.name][i]
+                    chosen = predicted_labels(t, row, thresholds[t.name])
+                    cells += [
+                        LABEL_SEPARATOR.join(sample.labels[t.name]),
+                        LABEL_SEPARATOR.join(chosen),
+                        f"{confidence(t, row, chosen):.6f}",
+                        *(f"{v:.6f}" for v in row),
+                    ]
+                writer.writerow(cells)
+        atomic_write_text(self._file("predictions.csv"), buffer.getvalue())
+
+    def read_csv(self, name: str) -> list[dict[str, str]]:
+        path = self._file(name)
+        if not path.is_file():
+            return []
+        with path.open(newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+
+    # -- records ---------------------------------------------------------------------------
+    def _write_json(self, name: str, value: Any) -> None:
+        atomic_write_text(self._file(name), json.dumps(value, indent=2) + "\n")
+
+    def _read_json(self, name: str) -> Any:
+        path = self._file(name)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path} is damaged: {exc}") from None
+
+    def write_metrics(self, metrics: MetricsRecord) -> dict[str, Any]:
+        """metrics.json; returns the JSON form (the bundle keeps a copy)."""
+        doc = metrics_json(metrics)
+        self._write_json("metrics.json", doc)
+        return doc
+
+    def read_metrics(self, first_task: str = "label") -> MetricsRecord:
+        """metrics.json (older one-task records are read as ``first_task``'s)."""
+        doc = self._read_json("metrics.json") or {}
+        return metrics_record(doc, first_task)
+
+    def write_run(self, record: RunRecord) -> None:
+        self._write_json("run.json", record.to_dict())
+
+    def read_run(self) -> RunRecord | None:
+        doc = self._read_json("run.json")
+        return None if doc is None else RunRecord.from_dict(doc)
+
+    def write_finetune(self, record: FinetuneRecord) -> None:
+        self._write_json("finetune.json", record.to_dict())
+
+    def read_finetune(self) -> FinetuneRecord | None:
+        doc = self._read_json("finetune.json")
+        return None if doc is None else FinetuneRecord.from_dict(doc)
+
+    def write_resume(self, record: ResumeRecord) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._write_json("resume.json", asdict(record))
+
+    def read_resume(self) -> ResumeRecord | None:
+        doc = self._read_json("resume.json")
+        if doc is None:
+            return None
+        try:
+            return ResumeRecord(**_known(ResumeRecord, doc))
+        except TypeError as exc:
+            raise DataError(f"{self._file('resume.json')} is malformed: {exc}") from None
+
+    def mark_finished(self) -> None:
+        """Mark the resume record (when there is one) finished."""
+        record = self.read_resume()
+        if record is not None:
+            record.finished = True
+            self.write_resume(record)
+
+    # -- bundle ----------------------------------------------------------------------------
+    def write_bundle(
+        self,
+        tasks: list[Task],
+        heads: dict[str, Any],
+        ref: BackboneRef,
+        weights: Path | None,
+        extra: dict[str, Any],
+    ) -> Path:
+        return write_bundle(
+            self.bundle, tasks=tasks, heads=heads, backbone=ref, backbone_weights=weights,
+            extra=extra,
+        )  # fmt: skip
 
 
-def portable_weights(ref: BackboneRef, store: EmbeddingStore) -> Path:
-    """The backbone's weights as a safetensors file of the module's own state dict, converted
-    once per weights hash and cached, so bundles carry them without rebuilding the model."""
-    if ref.weights_path is not None and ref.weights_path.suffix == ".safetensors":
-        return ref.weights_path
-    cached = store.root / "weights" / f"{ref.weights_sha256}.safetensors"
-    if not cached.is_file():
-        from headstart.backbones import save_weights
-
-        save_weights(ref.build(), cached)
-    return cached
-
-
-def run_record(result: FitResult) -> dict[str, Any]:
-    m = result.manifest
+def metrics_json(metrics: MetricsRecord) -> dict[str, Any]:
+    """split -> {"tasks": {task: metrics dict}}: metrics.json and the bundle's copy."""
     return {
-        "data": str(m.root),
-        "data_hash": m.data_hash(),
-        "split_source": m.split_source,
-        "counts": {s: len(m.split(s)) for s in m.splits_present()},
-        "problems": len(m.problems),
-        "duplicate_groups": len(m.duplicates),
-        "cross_split_duplicates": sum(g.cross_split for g in m.duplicates),
-        "extraction": {
-            "engine": result.extraction.engine,
-            "cached": result.extraction.n_cached,
-            "computed": result.extraction.n_computed,
-            "seconds": round(result.extraction.seconds, 3),
-        },
-        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
-        "versions": library_versions(),
-        "near_duplicates": len(result.near_duplicates),
-        "deduped": result.deduped,
-        **({"backbone_ranking": result.ranking} if result.ranking is not None else {}),
+        split: {"tasks": {t: m.to_dict() for t, m in per_task.items()}}
+        for split, per_task in metrics.items()
     }
 
 
-def write_run(result: FitResult, ref: BackboneRef) -> None:
-    """Write the run folder: manifest, problems, near-duplicates, config, predictions, metrics,
-    run.json and the bundle."""
-    run_dir = result.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    m = result.manifest
-    m.write_csv(run_dir / "manifest.csv")
-    m.write_problems(run_dir / "problems.csv")
-    if result.near_duplicates:
-        from headstart.data.leakage import write_near_duplicates
-
-        write_near_duplicates(run_dir / "near_duplicates.csv", m, result.near_duplicates)
-    config = result.config.to_dict()
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    if m.is_plain:
-        write_predictions(run_dir / "predictions.csv", m, result.probabilities)
-        metrics: dict[str, Any] = {split: mt.to_dict() for split, mt in result.metrics.items()}
-    else:
-        from headstart.tasks.probe import write_task_predictions
-
-        write_task_predictions(
-            run_dir / "predictions.csv", m, result.head, result.task_probabilities
-        )
-        metrics = {
-            split: {"tasks": {t: mt.to_dict() for t, mt in per_task.items()}}
-            for split, per_task in result.task_metrics.items()
-        }
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    run = run_record(result)
-    atomic_write_text(run_dir / "run.json", json.dumps(run, indent=2) + "\n")
-    write_bundle(
-        result.bundle_dir,
-        head=result.head,
-        backbone=ref,
-        backbone_weights=portable_weights(ref, EmbeddingStore(result.config.extract.cache_dir)),
-        classes=m.classes,
-        extra={"metrics": metrics, "config": config, "data_hash": run["data_hash"], "run": run},
-        tasks=None if m.is_plain else list(m.targets),
-    )
+def metrics_record(doc: Mapping[str, Any], first_task: str = "label") -> MetricsRecord:
+    """Inverse of :func:`metrics_json`; a one-task record of older releases (split ->
+    metrics) is read as the task ``first_task``."""
+    out: MetricsRecord = {}
+    for split, entry in doc.items():
+        if isinstance(entry, dict) and "tasks" in entry:
+            out[split] = {t: metrics_from_dict(m) for t, m in entry["tasks"].items()}
+        elif isinstance(entry, dict):
+            out[split] = {first_task: metrics_from_dict(entry)}
+    return out

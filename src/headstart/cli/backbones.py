@@ -5,12 +5,13 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from headstart.backbones import list_backbones
 from headstart.cli.render import console
 
 
 def command() -> None:
     """List backbones: feature size, parameters, ImageNet top-1, and whether usable here."""
+    from headstart.backbones import list_backbones  # the library: when the command runs
+
     table = Table()
     for name, justify in [
         ("backbone", "left"),

@@ -4,14 +4,16 @@ near-duplicate table that ``fit`` prints (kept here with the other evaluation-tr
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from headstart.cli.render import MAX_ROWS, console, err_console
-from headstart.data import Manifest
-from headstart.data.leakage import NearDuplicate
-from headstart.evaluate.temperature import calibrate_bundle, reliability_rows
+
+if TYPE_CHECKING:
+    from headstart.data import Manifest
+    from headstart.data.leakage import NearDuplicate
 
 
 def show_near_duplicates(pairs: list[NearDuplicate], manifest: Manifest) -> None:
@@ -40,6 +42,9 @@ def command(
 ) -> None:
     """Fit a temperature on labelled data and store it in the bundle (predictions keep their
     class; probabilities become calibrated)."""
+    from headstart.stats.temperature import reliability_rows
+    from headstart.studies.calibrate import calibrate_bundle  # the library: when it runs
+
     result, proba, y = calibrate_bundle(model, data, split=split)
     console.print(
         f"Temperature {result.temperature:.3f} fitted on {result.n} images ({data}, {result.split})"

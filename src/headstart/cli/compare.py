@@ -9,8 +9,6 @@ import typer
 from rich.table import Table
 
 from headstart.cli.render import console
-from headstart.evaluate.compare import compare_models
-from headstart.fsutil import atomic_write_text
 
 
 def command(
@@ -26,6 +24,8 @@ def command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Paired comparison: McNemar's exact test, bootstrap CIs of B - A, per-class F1."""
+    from headstart.studies.compare import compare_models  # the library: when it runs
+
     c = compare_models(
         model_a, model_b, data, split=split, n_boot=n_boot, seed=seed, progress=not quiet
     )
@@ -53,6 +53,8 @@ def command(
     console.print(table)
     console.print(f"[bold]{c.verdict}[/]")
     if output is not None:
+        from headstart.fsutil import atomic_write_text
+
         atomic_write_text(output, json.dumps(c.to_dict(), indent=2) + "\n")
 
 

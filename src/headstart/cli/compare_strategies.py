@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -10,8 +11,11 @@ from rich.table import Table
 from headstart.cli.options import build_config
 from headstart.cli.render import console, display_path
 from headstart.errors import ConfigError
-from headstart.evaluate.strategies import STRATEGIES, compare_strategies
-from headstart.evaluate.strategy_stats import RunScore, StrategyComparison
+
+if TYPE_CHECKING:
+    from headstart.studies.strategy_stats import RunScore, StrategyComparison
+
+STRATEGIES = ("scratch", "probe", "finetune")  # headstart.studies.strategies.STRATEGIES
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -70,6 +74,8 @@ def command(
 ) -> None:
     """Scratch vs linear probe vs fine-tune (per backbone) over seeds, scored on held-out test
     images: mean ± 95% interval, seconds per run, and the verdict the statistics support."""
+    from headstart.studies.strategies import compare_strategies  # the library: when it runs
+
     if seeds < 1:
         raise ConfigError(f"--seeds must be 1 or more, got {seeds}")
     cfg = build_config(config, set_)

@@ -9,7 +9,6 @@ from rich.table import Table
 
 from headstart.cli.options import build_config
 from headstart.cli.render import console, display_path, show_manifest
-from headstart.evaluate.cv import cross_validate, write_cv
 
 
 def command(
@@ -36,6 +35,8 @@ def command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Cross-validate a head on train+val (test kept aside): mean, std, 95% t-interval."""
+    from headstart.studies.cv import cross_validate, write_cv  # the library: when it runs
+
     cfg = build_config(config, set_, backbone=backbone, head=head)
     result = cross_validate(
         data, cfg, folds=folds, repeats=repeats, group_column=group_column, seed=seed,

@@ -8,11 +8,8 @@ from pathlib import Path
 import typer
 
 from headstart.cli.fit import report_fit
-from headstart.cli.predict import _show_table
+from headstart.cli.predict import show_table
 from headstart.cli.render import console
-from headstart.demo import demo_data_dir
-from headstart.model import load
-from headstart.pipeline import fit
 
 
 def command(
@@ -20,6 +17,10 @@ def command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Run the whole pipeline on the bundled demo photos (clothing, 10 classes, CC0)."""
+    # the library: when the command runs
+    from headstart.demo import demo_data_dir
+    from headstart.pipeline import fit
+
     data = demo_data_dir()
     console.rule("headstart demo")
     console.print(
@@ -32,10 +33,10 @@ def command(
     examples = sorted((data / "test").rglob("*.jpg"))[::20][:4]
     console.rule("predict")
     console.print(f"headstart predict {result.bundle_dir} <images>  (truth is the folder name)")
-    _show_table(load(result.bundle_dir).predict(examples))
-    test = result.metrics.get("test")
+    show_table(result.model.predict(examples), list(result.tasks))
+    test = result.metrics.get("test", {}).get(result.tasks[0].name)
     console.rule("summary")
-    if test is not None:
+    if test is not None and hasattr(test, "accuracy"):
         acc = test.accuracy
         console.print(
             f"Test accuracy {acc.value:.1%} (95% CI {acc.low:.1%}-{acc.high:.1%}) on {test.n} "

@@ -1,4 +1,4 @@
-"""``headstart evaluate MODEL DATA``: metrics with 95% bootstrap intervals."""
+"""``headstart evaluate MODEL DATA``: metrics of every task with 95% bootstrap intervals."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from pathlib import Path
 
 import typer
 
-from headstart.cli.options import TTA_HELP
-from headstart.cli.render import console, show_manifest, show_metrics, show_task_metrics
-from headstart.evaluation import evaluate_data
-from headstart.fsutil import atomic_write_text
+from headstart.cli.options import TTA_HELP, load_model
+from headstart.cli.render import console, show_manifest, show_metrics
 
 
 def command(
@@ -26,17 +24,23 @@ def command(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     tta: str = typer.Option("none", "--tta", help=TTA_HELP),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a config value (extract.cache_dir)."
+    ),
 ) -> None:
-    """Evaluate a model on labelled images: accuracy, macro-F1, per-class, confusion matrix."""
-    result = evaluate_data(model, data, split=split, progress=not quiet, tta=tta)
+    """Evaluate a model on labelled images: per task accuracy and macro-F1 (mAP for a
+    multi-label task), per class, confusion matrix."""
+    from headstart.evaluation import evaluate_data  # the library: when the command runs
+    from headstart.fsutil import atomic_write_text
+
+    result = evaluate_data(
+        load_model(model, config, set_), data, split=split, progress=not quiet, tta=tta
+    )
     show_manifest(result.manifest)
-    if result.metrics is None:
-        show_task_metrics(result.task_metrics, f"{result.split} ({data})")
-        record = {"tasks": {t: m.to_dict() for t, m in result.task_metrics.items()}}
-    else:
-        show_metrics(result.metrics, f"{result.split} ({data})")
-        record = result.metrics.to_dict()
+    show_metrics(result.metrics, f"{result.split} ({data})")
     if output is not None:
+        record = {"tasks": {t: m.to_dict() for t, m in result.metrics.items()}}
         atomic_write_text(output, json.dumps(record, indent=2) + "\n")
         console.print(f"Metrics written to {output}")
 

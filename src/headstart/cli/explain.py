@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from headstart.cli.options import TASK_HELP
 from headstart.cli.render import console, display_path
 from headstart.errors import ConfigError
-from headstart.inputs import expand_inputs
 
 if TYPE_CHECKING:
     from headstart.explain import Explanation
@@ -42,27 +42,37 @@ def _summary(expl: Explanation) -> str:
 
 
 def _single(
-    model_path: Path, photo: Path, out: Path | None, method: str, target: str | None
+    model_path: Path,
+    photo: Path,
+    out: Path | None,
+    method: str,
+    target: str | None,
+    task: str | None,
 ) -> int:
-    from headstart.explain import explain, save_overlay
+    from headstart.explain import explain, save_overlay  # the library: when it runs
     from headstart.model import load
 
-    expl = explain(load(model_path), photo, method=method, target=target)
+    expl = explain(load(model_path), photo, method=method, target=target, task=task)
     written = save_overlay(expl, out if out is not None else Path(f"{photo.stem}.cam.png"))
     console.print(f"{display_path(photo)}: {_summary(expl)} -> {written}")
     return 0
 
 
 def _many(
-    model_path: Path, photos: list[Path], out: Path | None, method: str, target: str | None
+    model_path: Path,
+    photos: list[Path],
+    out: Path | None,
+    method: str,
+    target: str | None,
+    task: str | None,
 ) -> int:
-    from headstart.explain import Explanation, explain_many, save_overlay
+    from headstart.explain import Explanation, explain_many, save_overlay  # when it runs
     from headstart.model import load
 
     folder = out if out is not None else Path()
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"-o {folder} is a file; with several photos it must be a folder")
-    results = explain_many(load(model_path), photos, method=method, target=target)
+    results = explain_many(load(model_path), photos, method=method, target=target, task=task)
     table = Table()
     for column in ("image", "prediction", "written"):
         table.add_column(column, overflow="fold")
@@ -92,15 +102,18 @@ def command(
     target: str | None = typer.Option(
         None, "--target", "-t", help="Class to explain (default: the predicted class)."
     ),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
 ) -> int:
     """Explain predictions with Grad-CAM / Grad-CAM++ / EigenCAM overlays saved as PNG.
 
     Prints the predicted class, its probability and the file written for each photo.  With
     several photos an unreadable one gets an error row and the exit status is 1.
     """
+    from headstart.inputs import expand_inputs
+
     if len(photos) == 1 and Path(photos[0]).is_file():
-        return _single(model, Path(photos[0]), output, method.value, target)
-    return _many(model, expand_inputs(photos), output, method.value, target)
+        return _single(model, Path(photos[0]), output, method.value, target, task)
+    return _many(model, expand_inputs(photos), output, method.value, target, task)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from headstart.cli.options import build_config
-from headstart.cli.render import (
-    console,
-    show_fit,
-    show_manifest,
-    show_metrics,
-    show_task_metrics,
-)
+from headstart.cli.render import console, show_fit, show_manifest, show_metrics
 from headstart.errors import ConfigError
-from headstart.pipeline import FitResult, fit
-from headstart.pipeline import resume as resume_fit
+
+if TYPE_CHECKING:
+    from headstart.result import FitResult
 
 
 def report_fit(result: FitResult) -> None:
     """Everything ``fit`` prints after the work: data, extraction, metrics, where files went."""
     show_manifest(result.manifest)
     ex = result.extraction
-    rate = ex.n_computed / ex.seconds if ex.seconds > 0 and ex.n_computed else 0.0
-    if ex.engine != "finetune":
+    if ex is not None:
+        rate = ex.n_computed / ex.seconds if ex.seconds > 0 and ex.n_computed else 0.0
         console.print(
             f"Backbone {result.config.backbone.name}: {ex.n_computed} images embedded"
             + (f" ({rate:.0f} img/s, {ex.engine})" if ex.n_computed else "")
@@ -35,34 +30,32 @@ def report_fit(result: FitResult) -> None:
             f"Head: {result.config.head.kind}, trained on "
             f"{len(result.manifest.split('train'))} images"
         )
-    show_strategy(result.run_dir)
+    show_strategy(result)
     last = list(result.metrics)[-1] if result.metrics else None
-    for split, metrics in result.metrics.items():
-        show_metrics(metrics, f"{split} split", detail=split == last)
-    last = list(result.task_metrics)[-1] if result.task_metrics else None
-    for split, per_task in result.task_metrics.items():
-        show_task_metrics(per_task, f"{split} split", detail=split == last)
+    for split, per_task in result.metrics.items():
+        show_metrics(per_task, f"{split} split", detail=split == last)
     _show_leakage(result)
     show_fit(result.timings, result.bundle_dir, result.run_dir)
     if result.report is not None:
         console.print(f"Report: {result.report}")
 
 
-def show_strategy(run_dir: Path) -> None:
+def show_strategy(result: FitResult) -> None:
     """The fine-tuning facts of a run (strategy choice, epochs, imbalance), when it has any."""
-    path = run_dir / "finetune.json"
-    if not path.is_file():
+    facts = result.finetune
+    if facts is None:
         return
-    facts = json.loads(path.read_text(encoding="utf-8"))
-    if "chosen" in facts:
-        console.print(f"Strategy auto chose {facts['chosen']}: {facts['reason']}")
-    if "epochs_run" in facts:
-        imb = facts.get("imbalance", {})
+    if facts.chosen is not None:
+        console.print(f"Strategy auto chose {facts.chosen}: {facts.reason}")
+    if facts.epochs_run is not None and facts.chosen != "probe":
+        remedies = "; ".join(
+            f"{name}: {imb.get('remedy')} ({imb.get('reason')})"
+            for name, imb in (facts.imbalance or {}).items()
+        )
         console.print(
-            f"Fine-tuned {facts.get('epochs_run')} epochs (best epoch {facts.get('best_epoch')}, "
-            f"{facts.get('precision')}), imbalance remedy {imb.get('remedy')} "
-            f"({imb.get('reason')}); "
-            f"curve: {run_dir / 'logs' / 'metrics.csv'}"
+            f"Fine-tuned {facts.epochs_run} epochs (best epoch {facts.best_epoch}, "
+            f"{facts.precision}), imbalance remedy {remedies}; "
+            f"curve: {result.run_dir / 'logs' / 'metrics.csv'}"
         )
 
 
@@ -119,6 +112,9 @@ def command(
     ),
 ) -> None:
     """Fit a classifier: pretrained backbone → cached embeddings → head → evaluated bundle."""
+    from headstart.pipeline import fit  # the library: when it runs
+    from headstart.pipeline import resume as resume_fit
+
     if resume is not None:
         result = resume_fit(resume, progress=not quiet, report=not no_report)
         report_fit(result)

@@ -1,18 +1,27 @@
-"""Options shared by several subcommands, turned into one validated config."""
+"""Options shared by several subcommands, turned into one validated config.
+
+Command modules import only typer and this package at module level: ``headstart --help`` and
+``headstart COMMAND --help`` must start at once, so each command imports the library (numpy,
+scikit-learn, torch) in its body, when it runs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from headstart.config import FitConfig, load_config
+if TYPE_CHECKING:
+    from headstart.config import FitConfig
+    from headstart.model import Model
 
-__all__ = ["TTA_HELP", "build_config"]
+__all__ = ["TASK_HELP", "TTA_HELP", "build_config", "load_model"]
 
 TTA_HELP = (
     "Test-time augmentation: none, flip (centre crop + mirror), crops (4 corners + centre) or "
     "flip+crops (10 views); the mean of per-view probabilities."
 )
+TASK_HELP = "The task (label column) to use, for data or models with several (default: the first)."
 
 
 def build_config(
@@ -26,6 +35,17 @@ def build_config(
 ) -> FitConfig:
     """Defaults < ``--config`` file < ``--set`` items < the named flags (``-b``, ``--weights``,
     ``--head``) < ``extra`` overrides."""
+    from headstart.config import load_config  # pydantic: loaded when a command runs
+
     named = {"backbone.name": backbone, "backbone.weights": weights, "head.kind": head}
     overrides = [*set_, *(f"{key}={value}" for key, value in named.items() if value), *extra]
     return load_config(config, overrides)
+
+
+def load_model(path: Path, config: Path | None = None, set_: Sequence[str] = ()) -> Model:
+    """The bundle at ``path``, its embeddings cached under the root the config names
+    (``--set extract.cache_dir=...``), else the default root."""
+    from headstart.cache import CacheRoot
+    from headstart.model import load
+
+    return load(path, cache=CacheRoot.for_config(build_config(config, set_)))

@@ -1,4 +1,4 @@
-"""``headstart predict MODEL IMAGES...``: top-k per image as a table, CSV or JSON."""
+"""``headstart predict MODEL IMAGES...``: every task's answer per image as a table, CSV or JSON."""
 
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ from rich.table import Table
 
 from headstart.cli.options import TTA_HELP
 from headstart.cli.render import console, display_path, err_console
-from headstart.features.tta import check_tta
-from headstart.model import Model, Prediction, load
 
 if TYPE_CHECKING:
-    from headstart.export import OnnxClassifier
+    from headstart.data import Task
+    from headstart.model import Prediction
 
 
 class Runtime(str, Enum):
@@ -32,26 +31,30 @@ class Format(str, Enum):
     json = "json"
 
 
-def _write_csv(predictions: list[Prediction], k: int) -> None:
-    writer = csv.writer(sys.stdout)
-    ranks = [f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "probability")]
-    writer.writerow(["path", *ranks, "error"])
-    for p in predictions:
-        cells: list[str] = []
-        for i in range(k):
-            label, prob = p.top[i] if i < len(p.top) else ("", None)
-            cells += [label, "" if prob is None else f"{prob:.6f}"]
-        writer.writerow([str(p.path), *cells, p.error or ""])
+def _one_task(tasks: list[Task]) -> bool:
+    return len(tasks) == 1 and not tasks[0].multi_label
 
 
-def _write_task_csv(predictions: list[Prediction], tasks: list[str]) -> None:
-    """One column of chosen labels (joined with |) and one of scores per task."""
+def write_csv(predictions: list[Prediction], tasks: list[Task], k: int) -> None:
+    """CSV on stdout.  One multi-class task: ``label_i, probability_i`` for the top k; else per
+    task its chosen labels (joined with ``|``) and its ``label=score`` top list."""
     writer = csv.writer(sys.stdout)
-    writer.writerow(["path", *(f"{t}{suffix}" for t in tasks for suffix in ("", ":top")), "error"])
+    if _one_task(tasks):
+        ranks = [f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "probability")]
+        writer.writerow(["path", *ranks, "error"])
+        for p in predictions:
+            cells: list[str] = []
+            for i in range(k):
+                label, prob = p.top[i] if i < len(p.top) else ("", None)
+                cells += [label, "" if prob is None else f"{prob:.6f}"]
+            writer.writerow([str(p.path), *cells, p.error or ""])
+        return
+    names = [t.name for t in tasks]
+    writer.writerow(["path", *(f"{t}{suffix}" for t in names for suffix in ("", ":top")), "error"])
     for p in predictions:
-        cells: list[str] = []
-        for t in tasks:
-            answer = p.tasks.get(t) if p.tasks else None
+        cells = []
+        for t in names:
+            answer = p.tasks.get(t)
             if answer is None:
                 cells += ["", ""]
                 continue
@@ -59,19 +62,31 @@ def _write_task_csv(predictions: list[Prediction], tasks: list[str]) -> None:
         writer.writerow([str(p.path), *cells, p.error or ""])
 
 
-def _show_task_table(predictions: list[Prediction], tasks: list[str]) -> None:
+def show_table(predictions: list[Prediction], tasks: list[Task]) -> None:
+    """A table: one multi-class task shows the prediction, its probability and the runners-up;
+    otherwise a column per task with its chosen labels and their scores."""
     table = Table()
     table.add_column("image", overflow="fold")
-    for t in tasks:
-        table.add_column(t, overflow="fold")
+    if _one_task(tasks):
+        table.add_column("prediction")
+        table.add_column("p", justify="right")
+        table.add_column("next", overflow="fold")
+    else:
+        for t in tasks:
+            table.add_column(t.name, overflow="fold")
     for p in predictions:
-        if p.error or not p.tasks:
-            blanks = [""] * (len(tasks) - 1)
+        if p.error:
+            blanks = [""] * (2 if _one_task(tasks) else len(tasks) - 1)
             table.add_row(display_path(p.path), f"[red]error[/] {p.error}", *blanks)
+            continue
+        if _one_task(tasks):
+            (label, prob), rest = p.top[0], p.top[1:]
+            rest_text = ", ".join(f"{c} {q:.3f}" for c, q in rest)
+            table.add_row(display_path(p.path), label, f"{prob:.3f}", rest_text)
             continue
         cells = []
         for t in tasks:
-            answer = p.tasks[t]
+            answer = p.tasks[t.name]
             scores = dict(answer.top)
             chosen = ", ".join(f"{c} {scores[c]:.3f}" if c in scores else c for c in answer.labels)
             cells.append(chosen or "[dim](none)[/]")
@@ -79,26 +94,10 @@ def _show_task_table(predictions: list[Prediction], tasks: list[str]) -> None:
     console.print(table)
 
 
-def _show_table(predictions: list[Prediction]) -> None:
-    table = Table()
-    table.add_column("image", overflow="fold")
-    table.add_column("prediction")
-    table.add_column("p", justify="right")
-    table.add_column("next", overflow="fold")
-    for p in predictions:
-        if p.error:
-            table.add_row(display_path(p.path), "[red]error[/]", "", p.error)
-            continue
-        (label, prob), rest = p.top[0], p.top[1:]
-        rest_text = ", ".join(f"{c} {q:.3f}" for c, q in rest)
-        table.add_row(display_path(p.path), label, f"{prob:.3f}", rest_text)
-    console.print(table)
-
-
 def command(
     model: Path = typer.Argument(..., help="Model bundle folder (RUN/model)."),
     images: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
-    top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes per image."),
+    top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes per image and task."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, csv or json."),
     runtime: Runtime = typer.Option(
         Runtime.torch,
@@ -108,9 +107,12 @@ def command(
     ),
     tta: str = typer.Option("none", "--tta", help=TTA_HELP),
 ) -> None:
-    """Predict the top-k classes of images; unreadable files get an error row."""
+    """Predict every task's answer for images; unreadable files get an error row."""
+    # the library loads numpy and onnxruntime: only when the command runs
+    from headstart.features.tta import check_tta
+    from headstart.model import load
+
     check_tta(tta)
-    loaded: Model | OnnxClassifier
     if runtime is Runtime.onnx:
         from headstart.export import load_onnx
 
@@ -118,18 +120,14 @@ def command(
     else:
         loaded = load(model)
     predictions = loaded.predict(images, top_k=top_k, tta=tta)
-    tasks = [t.name for t in loaded.tasks] if isinstance(loaded, Model) else []
+    tasks = list(loaded.tasks)
     if fmt is Format.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
-    elif len(tasks) > 1 or (isinstance(loaded, Model) and not loaded.is_plain):
-        if fmt is Format.csv:
-            _write_task_csv(predictions, tasks)
-        else:
-            _show_task_table(predictions, tasks)
     elif fmt is Format.csv:
-        _write_csv(predictions, min(top_k, len(loaded.classes)))
+        k = min(top_k, len(tasks[0].classes))
+        write_csv(predictions, tasks, k)
     else:
-        _show_table(predictions)
+        show_table(predictions, tasks)
 
 
 def register(app: typer.Typer) -> None:

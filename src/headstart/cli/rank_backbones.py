@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from headstart.cli.render import console
-from headstart.config import load_config
-from headstart.evaluate.ranking import SCORES, Ranking, rank_backbones
+
+if TYPE_CHECKING:
+    from headstart.ranking import Ranking
+
+SCORES = ("logme", "leep", "nce", "h_score", "knn")  # headstart.ranking.SCORES, import-free
 
 _TITLES = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "h_score": "H-score", "knn": "kNN acc"}
 
@@ -72,6 +76,9 @@ def command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Rank backbones by LogME, LEEP, NCE, H-score and kNN accuracy, check with a probe."""
+    from headstart.config import load_config
+    from headstart.ranking import rank_backbones  # the library: when it runs
+
     cfg = load_config(config, set_)
     ranking = rank_backbones(data, cfg, backbones=backbone or None, top=top, progress=not quiet)
     show_ranking(ranking)

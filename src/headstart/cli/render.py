@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
+from rich.text import Text
 
-from headstart.data import Manifest
-from headstart.evaluate import Metrics, metrics_renderables
+if TYPE_CHECKING:
+    from headstart.data import Manifest
+    from headstart.stats import Metrics, MultiLabelMetrics, TaskMetrics
 
 __all__ = [
     "console",
@@ -20,7 +22,6 @@ __all__ = [
     "show_fit",
     "show_manifest",
     "show_metrics",
-    "show_task_metrics",
 ]
 
 console = Console(highlight=False)
@@ -38,14 +39,10 @@ def _rel(path: Path, root: Path) -> str:
 def show_manifest(manifest: Manifest) -> None:
     """Counts per split, then the files left out and the duplicates, as short tables."""
     counts = ", ".join(f"{s} {len(manifest.split(s))}" for s in manifest.splits_present())
-    if manifest.is_plain:
-        what = f"{len(manifest.classes)} classes"
+    if len(manifest.targets) == 1 and not manifest.targets[0].multi_label:
+        what = f"{len(manifest.targets[0].classes)} classes"
     else:
-        what = ", ".join(
-            f"task {t.name}: {len(t.classes)} "
-            + ("labels, multi-label" if t.multi_label else "classes")
-            for t in manifest.targets
-        )
+        what = ", ".join(f"task {t.describe()}" for t in manifest.targets)
     console.print(
         f"Data {manifest.root}: {len(manifest.samples)} images, {what}; "
         f"split: {manifest.split_source} ({counts})"
@@ -80,25 +77,23 @@ def _show_duplicates(manifest: Manifest) -> None:
         err_console.print(table)
 
 
-def show_metrics(metrics: Metrics, title: str, *, detail: bool = True) -> None:
-    """The headline with intervals; with ``detail`` also the per-class and confusion tables."""
-    renderables = metrics_renderables(metrics, title)
-    for renderable in renderables if detail else renderables[:1]:
-        console.print(renderable)
-
-
-def show_task_metrics(per_task: Mapping[str, Any], title: str, *, detail: bool = True) -> None:
-    """Each task's metrics (multi-class or multi-label) under ``title``."""
-    from headstart.tasks.metrics import MultiLabelMetrics, multilabel_renderables
-
+def show_metrics(per_task: Mapping[str, TaskMetrics], title: str, *, detail: bool = True) -> None:
+    """Each task's headline with intervals; with ``detail`` also the per-class (or per-label)
+    and confusion tables.  A one-task model's title names no task."""
     for name, metrics in per_task.items():
-        heading = f"{title}, task {name}"
-        if isinstance(metrics, MultiLabelMetrics):
-            renderables = multilabel_renderables(metrics, heading)
-            for renderable in renderables if detail else renderables[:1]:
-                console.print(renderable)
-        else:
-            show_metrics(metrics, heading, detail=detail)
+        heading = title if len(per_task) == 1 else f"{title}, task {name}"
+        renderables = metrics_renderables(metrics, heading)
+        for renderable in renderables if detail else renderables[:1]:
+            console.print(renderable)
+
+
+def metrics_renderables(metrics: TaskMetrics, title: str) -> list[RenderableType]:
+    """A headline and tables for ``rich`` output, for either kind of task."""
+    from headstart.stats import MultiLabelMetrics
+
+    if isinstance(metrics, MultiLabelMetrics):
+        return _multi_label(metrics, title)
+    return _multi_class(metrics, title)
 
 
 def display_path(path: Path) -> str:
@@ -121,3 +116,90 @@ def show_fit(seconds: dict[str, float], bundle: Path, run_dir: Path) -> None:
 
 def is_interactive() -> bool:
     return sys.stderr.isatty()
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def abbreviate(names: Sequence[str], width: int = 8) -> list[str]:
+    """Short, unique column labels of at most ``width`` characters.
+
+    A long name keeps its start and ends in "…"; where that makes names collide
+    ("t-shirt-long", "t-shirt-short"), their last characters are kept too ("t-shir…g",
+    "t-shir…t").  If nothing short is unique, the names are numbered instead.
+    """
+    short = list(names)
+    for tail in range(width - 1):
+        head = width - 1 - tail
+        short = [
+            n if len(n) <= width else n[:head] + "…" + (n[len(n) - tail :] if tail else "")
+            for n in names
+        ]
+        if len(set(short)) == len(short):
+            return short
+    return [n if len(n) <= width else f"#{i}" for i, n in enumerate(names)]
+
+
+def _cell_style(diagonal: bool, count: int) -> str:
+    if count == 0:
+        return "dim"
+    return "bold green" if diagonal else "red"
+
+
+def _multi_class(metrics: Metrics, title: str) -> list[RenderableType]:
+    """A headline, a per-class table and a confusion-matrix table for ``rich`` output."""
+    acc, f1 = metrics.accuracy, metrics.macro_f1
+    headline = Text.assemble(
+        (f"{title}: ", "bold"),
+        f"accuracy {_percent(acc.value)}% (95% CI {_percent(acc.low)}-{_percent(acc.high)}), ",
+        f"macro-F1 {_percent(f1.value)}% (95% CI {_percent(f1.low)}-{_percent(f1.high)}), ",
+        f"n={metrics.n}",
+        "" if metrics.ece is None else f", ECE {_percent(metrics.ece)}%",
+    )
+    per_class = Table(title="Per class", title_justify="left")
+    per_class.add_column("class")
+    for column in ("precision", "recall", "F1", "support"):
+        per_class.add_column(column, justify="right")
+    for c in metrics.per_class:
+        per_class.add_row(
+            Text(c.name), _percent(c.precision), _percent(c.recall), _percent(c.f1), str(c.support)
+        )
+    confusion = Table(title="Confusion (rows: true, columns: predicted)", title_justify="left")
+    confusion.add_column("true \\ pred")
+    for short in abbreviate(metrics.classes):
+        confusion.add_column(short, justify="right")
+    for i, (name, row) in enumerate(zip(metrics.classes, metrics.confusion, strict=True)):
+        cells = [Text(str(v), style=_cell_style(i == j, v)) for j, v in enumerate(row)]
+        confusion.add_row(Text(name), *cells)
+    return [headline, per_class, confusion]
+
+
+def _multi_label(metrics: MultiLabelMetrics, title: str) -> list[RenderableType]:
+    """A headline and a per-label table for ``rich`` output."""
+    m = metrics
+    headline = Text.assemble(
+        (f"{title}: ", "bold"),
+        f"mAP {_percent(m.mean_ap.value)}% "
+        f"(95% CI {_percent(m.mean_ap.low)}-{_percent(m.mean_ap.high)}), ",
+        f"macro-F1 {_percent(m.macro_f1.value)}% "
+        f"({_percent(m.macro_f1.low)}-{_percent(m.macro_f1.high)}), ",
+        f"micro-F1 {_percent(m.micro_f1.value)}%, subset accuracy {_percent(m.subset_accuracy)}%, ",
+        f"n={m.n}",
+    )
+    table = Table(title="Per label (threshold tuned on val)", title_justify="left")
+    table.add_column("label")
+    for column in ("AP", "precision", "recall", "F1", "threshold", "support"):
+        table.add_column(column, justify="right")
+    for x in m.per_label:
+        ap = "n/a" if x.average_precision is None else _percent(x.average_precision)
+        table.add_row(
+            Text(x.name),
+            ap,
+            _percent(x.precision),
+            _percent(x.recall),
+            _percent(x.f1),
+            f"{x.threshold:.3f}",
+            str(x.support),
+        )
+    return [headline, table]

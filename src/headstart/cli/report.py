@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from headstart.report import build_report
-
 
 def command(
     run: Path = typer.Argument(..., help="Run folder written by `headstart fit -o RUN`."),
@@ -22,6 +20,8 @@ def command(
     ),
 ) -> None:
     """Write one self-contained HTML page about a run: data, metrics, errors, model card."""
+    from headstart.report import build_report  # the library: when the command runs
+
     path = build_report(run, output=output, explain_errors=errors, embedding_map=embedding_map)
     print(path)
 

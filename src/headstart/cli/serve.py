@@ -12,7 +12,6 @@ from pathlib import Path
 import typer
 
 from headstart.errors import ConfigError
-from headstart.model import load
 
 TOKEN_ENV = "HEADSTART_TOKEN"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -55,6 +54,7 @@ def command(
     and a page at / to try it."""
     import uvicorn
 
+    from headstart.model import load  # the library: when it runs
     from headstart.serve import Limits, create_app
 
     if not 0 < port < 65536:

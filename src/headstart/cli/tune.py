@@ -9,7 +9,6 @@ import typer
 from headstart.cli.fit import report_fit
 from headstart.cli.options import build_config
 from headstart.cli.render import console
-from headstart.evaluate.tune import tune
 
 
 def command(
@@ -35,6 +34,8 @@ def command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Tune the head by CV accuracy on the train split; refit the best as a normal run."""
+    from headstart.studies.tune import tune  # the library: when it runs
+
     cfg = build_config(config, set_, backbone=backbone)
     result = tune(
         data, output, cfg, trials=trials, storage=storage, study_name=study_name,

@@ -10,6 +10,7 @@ from headstart.data.manifest import (
     Manifest,
     Problem,
     Sample,
+    Task,
 )
 from headstart.data.scan import scan
 
@@ -22,6 +23,7 @@ __all__ = [
     "Manifest",
     "Problem",
     "Sample",
+    "Task",
     "load_rgb",
     "probe_image",
     "scan",

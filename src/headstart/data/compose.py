@@ -50,13 +50,14 @@ def compose_pairs(
     if per_image <= 0 or size < 16:
         raise ConfigError(f"per_image must be > 0 and size >= 16; got {per_image}, {size}")
     manifest = scan(source)
+    task = manifest.task().name  # a class-folder data set: one single-label task
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows = []
     for split in manifest.splits_present():
         samples = manifest.split(split)
-        labels = np.array([s.label for s in samples])
+        labels = np.array([s.labels[task][0] for s in samples])
         for k in range(max(1, round(per_image * len(samples)))):
             i = int(rng.integers(len(samples)))
             others = np.flatnonzero(labels != labels[i])
@@ -68,8 +69,8 @@ def compose_pairs(
             name = f"{split}/{k:05d}.jpg"
             (out / split).mkdir(exist_ok=True)
             canvas.save(out / name, quality=90)
-            items = LABEL_SEPARATOR.join(sorted({a.label, b.label}))
-            rows.append((name, split, a.label, items))
+            left, right = a.labels[task][0], b.labels[task][0]
+            rows.append((name, split, left, LABEL_SEPARATOR.join(sorted({left, right}))))
     buffer = io.StringIO()
     csv.writer(buffer).writerows([("path", "split", "left", "items"), *rows])
     target = out / "labels.csv"

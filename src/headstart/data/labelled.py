@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from headstart.data.manifest import Manifest, Sample
+from headstart.data.manifest import Manifest, Sample, Task
 from headstart.data.scan import scan
 from headstart.errors import ConfigError, DataError
 
@@ -14,7 +14,7 @@ __all__ = ["labelled_split"]
 
 def labelled_split(
     data: str | Path,
-    classes: Sequence[str],
+    tasks: Sequence[Task],
     split: str | None = None,
     *,
     whole_if_unsplit: bool = False,
@@ -23,9 +23,9 @@ def labelled_split(
     """Scan ``data`` without making a split and return (manifest, split used, its samples).
 
     ``split`` None picks test, else val, else the whole data.  With ``whole_if_unsplit`` a named
-    split falls back to the whole data when the folder has no split folders.  Labels outside
-    ``classes`` are a one-line :class:`DataError` (checked for single-label data; a multi-task
-    model checks each task).  ``label_column``: the CSV column(s) the model was trained on."""
+    split falls back to the whole data when the folder has no split folders.  The data must have
+    the model's ``tasks`` (its label columns, ``label_column``) and no label outside each task's
+    classes; otherwise a one-line :class:`DataError` says what differs."""
     manifest = scan(data, val_fraction=0.0, test_fraction=0.0, label_column=label_column)
     present = manifest.splits_present()
     if split is None:
@@ -34,13 +34,21 @@ def labelled_split(
         split = "train"
     if split not in present:
         raise ConfigError(f"split '{split}' not in {data}; present: {', '.join(present)}")
-    samples = manifest.split(split)
-    if not manifest.is_plain:
-        return manifest, split, samples
-    unknown = sorted({s.label for s in samples} - set(classes))
-    if unknown:
+    names = [t.name for t in tasks]
+    if [t.name for t in manifest.targets] != names:
         raise DataError(
-            f"labels the model does not know: {', '.join(unknown)}; "
-            f"model classes: {', '.join(classes)}"
+            f"the model answers tasks {', '.join(names)}; {data} has "
+            f"{', '.join(t.name for t in manifest.targets)} (set data.label_column to the "
+            "model's columns)"
         )
+    samples = manifest.split(split)
+    for task in tasks:
+        seen = {label for s in samples for label in s.labels[task.name]}
+        unknown = sorted(seen - set(task.classes))
+        if unknown:
+            where = "" if len(tasks) == 1 else f" in '{task.name}'"
+            raise DataError(
+                f"labels the model does not know{where}: {', '.join(unknown)}; "
+                f"model classes: {', '.join(task.classes)}"
+            )
     return manifest, split, samples

@@ -24,7 +24,6 @@ import io
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -33,9 +32,6 @@ from headstart.data.images import load_rgb
 from headstart.data.manifest import SPLITS, Manifest
 from headstart.errors import ConfigError, ImageError
 from headstart.fsutil import atomic_write_text
-
-if TYPE_CHECKING:
-    from headstart.pipeline import EmbeddedData
 
 __all__ = [
     "DEFAULT_PIXEL_THRESHOLD",
@@ -112,25 +108,26 @@ def pixel_similarity(a: Path, b: Path, crops: dict[Path, np.ndarray | None] | No
 
 class _PairCache:
     """Pixel similarities on disk, keyed by the two files' sha256: refitting the same data (or
-    adding images) re-checks no pair it has seen."""
+    adding images) re-checks no pair it has seen.  ``folder`` None keeps nothing."""
 
-    def __init__(self) -> None:
-        from headstart.features import EmbeddingStore
-
-        self.root = EmbeddingStore().root / "pixel-similarity" / _CACHE_VERSION
+    def __init__(self, folder: Path | None) -> None:
+        self.root = folder / _CACHE_VERSION if folder is not None else None
 
     def _path(self, sha_a: str, sha_b: str) -> Path:
         lo, hi = sorted((sha_a, sha_b))
+        assert self.root is not None
         return self.root / lo[:2] / f"{lo}-{hi}"
 
     def get(self, sha_a: str, sha_b: str) -> float | None:
+        if self.root is None:
+            return None
         try:
             return float(self._path(sha_a, sha_b).read_text())
         except (OSError, ValueError):
             return None
 
     def put(self, sha_a: str, sha_b: str, value: float) -> None:
-        if value == value:  # NaN (undecodable) is not cached: the file may be fixed
+        if self.root is not None and value == value:  # NaN (undecodable) is not cached
             atomic_write_text(self._path(sha_a, sha_b), repr(value))
 
 
@@ -157,23 +154,26 @@ def _candidate_pairs(
 
 
 def find_near_duplicates(
-    embedded: EmbeddedData,
+    manifest: Manifest,
+    features: np.ndarray,
     threshold: float = DEFAULT_THRESHOLD,
     *,
     pixel_threshold: float = DEFAULT_PIXEL_THRESHOLD,
+    pixel_cache: Path | None = None,
 ) -> list[NearDuplicate]:
-    """Cross-split pairs with embedding cosine >= ``threshold`` whose thumbnails correlate
-    >= ``pixel_threshold``; exact duplicates (same sha256) are left to the scan's report.
-    Sorted by cosine, highest first."""
+    """Cross-split pairs with embedding cosine >= ``threshold`` (``features``: one row per
+    sample) whose thumbnails correlate >= ``pixel_threshold``; exact duplicates (same sha256)
+    are left to the scan's report.  Pixel checks are remembered in ``pixel_cache``.  Sorted by
+    cosine, highest first."""
     if not 0.0 < threshold <= 1.0:
         raise ConfigError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
-    samples = embedded.manifest.samples
+    samples = manifest.samples
     order = {name: i for i, name in enumerate(SPLITS)}
     splits = np.array([s.split for s in samples])
     found = []
     crops: dict[Path, np.ndarray | None] = {}
-    cache = _PairCache()
-    for i, j, cos in _candidate_pairs(embedded.features, splits, threshold):
+    cache = _PairCache(pixel_cache)
+    for i, j, cos in _candidate_pairs(features, splits, threshold):
         a, b = samples[i], samples[j]
         if a.sha256 == b.sha256:
             continue
@@ -223,13 +223,10 @@ def write_near_duplicates(path: Path, manifest: Manifest, pairs: list[NearDuplic
     atomic_write_text(path, buffer.getvalue())
 
 
-def dedupe(embedded: EmbeddedData, pairs: list[NearDuplicate]) -> tuple[EmbeddedData, int]:
+def dedupe(manifest: Manifest, pairs: list[NearDuplicate]) -> tuple[Manifest, list[int]]:
     """Drop the later member of each near-duplicate pair, and the later copies of exact
     duplicates that sit in several splits, from their (evaluation) split.  Returns the reduced
-    data and how many images were removed; they are recorded as problems of the manifest."""
-    from headstart.pipeline import EmbeddedData
-
-    manifest = embedded.manifest
+    manifest (the dropped images recorded as its problems) and the rows of ``manifest`` kept."""
     reasons: dict[Path, str] = {}
     for d in pairs:
         reasons.setdefault(d.later, f"near-duplicate of {manifest.relative(d.earlier)} (--dedupe)")
@@ -246,10 +243,7 @@ def dedupe(embedded: EmbeddedData, pairs: list[NearDuplicate]) -> tuple[Embedded
                 reasons.setdefault(p, f"exact duplicate of {manifest.relative(keep)} (--dedupe)")
     present = {s.path for s in manifest.samples}
     reasons = {p: r for p, r in reasons.items() if p in present}
-    if not reasons:
-        return embedded, 0
     rows = [i for i, s in enumerate(manifest.samples) if s.path not in reasons]
-    reduced = manifest.without(reasons, reasons)
-    return EmbeddedData(
-        reduced, embedded.features[rows], embedded.backbone, embedded.extraction
-    ), len(reasons)
+    if not reasons:
+        return manifest, rows
+    return manifest.without(reasons, reasons), rows

@@ -1,18 +1,26 @@
 """The manifest: every usable image with its labels, split and content hash, and the problems found.
 
-One row per image.  Labels are kept per *task* (a label column) and each cell holds a tuple of
-labels, so a multi-task CSV (several label columns) and a multi-label row (several labels in one
-cell) fit this format as they are; a plain classification data set has the one task ``"label"``
-with one label per row.
+One row per image.  The label schema is :attr:`Manifest.targets`: one :class:`Task` per label
+column, each with its classes and whether an image may hold several of them (multi-label).  A
+sample keeps a tuple of labels per task, so a plain classification data set is simply one
+single-label task (named ``"label"``) whose cells hold one label each.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from headstart.errors import BundleError, ConfigError
+from headstart.fsutil import atomic_write_text
 
 __all__ = [
     "DEFAULT_TASK",
@@ -23,11 +31,69 @@ __all__ = [
     "Problem",
     "Sample",
     "Task",
+    "indicator",
+    "pick_task",
 ]
 
 DEFAULT_TASK = "label"
 SPLITS = ("train", "val", "test")
 LABEL_SEPARATOR = "|"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One label column: its classes, and whether an image may hold several (or none) of them."""
+
+    name: str
+    classes: tuple[str, ...]
+    multi_label: bool = False
+
+    @property
+    def kind(self) -> str:
+        """``"multi-label"`` or ``"multi-class"``."""
+        return "multi-label" if self.multi_label else "multi-class"
+
+    def describe(self) -> str:
+        """``name (kind, N classes)``, for messages."""
+        noun = "labels" if self.multi_label else "classes"
+        return f"{self.name} ({self.kind}, {len(self.classes)} {noun})"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "classes": list(self.classes), "multi_label": self.multi_label}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Task:
+        """Inverse of :meth:`to_dict`; a malformed record is a :class:`BundleError`."""
+        try:
+            classes = tuple(str(c) for c in d["classes"])
+            task = cls(str(d["name"]), classes, bool(d.get("multi_label", False)))
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"malformed task record {dict(d)!r}: {exc}") from None
+        if len(classes) < (1 if task.multi_label else 2) or len(set(classes)) != len(classes):
+            raise BundleError(f"task '{task.name}' has bad classes {list(classes)!r}")
+        return task
+
+
+def indicator(cells: Sequence[Sequence[str]], labels: Sequence[str]) -> NDArray[np.int8]:
+    """(n, L) 0/1 matrix: row i has a 1 for each of ``cells[i]``'s labels."""
+    index = {label: j for j, label in enumerate(labels)}
+    out = np.zeros((len(cells), len(labels)), dtype=np.int8)
+    for i, cell in enumerate(cells):
+        for label in cell:
+            if label in index:
+                out[i, index[label]] = 1
+    return out
+
+
+def pick_task(tasks: Sequence[Task], name: str | None) -> Task:
+    """The task called ``name`` (None: the first); an unknown name is a one-line error."""
+    if name is None:
+        return tasks[0]
+    for task in tasks:
+        if task.name == name:
+            return task
+    known = ", ".join(t.name for t in tasks)
+    raise ConfigError(f"unknown task '{name}'; this model/data has: {known}")
 
 
 @dataclass(frozen=True)
@@ -40,26 +106,9 @@ class Sample:
     sha256: str
 
     @property
-    def label(self) -> str:
-        """The single label of the first task (plain multi-class data)."""
-        return next(iter(self.labels.values()))[0]
-
-    @property
     def label_text(self) -> str:
         """Every label, for display: ``a|b`` per task, tasks joined with ``; ``."""
         return "; ".join(LABEL_SEPARATOR.join(cell) for cell in self.labels.values())
-
-
-@dataclass(frozen=True)
-class Task:
-    """One label column: its classes, and whether an image may hold several (or none) of them."""
-
-    name: str
-    classes: tuple[str, ...]
-    multi_label: bool = False
-
-    def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "classes": list(self.classes), "multi_label": self.multi_label}
 
 
 @dataclass(frozen=True)
@@ -89,32 +138,22 @@ class Manifest:
 
     root: Path
     samples: list[Sample]
-    classes: list[str]
+    targets: tuple[Task, ...]
     problems: list[Problem] = field(default_factory=list)
     duplicates: list[DuplicateGroup] = field(default_factory=list)
-    tasks: tuple[str, ...] = (DEFAULT_TASK,)
     split_source: str = "folders"  # "folders", "csv" or "random (seed=S, val=F, test=F)"
-    task_classes: dict[str, list[str]] = field(default_factory=dict)
-    """Classes per task; a task missing here has :attr:`classes`."""
-    multi_label: tuple[str, ...] = ()
-    """The tasks whose images may hold several labels."""
 
-    @property
-    def targets(self) -> tuple[Task, ...]:
-        """Every task with its classes, in column order."""
-        return tuple(
-            Task(t, tuple(self.task_classes.get(t, self.classes)), t in self.multi_label)
-            for t in self.tasks
-        )
-
-    @property
-    def is_plain(self) -> bool:
-        """One task with exactly one label per image (what every command supports)."""
-        return len(self.tasks) == 1 and not self.multi_label
+    def task(self, name: str | None = None) -> Task:
+        """The task called ``name`` (None: the first)."""
+        return pick_task(self.targets, name)
 
     def split(self, name: str) -> list[Sample]:
         """The samples of one split ("train", "val" or "test"), in manifest order."""
         return [s for s in self.samples if s.split == name]
+
+    def rows(self, split: str) -> list[int]:
+        """Indices into :attr:`samples` of one split, in manifest order."""
+        return [i for i, s in enumerate(self.samples) if s.split == split]
 
     def splits_present(self) -> list[str]:
         return [name for name in SPLITS if any(s.split == name for s in self.samples)]
@@ -124,31 +163,19 @@ class Manifest:
         drop = set(paths)
         kept = [s for s in self.samples if s.path not in drop]
         extra = [Problem(p, reasons[p]) for p in sorted(drop)]
-        return Manifest(
-            root=self.root,
-            samples=kept,
-            classes=self.classes,
-            problems=[*self.problems, *extra],
-            duplicates=self.duplicates,
-            tasks=self.tasks,
-            split_source=self.split_source,
-            task_classes=self.task_classes,
-            multi_label=self.multi_label,
-        )
+        return replace(self, samples=kept, problems=[*self.problems, *extra])
 
     def data_hash(self) -> str:
         """A sha256 over (relative path, split, labels, content hash) of every sample."""
         digest = hashlib.sha256()
+        names = [t.name for t in self.targets]
         for s in sorted(self.samples, key=lambda s: str(s.path)):
-            labels = ";".join(f"{t}={LABEL_SEPARATOR.join(s.labels[t])}" for t in self.tasks)
-            digest.update(f"{self._rel(s.path)}\t{s.split}\t{labels}\t{s.sha256}\n".encode())
+            labels = ";".join(f"{t}={LABEL_SEPARATOR.join(s.labels[t])}" for t in names)
+            digest.update(f"{self.relative(s.path)}\t{s.split}\t{labels}\t{s.sha256}\n".encode())
         return digest.hexdigest()
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the data root (POSIX form), or as given when outside it."""
-        return self._rel(path)
-
-    def _rel(self, path: Path) -> str:
         try:
             return path.relative_to(self.root).as_posix()
         except ValueError:
@@ -156,29 +183,24 @@ class Manifest:
 
     def write_csv(self, path: Path) -> None:
         """Write the manifest as CSV: path (relative to root), split, sha256, a column per task."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["path", "split", "sha256", *self.tasks])
-            for s in self.samples:
-                cells = [LABEL_SEPARATOR.join(s.labels[t]) for t in self.tasks]
-                writer.writerow([self._rel(s.path), s.split, s.sha256, *cells])
-        tmp.replace(path)
+        rows = [["path", "split", "sha256", *(t.name for t in self.targets)]]
+        for s in self.samples:
+            cells = [LABEL_SEPARATOR.join(s.labels[t.name]) for t in self.targets]
+            rows.append([self.relative(s.path), s.split, s.sha256, *cells])
+        atomic_write_text(path, _csv_text(rows))
 
     def write_problems(self, path: Path) -> None:
         """Write the problems and duplicate groups as CSV (kind, path, reason)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["kind", "path", "reason"])
-            for p in self.problems:
-                writer.writerow(["left out", p.path.as_posix(), p.reason])
-            for group in self.duplicates:
-                kind = "duplicate across splits" if group.cross_split else "duplicate"
-                for path_, split in zip(group.paths, group.splits, strict=True):
-                    writer.writerow(
-                        [kind, path_.as_posix(), f"same bytes ({split}) {group.sha256[:12]}"]
-                    )
-        tmp.replace(path)
+        rows = [["kind", "path", "reason"]]
+        rows += [["left out", p.path.as_posix(), p.reason] for p in self.problems]
+        for group in self.duplicates:
+            kind = "duplicate across splits" if group.cross_split else "duplicate"
+            for path_, split in zip(group.paths, group.splits, strict=True):
+                rows.append([kind, path_.as_posix(), f"same bytes ({split}) {group.sha256[:12]}"])
+        atomic_write_text(path, _csv_text(rows))
+
+
+def _csv_text(rows: Sequence[Sequence[object]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()

@@ -27,6 +27,7 @@ from headstart.data.manifest import (
     Manifest,
     Problem,
     Sample,
+    Task,
 )
 from headstart.data.splits import check_fractions, normalise_split, stratified_assign
 from headstart.errors import DataError, PathNotFoundError
@@ -49,7 +50,7 @@ _READ_AHEAD = 4  # chunks read ahead of the probe
 @dataclass(frozen=True)
 class _Candidate:
     path: Path
-    labels: dict[str, tuple[str, ...]]  # per task; see Manifest.tasks
+    labels: dict[str, tuple[str, ...]]  # per task; see Manifest.targets
     split: str | None  # None: to be assigned by a random stratified split
 
 
@@ -93,10 +94,14 @@ def scan(
         root, base, multi_label = path, "folders", ()
     tasks = tuple(candidates[0].labels) if candidates else (DEFAULT_TASK,)
     kept, problems = _inspect(candidates, max_pixels)
-    task_classes = {
-        task: _check_classes(task, candidates, kept, problems, folder_classes, path)
+    targets = tuple(
+        Task(
+            task,
+            tuple(_check_classes(task, candidates, kept, problems, folder_classes, path)),
+            task in multi_label,
+        )
         for task in tasks
-    }
+    )
     samples, split_source = _assign_splits(
         kept, base, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
     )
@@ -104,13 +109,10 @@ def scan(
     return Manifest(
         root=root,
         samples=samples,
-        classes=task_classes[tasks[0]],
+        targets=targets,
         problems=sorted([*strays, *problems], key=lambda p: str(p.path)),
         duplicates=_duplicates(samples),
-        tasks=tasks,
         split_source=split_source,
-        task_classes=task_classes,
-        multi_label=multi_label,
     )
 
 

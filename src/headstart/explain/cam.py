@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from headstart.data.manifest import DEFAULT_TASK, Task
 from headstart.errors import ConfigError, HeadstartError, ImageError
 
 if TYPE_CHECKING:
@@ -48,7 +49,8 @@ class Explanation:
     ``label``/``probability``: the explained class and the model's probability for it.
     ``predicted``/``predicted_probability``: the model's most probable class and its
     probability (equal to ``label``/``probability`` unless another target was asked for).
-    ``method``: the CAM method used.
+    ``method``: the CAM method used; ``task``: the task explained.  For a multi-label task the
+    probabilities are each label's own (sigmoid) and the map explains that label's score.
     """
 
     heatmap: np.ndarray
@@ -58,20 +60,22 @@ class Explanation:
     predicted: str
     predicted_probability: float
     method: str
+    task: str = DEFAULT_TASK
 
 
 @dataclass
 class _Prepared:
-    """The differentiable model of one :class:`Model`, built once."""
+    """The differentiable model of one :class:`Model` and task, built once."""
 
     network: nn.Module
     layer: CamLayer
     preprocessing: Preprocessing
+    task: Task
     # CAM hooks live on the shared network: one explanation at a time per model.
     lock: threading.Lock
 
 
-_PREPARED: weakref.WeakKeyDictionary[Model, _Prepared] = weakref.WeakKeyDictionary()
+_PREPARED: weakref.WeakKeyDictionary[Model, dict[str, _Prepared]] = weakref.WeakKeyDictionary()
 _PREPARE_LOCK = threading.Lock()
 
 
@@ -81,40 +85,41 @@ def _check_method(method: str) -> str:
     return method.lower()
 
 
-def _target_index(model: Model, target: str | None) -> int | None:
-    model.require_plain("explain")
+def _target_index(task: Task, target: str | None) -> int | None:
     if target is None:
         return None
-    if target not in model.classes:
+    if target not in task.classes:
         raise ConfigError(
-            f"unknown target class {target!r}; the model's classes: {', '.join(model.classes)}"
+            f"unknown target class {target!r}; the classes of '{task.name}': "
+            f"{', '.join(task.classes)}"
         )
-    return model.classes.index(target)
+    return task.classes.index(target)
 
 
-def _prepare(model: Model) -> _Prepared:
+def _prepare(model: Model, task: Task) -> _Prepared:
     with _PREPARE_LOCK:
-        prepared = _PREPARED.get(model)
+        per_task = _PREPARED.setdefault(model, {})
+        prepared = per_task.get(task.name)
         if prepared is None:
-            prepared = _build(model)
-            _PREPARED[model] = prepared
+            prepared = _build(model, task)
+            per_task[task.name] = prepared
         return prepared
 
 
-def _build(model: Model) -> _Prepared:
+def _build(model: Model, task: Task) -> _Prepared:
+    # torch and the CAM library load on the first explanation, never on import
     from torch import nn
 
     from headstart.explain.layers import cam_layer
-    from headstart.heads.torch_head import head_to_torch
+    from headstart.heads.torch_head import task_module
 
     backbone = model.backbone_ref.build()
-    head = head_to_torch(model.head, classes=model.classes)
-    network = nn.Sequential(backbone, head).eval()
+    network = nn.Sequential(backbone, task_module(task, model.heads[task.name])).eval()
     # Gradients are wanted w.r.t. activations only, never the weights.
     for param in network.parameters():
         param.requires_grad_(False)
     layer = cam_layer(backbone.model, backbone.library)
-    return _Prepared(network, layer, backbone.preprocessing, threading.Lock())
+    return _Prepared(network, layer, backbone.preprocessing, task, threading.Lock())
 
 
 def _decode(image: Any, preprocessing: Preprocessing) -> Image.Image:
@@ -154,7 +159,7 @@ def _cam_class(method: str) -> Any:
 def _run_cam(
     prepared: _Prepared, batch: torch.Tensor, method: str, target: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """CAMs (N, H, W) and class probabilities (N, C) for a preprocessed batch."""
+    """CAMs (N, H, W) and the task's probabilities (N, C) for a preprocessed batch."""
     import torch
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -172,16 +177,17 @@ def _run_cam(
             logits = cam.outputs.detach()
     finally:
         cam.activations_and_grads.release()
-    proba = torch.softmax(logits.double(), dim=1).numpy()
+    scores = logits.double()
+    proba = scores.sigmoid() if prepared.task.multi_label else torch.softmax(scores, dim=1)
     return np.clip(np.asarray(maps, dtype=np.float32), 0.0, 1.0), proba
 
 
 def _explain_images(
-    model: Model, images: Sequence[Image.Image], method: str, target: int | None
+    model: Model, task: Task, images: Sequence[Image.Image], method: str, target: int | None
 ) -> list[Explanation]:
     import torch
 
-    prepared = _prepare(model)
+    prepared = _prepare(model, task)
     prep = prepared.preprocessing
     batch = torch.from_numpy(np.stack([prep(image) for image in images]))
     maps, proba = _run_cam(prepared, batch, method, target)
@@ -194,29 +200,37 @@ def _explain_images(
             Explanation(
                 heatmap=heatmap,
                 overlay=_blend(_crop_rgb(batch[i], prep), heatmap),
-                label=model.classes[index],
+                label=task.classes[index],
                 probability=float(proba[i, index]),
-                predicted=model.classes[predicted],
+                predicted=task.classes[predicted],
                 predicted_probability=float(proba[i, predicted]),
                 method=method,
+                task=task.name,
             )
         )
     return out
 
 
 def explain(
-    model: Model, image: ImageInput, *, method: str = "gradcam", target: str | None = None
+    model: Model,
+    image: ImageInput,
+    *,
+    method: str = "gradcam",
+    target: str | None = None,
+    task: str | None = None,
 ) -> Explanation:
     """A class activation map of ``image`` (a path or a PIL image) for ``model``.
 
-    ``method``: one of :data:`METHODS`.  ``target``: the class to explain (default: the
-    predicted one).  Unknown methods or classes raise :class:`~headstart.errors.ConfigError`;
-    an unreadable image raises :class:`~headstart.errors.ImageError`.
+    ``method``: one of :data:`METHODS`.  ``task``: the task to explain (default: the first).
+    ``target``: the class (or label) to explain (default: the most probable one).  Unknown
+    methods, tasks or classes raise :class:`~headstart.errors.ConfigError`; an unreadable image
+    raises :class:`~headstart.errors.ImageError`.
     """
     method = _check_method(method)
-    target_index = _target_index(model, target)
+    chosen = model.task(task)
+    target_index = _target_index(chosen, target)
     decoded = _decode(image, model.backbone_ref.preprocessing)
-    return _explain_images(model, [decoded], method, target_index)[0]
+    return _explain_images(model, chosen, [decoded], method, target_index)[0]
 
 
 def explain_many(
@@ -225,14 +239,17 @@ def explain_many(
     *,
     method: str = "gradcam",
     target: str | None = None,
+    task: str | None = None,
 ) -> list[Explanation | HeadstartError]:
     """:func:`explain` for several images, batched; one result per image, in order.
 
     An image that cannot be read gives its :class:`~headstart.errors.HeadstartError` in its
-    place instead of stopping the others; a bad ``method`` or ``target`` raises at once.
+    place instead of stopping the others; a bad ``method``, ``task`` or ``target`` raises at
+    once.
     """
     method = _check_method(method)
-    target_index = _target_index(model, target)
+    chosen = model.task(task)
+    target_index = _target_index(chosen, target)
     prep = model.backbone_ref.preprocessing
     results: dict[int, Explanation | HeadstartError] = {}
     for start in range(0, len(images), BATCH_SIZE):
@@ -243,6 +260,6 @@ def explain_many(
             except HeadstartError as exc:
                 results[i] = exc
         if decoded:
-            explained = _explain_images(model, list(decoded.values()), method, target_index)
+            explained = _explain_images(model, chosen, list(decoded.values()), method, target_index)
             results.update(zip(decoded, explained, strict=True))
     return [results[i] for i in range(len(images))]

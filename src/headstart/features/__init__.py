@@ -10,14 +10,13 @@ from headstart.features.extract import (
     feature_runner,
     resolve_engine,
 )
-from headstart.features.store import EmbeddingStore, default_cache_root, model_key
+from headstart.features.store import EmbeddingStore, model_key
 
 __all__ = [
     "ENGINES",
     "EmbeddingStore",
     "Extraction",
     "Runner",
-    "default_cache_root",
     "extract",
     "feature_runner",
     "model_key",

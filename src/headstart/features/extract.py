@@ -130,15 +130,12 @@ def _torch_runner(ref: BackboneRef, threads: int) -> Runner:
     return run
 
 
-def feature_runner(
-    ref: BackboneRef, engine: str = "auto", store: EmbeddingStore | None = None
-) -> Runner:
+def feature_runner(ref: BackboneRef, store: EmbeddingStore, engine: str = "auto") -> Runner:
     """A function from preprocessed batches (N, 3, H, W) float32 to (N, D) features, kept warm
     for repeated calls (prediction, serving).  The ONNX export is cached in ``store``."""
     engine = resolve_engine(engine)
     threads = physical_cores()
     if engine == "onnx":
-        store = store or EmbeddingStore()
         return _onnx_runner(ref, model_key(ref, engine), store, threads)
     return _torch_runner(ref, threads)
 
@@ -194,7 +191,7 @@ def extract(
     shas: Sequence[str] | None,
     ref: BackboneRef,
     *,
-    store: EmbeddingStore | None = None,
+    store: EmbeddingStore,
     engine: str = "auto",
     batch_size: int = 32,
     workers: int | None = None,
@@ -211,7 +208,6 @@ def extract(
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     engine = resolve_engine(engine)
-    store = store if store is not None else EmbeddingStore()
     paths = [Path(p) for p in paths]
     failures: dict[int, str] = {}
     if shas is None:

@@ -23,20 +23,11 @@ import numpy as np
 if TYPE_CHECKING:
     from headstart.backbones.registry import BackboneRef
 
-__all__ = ["STORE_FORMAT", "EmbeddingStore", "default_cache_root", "model_key"]
+__all__ = ["STORE_FORMAT", "EmbeddingStore", "model_key"]
 
 STORE_FORMAT = 1
 _MAGIC = b"HSE1"
 _HEADER = struct.Struct("<4sI16s")  # magic, number of float32 values, digest of the payload
-
-
-def default_cache_root() -> Path:
-    """``$HEADSTART_CACHE``, else ``$XDG_CACHE_HOME/headstart``, else ``~/.cache/headstart``."""
-    if os.environ.get("HEADSTART_CACHE"):
-        return Path(os.environ["HEADSTART_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "headstart"
-    return Path.home() / ".cache" / "headstart"
 
 
 def model_key(ref: BackboneRef, engine: str) -> str:
@@ -72,10 +63,12 @@ def _write_atomic(path: str, data: bytes) -> None:
 
 
 class EmbeddingStore:
-    """Cached feature vectors keyed by (model key, file sha256); see :func:`model_key`."""
+    """Cached feature vectors keyed by (model key, file sha256), under ``root/embeddings``, and
+    the ONNX exports of the backbones under ``root/onnx``; see :func:`model_key`.  The root
+    comes from :class:`headstart.cache.CacheRoot`, which owns every cache."""
 
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = Path(root) if root is not None else default_cache_root()
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
 
     def __repr__(self) -> str:
         return f"EmbeddingStore({str(self.root)!r})"

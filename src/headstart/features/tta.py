@@ -138,7 +138,7 @@ def view_embeddings(
     ref: BackboneRef,
     tta: str,
     *,
-    store: EmbeddingStore | None = None,
+    store: EmbeddingStore,
     engine: str = "auto",
     batch_size: int = 32,
     progress: bool = False,
@@ -147,7 +147,6 @@ def view_embeddings(
     unreadable files) and {index: reason}.  View 0 is exactly :func:`extract`'s output."""
     views = tta_views(tta)
     engine = resolve_engine(engine)
-    store = store if store is not None else EmbeddingStore()
     paths = [Path(p) for p in paths]
     plain = extract(paths, None, ref, store=store, engine=engine, progress=progress)
     failures = dict(plain.failures)
@@ -165,16 +164,16 @@ def tta_proba(
     paths: Sequence[Path],
     ref: BackboneRef,
     class_proba: Callable[[np.ndarray], np.ndarray],
-    n_classes: int,
+    n_columns: int,
     tta: str,
     *,
-    store: EmbeddingStore | None = None,
+    store: EmbeddingStore,
     progress: bool = False,
 ) -> tuple[np.ndarray, dict[int, str]]:
-    """The mean over views of ``class_proba`` (embeddings -> calibrated probabilities), with
-    NaN rows for unreadable files, and {index: reason}."""
+    """The mean over views of ``class_proba`` (embeddings -> (N, ``n_columns``) calibrated
+    probabilities), with NaN rows for unreadable files, and {index: reason}."""
     embeddings, failures = view_embeddings(paths, ref, tta, store=store, progress=progress)
-    proba = np.full((len(paths), n_classes), np.nan, dtype=np.float64)
+    proba = np.full((len(paths), n_columns), np.nan, dtype=np.float64)
     ok = np.array([i not in failures for i in range(len(paths))], dtype=bool)
     if ok.any():
         proba[ok] = np.mean([class_proba(view[ok]) for view in embeddings], axis=0)
@@ -233,7 +232,7 @@ class _Extra:
             ExtractProgress(len(files), label, self.progress) as bar,
         ):
             batches = self._decoded(files, per_batch, pool, workers + 1)
-            runner = feature_runner(self.ref, self.engine, self.store)
+            runner = feature_runner(self.ref, self.store, self.engine)
             size = self.ref.preprocessing.crop
             for start, kept, arrays, failed in batches:
                 for j, reason in failed.items():  # the file changed since the plain pass

@@ -8,17 +8,16 @@ from __future__ import annotations
 from headstart.finetune.evaluation import linear_head_export
 from headstart.finetune.module import FinetuneModule
 from headstart.finetune.recipe import backbone_blocks, param_groups, set_batchnorm_eval
-from headstart.finetune.run import FinetuneOutcome, finetune
-from headstart.finetune.strategy import fit_with_strategy, resume_run
+from headstart.finetune.run import build_parts, finetune, scratch_recipe, start_record
 
 __all__ = [
     "FinetuneModule",
-    "FinetuneOutcome",
     "backbone_blocks",
+    "build_parts",
     "finetune",
-    "fit_with_strategy",
     "linear_head_export",
     "param_groups",
-    "resume_run",
+    "scratch_recipe",
     "set_batchnorm_eval",
+    "start_record",
 ]

@@ -1,5 +1,6 @@
 """Images for fine-tuning: decoded once, resized like the backbone's preprocessing, kept in memory
 (up to a budget), served by epoch-seeded samplers so a resumed run sees the same batches.
+Targets are the concatenated per-task rows of :mod:`headstart.finetune.targets`.
 """
 
 from __future__ import annotations
@@ -74,14 +75,14 @@ class DecodedImages:
         return failures
 
 
-class ImageDataset(Dataset[tuple[Tensor, int]]):
-    """(transformed image, class index) pairs over some rows of a :class:`DecodedImages`."""
+class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
+    """(transformed image, target row) pairs over some rows of a :class:`DecodedImages`."""
 
     def __init__(
         self,
         images: DecodedImages,
         rows: Sequence[int],
-        targets: Sequence[int],
+        targets: Sequence[Tensor],
         transform: Callable[[Tensor], Tensor],
     ) -> None:
         self.images = images
@@ -92,7 +93,7 @@ class ImageDataset(Dataset[tuple[Tensor, int]]):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
         """``key`` is an index, or (index, seed) from :class:`EpochSampler`: the random
         transforms then draw from that seed, whatever ran before (Lightning fetches a batch
         ahead, so the global generator's state at that moment depends on the run's history)."""
@@ -105,30 +106,30 @@ class ImageDataset(Dataset[tuple[Tensor, int]]):
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
-    """A shuffle (or class-balanced draw with replacement) that depends only on (seed, epoch),
-    yielding (index, augmentation seed) pairs.
+    """A shuffle (or, given each sample's class index, a class-balanced draw with replacement)
+    that depends only on (seed, epoch), yielding (index, augmentation seed) pairs.
 
     Lightning calls ``set_epoch`` each epoch, so a run resumed at epoch k draws exactly the
     batches, and the augmentations, that the uninterrupted run drew at epoch k."""
 
-    def __init__(self, targets: Sequence[int], seed: int, balanced: bool = False) -> None:
-        self.targets = np.asarray(targets)
+    def __init__(self, n: int, seed: int, balance_on: Sequence[int] | None = None) -> None:
+        self.n = n
         self.seed = seed
-        self.balanced = balanced
+        self.balance_on = None if balance_on is None else np.asarray(balance_on)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.targets)
+        return self.n
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        n = len(self.targets)
-        if self.balanced:
-            counts = np.bincount(self.targets)
-            weights = 1.0 / counts[self.targets]
+        n = self.n
+        if self.balance_on is not None:
+            counts = np.bincount(self.balance_on)
+            weights = 1.0 / counts[self.balance_on]
             order = rng.choice(n, size=n, replace=True, p=weights / weights.sum())
         else:
             order = rng.permutation(n)
@@ -177,7 +178,7 @@ class FinetuneData(LightningDataModule):
         *,
         batch_size: int,
         seed: int,
-        balanced: bool,
+        balance_on: Sequence[int] | None,
         workers: int,
     ) -> None:
         super().__init__()
@@ -185,11 +186,11 @@ class FinetuneData(LightningDataModule):
         self.val_set = val
         self.batch_size = batch_size
         self.seed = seed
-        self.balanced = balanced
+        self.balance_on = balance_on
         self.workers = workers
 
-    def train_dataloader(self) -> DataLoader[tuple[Tensor, int]]:
-        sampler = EpochSampler(self.train_set.targets, self.seed, self.balanced)
+    def train_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
+        sampler = EpochSampler(len(self.train_set), self.seed, self.balance_on)
         # drop_last only when it drops a little: a last batch of 1 breaks BatchNorm in training
         drop = len(self.train_set) % self.batch_size == 1
         return DataLoader(
@@ -201,7 +202,7 @@ class FinetuneData(LightningDataModule):
             persistent_workers=self.workers > 0,
         )
 
-    def val_dataloader(self) -> DataLoader[tuple[Tensor, int]]:
+    def val_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
         return DataLoader(self.val_set, batch_size=self.batch_size * 2, num_workers=self.workers)
 
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from headstart.config import FitConfig
+from headstart.embedding import scan_data
 from headstart.errors import DataError
-from headstart.finetune.run import build_parts, load_manifest
+from headstart.finetune.run import build_parts
 from headstart.fsutil import atomic_write_text
 
 __all__ = ["LRFindResult", "lr_find"]
@@ -48,7 +49,7 @@ def lr_find(
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    parts = build_parts(load_manifest(data, config), config)
+    parts = build_parts(scan_data(data, config), config)
     trainer = Trainer(
         max_epochs=max(1, config.train.frozen_epochs),
         accelerator=config.train.accelerator,

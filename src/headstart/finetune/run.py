@@ -3,7 +3,7 @@
 The run folder gets the same files as a probe run (bundle, metrics, manifest, problems,
 predictions, config, run.json) plus ``logs/`` (``metrics.csv`` per epoch, Lightning's CSV logs,
 TensorBoard when installed), ``checkpoints/`` (``best.ckpt``, ``last.ckpt``) and
-``finetune.json`` (recipe facts: imbalance remedy, epochs run, best epoch, precision).
+``finetune.json`` (recipe facts: imbalance remedy per task, epochs run, best epoch, precision).
 The bundle's backbone is the fine-tuned weights, so its sha256 (and thus every embedding cache
 key) differs from the pretrained backbone's.
 
@@ -14,26 +14,23 @@ and records no pretrained weights hash.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from headstart.allocator import keep_freed_memory
-from headstart.backbones import BackboneRef, resolve_backbone, save_weights
-from headstart.backbones.model import Backbone, build_backbone
+from headstart.backbones import BackboneRef, resolve_backbone
+from headstart.backbones.model import Backbone, build_backbone, save_weights
 from headstart.backbones.registry import unweighted_ref
 from headstart.config import FitConfig
 from headstart.data import Manifest
-from headstart.data.augment import batch_mixer, eval_transform, resolve, train_transform
+from headstart.data.augment import eval_transform, resolve, train_transform
+from headstart.embedding import check_trainable, scan_data
 from headstart.errors import ConfigError, DataError
-from headstart.features import Extraction
 from headstart.finetune.data import (
     DecodedImages,
     FinetuneData,
@@ -43,29 +40,12 @@ from headstart.finetune.data import (
 )
 from headstart.finetune.evaluation import evaluate_trained, split_targets
 from headstart.finetune.module import FinetuneModule
-from headstart.finetune.task_module import TaskFinetuneModule
+from headstart.finetune.targets import batch_mixer
 from headstart.finetune.trainer import build_trainer, load_best, resolve_precision
-from headstart.fsutil import atomic_write_text
-from headstart.pipeline import FitResult, _check_output, _check_trainable
-from headstart.runfolder import write_run
+from headstart.result import FitResult, write_result
+from headstart.runfolder import FinetuneRecord, ResumeRecord, RunFolder
 
-__all__ = [
-    "FinetuneOutcome",
-    "finetune",
-    "prepare_images",
-    "scratch_recipe",
-]
-
-RESUME_FILE = "resume.json"
-
-
-@dataclass
-class FinetuneOutcome:
-    """A finished fine-tune before anything is written: the result and its backbone ref."""
-
-    result: FitResult
-    ref: BackboneRef
-    facts: dict[str, Any] = field(default_factory=dict)
+__all__ = ["Parts", "build_parts", "finetune", "prepare_images", "scratch_recipe", "start_record"]
 
 
 def prepare_images(
@@ -88,8 +68,54 @@ def prepare_images(
     return manifest, kept
 
 
+def _imbalance(manifest: Manifest, cfg: FitConfig) -> dict[str, Imbalance]:
+    """The remedy of each task: per multi-class task by its class ratio; a balanced sampler
+    can balance one task only (the first that asks), so later ones get the weighted loss."""
+    out: dict[str, Imbalance] = {}
+    sampled = None
+    for task in manifest.targets:
+        if task.multi_label:
+            out[task.name] = Imbalance({}, 1.0, "none", "multi-label: not applied")
+            continue
+        labels = [s.labels[task.name][0] for s in manifest.split("train")]
+        imb = decide_imbalance(
+            labels, task.classes, cfg.train.imbalance, cfg.train.imbalance_threshold
+        )
+        if imb.remedy == "sampler" and sampled is not None:
+            why = f"{imb.reason}; the sampler balances '{sampled}', so a weighted loss here"
+            imb = Imbalance(imb.counts, imb.ratio, "weighted_loss", why)
+        elif imb.remedy == "sampler":
+            sampled = task.name
+        out[task.name] = imb
+    return out
+
+
+def _class_weights(imbalance: dict[str, Imbalance], manifest: Manifest) -> dict[str, torch.Tensor]:
+    out = {}
+    for task in manifest.targets:
+        imb = imbalance[task.name]
+        if imb.remedy == "weighted_loss":
+            counts = np.array([max(imb.counts[c], 1) for c in task.classes], dtype=np.float64)
+            out[task.name] = torch.tensor(
+                counts.sum() / (len(counts) * counts), dtype=torch.float32
+            )
+    return out
+
+
+def _balance_on(imbalance: dict[str, Imbalance], manifest: Manifest) -> list[int] | None:
+    for task in manifest.targets:
+        if imbalance[task.name].remedy == "sampler":
+            index = {c: i for i, c in enumerate(task.classes)}
+            return [index[s.labels[task.name][0]] for s in manifest.split("train")]
+    return None
+
+
 def _datamodule(
-    manifest: Manifest, images: DecodedImages, cfg: FitConfig, seed: int, imbalance: Imbalance
+    manifest: Manifest,
+    images: DecodedImages,
+    cfg: FitConfig,
+    seed: int,
+    imbalance: dict[str, Imbalance],
 ) -> FinetuneData:
     plan = resolve(cfg.augment)
     prep = images.prep
@@ -106,24 +132,9 @@ def _datamodule(
         val,
         batch_size=cfg.train.batch_size,
         seed=seed,
-        balanced=imbalance.remedy == "sampler",
+        balance_on=_balance_on(imbalance, manifest),
         workers=cfg.train.workers,
     )
-
-
-def _class_weights(imbalance: Imbalance, classes: list[str]) -> torch.Tensor | None:
-    if imbalance.remedy != "weighted_loss":
-        return None
-    counts = np.array([max(imbalance.counts[c], 1) for c in classes], dtype=np.float64)
-    weights = counts.sum() / (len(counts) * counts)
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def load_manifest(data: str | Path, cfg: FitConfig) -> Manifest:
-    """Scan ``data`` as ``fit`` does (same split rules and seed)."""
-    from headstart.pipeline import scan_data
-
-    return scan_data(data, cfg)
 
 
 def scratch_recipe(cfg: FitConfig) -> FitConfig:
@@ -166,13 +177,13 @@ class Parts:
     backbone: Backbone
     module: FinetuneModule
     datamodule: FinetuneData
-    imbalance: Imbalance
+    imbalance: dict[str, Imbalance]
     seed: int
     decode_seconds: float
 
 
 def build_parts(manifest: Manifest, cfg: FitConfig) -> Parts:
-    """Seed, decode the images, decide the imbalance remedy, build the module and the data."""
+    """Seed, decode the images, decide the imbalance remedies, build the module and the data."""
     from lightning.pytorch import seed_everything
 
     seed = cfg.data.seed if cfg.train.seed is None else cfg.train.seed
@@ -185,40 +196,29 @@ def build_parts(manifest: Manifest, cfg: FitConfig) -> Parts:
         ref = unweighted_ref(cfg.backbone.name)
     t0 = time.perf_counter()
     manifest, images = prepare_images(manifest, ref, cfg.train.cache_images_mb)
-    _check_trainable(manifest)
+    check_trainable(manifest)
     decode_seconds = time.perf_counter() - t0
     backbone = _build_backbone(ref, pretrained, seed)
-    module: FinetuneModule
-    if manifest.is_plain:
-        imbalance = decide_imbalance(
-            [s.label for s in manifest.split("train")],
-            manifest.classes,
-            cfg.train.imbalance,
-            cfg.train.imbalance_threshold,
-        )
-        module = FinetuneModule(
-            backbone,
-            len(manifest.classes),
-            cfg.train,
-            seed=seed,
-            class_weights=_class_weights(imbalance, manifest.classes),
-            mixer=batch_mixer(resolve(cfg.augment), len(manifest.classes)),
-        )
-    else:
-        # per-task remedies and MixUp/CutMix of label sets are not implemented: say so
-        imbalance = Imbalance({}, 1.0, "none", "multi-label / multi-task: not applied")
-        module = TaskFinetuneModule(backbone, manifest.targets, cfg.train, seed=seed)
+    imbalance = _imbalance(manifest, cfg)
+    module = FinetuneModule(
+        backbone,
+        manifest.targets,
+        cfg.train,
+        seed=seed,
+        class_weights=_class_weights(imbalance, manifest),
+        mixer=batch_mixer(resolve(cfg.augment)),
+    )
     dm = _datamodule(manifest, images, cfg, seed, imbalance)
     return Parts(manifest, images, ref, backbone, module, dm, imbalance, seed, decode_seconds)
 
 
 def _train(
-    manifest: Manifest, cfg: FitConfig, run_dir: Path, *, progress: bool, ckpt: Path | None
-) -> FinetuneOutcome:
+    manifest: Manifest, cfg: FitConfig, run: RunFolder, *, progress: bool, ckpt: Path | None
+) -> FitResult:
     parts = build_parts(manifest, cfg)
     manifest, module = parts.manifest, parts.module
     timings: dict[str, float] = {"decode": parts.decode_seconds}
-    trainer, checkpoint = build_trainer(cfg.train, run_dir, progress=progress)
+    trainer, checkpoint = build_trainer(cfg.train, run.path, progress=progress)
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=parts.datamodule, ckpt_path=str(ckpt) if ckpt else None)
     timings["train"] = time.perf_counter() - t0
@@ -229,68 +229,51 @@ def _train(
     t0 = time.perf_counter()
     evaluated = evaluate_trained(module, manifest, parts.images, cfg)
     timings["evaluate"] = time.perf_counter() - t0
-    weights_file = run_dir / "checkpoints" / "backbone.safetensors"
+    weights_file = run.checkpoints / "backbone.safetensors"
     sha = save_weights(parts.backbone, weights_file)
     ref = parts.ref
     tuned = BackboneRef(ref.name, weights_file, sha, ref.preprocessing, parts.backbone.feature_dim)
-    extraction = Extraction(np.empty((0, 0)), {}, 0, 0, timings["decode"], "finetune")
-    result = FitResult(
-        run_dir,
-        run_dir / "model",
-        manifest,
-        evaluated.metrics,
-        extraction,
-        evaluated.head,
-        timings,
-        cfg,
-        evaluated.probabilities,
-    )
-    result.task_metrics = evaluated.task_metrics
-    result.task_probabilities = evaluated.task_probabilities
-    imb = parts.imbalance
-    facts = {
-        "strategy": "finetune" if cfg.backbone.pretrained else "scratch",
-        "pretrained": cfg.backbone.pretrained,
-        "pretrained_weights_sha256": ref.weights_sha256 or None,
-        "finetuned_weights_sha256": sha,
-        "imbalance": {
-            "counts": imb.counts,
-            "ratio": round(imb.ratio, 3),
-            "remedy": imb.remedy,
-            "reason": imb.reason,
+    record = FinetuneRecord(
+        strategy="finetune" if cfg.backbone.pretrained else "scratch",
+        pretrained=cfg.backbone.pretrained,
+        pretrained_weights_sha256=ref.weights_sha256 or None,
+        finetuned_weights_sha256=sha,
+        imbalance={
+            name: {
+                "counts": imb.counts,
+                "ratio": round(imb.ratio, 3),
+                "remedy": imb.remedy,
+                "reason": imb.reason,
+            }
+            for name, imb in parts.imbalance.items()
         },
-        "epochs_run": len(module.history),
-        "best_epoch": best_epoch,
-        "precision": resolve_precision(cfg.train),
-        "train_images": len(manifest.split("train")),
-        "seed": parts.seed,
-        "history": module.history,
-    }
-    return FinetuneOutcome(result, tuned, facts)
+        epochs_run=len(module.history),
+        best_epoch=best_epoch,
+        precision=resolve_precision(cfg.train),
+        train_images=len(manifest.split("train")),
+        seed=parts.seed,
+        history=module.history,
+    )
+    return FitResult(
+        run.path,
+        manifest,
+        evaluated.heads,
+        tuned,
+        cfg,
+        metrics=evaluated.metrics,
+        probabilities=evaluated.probabilities,
+        timings=timings,
+        weights=weights_file,
+        validation="the val split (it also picked the best epoch)",
+        finetune=record,
+    )
 
 
-def write_outcome(outcome: FinetuneOutcome, extra_facts: dict[str, Any] | None = None) -> None:
-    """Write the run folder of a finished fine-tune and mark its resume record finished."""
-    result = outcome.result
-    write_run(result, outcome.ref)
-    facts = {**outcome.facts, **(extra_facts or {})}
-    atomic_write_text(result.run_dir / "finetune.json", json.dumps(facts, indent=2) + "\n")
-    _mark_resume(result.run_dir, finished=True)
-
-
-def _mark_resume(run_dir: Path, *, finished: bool, record: dict[str, Any] | None = None) -> None:
-    path = run_dir / RESUME_FILE
-    current = record or json.loads(path.read_text(encoding="utf-8"))
-    current["finished"] = finished
-    atomic_write_text(path, json.dumps(current, indent=2) + "\n")
-
-
-def start_record(data: str | Path, cfg: FitConfig, run_dir: Path, strategy: str) -> None:
+def start_record(data: str | Path, cfg: FitConfig, run: RunFolder, strategy: str) -> None:
     """What ``--resume`` needs before training starts: data path, strategy, resolved config."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"data": str(Path(data).resolve()), "strategy": strategy}
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    _mark_resume(run_dir, finished=False, record=record)
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_config(cfg)
+    run.write_resume(ResumeRecord(str(Path(data).resolve()), strategy, finished=False))
 
 
 def finetune(
@@ -302,24 +285,25 @@ def finetune(
     progress: bool = True,
     resume: bool = False,
     write: bool = True,
-) -> FinetuneOutcome:
+) -> FitResult:
     """Fine-tune the configured backbone on ``data`` (a folder, a CSV or a scanned manifest)
     and, with ``write``, write the run folder ``run_dir``.  ``resume`` continues from
     ``run_dir/checkpoints/last.ckpt``.  With ``backbone.pretrained: false`` the backbone
     trains from scratch under :func:`scratch_recipe`."""
-    run_dir = Path(run_dir)
+    run = RunFolder(run_dir)
     config = scratch_recipe(config)
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = run.checkpoints / "last.ckpt"
     if resume and not ckpt.is_file():
-        raise ConfigError(f"{run_dir} has no checkpoint to resume from ({ckpt} is missing)")
+        raise ConfigError(f"{run.path} has no checkpoint to resume from ({ckpt} is missing)")
     if not resume and write:
-        _check_output(run_dir, overwrite)
-    manifest = data if isinstance(data, Manifest) else load_manifest(data, config)
+        run.check_output(overwrite)
+    manifest = data if isinstance(data, Manifest) else scan_data(data, config)
     if write and not resume:
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # a killed run's leftovers
+        shutil.rmtree(run.checkpoints, ignore_errors=True)  # a killed run's leftovers
         source = manifest.root if isinstance(data, Manifest) else data
-        start_record(source, config, run_dir, "finetune")
-    outcome = _train(manifest, config, run_dir, progress=progress, ckpt=ckpt if resume else None)
+        start_record(source, config, run, "finetune")
+    result = _train(manifest, config, run, progress=progress, ckpt=ckpt if resume else None)
     if write:
-        write_outcome(outcome)
-    return outcome
+        write_result(result)
+        run.mark_finished()
+    return result

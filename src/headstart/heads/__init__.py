@@ -1,4 +1,5 @@
-"""Scikit-learn compatible classifiers on embeddings ("heads"), their registry and export.
+"""Scikit-learn compatible classifiers on embeddings ("heads"), their factory, export and the
+helpers that fit and read one head per task.
 
 >>> from headstart.heads import create_head
 >>> head = create_head("logistic")   # or "knn", "mlp"
@@ -6,22 +7,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from headstart.heads._base import Head, HeadNotFittedError
+from headstart.heads.kinds import HEADS, create_head
 from headstart.heads.knn import KNNHead
 from headstart.heads.logistic import DEFAULT_CS, LogisticHead
 from headstart.heads.mlp import MLPHead
-from headstart.heads.registry import (
-    HEAD_FORMAT_VERSION,
-    HEADS,
-    create_head,
-    export_head,
-    import_head,
+from headstart.heads.multilabel import MultiLabelHead, tune_thresholds
+from headstart.heads.registry import HEAD_FORMAT_VERSION, export_head, import_head
+from headstart.heads.tasks import (
+    check_label_coverage,
+    indicator,
+    predicted_labels,
+    task_head,
+    task_proba,
+    task_target,
+    thresholds_of,
 )
-
-if TYPE_CHECKING:
-    from headstart.heads.torch_head import head_to_torch
 
 __all__ = [
     "DEFAULT_CS",
@@ -32,17 +33,16 @@ __all__ = [
     "KNNHead",
     "LogisticHead",
     "MLPHead",
+    "MultiLabelHead",
+    "check_label_coverage",
     "create_head",
     "export_head",
-    "head_to_torch",
     "import_head",
+    "indicator",
+    "predicted_labels",
+    "task_head",
+    "task_proba",
+    "task_target",
+    "thresholds_of",
+    "tune_thresholds",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # head_to_torch imports torch; importing the heads (and so the bundle) must not.
-    if name == "head_to_torch":
-        from headstart.heads.torch_head import head_to_torch
-
-        return head_to_torch
-    raise AttributeError(f"module 'headstart.heads' has no attribute '{name}'")

@@ -1,4 +1,4 @@
-"""Head registry, factory and pickle-free export / import of fitted heads."""
+"""Pickle-free export / import of fitted heads (every kind, and the multi-label head)."""
 
 from __future__ import annotations
 
@@ -7,46 +7,18 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.base import ClassifierMixin
 
 from headstart import errors
-from headstart.heads._base import Head, classes_from_json, classes_to_json, ensure_fitted
-from headstart.heads.knn import KNNHead
-from headstart.heads.logistic import LogisticHead
-from headstart.heads.mlp import MLPHead
+from headstart.heads._base import classes_from_json, classes_to_json, ensure_fitted
+from headstart.heads.kinds import HEADS, check_param_names, head_class
+from headstart.heads.multilabel import MultiLabelHead
 
-__all__ = ["HEADS", "HEAD_FORMAT_VERSION", "create_head", "export_head", "import_head"]
+__all__ = ["HEAD_FORMAT_VERSION", "MULTILABEL", "export_head", "import_head", "params_json"]
 
-#: Every head kind by name; the keys are what ``create_head`` and config files accept.
-HEADS: dict[str, type[Head]] = {"logistic": LogisticHead, "knn": KNNHead, "mlp": MLPHead}
 #: Version of the layout written by :func:`export_head`; bumped on incompatible changes.
 HEAD_FORMAT_VERSION = 1
-
-
-def _head_class(kind: Any) -> type[Head]:
-    if not isinstance(kind, str) or kind not in HEADS:
-        raise errors.ConfigError(f"unknown head {kind!r}; known: {', '.join(sorted(HEADS))}")
-    return HEADS[kind]
-
-
-def create_head(kind: str, **params: Any) -> ClassifierMixin:
-    """A new, unfitted head of ``kind`` (see :data:`HEADS`) with ``params`` set.
-
-    Raises :class:`~headstart.errors.ConfigError` for an unknown kind or parameter name.
-    """
-    cls = _head_class(kind)
-    _check_param_names(cls, params)
-    return cls(**params)
-
-
-def _check_param_names(cls: type[Head], params: Mapping[str, Any]) -> None:
-    valid = sorted(cls._get_param_names())
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise errors.ConfigError(
-            f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-            f"for head {cls.kind!r}; valid: {', '.join(valid)}"
-        )
+#: The ``kind`` recorded for a :class:`MultiLabelHead` (its labels' heads are recorded inside).
+MULTILABEL = "multilabel"
 
 
 #: JSON objects only have string keys, so a mapping parameter (``class_weight``) is stored as
@@ -72,12 +44,21 @@ def _from_json_key(key: Any) -> Any:
     return tuple(key) if isinstance(key, list) else key
 
 
+def params_json(head: Any) -> dict[str, Any]:
+    """The head's constructor arguments as JSON values."""
+    return {name: _to_json(v) for name, v in head.get_params(deep=False).items()}
+
+
 def export_head(head: Any) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
     """A fitted head as plain arrays (for safetensors) plus JSON-able meta.
 
     The meta holds ``format``, ``kind``, ``params`` (the constructor arguments), ``classes``,
-    ``n_features_in`` and ``state`` (the head's fitted non-array values).
+    ``n_features_in`` and ``state`` (the head's fitted non-array values).  A
+    :class:`MultiLabelHead` records each label's head meta in ``state.label_heads`` and its
+    arrays under ``<label index>/``.
     """
+    if isinstance(head, MultiLabelHead):
+        return _export_multilabel(head)
     kinds = {cls: name for name, cls in HEADS.items()}
     if type(head) not in kinds:
         raise errors.ConfigError(
@@ -87,7 +68,7 @@ def export_head(head: Any) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
     meta = {
         "format": HEAD_FORMAT_VERSION,
         "kind": kinds[type(head)],
-        "params": {name: _to_json(v) for name, v in head.get_params(deep=False).items()},
+        "params": params_json(head),
         "classes": classes_to_json(head.classes_),
         "n_features_in": int(head.n_features_in_),
         "state": head.export_extra(),
@@ -95,7 +76,26 @@ def export_head(head: Any) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
     return head.export_arrays(), meta
 
 
-def import_head(arrays: Mapping[str, NDArray[Any]], meta: Mapping[str, Any]) -> ClassifierMixin:
+def _export_multilabel(head: MultiLabelHead) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
+    ensure_fitted(head)
+    arrays: dict[str, NDArray[Any]] = {}
+    metas = []
+    for j, sub in enumerate(head.estimators_):
+        sub_arrays, sub_meta = export_head(sub)
+        arrays.update({f"{j}/{k}": v for k, v in sub_arrays.items()})
+        metas.append(sub_meta)
+    meta = {
+        "format": HEAD_FORMAT_VERSION,
+        "kind": MULTILABEL,
+        "params": params_json(head),
+        "classes": classes_to_json(head.classes_),
+        "n_features_in": int(head.n_features_in_),
+        "state": {"thresholds": [float(t) for t in head.thresholds_], "label_heads": metas},
+    }
+    return arrays, meta
+
+
+def import_head(arrays: Mapping[str, NDArray[Any]], meta: Mapping[str, Any]) -> Any:
     """Rebuild a fitted head from :func:`export_head` output, without pickle.
 
     Raises :class:`~headstart.errors.BundleError` when the meta or arrays are incomplete.
@@ -105,8 +105,10 @@ def import_head(arrays: Mapping[str, NDArray[Any]], meta: Mapping[str, Any]) -> 
         raise errors.BundleError(
             f"unsupported head format {version!r}; this headstart reads {HEAD_FORMAT_VERSION}"
         )
+    if meta.get("kind") == MULTILABEL:
+        return _import_multilabel(arrays, meta)
     try:
-        cls = _head_class(meta.get("kind"))
+        cls = head_class(meta.get("kind"))
     except errors.ConfigError as exc:
         raise errors.BundleError(str(exc)) from None
     params = dict(meta.get("params") or {})
@@ -118,16 +120,48 @@ def import_head(arrays: Mapping[str, NDArray[Any]], meta: Mapping[str, Any]) -> 
         elif isinstance(value, dict) and isinstance(value.get(_MAPPING), list):
             params[name] = {_from_json_key(k): v for k, v in value[_MAPPING]}
     try:
-        _check_param_names(cls, params)
+        check_param_names(cls, params)
     except errors.ConfigError as exc:
         raise errors.BundleError(f"head meta has bad params: {exc}") from None
     head = cls(**params)
     head.classes_ = classes_from_json(meta.get("classes"))
+    head.n_features_in_ = _n_features(meta)
+    head.restore_state(arrays, meta.get("state") or {})
+    return head
+
+
+def _n_features(meta: Mapping[str, Any]) -> int:
     n_features = meta.get("n_features_in")
     if not isinstance(n_features, int) or n_features < 1:
         raise errors.BundleError(
             f"head meta 'n_features_in' must be a positive int; got {n_features!r}"
         )
-    head.n_features_in_ = n_features
-    head.restore_state(arrays, meta.get("state") or {})
+    return n_features
+
+
+def _import_multilabel(arrays: Mapping[str, NDArray[Any]], meta: Mapping[str, Any]) -> Any:
+    state = meta.get("state") or {}
+    subs = state.get("label_heads")
+    thresholds = np.asarray(state.get("thresholds", []), dtype=np.float64)
+    if not isinstance(subs, list) or not subs or thresholds.shape != (len(subs),):
+        raise errors.BundleError("multilabel head meta needs one label head and threshold each")
+    params = dict(meta.get("params") or {})
+    params["params"] = _params_from_json(params.get("params"))
+    try:
+        head = MultiLabelHead(**params)
+    except TypeError as exc:
+        raise errors.BundleError(f"multilabel head meta has bad params: {exc}") from None
+    head.estimators_ = [
+        import_head({k[len(f"{j}/") :]: v for k, v in arrays.items() if k.startswith(f"{j}/")}, m)
+        for j, m in enumerate(subs)
+    ]
+    head.classes_ = np.arange(len(subs))
+    head.thresholds_ = thresholds
+    head.n_features_in_ = _n_features(meta)
     return head
+
+
+def _params_from_json(value: Any) -> Any:
+    if isinstance(value, dict) and isinstance(value.get(_MAPPING), list):
+        return {_from_json_key(k): v for k, v in value[_MAPPING]}
+    return value

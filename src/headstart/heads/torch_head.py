@@ -21,9 +21,10 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from headstart import errors
-from headstart.heads.registry import export_head
+from headstart.data.manifest import Task
+from headstart.heads.registry import MULTILABEL, export_head
 
-__all__ = ["head_module_from_state", "head_to_torch"]
+__all__ = ["head_module_from_state", "head_to_torch", "task_module"]
 
 #: The kNN head adds this to cosine distances before inverting them (same as ``KNNHead``).
 _KNN_EPS = 1e-6
@@ -113,6 +114,23 @@ class _KNN(nn.Module):
         return torch.log(torch.clamp(share, min=_KNN_FLOOR))
 
 
+class _MultiLabel(nn.Module):
+    """Per-label logits (N, L): each label's binary head gives (negative, positive) logits and
+    ``positive - negative`` is the logit whose sigmoid is the label's probability."""
+
+    def __init__(self, labels: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.labels = nn.ModuleList(labels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Label logits (N, L)."""
+        columns = []
+        for module in self.labels:
+            pair = module(x)
+            columns.append(pair[:, 1:2] - pair[:, 0:1])
+        return torch.cat(columns, dim=1)
+
+
 class _Reordered(nn.Module):
     """Output columns permuted (the head's class order -> the caller's)."""
 
@@ -135,9 +153,16 @@ def _array(arrays: Mapping[str, NDArray[Any]], name: str, kind: str) -> NDArray[
     return np.asarray(arrays[name])
 
 
+def _prefixed(arrays: Mapping[str, NDArray[Any]], prefix: str) -> dict[str, NDArray[Any]]:
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
 def _module_for(arrays: Mapping[str, NDArray[Any]], meta: Mapping[str, Any]) -> nn.Module:
     kind = meta.get("kind")
     params = meta.get("params") or {}
+    if kind == MULTILABEL:
+        subs = (meta.get("state") or {}).get("label_heads") or []
+        return _MultiLabel([_module_for(_prefixed(arrays, f"{j}/"), s) for j, s in enumerate(subs)])
     n_classes = len(meta.get("classes") or [])
     if kind == "logistic":
         coef = _array(arrays, "coef", kind)  # (C or 1, D)
@@ -195,3 +220,12 @@ def head_to_torch(head: Any, *, classes: Sequence[Any] | None = None) -> nn.Modu
     """
     arrays, meta = export_head(head)
     return head_module_from_state(arrays, meta, classes=classes)
+
+
+def task_module(task: Task, head: Any) -> nn.Module:
+    """The head of ``task`` as a torch module from features to the task's logits, columns in
+    ``task.classes`` order: softmax gives a multi-class task's probabilities, sigmoid a
+    multi-label task's (one logit per label)."""
+    if task.multi_label:
+        return head_to_torch(head)
+    return head_to_torch(head, classes=list(task.classes))

@@ -5,9 +5,10 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from headstart.data import Task
 from headstart.report.run import RunFiles
-from headstart.report.tasks import task_limits, task_metrics_line, tasks_of
 from headstart.report.template import Section, pct, table
+from headstart.stats import Metrics, headline
 
 __all__ = ["card_section", "limits"]
 
@@ -28,51 +29,81 @@ def _training_kind(run: RunFiles) -> str:
     return f"{probe} on frozen features of {backbone}, a network pretrained on ImageNet"
 
 
+def _question(task: Task) -> str:
+    names = ", ".join(task.classes)
+    if task.multi_label:
+        return f"which of {len(task.classes)} labels an image shows ({names}), possibly none"
+    return f"which of {len(task.classes)} classes an image belongs to ({names})"
+
+
+def _task_limits(run: RunFiles, task: Task) -> list[str]:
+    out = []
+    where = "" if len(run.tasks) == 1 else f" ({task.name})"
+    train = run.counts(task).get("train", {})
+    per_class = [train.get(c, 0) for c in task.classes]
+    if per_class and min(per_class) < _FEW_PER_CLASS:
+        out.append(
+            f"Few training images{where} ({min(per_class)} for the rarest "
+            f"{'label' if task.multi_label else 'class'}): expect the numbers to change "
+            "noticeably with more data, and treat per-class numbers as rough."
+        )
+    if per_class and min(per_class) > 0 and max(per_class) / min(per_class) >= _IMBALANCE:
+        out.append(
+            f"Classes are imbalanced{where} ({max(per_class)}:{min(per_class)} in training)."
+        )
+    for split, per_task in run.metrics.items():
+        m = per_task.get(task.name)
+        if m is None:
+            continue
+        name, value = headline(m)
+        out.append(
+            f"The {split} set{where} has {m.n} images, so its {name} is only known to within "
+            f"{pct(value.low)}-{pct(value.high)} (95% interval)."
+        )
+        if isinstance(m, Metrics):
+            weak = sorted(m.per_class, key=lambda c: c.recall)[:2]
+            if weak and weak[0].recall < m.accuracy.value:
+                names = ", ".join(f"{c.name} (recall {c.recall:.2f})" for c in weak)
+                out.append(f"Weakest classes on {split}{where}: {names}.")
+    return out
+
+
 def limits(run: RunFiles) -> tuple[str, list[str]]:
     """The intended-use sentence and the list of limits, worded from the run's numbers."""
-    if tasks_of(run):
-        return task_limits(run)
-    classes = run.classes
-    train = run.counts().get("train", {})
-    per_class = [train.get(c, 0) for c in classes]
-    intended = (
-        f"Sorts an image into one of {len(classes)} classes ({', '.join(classes)}), "
-        f"using {_training_kind(run)}. Trained on {sum(per_class)} images "
-        f"({min(per_class, default=0)}-{max(per_class, default=0)} per class) "
-        f"from {run.run.get('data', '?')}."
+    questions = "; ".join(
+        (f"{t.name}: " if len(run.tasks) > 1 else "") + _question(t) for t in run.tasks
     )
-    out = [
-        "It always answers with one of these classes: an image of anything else still gets one "
-        "of them, often with high confidence. There is no 'none of the above'.",
-        "It has only seen images like those in the training folders: other cameras, lighting, "
-        "backgrounds, framing or populations than the data's are not covered by these numbers.",
-    ]
+    n_train = sum(1 for row in run.manifest if row.get("split") == "train")
+    intended = (
+        f"Answers {questions}, using {_training_kind(run)}. Trained on {n_train} images "
+        f"from {run.run.data}."
+    )
+    out = []
+    if any(not t.multi_label for t in run.tasks):
+        out.append(
+            "A multi-class answer is always one of the classes: an image of anything else still "
+            "gets one of them, often with high confidence. There is no 'none of the above'."
+        )
+    if any(t.multi_label for t in run.tasks):
+        out.append(
+            "A multi-label answer lists every label whose probability reaches its threshold "
+            "(tuned on val): possibly none, and unknown things may still trigger labels."
+        )
+    out.append(
+        "It has only seen images like those in the training data: other cameras, lighting, "
+        "backgrounds, framing or populations than the data's are not covered by these numbers."
+    )
     if run.curves is None:
         out.append(
             "The backbone was not trained on this data: it sees images as ImageNet taught it, so "
             "classes that differ in ways ImageNet does not separate (fine texture, medical or "
             "satellite imagery, text) may need fine-tuning."
         )
-    if per_class and min(per_class) < _FEW_PER_CLASS:
+    for task in run.tasks:
+        out += _task_limits(run, task)
+    if run.run.cross_split_duplicates:
         out.append(
-            f"Few training images ({min(per_class)} for the smallest class): expect accuracy to "
-            "change noticeably with more data, and treat per-class numbers as rough."
-        )
-    if per_class and min(per_class) > 0 and max(per_class) / min(per_class) >= _IMBALANCE:
-        out.append(f"Classes are imbalanced ({max(per_class)}:{min(per_class)} in training).")
-    for split, m in run.metrics.items():
-        acc = m["accuracy"]
-        out.append(
-            f"The {split} set has {m['n']} images, so its accuracy is only known to within "
-            f"{pct(acc['low'])}-{pct(acc['high'])} (95% interval)."
-        )
-        weak = sorted(m["per_class"], key=lambda c: c["recall"])[:2]
-        if weak and weak[0]["recall"] < acc["value"]:
-            names = ", ".join(f"{c['name']} (recall {c['recall']:.2f})" for c in weak)
-            out.append(f"Weakest classes on {split}: {names}.")
-    if run.run.get("cross_split_duplicates"):
-        out.append(
-            f"{run.run['cross_split_duplicates']} duplicate image group(s) cross splits: "
+            f"{run.run.cross_split_duplicates} duplicate image group(s) cross splits: "
             "held-out scores may be optimistic."
         )
     return intended, out
@@ -82,24 +113,33 @@ def _kv(rows: list[tuple[str, Any]]) -> str:
     return table(None, [[k, v] for k, v in rows])
 
 
+def _metrics_line(run: RunFiles) -> str:
+    parts = []
+    for split, per_task in run.metrics.items():
+        for task in run.tasks:
+            m = per_task.get(task.name)
+            if m is None:
+                continue
+            name, value = headline(m)
+            label = f"{split} {task.name} {name}" if len(run.tasks) > 1 else f"{split} {name}"
+            parts.append(f"{label} {pct(value.value)} [{pct(value.low)}, {pct(value.high)}]")
+    return "; ".join(parts)
+
+
 def card_section(run: RunFiles) -> Section:
     """Model card: data, intended use, limits, metrics, backbone, head, config, versions."""
     info, r = run.info, run.run
     bb = info.get("backbone", {})
     head = info.get("head", {})
     intended, lims = limits(run)
-    counts = ", ".join(f"{s} {sum(c.values())}" for s, c in run.counts().items())
-    metrics = task_metrics_line(run) or "; ".join(
-        f"{s} accuracy {pct(m['accuracy']['value'])} "
-        f"[{pct(m['accuracy']['low'])}, {pct(m['accuracy']['high'])}], "
-        f"macro-F1 {pct(m['macro_f1']['value'])}"
-        for s, m in run.metrics.items()
-    )
+    counts = ", ".join(f"{s} {n}" for s, n in r.counts.items())
     files = info.get("files", {})
     rows: list[tuple[str, Any]] = [
-        ("Data", f"{r.get('data', '?')} (splits from {r.get('split_source', '?')}; {counts})"),
-        ("Data hash", r.get("data_hash", "?")),
-        ("Metrics", metrics or "none"),
+        ("Data", f"{r.data} (splits from {r.split_source}; {counts})"),
+        ("Data hash", r.data_hash),
+        ("Tasks", "; ".join(t.describe() for t in run.tasks)),
+        ("Metrics", _metrics_line(run) or "none"),
+        ("Validation", r.validation or "the val split"),
         ("Backbone", f"{bb.get('name', '?')} ({bb.get('feature_dim', '?')} features)"),
         ("Backbone weights sha256", bb.get("weights_sha256", "?")),
         ("Bundled backbone file sha256", files.get("backbone.safetensors", "not bundled")),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from headstart.evaluate import ReliabilityBins
+from headstart.stats import ReliabilityBins
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections import Counter, defaultdict
@@ -12,11 +11,22 @@ from typing import Any
 
 import numpy as np
 
+from headstart.data import Task
+from headstart.data.manifest import DEFAULT_TASK, LABEL_SEPARATOR, SPLITS
 from headstart.errors import DataError, PathNotFoundError
+from headstart.runfolder import MetricsRecord, RunFolder, RunRecord
+from headstart.runfolder import prediction_columns as _columns
 
-__all__ = ["RunFiles", "read_run"]
+__all__ = ["RunFiles", "read_run", "tasks_of_info"]
 
 _REQUIRED = ("model/model.json", "metrics.json", "manifest.csv", "run.json")
+
+
+def tasks_of_info(info: dict[str, Any]) -> list[Task]:
+    """The tasks a bundle's model.json describes (format 1: one task of its ``classes``)."""
+    if "tasks" in info:
+        return [Task.from_dict(entry["task"]) for entry in info["tasks"]]
+    return [Task(DEFAULT_TASK, tuple(str(c) for c in info.get("classes", [])))]
 
 
 @dataclass
@@ -25,8 +35,9 @@ class RunFiles:
 
     run_dir: Path
     info: dict[str, Any]
-    metrics: dict[str, dict[str, Any]]
-    run: dict[str, Any]
+    tasks: list[Task]
+    metrics: MetricsRecord
+    run: RunRecord
     manifest: list[dict[str, str]]
     problems: list[dict[str, str]] = field(default_factory=list)
     predictions: list[dict[str, str]] = field(default_factory=list)
@@ -34,42 +45,44 @@ class RunFiles:
     curves: list[dict[str, str]] | None = None
 
     @property
-    def classes(self) -> list[str]:
-        return [str(c) for c in self.info["classes"]]
-
-    @property
     def data_root(self) -> Path:
         """The data folder the run was fitted on; manifest and prediction paths are under it."""
-        return Path(str(self.run.get("data", "")))
+        return Path(self.run.data)
 
     def image_path(self, rel: str) -> Path:
         path = Path(rel)
         return path if path.is_absolute() else self.data_root / path
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Images per split and class, from the manifest (splits in train/val/test order)."""
+    def counts(self, task: Task) -> dict[str, dict[str, int]]:
+        """Images per split holding each of the task's labels (splits in train/val/test order)."""
         per: dict[str, Counter[str]] = defaultdict(Counter)
         for row in self.manifest:
-            per[row["split"]][row.get("label", "")] += 1
-        order = [s for s in ("train", "val", "test") if s in per] + sorted(
-            s for s in per if s not in ("train", "val", "test")
-        )
+            cell = row.get(task.name, "")
+            per[row["split"]].update(x for x in cell.split(LABEL_SEPARATOR) if x)
+        order = [s for s in SPLITS if s in per] + sorted(s for s in per if s not in SPLITS)
         return {s: dict(per[s]) for s in order}
 
-    def probabilities(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """(N, C) probabilities and true class indices of one split from predictions.csv."""
-        classes = self.classes
-        index = {c: i for i, c in enumerate(classes)}
-        rows = [r for r in self.predictions if r["split"] == split and r["label"] in index]
-        proba = np.array(
-            [[float(r.get(f"p:{c}") or "nan") for c in classes] for r in rows], dtype=np.float64
-        ).reshape(len(rows), len(classes))
-        return proba, np.array([index[r["label"]] for r in rows], dtype=np.intp)
+    def columns(self, task: Task) -> dict[str, Any]:
+        """predictions.csv column names of ``task``."""
+        return _columns(self.tasks)[task.name]
 
-    def worst_errors(self, n: int) -> list[dict[str, str]]:
-        """The ``n`` most confident wrong predictions (test before val on ties)."""
-        wrong = [r for r in self.predictions if r["label"] != r["predicted"]]
-        wrong.sort(key=lambda r: (-_float(r.get("confidence")), r["split"] != "test", r["path"]))
+    def probabilities(self, split: str, task: Task) -> tuple[np.ndarray, list[list[str]]]:
+        """(N, C) probabilities and the true label cells of one split from predictions.csv."""
+        cols = self.columns(task)
+        rows = [r for r in self.predictions if r["split"] == split]
+        proba = np.array(
+            [[_float(r.get(c)) for c in cols["p"]] for r in rows], dtype=np.float64
+        ).reshape(len(rows), len(task.classes))
+        truth = [[x for x in r.get(cols["label"], "").split(LABEL_SEPARATOR) if x] for r in rows]
+        return proba, truth
+
+    def worst_errors(self, task: Task, n: int) -> list[dict[str, str]]:
+        """The ``n`` most confident wrong answers of ``task`` (test before val on ties)."""
+        cols = self.columns(task)
+        wrong = [r for r in self.predictions if r.get(cols["label"]) != r.get(cols["predicted"])]
+        wrong.sort(
+            key=lambda r: (-_float(r.get(cols["confidence"])), r["split"] != "test", r["path"])
+        )
         return wrong[: max(0, n)]
 
     def curve_series(self) -> tuple[list[float], dict[str, list[float]]] | None:
@@ -102,41 +115,34 @@ def _float(text: str | None) -> float:
         return math.nan
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is damaged: {exc}") from None
-
-
 def read_run(run_dir: Path) -> RunFiles:
     """Parse the files of a run folder; a folder that is not a run is a one-line error."""
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise PathNotFoundError(f"run folder not found: {run_dir}")
-    missing = [name for name in _REQUIRED if not (run_dir / name).is_file()]
+    folder = RunFolder(run_dir)
+    if not folder.path.exists():
+        raise PathNotFoundError(f"run folder not found: {folder.path}")
+    missing = [name for name in _REQUIRED if not (folder.path / name).is_file()]
     if missing:
         raise DataError(
-            f"{run_dir} is not a headstart run folder (missing {', '.join(missing)}); "
+            f"{folder.path} is not a headstart run folder (missing {', '.join(missing)}); "
             "give the folder that `headstart fit -o RUN` wrote"
         )
-    config = run_dir / "config.yaml"
-    curves = run_dir / "logs" / "metrics.csv"
+    doc = folder.bundle / "model.json"
+    try:
+        info = json.loads(doc.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{doc} is damaged: {exc}") from None
+    tasks = tasks_of_info(info)
+    record = folder.read_run()
+    curves = folder.logs / "metrics.csv"
     return RunFiles(
-        run_dir=run_dir,
-        info=_read_json(run_dir / "model" / "model.json"),
-        metrics=_read_json(run_dir / "metrics.json"),
-        run=_read_json(run_dir / "run.json"),
-        manifest=_read_csv(run_dir / "manifest.csv"),
-        problems=_read_csv(run_dir / "problems.csv"),
-        predictions=_read_csv(run_dir / "predictions.csv"),
-        config_text=config.read_text(encoding="utf-8") if config.is_file() else "",
-        curves=_read_csv(curves) if curves.is_file() else None,
+        run_dir=folder.path,
+        info=info,
+        tasks=tasks,
+        metrics=folder.read_metrics(tasks[0].name),
+        run=record if record is not None else RunRecord("?", "?", "?", {}),
+        manifest=folder.read_csv("manifest.csv"),
+        problems=folder.read_csv("problems.csv"),
+        predictions=folder.read_csv("predictions.csv"),
+        config_text=folder.config_text(),
+        curves=folder.read_csv("logs/metrics.csv") if curves.is_file() else None,
     )

@@ -1,42 +1,65 @@
-"""Sections of the report that need only the run's files: data, curves, metrics, model card."""
+"""Sections of the report that need only the run's files: data, curves, metrics (every task)."""
 
 from __future__ import annotations
 
 from html import escape
 from typing import Any
 
-from headstart.evaluate import expected_calibration_error, reliability_bins
+import numpy as np
+
+from headstart.data import Task
 from headstart.report import plots
 from headstart.report.run import RunFiles
 from headstart.report.template import Section, figure, note, pct, table
+from headstart.stats import (
+    Interval,
+    Metrics,
+    MultiLabelMetrics,
+    TaskMetrics,
+    expected_calibration_error,
+    reliability_bins,
+)
 
-__all__ = ["curves_section", "data_section", "metrics_section"]
+__all__ = ["curves_section", "data_section", "metrics_section", "task_title"]
 
 _MAX_PROBLEM_ROWS = 200
 
 
+def task_title(run: RunFiles, task: Task) -> str:
+    """How a task is named in headings: nothing for a one-task run, else its name and kind."""
+    return "" if len(run.tasks) == 1 else f"{task.name} ({task.kind})"
+
+
 def data_section(run: RunFiles) -> Section:
-    """Source, split source, counts per split and class (with a chart), problems, duplicates."""
-    counts = run.counts()
-    classes = run.classes
+    """Source, split source, counts per split and class of every task (with a chart of each
+    multi-class task's balance), problems, duplicates."""
     r = run.run
     parts = [
         "<ul>",
-        f"<li>Source: <code>{escape(str(r.get('data', '?')))}</code></li>",
-        f"<li>Splits from: {escape(str(r.get('split_source', '?')))}</li>",
-        f"<li>Data hash: <code>{escape(str(r.get('data_hash', '?')))}</code></li>",
-        f"<li>{len(run.manifest)} images used, {len(classes)} classes</li>",
+        f"<li>Source: <code>{escape(r.data)}</code></li>",
+        f"<li>Splits from: {escape(r.split_source)}</li>",
+        f"<li>Data hash: <code>{escape(r.data_hash)}</code></li>",
+        f"<li>{len(run.manifest)} images used; "
+        + "; ".join(escape(t.describe()) for t in run.tasks)
+        + "</li>",
         "</ul>",
     ]
-    rows = [
-        [c, *(counts[s].get(c, 0) for s in counts), sum(counts[s].get(c, 0) for s in counts)]
-        for c in classes
-    ]
-    rows.append(["all", *(sum(counts[s].values()) for s in counts), len(run.manifest)])
-    parts.append('<div class="row">')
-    parts.append(table(["class", *counts, "total"], rows, numeric=range(1, len(counts) + 2)))
-    parts.append(figure(plots.class_balance(counts, classes), "class balance", "Images per class"))
-    parts.append("</div>")
+    for task in run.tasks:
+        counts = run.counts(task)
+        if len(run.tasks) > 1:
+            parts.append(f"<h3>{escape(task_title(run, task))}</h3>")
+        rows = [
+            [c, *(counts[s].get(c, 0) for s in counts), sum(counts[s].get(c, 0) for s in counts)]
+            for c in task.classes
+        ]
+        if not task.multi_label:
+            rows.append(["all", *(sum(counts[s].values()) for s in counts), len(run.manifest)])
+        heading = "label" if task.multi_label else "class"
+        parts.append('<div class="row">')
+        parts.append(table([heading, *counts, "total"], rows, numeric=range(1, len(counts) + 2)))
+        chart = plots.class_balance(counts, task.classes)
+        parts.append(figure(chart, "class balance", f"Images per {heading}"))
+        parts.append("</div>")
     parts.append(_problems_html(run))
     return Section("data", "1. Data", "\n".join(parts))
 
@@ -75,7 +98,7 @@ def _problems_html(run: RunFiles) -> str:
 
 
 def curves_section(run: RunFiles) -> Section:
-    """Loss / accuracy per epoch when the run was fine-tuned (``RUN/logs/metrics.csv``)."""
+    """Loss / validation score per epoch when the run was fine-tuned (``RUN/logs/metrics.csv``)."""
     series = run.curve_series()
     if series is None:
         body = note("Linear probe on frozen features: no training curves.")
@@ -89,59 +112,112 @@ def curves_section(run: RunFiles) -> Section:
     return Section("curves", "2. Training curves", body)
 
 
-def _interval(d: dict[str, Any]) -> str:
-    return f"[{pct(d['low'])}, {pct(d['high'])}]"
+def _card(title: str, value: Interval, n: int) -> str:
+    return (
+        f'<div class="card"><div>{escape(title)}</div><div class="big">{pct(value.value)}</div>'
+        f'<div class="ci">95% CI [{pct(value.low)}, {pct(value.high)}] · n={n}</div></div>'
+    )
+
+
+def _multi_class(split: str, name: str, m: Metrics) -> tuple[list[str], list[str]]:
+    cards = [
+        _card(f"{split} {name}accuracy", m.accuracy, m.n),
+        _card(f"{split} {name}macro-F1", m.macro_f1, m.n),
+    ]
+    rows = [
+        [c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", c.support]
+        for c in m.per_class
+    ]
+    per_class = table(["class", "precision", "recall", "F1", "support"], rows, numeric=(1, 2, 3, 4))
+    cm = plots.confusion_matrix(m.confusion, m.classes, f"{split} {name}confusion matrix")
+    body = [
+        f'<div class="row"><div>{per_class}</div>'
+        f"{figure(cm, f'{split} {name}confusion matrix')}</div>"
+    ]
+    return cards, body
+
+
+def _multi_label(split: str, name: str, m: MultiLabelMetrics) -> tuple[list[str], list[str]]:
+    cards = [
+        _card(f"{split} {name}mAP", m.mean_ap, m.n),
+        _card(f"{split} {name}macro-F1", m.macro_f1, m.n),
+        _card(f"{split} {name}micro-F1", m.micro_f1, m.n),
+    ]
+    rows = [
+        [
+            x.name,
+            "n/a" if x.average_precision is None else f"{x.average_precision:.3f}",
+            f"{x.precision:.3f}",
+            f"{x.recall:.3f}",
+            f"{x.f1:.3f}",
+            f"{x.threshold:.3f}",
+            x.support,
+        ]
+        for x in m.per_label
+    ]
+    head = ["label", "AP", "precision", "recall", "F1", "threshold", "support"]
+    body = [
+        note(
+            f"Subset accuracy {pct(m.subset_accuracy)}, Hamming loss {m.hamming_loss:.3f}. "
+            "Each label's threshold was tuned on the val split (F1-best)."
+        ),
+        table(head, rows, numeric=range(1, 7)),
+    ]
+    return cards, body
+
+
+def _render(split: str, name: str, m: TaskMetrics) -> tuple[list[str], list[str]]:
+    if isinstance(m, MultiLabelMetrics):
+        return _multi_label(split, name, m)
+    return _multi_class(split, name, m)
 
 
 def metrics_section(run: RunFiles) -> Section:
-    """Headline metrics with 95% intervals, per-class tables, confusion matrices, reliability."""
-    parts = []
-    cards = []
-    for split, m in run.metrics.items():
-        for key, name in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
-            cards.append(
-                f'<div class="card"><div>{escape(split)} {name}</div>'
-                f'<div class="big">{pct(m[key]["value"])}</div>'
-                f'<div class="ci">95% CI {_interval(m[key])} · n={m["n"]}</div></div>'
-            )
-    parts.append(f'<div class="cards">{"".join(cards)}</div>')
-    parts.append(note("Intervals: percentile bootstrap over the held-out images."))
-    for split, m in run.metrics.items():
-        parts.append(f"<h3>{escape(split)} split ({m['n']} images)</h3>")
-        rows = [
-            [
-                c["name"],
-                f"{c['precision']:.3f}",
-                f"{c['recall']:.3f}",
-                f"{c['f1']:.3f}",
-                c["support"],
-            ]
-            for c in m["per_class"]
-        ]
-        per_class = table(
-            ["class", "precision", "recall", "F1", "support"], rows, numeric=(1, 2, 3, 4)
-        )
-        cm = plots.confusion_matrix(m["confusion"], m["classes"], f"{split}: confusion matrix")
-        parts.append(
-            f'<div class="row"><div>{per_class}</div>'
-            f"{figure(cm, f'{split} confusion matrix')}</div>"
-        )
-    parts.append("<h3>Calibration</h3>")
-    bins = {}
-    for split in run.metrics:
-        proba, y = run.probabilities(split)
-        if len(y):
-            bins[split] = (reliability_bins(proba, y), expected_calibration_error(proba, y))
-    if bins:
-        eces = ", ".join(f"{s} {e:.3f}" for s, (_, e) in bins.items())
-        parts.append(
-            figure(
-                plots.reliability_diagram(bins),
-                "reliability diagram",
-                f"Expected calibration error (ECE, 15 bins): {eces}. Bars below the "
-                "diagonal: over-confident; above: under-confident.",
-            )
-        )
-    else:
-        parts.append(note("No predictions.csv in the run: no reliability diagram."))
+    """Per split and task: headline metrics with 95% intervals, the per-class (or per-label)
+    table, the confusion matrix of multi-class tasks, and their reliability diagrams."""
+    cards: list[str] = []
+    bodies: list[str] = []
+    for split, per_task in run.metrics.items():
+        for task in run.tasks:
+            m = per_task.get(task.name)
+            if m is None:
+                continue
+            name = f"{task.name} " if len(run.tasks) > 1 else ""
+            task_cards, body = _render(split, name, m)
+            cards += task_cards
+            bodies.append(f"<h3>{escape(split)} split{': ' + escape(name) if name else ''} "
+                          f"({m.n} images)</h3>")  # fmt: skip
+            bodies += body
+    parts = [
+        f'<div class="cards">{"".join(cards)}</div>',
+        note("Intervals: percentile bootstrap over the held-out images."),
+        *bodies,
+        "<h3>Calibration</h3>",
+    ]
+    parts += [_reliability(run, task) for task in run.tasks if not task.multi_label]
+    if all(t.multi_label for t in run.tasks):
+        parts.append(note("Multi-label tasks: see each label's threshold and F1 above."))
     return Section("metrics", "3. Metrics", "\n".join(parts))
+
+
+def _reliability(run: RunFiles, task: Task) -> str:
+    bins: dict[str, Any] = {}
+    index = {c: i for i, c in enumerate(task.classes)}
+    for split in run.metrics:
+        proba, truth = run.probabilities(split, task)
+        keep = [i for i, cell in enumerate(truth) if cell and cell[0] in index]
+        if not keep:
+            continue
+        y = np.array([index[truth[i][0]] for i in keep], dtype=np.intp)
+        bins[split] = (reliability_bins(proba[keep], y), expected_calibration_error(proba[keep], y))
+    title = task_title(run, task)
+    if not bins:
+        return note(f"No predictions.csv in the run: no reliability diagram {title}".strip())
+    eces = ", ".join(f"{s} {e:.3f}" for s, (_, e) in bins.items())
+    return figure(
+        plots.reliability_diagram(bins),
+        "reliability diagram",
+        (f"{title}: " if title else "")
+        + f"Expected calibration error (ECE, 15 bins): {eces}. Bars below the "
+        "diagonal: over-confident; above: under-confident.",
+    )

@@ -1,10 +1,10 @@
-"""Multi-label metrics with 95% bootstrap intervals, and the per-task dispatch.
+"""Multi-label metrics with 95% bootstrap intervals.
 
 mAP is the mean over labels of average precision (scikit-learn's definition: precision at each
 distinct score, weighted by the recall it adds), over the labels with at least one positive in
 the evaluated set.  F1 uses each label's tuned threshold; micro-F1 pools every (image, label)
 decision, macro-F1 averages the labels' F1.  Intervals resample images with replacement, all
-replicates at once (weights per image), like :mod:`headstart.evaluate.metrics`.
+replicates at once (weights per image), like :mod:`headstart.stats.metrics`.
 """
 
 from __future__ import annotations
@@ -16,18 +16,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from headstart.data.manifest import Task
 from headstart.errors import DataError
-from headstart.evaluate.metrics import Interval, Metrics, evaluate_predictions
-from headstart.tasks.heads import indicator
+from headstart.stats.metrics import Interval
 
-__all__ = [
-    "LabelMetrics",
-    "MultiLabelMetrics",
-    "evaluate_task",
-    "multilabel_metrics",
-    "task_metrics_from_dict",
-]
+__all__ = ["LabelMetrics", "MultiLabelMetrics", "multilabel_metrics"]
 
 
 @dataclass(frozen=True)
@@ -75,13 +67,6 @@ class MultiLabelMetrics:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"malformed multi-label metrics record: {exc!r}") from None
-
-
-def task_metrics_from_dict(d: Mapping[str, Any]) -> Metrics | MultiLabelMetrics:
-    """Either kind of task metrics from its ``to_dict`` form."""
-    if d.get("kind") == "multi_label":
-        return MultiLabelMetrics.from_dict(d)
-    return Metrics.from_dict(d)
 
 
 def _weighted_ap(W: NDArray[np.float64], y: NDArray[np.bool_], p: NDArray[Any]) -> NDArray[Any]:
@@ -174,63 +159,3 @@ def _interval(values: NDArray[Any]) -> Interval:
         return Interval(value, value, value)
     low, high = np.percentile(replicates, [2.5, 97.5])
     return Interval(value, float(min(low, value)), float(max(high, value)))
-
-
-def evaluate_task(
-    task: Task,
-    cells: Sequence[Sequence[str]],
-    proba: NDArray[np.float64],
-    head: Any,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> Metrics | MultiLabelMetrics:
-    """Metrics of one task: ``cells`` are the true labels per image, ``proba`` columns follow
-    ``task.classes``; a multi-label task is thresholded with ``head.thresholds``."""
-    if task.multi_label:
-        Y = indicator(cells, task.classes)
-        return multilabel_metrics(Y, proba, head.thresholds, task.classes, n_boot=n_boot, seed=seed)
-    classes = list(task.classes)
-    return evaluate_predictions(
-        [cell[0] for cell in cells],
-        [classes[j] for j in proba.argmax(axis=1)],
-        classes,
-        n_boot=n_boot,
-        seed=seed,
-        proba=proba,
-    )
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
-
-
-def multilabel_renderables(metrics: MultiLabelMetrics, title: str) -> list[Any]:
-    """A headline and a per-label table for ``rich`` output."""
-    from rich.table import Table
-    from rich.text import Text
-
-    m = metrics
-    headline = Text.assemble(
-        (f"{title}: ", "bold"),
-        f"mAP {_pct(m.mean_ap.value)}% (95% CI {_pct(m.mean_ap.low)}-{_pct(m.mean_ap.high)}), ",
-        f"macro-F1 {_pct(m.macro_f1.value)}% ({_pct(m.macro_f1.low)}-{_pct(m.macro_f1.high)}), ",
-        f"micro-F1 {_pct(m.micro_f1.value)}%, subset accuracy {_pct(m.subset_accuracy)}%, ",
-        f"n={m.n}",
-    )
-    table = Table(title="Per label (threshold tuned on val)", title_justify="left")
-    table.add_column("label")
-    for column in ("AP", "precision", "recall", "F1", "threshold", "support"):
-        table.add_column(column, justify="right")
-    for x in m.per_label:
-        ap = "n/a" if x.average_precision is None else _pct(x.average_precision)
-        table.add_row(
-            Text(x.name),
-            ap,
-            _pct(x.precision),
-            _pct(x.recall),
-            _pct(x.f1),
-            f"{x.threshold:.3f}",
-            str(x.support),
-        )
-    return [headline, table]

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from headstart.config import FitConfig
-from headstart.evaluate.compare import ALPHA, compare_predictions
-from headstart.evaluate.cv import Summary
+from headstart.stats.paired import ALPHA, compare_predictions
+from headstart.stats.summary import Summary
 
 __all__ = [
     "RESULT_COLUMNS",

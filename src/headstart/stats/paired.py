@@ -1,8 +1,8 @@
 """Is model B really better than model A?  Paired statistics on the same labelled images.
 
 * McNemar's exact test: under "no difference", the images exactly one model gets right are
-  equally likely to favour either, so the count favouring B is Binomial(discordant, 1/2)
-  (``scipy.stats.binomtest``, two-sided).
+  equally likely to favour either, so the count favouring B is Binomial(discordant, 1/2);
+  :func:`mcnemar_p` is the exact two-sided p-value (``scipy.stats.binomtest``'s, in integers).
 * A paired bootstrap: images are resampled with replacement and both models are scored on the
   *same* resample, giving 95% percentile intervals of the accuracy and macro-F1 differences
   (B - A).
@@ -13,20 +13,18 @@ The verdict calls a difference only when McNemar's p is below 0.05.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import binomtest
 
-from headstart.data.labelled import labelled_split
 from headstart.errors import ConfigError, DataError
-from headstart.evaluate.metrics import Interval, evaluate_predictions
+from headstart.stats.metrics import Interval, evaluate_predictions
 
-__all__ = ["ClassDifference", "Comparison", "compare_models", "compare_predictions"]
+__all__ = ["ALPHA", "ClassDifference", "Comparison", "compare_predictions", "mcnemar_p"]
 
 #: Significance level of the verdict.
 ALPHA = 0.05
@@ -65,6 +63,16 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
         return asdict(self)
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p-value: 2 P(X <= min(b, c)) for X ~ Binomial(b + c, 1/2),
+    capped at 1 (1 when no image is discordant)."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1))
+    return min(1.0, 2 * tail / 2**n)
 
 
 def _scores(
@@ -143,7 +151,7 @@ def compare_predictions(
     b = np.array([index[c] for c in pred_b], dtype=np.intp)
     only_a = int(np.sum((a == true) & (b != true)))
     only_b = int(np.sum((b == true) & (a != true)))
-    p = float(binomtest(only_b, only_a + only_b, 0.5).pvalue) if only_a + only_b else 1.0
+    p = mcnemar_p(only_a, only_b)
     boot_acc, boot_f1 = _paired_bootstrap(true, a, b, len(index), n_boot, seed)
     acc = _interval(mb.accuracy.value - ma.accuracy.value, boot_acc)
     f1 = _interval(mb.macro_f1.value - ma.macro_f1.value, boot_f1)
@@ -156,44 +164,3 @@ def compare_predictions(
         mb.macro_f1.value, acc, f1, only_a, only_b, p, per_class,
         _verdict(acc, p, only_a + only_b),
     )  # fmt: skip
-
-
-def compare_models(
-    model_a: Any,
-    model_b: Any,
-    data: str | Path,
-    *,
-    split: str | None = None,
-    n_boot: int = 2000,
-    seed: int = 0,
-    progress: bool = False,
-) -> Comparison:
-    """Compare two bundles (paths or loaded :class:`~headstart.Model`) on labelled ``data``.
-
-    ``split`` picks a split folder (default test, else val; a plain tree or CSV is used whole).
-    Images either model cannot read are left out of both.  Models must share one class set.
-    """
-    from headstart.features import EmbeddingStore
-    from headstart.model import Model, load
-
-    a = model_a if isinstance(model_a, Model) else load(model_a)
-    b = model_b if isinstance(model_b, Model) else load(model_b)
-    a.require_plain("compare")
-    b.require_plain("compare")
-    if set(a.classes) != set(b.classes):
-        raise ConfigError(
-            f"the models predict different classes: A has {', '.join(a.classes)}; "
-            f"B has {', '.join(b.classes)}"
-        )
-    _, split, samples = labelled_split(data, a.classes, split)
-    paths = [s.path for s in samples]
-    store = EmbeddingStore()
-    proba_a, fail_a = a.predict_proba(paths, store=store, progress=progress)
-    proba_b, fail_b = b.predict_proba(paths, store=store, progress=progress)
-    keep = [i for i in range(len(paths)) if i not in fail_a and i not in fail_b]
-    if not keep:
-        raise DataError(f"no image in {data} ({split}) could be read by both models")
-    pred_a = [a.classes[int(j)] for j in proba_a[keep].argmax(axis=1)]
-    pred_b = [b.classes[int(j)] for j in proba_b[keep].argmax(axis=1)]
-    truth = [samples[i].label for i in keep]
-    return compare_predictions(truth, pred_a, pred_b, a.classes, n_boot=n_boot, seed=seed)

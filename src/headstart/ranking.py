@@ -28,8 +28,12 @@ import numpy as np
 
 from headstart.backbones import BackboneRef, list_backbones, resolve_backbone
 from headstart.config import FitConfig, load_config
+from headstart.data import Task
+from headstart.embedding import EmbeddedData, embed_data
 from headstart.errors import BackboneError, ConfigError
-from headstart.evaluate import transferability as tr
+from headstart.heads import task_head, task_proba, task_target, thresholds_of
+from headstart.stats import headline, task_metrics
+from headstart.stats import transferability as tr
 
 __all__ = [
     "RANKING_SCORES",
@@ -38,9 +42,10 @@ __all__ = [
     "Ranking",
     "available_backbones",
     "imagenet_head",
-    "probe_accuracy",
+    "probe_score",
     "rank_backbones",
     "score_embeddings",
+    "score_task",
 ]
 
 #: Every score, in table order.
@@ -58,7 +63,8 @@ class BackboneScores:
     seconds: dict[str, float]
     embed_seconds: float
     n_train: int
-    probe_accuracy: float | None = None
+    probe_score: float | None = None
+    """The probe's main score (accuracy, or mAP for a multi-label task)."""
     probe_on: str | None = None
     probe_seconds: float | None = None
     combined_rank: float = 0.0
@@ -70,6 +76,8 @@ class Ranking:
 
     rows: list[BackboneScores]
     chosen: str
+    task: str = ""
+    """The task the backbones were ranked for."""
     ranking_scores: tuple[str, ...] = RANKING_SCORES
     seconds: float = 0.0
     skipped: dict[str, str] = field(default_factory=dict)
@@ -78,6 +86,7 @@ class Ranking:
         """JSON-able record (for run.json)."""
         return {
             "chosen": self.chosen,
+            "task": self.task,
             "ranking_scores": list(self.ranking_scores),
             "seconds": round(self.seconds, 3),
             "rows": [asdict(r) for r in self.rows],
@@ -170,21 +179,45 @@ def _all_scores(
     return scores, seconds
 
 
-def probe_accuracy(
-    train: tuple[np.ndarray, list[str]], val: tuple[np.ndarray, list[str]]
-) -> tuple[float, str, float]:
-    """Accuracy of the default logistic head: on ``val`` when it has images, else its own
-    3-fold CV accuracy on ``train``.  Returns (accuracy, "val" or "cv3", seconds)."""
-    from headstart.heads import create_head
+def score_task(
+    features: np.ndarray,
+    task: Task,
+    cells: Sequence[Sequence[str]],
+    head: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """:func:`score_embeddings` for one task's labels; a multi-label task scores each label
+    as a yes/no question and averages (as LogME's authors do for multi-label data)."""
+    if not task.multi_label:
+        return score_embeddings(features, [cell[0] for cell in cells], head)
+    Y = task_target(task, cells)
+    per_label = [
+        score_embeddings(features, [str(v) for v in Y[:, j]], head) for j in range(Y.shape[1])
+    ]
+    scores = {k: float(np.nanmean([s[k] for s, _ in per_label])) for k in SCORES}
+    seconds = {k: float(sum(t[k] for _, t in per_label)) for k in SCORES}
+    return scores, seconds
 
+
+def probe_score(embedded: EmbeddedData, task: Task) -> tuple[float, str, float]:
+    """The default logistic head's main score for ``task``: on ``val`` when the data has it,
+    else its own 3-fold CV accuracy on train (for a multi-label task, the labels' mean).
+    Returns (score, "val" or "cv3", seconds)."""
     t0 = time.perf_counter()
-    head: Any = create_head("logistic").fit(*train)
-    if val[1]:
-        acc = float(np.mean(head.predict(val[0]) == np.asarray(val[1])))
-        on = "val"
+    train = embedded.rows("train")
+    head: Any = task_head(task, "logistic", {}).fit(
+        embedded.features[train], task_target(task, embedded.cells(task, "train"))
+    )
+    val = embedded.rows("val")
+    if val:
+        proba = task_proba(task, head, embedded.features[val])
+        metrics = task_metrics(
+            task, embedded.cells(task, "val"), proba, thresholds=thresholds_of(task, head), n_boot=0
+        )
+        score, on = headline(metrics)[1].value, "val"
     else:
-        acc, on = float(np.nanmax(head.cv_scores_)), "cv3"
-    return acc, on, time.perf_counter() - t0
+        subs = head.estimators_ if task.multi_label else [head]
+        score, on = float(np.mean([np.nanmax(h.cv_scores_) for h in subs])), "cv3"
+    return score, on, time.perf_counter() - t0
 
 
 def _mean_ranks(rows: list[BackboneScores], names: Sequence[str]) -> np.ndarray:
@@ -204,15 +237,15 @@ def rank_backbones(
     data: str | Path,
     config: FitConfig | None = None,
     *,
+    task: str | None = None,
     backbones: Sequence[str] | None = None,
     top: int = 2,
     progress: bool = False,
 ) -> Ranking:
-    """Embed ``data`` with each backbone (cached), score the training split, order the
-    backbones by :data:`RANKING_SCORES`, then fit the logistic probe on the ``top`` best and
-    choose the one with the highest probe accuracy (ties go to the better score rank)."""
-    from headstart.pipeline import embed_data
-
+    """Embed ``data`` with each backbone (cached), score the training split for ``task`` (the
+    first by default), order the backbones by :data:`RANKING_SCORES`, then fit the logistic
+    probe on the ``top`` best and choose the one with the highest probe score (ties go to the
+    better score rank)."""
     if top < 1:
         raise ConfigError(f"top must be at least 1, got {top}")
     cfg = config or load_config()
@@ -224,21 +257,33 @@ def rank_backbones(
     if not names:
         raise BackboneError("no backbone is available here to rank; see `headstart backbones`")
     start = time.perf_counter()
-    rows, splits = [], {}
+    rows, embedded_by = [], {}
+    chosen_task: Task | None = None
     for name in names:
         t0 = time.perf_counter()
         ref = resolve_backbone(name)
-        embedded = embed_data(data, cfg, progress=progress, ref=ref, plain_for="rank-backbones")
+        embedded = embed_data(data, cfg, progress=progress, ref=ref)
+        chosen_task = embedded.manifest.task(task)
         embed_seconds = time.perf_counter() - t0
-        train = embedded.split("train")
-        scores, seconds = score_embeddings(train[0], train[1], imagenet_head(ref))
-        rows.append(BackboneScores(name, scores, seconds, embed_seconds, len(train[1])))
-        splits[name] = (train, embedded.split("val"))
+        train = embedded.rows("train")
+        scores, seconds = score_task(
+            embedded.features[train],
+            chosen_task,
+            embedded.cells(chosen_task, "train"),
+            imagenet_head(ref),
+        )
+        rows.append(BackboneScores(name, scores, seconds, embed_seconds, len(train)))
+        embedded_by[name] = embedded
+    assert chosen_task is not None  # names is not empty
     for row, rank in zip(rows, _mean_ranks(rows, RANKING_SCORES), strict=True):
         row.combined_rank = float(rank)
     rows.sort(key=lambda r: r.combined_rank)
     for row in rows[:top]:
-        row.probe_accuracy, row.probe_on, row.probe_seconds = probe_accuracy(*splits[row.backbone])
-    checked = [r for r in rows if r.probe_accuracy is not None]
-    chosen = max(checked, key=lambda r: (r.probe_accuracy, -r.combined_rank)).backbone
-    return Ranking(rows, chosen, RANKING_SCORES, time.perf_counter() - start, skipped)
+        row.probe_score, row.probe_on, row.probe_seconds = probe_score(
+            embedded_by[row.backbone], chosen_task
+        )
+    checked = [r for r in rows if r.probe_score is not None]
+    chosen = max(checked, key=lambda r: (r.probe_score, -r.combined_rank)).backbone
+    return Ranking(
+        rows, chosen, chosen_task.name, RANKING_SCORES, time.perf_counter() - start, skipped
+    )

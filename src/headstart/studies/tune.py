@@ -26,13 +26,13 @@ from threadpoolctl import threadpool_limits
 
 from headstart.config import FitConfig, load_config
 from headstart.errors import ConfigError, HeadstartError
-from headstart.evaluate.cv import fold_indices
 from headstart.heads import create_head
+from headstart.studies.cv import fold_indices
 
 if TYPE_CHECKING:
     import optuna
 
-    from headstart.pipeline import FitResult
+    from headstart.result import FitResult
 
 __all__ = ["HEAD_KINDS", "TuneResult", "cv_accuracy", "head_from_params", "suggest_head", "tune"]
 
@@ -260,7 +260,8 @@ def tune(
     ``headstart-<data hash>-<backbone>``.  Rerunning continues the study until it holds
     ``trials`` finished (complete or pruned) trials; ``n_jobs`` > 1 runs worker processes.
     """
-    from headstart.pipeline import embed_data, fit
+    from headstart.embedding import embed_data
+    from headstart.pipeline import fit
 
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"trials must be an integer >= 1; got {trials!r}")

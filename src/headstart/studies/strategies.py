@@ -40,8 +40,9 @@ from headstart.data import DEFAULT_TASK, DuplicateGroup, Manifest
 from headstart.data.manifest import LABEL_SEPARATOR
 from headstart.data.splits import stratified_assign
 from headstart.errors import ConfigError
-from headstart.evaluate.metrics import evaluate_predictions
-from headstart.evaluate.strategy_stats import (
+from headstart.fsutil import atomic_write_text
+from headstart.stats.metrics import evaluate_predictions
+from headstart.studies.strategy_stats import (
     Key,
     RunScore,
     StrategyComparison,
@@ -50,7 +51,6 @@ from headstart.evaluate.strategy_stats import (
     results_csv,
     summarise_rows,
 )
-from headstart.fsutil import atomic_write_text
 
 __all__ = [
     "STRATEGIES",
@@ -102,7 +102,7 @@ def _resplit(manifest: Manifest, *, val: float, test: float, seed: int, source: 
 def held_out(data: str | Path, config: FitConfig, seed: int) -> HeldOut:
     """Scan ``data`` for ``seed`` and make sure it has a test split no strategy selects on
     (see the module docstring)."""
-    from headstart.pipeline import scan_data
+    from headstart.embedding import scan_data
 
     d = config.data
     manifest = scan_data(data, _seeded(config, seed))

@@ -1,4 +1,4 @@
-"""Classification metrics with 95% bootstrap confidence intervals, and their rich rendering.
+"""Multi-class metrics with 95% bootstrap confidence intervals.
 
 Accuracy and macro-F1 come with percentile bootstrap intervals: the test set is resampled with
 replacement ``n_boot`` times (all at once, vectorised) and each replicate's scores are computed
@@ -15,18 +15,15 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from rich.console import RenderableType
-from rich.table import Table
-from rich.text import Text
 
 from headstart import errors
+from headstart.stats.calibration import expected_calibration_error
 
 __all__ = [
     "ClassMetrics",
     "Interval",
     "Metrics",
     "evaluate_predictions",
-    "metrics_renderables",
 ]
 
 #: Replicates are drawn in chunks of about this many indices to bound memory on big test sets.
@@ -65,6 +62,7 @@ class Metrics:
     confusion: list[list[int]]
     ece: float | None = None
     """Expected calibration error of the top-1 probabilities (15 bins), when they were given."""
+    kind: str = "multi_class"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict; :meth:`from_dict` reverses it."""
@@ -205,66 +203,7 @@ def evaluate_predictions(
 
 
 def _ece(proba: np.ndarray, true: NDArray[np.intp]) -> float:
-    from headstart.evaluate.calibration import expected_calibration_error
-
     p = np.asarray(proba, dtype=np.float64)
     if p.ndim != 2 or len(p) != len(true):
         raise errors.DataError(f"proba must be (N, C) with N = {len(true)}; got {p.shape}")
     return expected_calibration_error(p, true)
-
-
-def _percent(x: float) -> str:
-    return f"{100 * x:.1f}"
-
-
-def abbreviate(names: Sequence[str], width: int = 8) -> list[str]:
-    """Short, unique column labels of at most ``width`` characters.
-
-    A long name keeps its start and ends in "…"; where that makes names collide
-    ("t-shirt-long", "t-shirt-short"), their last characters are kept too ("t-shir…g",
-    "t-shir…t").  If nothing short is unique, the names are numbered instead.
-    """
-    short = list(names)
-    for tail in range(width - 1):
-        head = width - 1 - tail
-        short = [
-            n if len(n) <= width else n[:head] + "…" + (n[len(n) - tail :] if tail else "")
-            for n in names
-        ]
-        if len(set(short)) == len(short):
-            return short
-    return [n if len(n) <= width else f"#{i}" for i, n in enumerate(names)]
-
-
-def _cell_style(diagonal: bool, count: int) -> str:
-    if count == 0:
-        return "dim"
-    return "bold green" if diagonal else "red"
-
-
-def metrics_renderables(metrics: Metrics, title: str) -> list[RenderableType]:
-    """A headline, a per-class table and a confusion-matrix table for ``rich`` output."""
-    acc, f1 = metrics.accuracy, metrics.macro_f1
-    headline = Text.assemble(
-        (f"{title}: ", "bold"),
-        f"accuracy {_percent(acc.value)}% (95% CI {_percent(acc.low)}-{_percent(acc.high)}), ",
-        f"macro-F1 {_percent(f1.value)}% (95% CI {_percent(f1.low)}-{_percent(f1.high)}), ",
-        f"n={metrics.n}",
-        "" if metrics.ece is None else f", ECE {_percent(metrics.ece)}%",
-    )
-    per_class = Table(title="Per class", title_justify="left")
-    per_class.add_column("class")
-    for column in ("precision", "recall", "F1", "support"):
-        per_class.add_column(column, justify="right")
-    for c in metrics.per_class:
-        per_class.add_row(
-            Text(c.name), _percent(c.precision), _percent(c.recall), _percent(c.f1), str(c.support)
-        )
-    confusion = Table(title="Confusion (rows: true, columns: predicted)", title_justify="left")
-    confusion.add_column("true \\ pred")
-    for short in abbreviate(metrics.classes):
-        confusion.add_column(short, justify="right")
-    for i, (name, row) in enumerate(zip(metrics.classes, metrics.confusion, strict=True)):
-        cells = [Text(str(v), style=_cell_style(i == j, v)) for j, v in enumerate(row)]
-        confusion.add_row(Text(name), *cells)
-    return [headline, per_class, confusion]

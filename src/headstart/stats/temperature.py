@@ -4,27 +4,28 @@ One scalar ``T`` divides the head's log-probabilities before the softmax,
 ``p_T = softmax(log p / T)``; for a logistic head that is exactly ``softmax(logits / T)``.  It
 is fitted on labelled validation data by minimising the negative log-likelihood over
 ``log T`` (bounded scalar search), so it never changes which class is predicted, only how
-confident the prediction is.  :func:`calibrate_bundle` fits it for a saved model and stores it
-in the bundle's ``model.json`` under ``"calibration"``.
+confident the prediction is.  A multi-label task gets one ``T`` per label, fitted on the label's
+two-column distribution ``[1 - p, p]``: then ``p_T = sigmoid(logit(p) / T)``.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from headstart.errors import ConfigError, DataError
-from headstart.evaluate.calibration import expected_calibration_error, reliability_bins
+from headstart.stats.calibration import reliability_bins
 
 __all__ = [
     "CalibrationResult",
+    "apply_label_temperatures",
     "apply_temperature",
-    "calibrate_bundle",
+    "fit_label_temperatures",
     "fit_temperature",
     "negative_log_likelihood",
+    "reliability_rows",
 ]
 
 #: Search bounds on log T: T in [e^-4, e^4] covers every real head we have seen by far.
@@ -47,6 +48,26 @@ def apply_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
     e = np.exp(z)
     out: np.ndarray = e / e.sum(axis=1, keepdims=True)
     return out
+
+
+def _pairs(p: np.ndarray) -> np.ndarray:
+    return np.stack([1.0 - p, p], axis=-1)
+
+
+def apply_label_temperatures(proba: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
+    """Each label's probabilities (column j) sharpened or softened by its ``temperatures[j]``."""
+    p = np.asarray(proba, dtype=np.float64)
+    out = np.empty_like(p)
+    for j, t in enumerate(temperatures):
+        out[:, j] = apply_temperature(_pairs(p[:, j]), float(t))[:, 1]
+    return out
+
+
+def fit_label_temperatures(proba: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """One ``T`` per label (column) of multi-label probabilities against the 0/1 truth ``Y``."""
+    p = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(Y, dtype=np.intp)
+    return np.array([fit_temperature(_pairs(p[:, j]), y[:, j]) for j in range(p.shape[1])])
 
 
 def negative_log_likelihood(proba: np.ndarray, y: np.ndarray) -> float:
@@ -104,39 +125,3 @@ def reliability_rows(
         label = f"{bins.edges[i]:.1f}-{bins.edges[i + 1]:.1f}"
         rows.append((label, int(bins.count[i]), float(bins.confidence[i]), float(bins.accuracy[i])))
     return rows
-
-
-def calibrate_bundle(
-    bundle: str | Path, data: str | Path, *, split: str = "val", progress: bool = False
-) -> tuple[CalibrationResult, np.ndarray, np.ndarray]:
-    """Fit ``T`` for the model at ``bundle`` on the labelled images of ``data`` (its ``split``
-    when it has split folders, else all of it) and rewrite the bundle with it, atomically.
-    Returns the result, the uncalibrated probabilities and the labels (column indices)."""
-    from headstart.data.labelled import labelled_split
-    from headstart.features import EmbeddingStore
-    from headstart.model import load
-
-    model = load(bundle)
-    model.require_plain("calibrate")
-    _, use, samples = labelled_split(data, model.classes, split, whole_if_unsplit=True)
-    features, failures = model.embed([s.path for s in samples], store=EmbeddingStore())
-    keep = [i for i in range(len(samples)) if i not in failures]
-    if not keep:
-        raise DataError(f"no readable image in {data} ({use}) to calibrate on")
-    proba = model.uncalibrated_proba(features[keep])
-    y = np.array([model.classes.index(samples[i].label) for i in keep], dtype=np.intp)
-    t = fit_temperature(proba, y)
-    after = apply_temperature(proba, t)
-    result = CalibrationResult(
-        temperature=t,
-        n=len(keep),
-        nll_before=negative_log_likelihood(proba, y),
-        nll_after=negative_log_likelihood(after, y),
-        ece_before=expected_calibration_error(proba, y),
-        ece_after=expected_calibration_error(after, y),
-        data=str(data),
-        split=use,
-    )
-    model.set_calibration(result.to_dict())
-    model.save(Path(bundle))
-    return result, proba, y

@@ -24,15 +24,15 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from headstart.config import FitConfig, load_config
 from headstart.data import Manifest
 from headstart.errors import ConfigError, DataError
-from headstart.evaluate.metrics import evaluate_predictions
 from headstart.fsutil import atomic_write_text
 from headstart.heads import create_head
+from headstart.stats.metrics import evaluate_predictions
+from headstart.stats.summary import Summary
 
 __all__ = [
     "CVResult",
@@ -59,25 +59,6 @@ class FoldScore:
     n_test: int
     accuracy: float
     macro_f1: float
-
-
-@dataclass(frozen=True)
-class Summary:
-    """Mean, standard deviation and 95% t-interval of one metric over the folds."""
-
-    mean: float
-    std: float
-    low: float
-    high: float
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Summary:
-        """Summarise fold scores; one fold gives a zero-width interval."""
-        arr = np.asarray(values, dtype=np.float64)
-        mean = float(arr.mean())
-        std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-        half = float(stats.t.ppf(0.975, arr.size - 1) * std / np.sqrt(arr.size)) if std else 0.0
-        return cls(mean, std, mean - half, mean + half)
 
 
 @dataclass
@@ -213,7 +194,7 @@ def cross_validate(
     ``group_column``, stratified group k-fold so that no group spans train and test.
     See the module docstring for which samples are used and how intervals are computed.
     """
-    from headstart.pipeline import embed_data
+    from headstart.embedding import embed_data
 
     cfg = config or load_config()
     create_head(cfg.head.kind, **cfg.head.params)  # fail fast on a bad head

@@ -1,0 +1,96 @@
+"""The cache root: one folder that holds every cache headstart keeps, and the one place that
+decides where it is.
+
+``extract.cache_dir`` in the config when set, else ``$HEADSTART_CACHE``, else
+``$XDG_CACHE_HOME/headstart``, else ``~/.cache/headstart``.  Under it:
+
+- ``embeddings/`` and ``onnx/``: backbone features per image and the ONNX backbones
+  (:class:`~headstart.features.EmbeddingStore`);
+- ``weights/``: backbone weights converted once to safetensors, copied into bundles;
+- ``heads/``: fitted heads keyed by their inputs (:func:`headstart.heads.cache.fit_cached`);
+- ``report-overlays/``: Grad-CAM thumbnails of the report's error gallery;
+- ``pixel-similarity/``: pixel checks of near-duplicate candidate pairs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from headstart.backbones import BackboneRef
+from headstart.features.store import EmbeddingStore
+
+if TYPE_CHECKING:
+    from headstart.config import FitConfig
+
+__all__ = ["CacheRoot", "default_cache_root", "portable_weights"]
+
+
+def default_cache_root() -> Path:
+    """``$HEADSTART_CACHE``, else ``$XDG_CACHE_HOME/headstart``, else ``~/.cache/headstart``."""
+    if os.environ.get("HEADSTART_CACHE"):
+        return Path(os.environ["HEADSTART_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "headstart"
+    return Path.home() / ".cache" / "headstart"
+
+
+@dataclass(frozen=True)
+class CacheRoot:
+    """Where every cache lives; build it with :meth:`of` or :meth:`for_config`."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, folder: str | Path | None = None) -> CacheRoot:
+        """``folder``, or the default root when None."""
+        return cls(Path(folder).expanduser() if folder is not None else default_cache_root())
+
+    @classmethod
+    def for_config(cls, config: FitConfig) -> CacheRoot:
+        """The root a config names (``extract.cache_dir``), else the default."""
+        return cls.of(config.extract.cache_dir)
+
+    @classmethod
+    def from_config_dict(cls, config: dict[str, Any] | None) -> CacheRoot:
+        """The root named by a resolved config as written in ``config.yaml`` or a bundle."""
+        extract = (config or {}).get("extract") or {}
+        return cls.of(extract.get("cache_dir"))
+
+    @property
+    def store(self) -> EmbeddingStore:
+        """Embeddings and ONNX backbones."""
+        return EmbeddingStore(self.path)
+
+    @property
+    def heads(self) -> Path:
+        return self.path / "heads"
+
+    @property
+    def overlays(self) -> Path:
+        return self.path / "report-overlays"
+
+    @property
+    def pixel_pairs(self) -> Path:
+        return self.path / "pixel-similarity"
+
+    def weights(self, sha256: str) -> Path:
+        """Where the safetensors copy of the weights with ``sha256`` is kept."""
+        return self.path / "weights" / f"{sha256}.safetensors"
+
+
+def portable_weights(ref: BackboneRef, cache: CacheRoot) -> Path:
+    """The backbone's weights as a safetensors file of the module's own state dict, converted
+    once per weights hash and kept in ``cache``, so bundles carry them without rebuilding the
+    model."""
+    if ref.weights_path is not None and ref.weights_path.suffix == ".safetensors":
+        return ref.weights_path
+    cached = cache.weights(ref.weights_sha256)
+    if not cached.is_file():
+        # torch is imported only when a backbone must really be built (once per weights hash)
+        from headstart.backbones.model import save_weights
+
+        save_weights(ref.build(), cached)
+    return cached

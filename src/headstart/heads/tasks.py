@@ -1,0 +1,88 @@
+"""Heads per task: a data set's heads are a dict task name → fitted estimator.
+
+A multi-class task's head is one of :data:`~headstart.heads.HEADS` fitted on the class labels;
+a multi-label task's head is a :class:`MultiLabelHead` fitted on the 0/1 indicator matrix of its
+labels.  These helpers turn a task's label cells into the estimator's target and its
+probabilities back into the task's class order, so callers never branch on the kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from headstart.data.manifest import Task, indicator
+from headstart.errors import DataError
+from headstart.heads.kinds import create_head
+from headstart.heads.multilabel import MultiLabelHead
+
+__all__ = [
+    "check_label_coverage",
+    "indicator",
+    "predicted_labels",
+    "task_head",
+    "task_proba",
+    "task_target",
+    "thresholds_of",
+]
+
+Cells = Sequence[Sequence[str]]
+
+
+def task_target(task: Task, cells: Cells) -> NDArray[Any]:
+    """What the task's head is fitted on: the class of each row (multi-class) or the (n, L)
+    indicator matrix (multi-label)."""
+    if task.multi_label:
+        return indicator(cells, task.classes)
+    return np.asarray([cell[0] for cell in cells])
+
+
+def task_head(task: Task, kind: str, params: Mapping[str, Any]) -> Any:
+    """An unfitted head for ``task`` of ``kind`` with ``params``."""
+    if task.multi_label:
+        return MultiLabelHead(kind, dict(params))
+    return create_head(kind, **params)
+
+
+def check_label_coverage(task: Task, cells: Cells) -> None:
+    """A multi-label task's training rows must hold each label on some rows and not on others;
+    raise a one-line :class:`DataError` naming the label otherwise."""
+    if not task.multi_label:
+        return
+    Y = indicator(cells, task.classes)
+    for j, label in enumerate(task.classes):
+        if Y[:, j].all() or not Y[:, j].any():
+            where = "every" if Y[:, j].all() else "no"
+            raise DataError(
+                f"label '{label}' of '{task.name}' is on {where} training image; a multi-label "
+                "head needs training images with and without each label"
+            )
+
+
+def task_proba(task: Task, head: Any, X: NDArray[Any]) -> NDArray[np.float64]:
+    """Probabilities with columns in ``task.classes`` order: softmax rows (multi-class) or
+    per-label probabilities (multi-label)."""
+    raw = np.asarray(head.predict_proba(X), dtype=np.float64)
+    if task.multi_label:
+        return raw
+    order = [list(head.classes_).index(c) for c in task.classes]
+    return raw[:, order]
+
+
+def thresholds_of(task: Task, head: Any) -> NDArray[np.float64] | None:
+    """A multi-label head's per-label thresholds; None for a multi-class task."""
+    return np.asarray(head.thresholds_, dtype=np.float64) if task.multi_label else None
+
+
+def predicted_labels(task: Task, row: NDArray[Any], thresholds: NDArray[Any] | None) -> list[str]:
+    """The labels chosen from one probability row: the best class (multi-class), or every label
+    at or above its threshold (multi-label, most probable first; possibly none)."""
+    if not task.multi_label:
+        return [task.classes[int(np.argmax(row))]]
+    cut = thresholds if thresholds is not None else np.full(len(row), 0.5)
+    chosen = [j for j in range(len(row)) if row[j] >= cut[j]]
+    chosen.sort(key=lambda j: -row[j])
+    return [task.classes[j] for j in chosen]

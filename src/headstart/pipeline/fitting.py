@@ -1,0 +1,218 @@
+"""``fit``: image folder or CSV → manifest → cached embeddings → heads → evaluated bundle, or
+fine-tuning (``--strategy finetune``), or the probe first and fine-tuning when it pays (``auto``).
+
+``auto``: the probe (cached embeddings + logistic heads) costs seconds, fine-tuning minutes, so
+the probe runs first.  Fine-tuning is tried unless the probe's validation score already reaches
+``strategy.auto_skip_above`` (default 0.98): little is left to gain, and what is left is within
+the noise of a few hundred validation images.  When both ran, the better validation score wins
+(ties keep the probe: same inference cost, fewer moving parts); ``finetune.json`` says what was
+chosen and why.  The score is the mean over tasks of accuracy (multi-class) and mAP
+(multi-label).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from headstart.backbones import resolve_backbone
+from headstart.cache import CacheRoot
+from headstart.config import FitConfig, load_config
+from headstart.data.leakage import dedupe, find_near_duplicates
+from headstart.embedding import EmbeddedData, check_pretrained, check_trainable, embed_data
+from headstart.errors import ConfigError
+from headstart.heads import create_head
+from headstart.probe import probe
+from headstart.ranking import rank_backbones
+from headstart.report import build_report
+from headstart.result import FitResult, write_result
+from headstart.runfolder import FinetuneRecord, RunFolder
+from headstart.stats import headline
+
+__all__ = ["STRATEGIES", "fit", "resume"]
+
+STRATEGIES = ("probe", "finetune", "auto")
+
+
+def fit(
+    data: str | Path,
+    output: str | Path,
+    *,
+    config: FitConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    report: bool = True,
+    strategy: str | None = None,
+) -> FitResult:
+    """Fit a classifier on the images in ``data`` (class folders or a CSV) and write the run
+    folder ``output`` (bundle in ``output/model``, manifest, problems, config, metrics, and with
+    ``report`` the HTML report ``output/report.html``).  ``strategy`` (default
+    ``config.strategy.kind``): ``probe`` (heads on cached embeddings), ``finetune`` (Lightning,
+    see :mod:`headstart.finetune`) or ``auto`` (probe first, fine-tune when it pays)."""
+    cfg = config or load_config()
+    kind = strategy or cfg.strategy.kind
+    if kind not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {kind!r}; valid: {', '.join(STRATEGIES)}")
+    cfg = cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update={"kind": kind})})
+    run = RunFolder(output)
+    if kind == "probe":
+        result = _fit_probe(data, run, cfg, overwrite=overwrite, progress=progress)
+    else:
+        result = _fit_tuned(data, run, cfg, overwrite=overwrite, progress=progress, resume=False)
+    return _with_report(result, report)
+
+
+def resume(run_dir: str | Path, *, progress: bool = True, report: bool = True) -> FitResult:
+    """Continue a killed fine-tuning run from its last checkpoint (same data, config, seed)."""
+    run = RunFolder(run_dir)
+    record = run.read_resume()
+    if record is None:
+        raise ConfigError(
+            f"{run.path} is not a resumable run (no resume.json); only fine-tuning runs resume"
+        )
+    if record.finished:
+        raise ConfigError(f"{run.path} finished already; its model is in {run.bundle}")
+    cfg = run.read_config()
+    result = _fit_tuned(record.data, run, cfg, overwrite=False, progress=progress, resume=True)
+    return _with_report(result, report)
+
+
+def _with_report(result: FitResult, report: bool) -> FitResult:
+    if report:
+        t0 = time.perf_counter()
+        result.report = build_report(result.run_dir)
+        result.timings["report"] = time.perf_counter() - t0
+    return result
+
+
+def _fit_probe(
+    data: str | Path, run: RunFolder, cfg: FitConfig, *, overwrite: bool, progress: bool
+) -> FitResult:
+    run.check_output(overwrite)
+    # fail fast on a bad head or backbone, before any scanning or extraction
+    create_head(cfg.head.kind, **cfg.head.params)
+    check_pretrained(cfg)
+    cfg, ranking = _resolve_auto_backbone(data, cfg, progress)
+    ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
+    cache = CacheRoot.for_config(cfg)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    embedded = embed_data(data, cfg, progress=progress, ref=ref)
+    timings["embed"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    embedded, near, deduped = _check_leakage(embedded, cfg, cache)
+    timings["leakage"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    outcome = probe(embedded, cfg, cache)
+    timings["head"] = time.perf_counter() - t0
+    result = FitResult(
+        run.path,
+        embedded.manifest,
+        outcome.heads,
+        ref,
+        cfg,
+        metrics=outcome.metrics,
+        probabilities=outcome.probabilities,
+        extraction=embedded.extraction,
+        timings=timings,
+        validation="the val split",
+        near_duplicates=near,
+        deduped=deduped,
+        ranking=ranking,
+    )
+    t0 = time.perf_counter()
+    write_result(result)
+    result.timings["write"] = time.perf_counter() - t0
+    return result
+
+
+def _resolve_auto_backbone(
+    data: str | Path, cfg: FitConfig, progress: bool
+) -> tuple[FitConfig, dict[str, Any] | None]:
+    """``backbone.name: auto`` -> the backbone :func:`rank_backbones` chooses."""
+    if cfg.backbone.name != "auto":
+        return cfg, None
+    ranking = rank_backbones(data, cfg, progress=progress)
+    backbone = cfg.backbone.model_copy(update={"name": ranking.chosen})
+    return cfg.model_copy(update={"backbone": backbone}), ranking.to_dict()
+
+
+def _check_leakage(
+    embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot
+) -> tuple[EmbeddedData, list[Any], int]:
+    """Cross-split near-duplicates, and with ``data.dedupe`` the data without them."""
+    near = find_near_duplicates(
+        embedded.manifest,
+        embedded.features,
+        cfg.data.near_duplicate_threshold,
+        pixel_cache=cache.pixel_pairs,
+    )
+    if not cfg.data.dedupe:
+        return embedded, near, 0
+    manifest, rows = dedupe(embedded.manifest, near)
+    check_trainable(manifest)
+    return embedded.subset(rows, manifest), near, len(embedded.manifest.samples) - len(rows)
+
+
+# ------------------------------------------------------------------ fine-tuning and auto
+
+
+def validation_score(result: FitResult) -> float:
+    """The mean over tasks of the main validation score (accuracy or mAP); NaN without val."""
+    per_task = result.metrics.get("val", {})
+    scores = [headline(m)[1].value for m in per_task.values()]
+    return float(sum(scores) / len(scores)) if scores else float("nan")
+
+
+def _fit_tuned(
+    data: str | Path,
+    run: RunFolder,
+    cfg: FitConfig,
+    *,
+    overwrite: bool,
+    progress: bool,
+    resume: bool,
+) -> FitResult:
+    # Lightning and torch load only when a network is really trained
+    from headstart.finetune import finetune, start_record
+
+    if cfg.strategy.kind == "finetune":
+        return finetune(data, cfg, run.path, overwrite=overwrite, progress=progress, resume=resume)
+    probe_cfg = cfg.model_copy(
+        update={"strategy": cfg.strategy.model_copy(update={"kind": "probe"})}
+    )
+    probed = _fit_probe(data, run, probe_cfg, overwrite=overwrite or resume, progress=progress)
+    probe_score = validation_score(probed)
+    skip = cfg.strategy.auto_skip_above
+    if probe_score >= skip:
+        reason = (
+            f"probe val score {probe_score:.3f} >= strategy.auto_skip_above {skip:g}: "
+            "fine-tuning skipped"
+        )
+        return _keep_probe(probed, run, FinetuneRecord("auto"), probe_score, reason)
+    if not resume:
+        start_record(data, cfg, run, "auto")
+    tuned = finetune(probed.manifest, cfg, run.path, progress=progress, resume=resume, write=False)
+    tuned_score = validation_score(tuned)
+    record = tuned.finetune or FinetuneRecord("finetune")
+    record.probe_val_score, record.finetune_val_score = probe_score, tuned_score
+    if tuned_score > probe_score:
+        record.strategy, record.chosen = "auto", "finetune"
+        record.reason = f"fine-tune val score {tuned_score:.3f} > probe {probe_score:.3f}"
+        write_result(tuned)
+        run.mark_finished()
+        return tuned
+    reason = f"probe val score {probe_score:.3f} >= fine-tune {tuned_score:.3f}"
+    return _keep_probe(probed, run, record, probe_score, reason)
+
+
+def _keep_probe(
+    probed: FitResult, run: RunFolder, record: FinetuneRecord, score: float, reason: str
+) -> FitResult:
+    record.strategy, record.chosen, record.reason = "auto", "probe", reason
+    record.probe_val_score = score
+    probed.finetune = record
+    run.write_finetune(record)
+    run.mark_finished()
+    return probed
