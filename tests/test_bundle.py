@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 
 import headstart
-from headstart.bundle import FORMAT_VERSION, PLAIN_FORMAT_VERSION, read_bundle, write_bundle
+from conftest import FIXTURES
+from headstart.bundle import FORMAT_VERSION, read_bundle, write_bundle
 from headstart.demo import demo_data_dir
 from headstart.errors import BundleError, PathNotFoundError
-
-FIXTURES = Path(__file__).parent / "fixtures"
-pytestmark = pytest.mark.usefixtures("cache_dir")
+from headstart.result import FitResult
 
 
 @pytest.fixture()
@@ -35,6 +34,7 @@ def test_format_v1_fixture_loads_and_predicts_as_when_written() -> None:
     proba, failures = model.predict_proba(photos)
     assert not failures
     np.testing.assert_allclose(proba, expected["probabilities"], atol=2e-4)
+    assert [t.name for t in model.tasks] == ["label"] and not model.tasks[0].multi_label
 
 
 def test_newer_format_is_refused_with_upgrade_hint(bundle: Path) -> None:
@@ -91,15 +91,63 @@ def test_rewriting_a_bundle_is_atomic(bundle: Path, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr("headstart.bundle._save_arrays", crash)
     with pytest.raises(OSError, match="disk full"):
-        write_bundle(
-            bundle, head=contents.head, backbone=contents.backbone, classes=contents.classes
-        )
+        write_bundle(bundle, tasks=contents.tasks, heads=contents.heads, backbone=contents.backbone)
     assert (bundle / "model.json").read_bytes() == before
     assert [p.name for p in bundle.parent.iterdir()] == ["model"]  # no temp folder left behind
 
 
-def test_saved_model_round_trips(bundle: Path, tmp_path: Path) -> None:
+def test_a_format_1_bundle_saves_as_the_current_format(bundle: Path, tmp_path: Path) -> None:
     model = headstart.load(bundle)
     copy = model.save(tmp_path / "copy")
-    assert headstart.load(copy).classes == model.classes
-    assert json.loads((copy / "model.json").read_text())["format_version"] == PLAIN_FORMAT_VERSION
+    again = headstart.load(copy)
+    assert again.tasks == model.tasks and again.classes == model.classes
+    assert json.loads((copy / "model.json").read_text())["format_version"] == FORMAT_VERSION
+    photos = sorted((demo_data_dir() / "test" / "hat").glob("*.jpg"))[:3]
+    np.testing.assert_allclose(again.predict_proba(photos)[0], model.predict_proba(photos)[0])
+
+
+@pytest.mark.parametrize("run", ["plain_run", "two_task_run", "multilabel_run"])
+def test_every_kind_of_model_round_trips(
+    run: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    result: FitResult = request.getfixturevalue(run)
+    model = result.model
+    copy = headstart.load(model.save(tmp_path / "copy"))
+    assert copy.tasks == model.tasks
+    for task in model.tasks:
+        thresholds = model.thresholds(task)
+        if thresholds is not None:
+            np.testing.assert_array_equal(copy.thresholds(task), thresholds)
+    photos = sorted(result.manifest.root.rglob("*.jpg"))[:4]
+    mine, _ = model.task_proba(photos)
+    theirs, _ = copy.task_proba(photos)
+    for name in mine:
+        np.testing.assert_allclose(theirs[name], mine[name])
+
+
+def test_format_2_multi_label_bundles_still_load(multilabel_run: FitResult, tmp_path: Path) -> None:
+    """Format 2 kept a multi-label task's binary heads as ``label_heads`` + ``thresholds``."""
+    from headstart.heads import export_head
+
+    model = multilabel_run.model
+    dest = tmp_path / "v2"
+    shutil.copytree(multilabel_run.bundle_dir, dest)
+    info = json.loads((dest / "model.json").read_text())
+    head = model.heads["label"]
+    entry = {"task": model.tasks[0].to_dict(), "label_heads": [], "thresholds": []}
+    arrays = {}
+    for j, sub in enumerate(head.estimators_):
+        sub_arrays, meta = export_head(sub)
+        arrays.update({f"0/{j}/{k}": v for k, v in sub_arrays.items()})
+        entry["label_heads"].append(meta)
+        entry["thresholds"].append(float(head.thresholds_[j]))
+    from safetensors.numpy import save_file
+
+    save_file(arrays, str(dest / "head.safetensors"))
+    info.update(format_version=2, tasks=[entry])
+    del info["files"]["head.safetensors"]
+    (dest / "model.json").write_text(json.dumps(info))
+    old = headstart.load(dest)
+    photos = sorted(multilabel_run.manifest.root.rglob("*.jpg"))[:4]
+    np.testing.assert_allclose(old.predict_proba(photos)[0], model.predict_proba(photos)[0])
+    np.testing.assert_array_equal(old.thresholds(old.tasks[0]), head.thresholds_)

@@ -11,8 +11,8 @@ import pytest
 import headstart
 from headstart.cli.main import main
 from headstart.config import load_config
-from headstart.evaluate import Metrics, evaluate_predictions
-from headstart.evaluate.temperature import apply_temperature, fit_temperature
+from headstart.stats import Metrics, evaluate_predictions
+from headstart.stats.temperature import apply_temperature, fit_temperature
 from salt import copy_demo
 
 
@@ -59,7 +59,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_fit_reports_ece(run: tuple[Path, Path]) -> None:
     metrics = json.loads((run[0] / "run" / "metrics.json").read_text())
-    assert metrics["val"]["ece"] is not None
+    assert metrics["val"]["tasks"]["label"]["ece"] is not None
 
 
 def test_calibrate_stores_temperature_and_predictions_use_it(
@@ -74,11 +74,12 @@ def test_calibrate_stores_temperature_and_predictions_use_it(
     out = capsys.readouterr().out
     assert "Temperature" in out and "ECE" in out and "NLL" in out
     model = headstart.load(bundle)  # the rewritten bundle verifies (digests) and loads
-    t = model.temperature
-    assert t is not None and t > 0
+    t = model.temperatures["label"]
+    assert isinstance(t, float) and t > 0
     after = model.predict_proba(paths)[0]
     np.testing.assert_allclose(after, apply_temperature(before, t), atol=1e-9)
-    assert model.info["calibration"]["nll_after"] <= model.info["calibration"]["nll_before"]
+    entry = model.info["calibration"]["tasks"]["label"]
+    assert entry["nll_after"] <= entry["nll_before"]
 
 
 def test_calibrate_rejects_a_missing_split_without_touching_the_bundle(

@@ -14,7 +14,7 @@ import pytest
 from headstart.cli.main import main
 from headstart.config import load_config
 from headstart.errors import ConfigError
-from headstart.evaluate.cv import Summary, cross_validate, fold_indices, write_cv
+from headstart.studies.cv import Summary, cross_validate, fold_indices, write_cv
 from salt import copy_demo
 
 CLASSES = ("hat", "pants", "shoes")
@@ -39,7 +39,7 @@ def test_stratified_cv_covers_train_val_once_and_keeps_test_aside(
     assert all(result.manifest.samples[i].split != "test" for i in result.samples)
     assert sorted(set(result.fold_of[0].tolist())) == [0, 1, 2]
     assert not np.isnan(result.probabilities[0]).any()
-    accuracies = [f.accuracy for f in result.folds]
+    accuracies = [f.scores["accuracy"] for f in result.folds]
     s = result.summary["accuracy"]
     assert s.mean == pytest.approx(np.mean(accuracies)) and s.low <= s.mean <= s.high
     assert s.mean > 0.6  # the demo classes are easy; a broken fold mapping would be near 1/3

@@ -1,5 +1,7 @@
 """ONNX export of the whole model: parity with torch, metadata, int8, ``predict --runtime onnx``,
-and user errors (bad format, damaged bundle, failed parity leaves no file)."""
+and user errors (bad format, damaged bundle, failed parity leaves no file); for a plain model, a
+two-task model (multi-class ``left`` + multi-label ``items``: one output each) and a model of one
+multi-label task, calibrated or not."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -14,14 +17,20 @@ import onnxruntime as ort
 import pytest
 
 import headstart
+from headstart.bundle import read_bundle
+from headstart.cache import CacheRoot
 from headstart.cli.main import main
 from headstart.config import load_config
+from headstart.data.compose import compose_pairs
 from headstart.demo import demo_data_dir
 from headstart.errors import BundleError, ConfigError
 from headstart.export import ExportError, export_model, load_onnx, read_metadata
 from headstart.export import onnx_model as onnx_model_module
+from salt import copy_demo
 
 CLASSES = ("hat", "pants", "shoes")
+#: The demo classes the composites are made of (each composite shows two of them).
+ITEMS = ("hat", "pants", "shoes", "t-shirt")
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +78,14 @@ def test_whole_model_export_matches_torch_and_documents_itself(
     doc = json.loads(exported.metadata_path.read_text())
     assert doc["classes"] == classes
     assert doc["input"]["shape"] == ["batch", 3, 224, 224]
+    # a one-task model: the one output "probabilities", as every export before tasks had
+    assert doc["output"]["name"] == "probabilities" and doc["output"]["shape"] == ["batch", 3]
+    assert [o["name"] for o in doc["outputs"]] == ["probabilities"]
+    assert doc["tasks"] == [
+        {"name": "label", "classes": classes, "multi_label": False, "output": "probabilities"}
+    ]
+    assert doc["calibration"] is None
+    assert list(exported.tasks) == ["label"]
     assert {"resize", "crop", "mean", "std", "interpolation"} <= set(doc["preprocessing"])
     assert doc["parity"]["max_abs_diff"] == exported.max_abs_diff
     embedded = read_metadata(exported.path)  # the same facts inside the .onnx file itself
@@ -77,6 +94,7 @@ def test_whole_model_export_matches_torch_and_documents_itself(
     assert {"headstart", "classes", "preprocessing"} <= props
     # one graph, probabilities out, any batch size
     session = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["probabilities"]
     for n in (1, 3):
         x = np.random.default_rng(n).normal(size=(n, 3, 224, 224)).astype(np.float32)
         (p,) = session.run(None, {"images": x})
@@ -110,6 +128,34 @@ def test_predict_runtime_onnx_agrees_with_default(
     assert sum(r["error"] is not None for r in rows["onnx"]) == 1
 
 
+def test_an_export_of_format_1_still_predicts_and_is_renewed(
+    runs: dict[str, Path], exported: headstart.export.ExportResult, tmp_path: Path
+) -> None:
+    """A file exported before tasks (document format 1: ``classes``, one output) reads as one
+    multi-class task; a bundle's such export is exported anew for its tasks and calibration."""
+    proto = onnx.load(str(exported.path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    doc = json.loads(props["headstart"])
+    old = {k: v for k, v in doc.items() if k not in ("outputs", "tasks", "calibration")}
+    del proto.metadata_props[:]
+    for key, value in {"headstart": json.dumps({**old, "format_version": 1})}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    classifier = load_onnx(tmp_path / "old.onnx")
+    assert [(t.name, t.classes, t.multi_label) for t in classifier.tasks] == [
+        ("label", CLASSES, False)
+    ]
+    photo = sorted((demo_data_dir() / "test" / "shoes").glob("*.jpg"))[0]
+    (prediction,) = classifier.predict([photo])
+    assert prediction.tasks["label"].labels == ["shoes"] == [prediction.top[0][0]]
+    from headstart.export.runtime import _stale
+
+    fresh = json.loads(json.dumps(headstart.export.describe(read_bundle(runs["logistic"]))))
+    assert _stale(tmp_path / "old.onnx", fresh) == "exported by an older headstart"
+    assert _stale(exported.path, fresh) is None
+
+
 def test_knn_head_exports_on_first_onnx_predict(runs: dict[str, Path], check_dir: Path) -> None:
     bundle = runs["knn"]
     assert not (bundle / "model.onnx").exists()
@@ -141,6 +187,7 @@ def test_int8_export_via_cli_reports_accuracy_change(
     print(f"int8 vs fp32: {int8}")  # the figures, for the record (-s)
     assert int8["top1_agreement"] >= 0.8
     assert int8["accuracy_int8"] >= int8["accuracy_fp32"] - 0.2
+    assert int8["tasks"]["label"]["top1_agreement"] == int8["top1_agreement"]
     assert read_metadata(tmp_path / "out" / "clf.int8.onnx")["classes"] == doc["classes"]
 
 
@@ -190,3 +237,172 @@ def test_failed_parity_leaves_no_file(
     with pytest.raises(ExportError, match="exceeds the tolerance"):
         export_model(runs["logistic"], output=target, check_images=check_dir / "hat")
     assert list(target.parent.iterdir()) == []
+
+
+# ---- tasks: two tasks (one output each), one multi-label task --------------------------------
+
+
+@pytest.fixture(scope="module")
+def task_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Bundles fitted on composites of four demo classes: ``two`` (tasks left + items) and
+    ``multi_label`` (items alone, a task named "label").  The composites and their embedding
+    cache are the ones test_serve.py makes (same folders: made once per session)."""
+    base = tmp_path_factory.getbasetemp()
+    labels = base / "task-composites" / "labels.csv"
+    if not labels.is_file():
+        demo = copy_demo(base / "task-demo", ITEMS)
+        compose_pairs(demo, labels.parent, per_image=0.5, size=96)
+    root = tmp_path_factory.mktemp("export-tasks")
+    out = {"photos": labels.parent / "test", "cache": base / "task-cache"}
+    for name, columns in (("two", "[left,items]"), ("multi_label", "items")):
+        overrides = [f"data.label_column={columns}", f"extract.cache_dir={out['cache']}"]
+        cfg = load_config(overrides=[*overrides, "eval.n_boot=100"])
+        run = headstart.fit(labels, root / name, config=cfg, progress=False, report=False)
+        out[name] = run.run_dir / "model"
+    return out
+
+
+def _model(task_runs: dict[str, Path], name: str) -> headstart.Model:
+    return headstart.load(task_runs[name], cache=CacheRoot.of(task_runs["cache"]))
+
+
+def _photos(task_runs: dict[str, Path], n: int = 6) -> list[Path]:
+    return sorted(task_runs["photos"].glob("*.jpg"))[:n]
+
+
+def _same_tasks(torch_tasks: dict[str, Any], onnx_tasks: dict[str, Any]) -> None:
+    """The same chosen labels and top-k per task, probabilities within 1e-4."""
+    assert torch_tasks.keys() == onnx_tasks.keys()
+    for task, answer in torch_tasks.items():
+        other = onnx_tasks[task]
+        assert answer["labels"] == other["labels"], task
+        assert [t["label"] for t in answer["top"]] == [t["label"] for t in other["top"]], task
+        expected = [t["probability"] for t in answer["top"]]
+        assert [t["probability"] for t in other["top"]] == pytest.approx(expected, abs=1e-4)
+
+
+def test_two_tasks_export_as_one_graph_with_an_output_each(task_runs: dict[str, Path]) -> None:
+    bundle = task_runs["two"]
+    model = _model(task_runs, "two")
+    result = export_model(bundle, check_images=_photos(task_runs), quantize="int8")
+    names = ["probabilities:left", "probabilities:items"]
+    assert [p.output for p in result.tasks.values()] == names and list(result.tasks) == [
+        "left",
+        "items",
+    ]
+    for parity in result.tasks.values():  # onnxruntime vs torch, torch vs the numpy heads
+        assert parity.max_abs_diff <= 1e-4 and parity.head_max_abs_diff <= 1e-4
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == names
+    x = np.random.default_rng(0).normal(size=(3, 3, 224, 224)).astype(np.float32)
+    left, items = session.run(None, {"images": x})
+    assert left.shape == items.shape == (3, len(ITEMS))
+    assert np.allclose(left.sum(axis=1), 1.0, atol=1e-5)  # softmax
+    assert ((items > 0) & (items < 1)).all()  # independent sigmoids
+    doc = json.loads(result.metadata_path.read_text())
+    assert "output" not in doc and [o["name"] for o in doc["outputs"]] == names
+    assert doc["classes"] == list(ITEMS)  # the first task's
+    left_doc, items_doc = doc["tasks"]
+    assert left_doc == {
+        "name": "left", "classes": list(ITEMS), "multi_label": False, "output": names[0]
+    }  # fmt: skip
+    thresholds = model.thresholds(model.task("items"))
+    assert thresholds is not None
+    assert items_doc["multi_label"] and items_doc["thresholds"] == thresholds.tolist()
+    assert doc["calibration"] is None
+    assert read_metadata(result.path)["tasks"] == doc["tasks"]
+    props = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
+    assert json.loads(props["tasks"]) == doc["tasks"]
+    int8 = result.int8
+    assert int8 is not None and int8.path.is_file()
+    agreement = int8.tasks["left"].top1_agreement
+    assert agreement is not None and agreement >= 0.8
+    assert int8.tasks["items"].top1_agreement is None  # multi-label: the largest change only
+    assert 0 <= int8.tasks["items"].max_abs_diff < 0.1
+    assert [o.name for o in ort.InferenceSession(str(int8.path)).get_outputs()] == names
+    assert doc["int8"]["tasks"]["items"]["accuracy_fp32"] is None
+
+
+@pytest.mark.parametrize("name", ["two", "multi_label"])
+def test_onnx_runtime_answers_like_torch(
+    task_runs: dict[str, Path],
+    name: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``predict --runtime onnx --format json`` gives the same ``tasks`` as torch, an unreadable
+    file included; the classifier's probabilities match, TTA too."""
+    load_onnx(task_runs[name], check_images=_photos(task_runs, 3))  # exported when missing
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for photo in _photos(task_runs, 4):
+        shutil.copy(photo, photos / photo.name)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    monkeypatch.setenv("HEADSTART_CACHE", str(task_runs["cache"]))
+    rows = {}
+    for runtime in ("torch", "onnx"):
+        argv = ["predict", str(task_runs[name]), str(photos), "-f", "json", "-k", "4"]
+        assert main([*argv, "--runtime", runtime]) == 0, capsys.readouterr().err
+        rows[runtime] = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in rows["torch"]] == [r["path"] for r in rows["onnx"]]
+    assert sum(r["error"] is not None for r in rows["onnx"]) == 1
+    for a, b in zip(rows["torch"], rows["onnx"], strict=True):
+        assert (a["error"] is None) == (b["error"] is None)
+        _same_tasks(a["tasks"], b["tasks"])
+    classifier = load_onnx(task_runs[name])  # exported: no new export
+    model = _model(task_runs, name)
+    assert classifier.tasks == model.tasks
+    for tta in ("none", "flip"):
+        got, failures = classifier.task_proba(_photos(task_runs, 4), tta=tta)
+        want, _ = model.task_proba(_photos(task_runs, 4), tta=tta)
+        assert failures == {}
+        for task in model.tasks:
+            np.testing.assert_allclose(got[task.name], want[task.name], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_calibrated_tasks_are_applied_by_the_runtime_and_recalibration_reexports(
+    task_runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Temperatures stay out of the graph (its outputs are the heads' own probabilities, checked
+    against them); the runtime applies them as the library does, and a bundle calibrated anew
+    is exported anew."""
+    bundle = tmp_path / "model"
+    model = _model(task_runs, "two")
+    model.set_calibration(
+        {
+            "method": "temperature",
+            "tasks": {
+                "left": {"temperature": 2.5},
+                "items": {"temperatures": [0.5, 1.5, 2.0, 1.0]},
+            },
+        }
+    )
+    model.save(bundle)
+    calibrated = headstart.load(bundle, cache=CacheRoot.of(task_runs["cache"]))
+    messages: list[str] = []
+    classifier = load_onnx(bundle, check_images=_photos(task_runs, 3), notify=messages.append)
+    assert "not exported yet" in messages[0]
+    doc = json.loads((bundle / "model.onnx.json").read_text())
+    assert doc["calibration"]["in_graph"] is False
+    assert doc["calibration"]["tasks"] == {
+        "left": {"temperature": 2.5},
+        "items": {"temperatures": [0.5, 1.5, 2.0, 1.0]},
+    }
+    photos = _photos(task_runs, 4)
+    got, _ = classifier.task_proba(photos, tta="flip")
+    want, _ = calibrated.task_proba(photos, tta="flip")
+    for task in calibrated.tasks:
+        np.testing.assert_allclose(got[task.name], want[task.name], atol=1e-4)
+    for a, b in zip(calibrated.predict(photos), classifier.predict(photos), strict=True):
+        _same_tasks(a.to_dict()["tasks"], b.to_dict()["tasks"])
+    # the same head, another calibration (Model.save would write a new folder, without the
+    # export): the exported file is stale
+    info = json.loads((bundle / "model.json").read_text())
+    del info["calibration"]
+    (bundle / "model.json").write_text(json.dumps(info))
+    messages.clear()
+    assert load_onnx(bundle, check_images=_photos(task_runs, 3), notify=messages.append)
+    assert "calibration changed" in messages[0]
+    assert json.loads((bundle / "model.onnx.json").read_text())["calibration"] is None

@@ -1,5 +1,7 @@
 """The web service: every endpoint, every bad input with its status code (always JSON, never a
-500, and the server keeps answering), the bearer token, batching, and ``headstart serve``."""
+500, and the server keeps answering), the bearer token, batching, and ``headstart serve``; for a
+plain model, a two-task model (multi-class ``left`` + multi-label ``items``) and a model of one
+multi-label task."""
 
 from __future__ import annotations
 
@@ -23,14 +25,20 @@ from PIL import Image
 
 import headstart
 import headstart.serve.app as serve_app
+from headstart.cache import CacheRoot
 from headstart.cli.main import app as cli_app
 from headstart.cli.main import main
+from headstart.config import load_config
+from headstart.data.compose import compose_pairs
 from headstart.demo import demo_data_dir
 from headstart.errors import HeadstartError
 from headstart.serve import ALLOWED_FORMATS, Batcher, Limits, create_app, decode_upload
+from salt import copy_demo
 
 CLASSES = ("hat", "shoes")
 TOKEN = "correct-horse-battery"
+#: The demo classes the composites are made of (each composite shows two of them).
+ITEMS = ("hat", "pants", "shoes", "t-shirt")
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +90,56 @@ def client(model: headstart.Model) -> Iterator[TestClient]:
         yield c
 
 
-def _fake_explanation(model: Any, image: Image.Image, method: str, target: str | None) -> Any:
+def fit_composites(
+    tmp_path_factory: pytest.TempPathFactory, columns: str, name: str
+) -> headstart.Model:
+    """A model fitted on composites of four demo classes (``left``: multi-class, ``items``:
+    multi-label); ``columns`` picks the task columns.  The composites and their embedding cache
+    live under the session's base temp folder, so every fit after the first embeds nothing."""
+    base = tmp_path_factory.getbasetemp()
+    labels = base / "task-composites" / "labels.csv"
+    if not labels.is_file():
+        demo = copy_demo(base / "task-demo", ITEMS)
+        compose_pairs(demo, labels.parent, per_image=0.5, size=96)
+    cache = base / "task-cache"
+    overrides = [f"data.label_column={columns}", f"extract.cache_dir={cache}", "eval.n_boot=100"]
+    cfg = load_config(overrides=overrides)
+    run = tmp_path_factory.mktemp(name)
+    result = headstart.fit(labels, run, config=cfg, progress=False, report=False)
+    return headstart.load(result.run_dir / "model", cache=CacheRoot.of(cache))
+
+
+@pytest.fixture(scope="module")
+def two_task(tmp_path_factory: pytest.TempPathFactory) -> headstart.Model:
+    """Tasks ``left`` (multi-class) and ``items`` (multi-label)."""
+    return fit_composites(tmp_path_factory, "[left,items]", "serve-two-task")
+
+
+@pytest.fixture(scope="module")
+def multi_label(tmp_path_factory: pytest.TempPathFactory) -> headstart.Model:
+    """One multi-label task (the ``items`` column, named "label")."""
+    return fit_composites(tmp_path_factory, "items", "serve-multi-label")
+
+
+@pytest.fixture(scope="module")
+def composite_photos(
+    two_task: headstart.Model, tmp_path_factory: pytest.TempPathFactory
+) -> list[Path]:
+    """Four test-split composites (two demo photos side by side; not seen in fitting)."""
+    folder = tmp_path_factory.getbasetemp() / "task-composites" / "test"
+    return sorted(folder.glob("*.jpg"))[:4]
+
+
+def _fake_explanation(
+    model: Any, image: Image.Image, method: str, target: str | None, task: str | None = None
+) -> Any:
     if method == "nope":
         raise HeadstartError("unknown method 'nope'; known: gradcam")
 
     class Explanation:
         overlay = image.resize((32, 32))
         heatmap = np.zeros((32, 32))
-        label = target or "hat"
+        label = target or model.task(task).classes[0]
         probability = 0.75
 
     return Explanation()
@@ -112,6 +162,7 @@ def test_health_and_page_are_open_and_the_page_is_offline(client: TestClient) ->
 def test_model_info(client: TestClient, model: headstart.Model) -> None:
     info = client.get("/v1/model").json()
     assert info["classes"] == list(CLASSES)
+    assert info["tasks"] == [{"name": "label", "classes": list(CLASSES), "multi_label": False}]
     assert info["backbone"]["name"] == "mobilenet_v2"
     assert info["backbone"]["weights_sha256"] == model.info["backbone"]["weights_sha256"]
     assert info["backbone"]["preprocessing"]["crop"] == 224
@@ -125,6 +176,7 @@ def test_predict_one_photo_matches_the_library(client: TestClient, model: headst
     assert result["filename"] == "hat.jpg" and result["error"] is None
     assert result["top"][0]["label"] == "hat"
     assert len(result["top"]) == 2  # default top_k=3, clamped to the number of classes
+    assert result["tasks"] == {"label": {"labels": ["hat"], "top": result["top"]}}
     # the same decode rule and model as `headstart predict`: the same probabilities
     path = sorted((demo_data_dir() / "test" / "hat").glob("*.jpg"))[0]
     expected = model.predict_proba([path])[0][0]
@@ -248,8 +300,9 @@ def test_explain_returns_png_or_json(client: TestClient, monkeypatch: pytest.Mon
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(png.content)).size == (32, 32)
     assert png.headers["x-headstart-label"] == "hat"
+    assert png.headers["x-headstart-task"] == "label"
     body = client.post("/v1/explain?format=json&target=shoes", files=one).json()
-    assert body["label"] == "shoes" and body["probability"] == 0.75
+    assert body["label"] == "shoes" and body["probability"] == 0.75 and body["task"] == "label"
     assert Image.open(io.BytesIO(base64.b64decode(body["overlay_png_base64"]))).format == "PNG"
     for query, status in [("target=dog", 422), ("method=nope", 422), ("format=gif", 422)]:
         response = client.post(f"/v1/explain?{query}", files=one)
@@ -279,6 +332,112 @@ def test_real_gradcam_overlay(client: TestClient) -> None:
     assert overlay.width > 0 and overlay.height > 0
 
 
+# ---- tasks: two tasks, one multi-label task -----------------------------------------------------
+
+
+def _upload(paths: Sequence[Path]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return files(*[(p.name, p.read_bytes()) for p in paths])
+
+
+def _same_answers(served: dict[str, Any], library: dict[str, Any]) -> None:
+    """The service's ``tasks`` equal the library's: the same labels and top-k, the same
+    probabilities (the warm runner and the embedding path differ by float noise only)."""
+    assert served.keys() == library.keys()
+    for name, answer in served.items():
+        assert answer["labels"] == library[name]["labels"], name
+        assert [t["label"] for t in answer["top"]] == [t["label"] for t in library[name]["top"]]
+        got = [t["probability"] for t in answer["top"]]
+        assert got == pytest.approx([t["probability"] for t in library[name]["top"]], abs=1e-5)
+
+
+def test_two_task_model_answers_every_task(
+    two_task: headstart.Model, composite_photos: list[Path]
+) -> None:
+    with TestClient(create_app(two_task)) as c:
+        assert c.get("/healthz").json() == {"status": "ok", "classes": 4, "tasks": 2}
+        info = c.get("/v1/model").json()
+        assert info["classes"] == list(ITEMS)  # the first task's, as before tasks
+        left, items = info["tasks"]
+        assert left == {"name": "left", "classes": list(ITEMS), "multi_label": False}
+        assert items["name"] == "items" and items["multi_label"] is True
+        thresholds = two_task.thresholds(two_task.task("items"))
+        assert thresholds is not None
+        assert items["thresholds"] == pytest.approx(thresholds.tolist(), abs=1e-6)
+        assert "tasks: left, items" in c.get("/").text
+        body = c.post("/v1/predict?top_k=2", files=_upload(composite_photos)).json()
+    expected = two_task.predict(composite_photos, top_k=2)
+    for result, prediction in zip(body["results"], expected, strict=True):
+        assert result["error"] is None and result["status"] == 200
+        assert result["top"] == result["tasks"]["left"]["top"]  # "top": the first task's
+        assert len(result["tasks"]["left"]["labels"]) == 1
+        _same_answers(result["tasks"], prediction.to_dict()["tasks"])
+        scores = {t["label"]: t["probability"] for t in result["tasks"]["items"]["top"]}
+        for label in result["tasks"]["items"]["labels"]:  # chosen at or above its threshold
+            assert scores[label] >= thresholds[ITEMS.index(label)] - 1e-6
+
+
+def test_multi_label_model_uses_its_thresholds_and_may_choose_nothing(
+    multi_label: headstart.Model, composite_photos: list[Path]
+) -> None:
+    with TestClient(create_app(multi_label)) as c:
+        (task,) = c.get("/v1/model").json()["tasks"]
+        assert task["multi_label"] is True and len(task["thresholds"]) == len(ITEMS)
+        body = c.post("/v1/predict", files=_upload(composite_photos[:2])).json()
+    expected = multi_label.predict(composite_photos[:2])
+    for result, prediction in zip(body["results"], expected, strict=True):
+        _same_answers(result["tasks"], prediction.to_dict()["tasks"])
+        assert result["top"] == result["tasks"]["label"]["top"]
+    # thresholds no probability reaches: the answer is no label at all, still with a top-k
+    assert multi_label.path is not None
+    strict = headstart.load(multi_label.path, cache=multi_label.cache)
+    strict.heads["label"].thresholds_ = np.full(len(ITEMS), 1.01)
+    with TestClient(create_app(strict)) as c:
+        (result,) = c.post("/v1/predict", files=_upload(composite_photos[:1])).json()["results"]
+    assert result["tasks"]["label"]["labels"] == [] and len(result["tasks"]["label"]["top"]) == 3
+    assert result["error"] is None
+
+
+def test_explain_picks_the_task(
+    two_task: headstart.Model, composite_photos: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str | None] = []
+
+    def fake(model: Any, image: Image.Image, **kw: Any) -> Any:
+        seen.append(kw["task"])
+        return _fake_explanation(model, image, **kw)
+
+    monkeypatch.setattr(serve_app, "_load_explainer", lambda: fake)
+    one = [("file", ("c.jpg", composite_photos[0].read_bytes(), "image/jpeg"))]
+    with TestClient(create_app(two_task)) as c:
+        default = c.post("/v1/explain?format=json", files=one).json()
+        items = c.post("/v1/explain?format=json&task=items&target=shoes", files=one).json()
+        png = c.post("/v1/explain?task=items", files=one)
+        refused = {
+            q: c.post(f"/v1/explain?{q}", files=one)
+            for q in ("task=colour", "task=items&target=dog", "target=dog")
+        }
+    assert seen == ["left", "items", "items"]
+    assert default["task"] == "left" and items["task"] == "items" and items["label"] == "shoes"
+    assert png.headers["x-headstart-task"] == "items"
+    for query, response in refused.items():
+        assert response.status_code == 422, query
+    assert "unknown task 'colour'" in refused["task=colour"].json()["error"]
+    assert "left, items" in refused["task=colour"].json()["error"]
+    assert "of task 'items'" in refused["task=items&target=dog"].json()["error"]
+
+
+def test_real_gradcam_of_a_multi_label_task(
+    two_task: headstart.Model, composite_photos: list[Path]
+) -> None:
+    one = [("file", ("c.jpg", composite_photos[0].read_bytes(), "image/jpeg"))]
+    with TestClient(create_app(two_task)) as c:
+        response = c.post("/v1/explain?format=json&task=items&target=hat", files=one)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["task"] == "items" and body["label"] == "hat" and 0 <= body["probability"] <= 1
+    assert Image.open(io.BytesIO(base64.b64decode(body["overlay_png_base64"]))).width > 0
+
+
 # ---- batching ---------------------------------------------------------------------------------
 
 
@@ -286,7 +445,8 @@ def test_concurrent_requests_are_batched_with_independent_answers(model: headsta
     app = create_app(model, limits=Limits(max_wait_ms=50))
     photos = [(cls, photo(cls, i)) for i in range(3) for cls in CLASSES]
     resize = model.backbone_ref.preprocessing.resize
-    expected = model.predict_images([decode_upload(p, Limits(), resize) for _, p in photos])
+    decoded = [decode_upload(p, Limits(), resize) for _, p in photos]
+    expected = model.predict_images(decoded)[model.tasks[0].name]
 
     async def run() -> list[dict[str, Any]]:
         transport = httpx.ASGITransport(app=app)

@@ -1,6 +1,6 @@
 """The page at ``/`` in a real browser: a person chooses a photo and sees the prediction, the
-probability bars and the Grad-CAM overlay (headless Chromium driven by Playwright, real uvicorn
-on a free loopback port)."""
+probability bars and the Grad-CAM overlay, for a plain model and for a two-task model (one block
+per task; headless Chromium driven by Playwright, real uvicorn on a free loopback port)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,25 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import uvicorn
 
 import headstart
 from browser import CHROMIUM, CHROMIUM_ARGS
+from headstart.cache import CacheRoot
+from headstart.config import load_config
+from headstart.data.compose import compose_pairs
 from headstart.demo import demo_data_dir
 from headstart.serve import create_app
+from salt import copy_demo
 
 SCREENSHOT_FOR_REVIEW = Path("/tmp/serve_page.png")
+TASKS_SCREENSHOT_FOR_REVIEW = Path("/tmp/serve_page_tasks.png")
 TOKEN = "page-test-token"
+ITEMS = ("hat", "pants", "shoes", "t-shirt")
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +53,24 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(model: headstart.Model) -> Iterator[str]:
-    """A real uvicorn server in a thread, with a token (the page must ask for it)."""
+def two_task(tmp_path_factory: pytest.TempPathFactory) -> headstart.Model:
+    """A two-task model (``left`` multi-class, ``items`` multi-label) on composites of four demo
+    classes, made as in test_serve.py (same folders: made once per session)."""
+    base = tmp_path_factory.getbasetemp()
+    labels = base / "task-composites" / "labels.csv"
+    if not labels.is_file():
+        demo = copy_demo(base / "task-demo", ITEMS)
+        compose_pairs(demo, labels.parent, per_image=0.5, size=96)
+    cache = base / "task-cache"
+    overrides = ["data.label_column=[left,items]", f"extract.cache_dir={cache}", "eval.n_boot=100"]
+    cfg = load_config(overrides=overrides)
+    run = tmp_path_factory.mktemp("page-two-task")
+    result = headstart.fit(labels, run, config=cfg, progress=False, report=False)
+    return headstart.load(result.run_dir / "model", cache=CacheRoot.of(cache))
+
+
+def _serve(app: Any) -> Iterator[str]:
     port = _free_port()
-    app = create_app(model, token=TOKEN)
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -60,6 +82,28 @@ def server(model: headstart.Model) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(model: headstart.Model) -> Iterator[str]:
+    """A real uvicorn server in a thread, with a token (the page must ask for it)."""
+    yield from _serve(create_app(model, token=TOKEN))
+
+
+@pytest.fixture(scope="module")
+def tasks_server(two_task: headstart.Model) -> Iterator[str]:
+    """The two-task model served without a token."""
+    yield from _serve(create_app(two_task))
+
+
+def _overlay_decoded(page: Any) -> bool:
+    overlay = page.locator("#overlay")
+    deadline = time.monotonic() + 10
+    while not overlay.evaluate("o => o.complete && o.naturalWidth") and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    return bool(overlay.evaluate("o => o.naturalWidth") > 0)  # the PNG decoded in the page
 
 
 def test_page_predicts_a_dropped_photo_and_shows_the_overlay(server: str, tmp_path: Path) -> None:
@@ -80,17 +124,15 @@ def test_page_predicts_a_dropped_photo_and_shows_the_overlay(server: str, tmp_pa
             # the page runs under a strict CSP (no eval), so waits use locators, not JS strings
             sync_api.expect(page.locator("#subtitle")).to_contain_text("hat, shoes")
             page.set_input_files("#file", str(photo))
-            page.wait_for_selector("#bars .row", timeout=60_000)
-            assert (page.text_content("#top") or "").startswith("shoes")
-            assert page.locator("#bars .row").count() == 2
+            page.wait_for_selector("#answers .row", timeout=60_000)
+            # a plain model looks as before tasks: one answer, no task heading
+            assert page.locator("#answers .task").count() == 1
+            assert page.locator("#answers h3").count() == 0
+            assert (page.text_content("#answers .top") or "").startswith("shoes")
+            assert page.locator("#answers .row").count() == 2
+            assert page.locator("#explain-pick").is_hidden()  # one task: nothing to pick
             page.wait_for_selector("#overlay:not([hidden])", timeout=120_000)
-            overlay = page.locator("#overlay")
-            deadline = time.monotonic() + 10
-            while not overlay.evaluate("o => o.complete && o.naturalWidth") and (
-                time.monotonic() < deadline
-            ):
-                time.sleep(0.1)
-            assert overlay.evaluate("o => o.naturalWidth") > 0  # the PNG decoded in the page
+            assert _overlay_decoded(page)
             assert "shoes" in (page.text_content("#caption") or "")
             assert page.text_content("#status") == ""  # no error shown
             shot = tmp_path / "page.png"
@@ -124,3 +166,62 @@ def test_real_server_refuses_bad_uploads_and_keeps_serving(server: str) -> None:
     photo = sorted((demo_data_dir() / "test" / "hat").glob("*.jpg"))[0].read_bytes()
     ok = httpx.post(f"{server}/v1/predict", files={"files": ("a.jpg", photo)}, headers=auth)
     assert ok.status_code == 200 and ok.json()["results"][0]["top"][0]["label"] == "hat"
+
+
+def test_page_shows_one_block_per_task(
+    tasks_server: str, two_task: headstart.Model, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two tasks: a block each, the multi-label one with its chosen labels (or "(none)"), as
+    the model answers; then the overlay of the task picked for it."""
+    pytest.importorskip("headstart.explain", reason="headstart.explain not available")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    folder = tmp_path_factory.getbasetemp() / "task-composites" / "test"
+    photo = sorted(folder.glob("*.jpg"))[0]
+    (expected,) = two_task.predict([photo], top_k=5)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 860})
+            page.goto(tasks_server + "/")
+            sync_api.expect(page.locator("#subtitle")).to_contain_text("items (4 labels")
+            page.set_input_files("#file", str(photo))
+            page.wait_for_selector("#answers .task[data-task=items] .row", timeout=60_000)
+            blocks = page.locator("#answers .task")
+            assert blocks.count() == 2
+            headings = page.locator("#answers h3").all_text_contents()
+            assert headings == ["leftmulti-class", "itemsmulti-label"]  # name, then its kind
+            left = page.text_content(".task[data-task=left] .top") or ""
+            assert left.startswith(expected.tasks["left"].labels[0])
+            items = page.text_content(".task[data-task=items] .top") or ""
+            chosen = expected.tasks["items"].labels
+            assert all(label in items for label in chosen) and (chosen or items == "(none)")
+            shown = page.locator(".task[data-task=items] .row.chosen").count()
+            assert shown == len(chosen)
+            assert page.locator(".task[data-task=left] .row").count() == 4
+            page.wait_for_selector("#overlay:not([hidden])", timeout=120_000)
+            assert _overlay_decoded(page)
+            assert "task left" in (page.text_content("#caption") or "")
+            page.select_option("#explain-task", "items")
+            sync_api.expect(page.locator("#caption")).to_contain_text("task items", timeout=60_000)
+            assert _overlay_decoded(page)
+            assert page.text_content("#status") == ""
+            page.screenshot(path=str(TASKS_SCREENSHOT_FOR_REVIEW), full_page=True)
+            # thresholds no probability reaches: the multi-label block says "(none)"
+            assert two_task.path is not None
+            strict = headstart.load(two_task.path, cache=two_task.cache)
+            strict.heads["items"].thresholds_ = np.full(len(ITEMS), 1.01)
+            serving = _serve(create_app(strict, explain=False))
+            try:
+                page.goto(next(serving) + "/")
+                sync_api.expect(page.locator("#subtitle")).to_contain_text("items (4 labels")
+                page.set_input_files("#file", str(photo))
+                page.wait_for_selector("#answers .task[data-task=items] .row", timeout=60_000)
+                assert page.text_content(".task[data-task=items] .top") == "(none)"
+                assert page.locator(".task[data-task=items] .row.chosen").count() == 0
+                assert page.locator(".task[data-task=items] .row").count() == 4
+            finally:
+                next(serving, None)  # stops that server
+        finally:
+            browser.close()

@@ -10,8 +10,8 @@ import pytest
 from headstart.cli.main import main
 from headstart.config import load_config
 from headstart.demo import demo_data_dir
-from headstart.evaluate import transferability as tr
-from headstart.evaluate.ranking import imagenet_head, rank_backbones
+from headstart.ranking import imagenet_head, rank_backbones
+from headstart.stats import transferability as tr
 from salt import copy_demo
 
 
@@ -126,7 +126,7 @@ def test_rank_backbones_scores_probes_and_chooses(small_data: Path, cache_dir: P
     assert set(row.scores) == {"logme", "leep", "nce", "h_score", "knn"}
     assert all(np.isfinite(v) for v in row.scores.values())
     assert row.scores["knn"] > 0.8
-    assert row.probe_on == "val" and row.probe_accuracy is not None
+    assert row.probe_on == "val" and row.probe_score is not None and ranking.metric == "accuracy"
     assert ranking.to_dict()["rows"][0]["backbone"] == "mobilenet_v2"
 
 

@@ -19,8 +19,8 @@ import headstart
 from headstart.cli.main import main
 from headstart.config import load_config
 from headstart.errors import ConfigError
-from headstart.evaluate.tune import HEAD_KINDS, head_from_params, tune
 from headstart.heads import create_head
+from headstart.studies.tune import HEAD_KINDS, head_from_params, tune
 from salt import copy_demo
 
 CLASSES = ("hat", "shoes")
@@ -50,10 +50,11 @@ def _check_bundle(run: Path, data: Path) -> None:
 
 
 def test_tiny_study_writes_best_trial_as_bundle(data: Path, tmp_path: Path) -> None:
-    result = tune(data, tmp_path / "run", trials=5, progress=False)
+    result = tune(data, tmp_path / "run", trials=5, progress=False, report=False)
     assert (tmp_path / "run" / "study.db").is_file()
     assert result.n_finished == 5 and result.best_params["head"] in HEAD_KINDS
-    assert 0.5 <= result.best_accuracy <= 1.0 and 0.5 <= result.default_accuracy <= 1.0
+    assert result.metric == "accuracy" and result.task == "label"
+    assert 0.5 <= result.best_score <= 1.0 and 0.5 <= result.default_score <= 1.0
     assert result.verdict.startswith("tuning beat") == result.beat_default
     written = headstart.load(tmp_path / "run" / "model").info["head"]
     expected = result.best_params["head"] if result.beat_default else "logistic"
@@ -104,7 +105,10 @@ def test_study_resumes_after_kill_keeping_earlier_trials(data: Path, tmp_path: P
 
 def _two_workers(data: Path, run: Path, storage: str | None) -> None:
     name = f"t-{uuid.uuid4().hex[:8]}"
-    result = tune(data, run, trials=8, storage=storage, study_name=name, n_jobs=2, progress=False)
+    result = tune(
+        data, run, trials=8, storage=storage, study_name=name, n_jobs=2, progress=False,
+        report=False,
+    )  # fmt: skip
     # MaxTrialsCallback stops each worker at the count; a race can add one per extra worker.
     assert 8 <= result.n_finished <= 9
     _check_bundle(run, data)

@@ -266,6 +266,7 @@ def _read_tasks(arrays: dict[str, np.ndarray], entries: Any) -> tuple[list[Task]
                 for j, meta in enumerate(entry["label_heads"])
             ]
             head.thresholds_ = np.asarray(entry["thresholds"], dtype=np.float64)
+            head.one_d_ = False
             head.classes_ = np.arange(len(head.estimators_))
             head.n_features_in_ = int(head.estimators_[0].n_features_in_)
         else:

@@ -18,6 +18,7 @@ images; :func:`imagenet_head` reads ``W`` and ``b`` from the backbone.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -81,12 +82,15 @@ class Ranking:
     ranking_scores: tuple[str, ...] = RANKING_SCORES
     seconds: float = 0.0
     skipped: dict[str, str] = field(default_factory=dict)
+    metric: str = "accuracy"
+    """What ``probe_score`` is: ``accuracy``, or ``mAP`` for a multi-label task."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record (for run.json)."""
         return {
             "chosen": self.chosen,
             "task": self.task,
+            "metric": self.metric,
             "ranking_scores": list(self.ranking_scores),
             "seconds": round(self.seconds, 3),
             "rows": [asdict(r) for r in self.rows],
@@ -198,16 +202,34 @@ def score_task(
     return scores, seconds
 
 
+def _cv3_map(features: np.ndarray, task: Task, cells: Sequence[Sequence[str]]) -> float:
+    """3-fold CV mAP of the default logistic head of a multi-label task (NaN when a fold's
+    training part lacks a label's positives or negatives)."""
+    from sklearn.model_selection import KFold
+
+    Y = task_target(task, cells)
+    proba = np.zeros(Y.shape)
+    for train, test in KFold(3, shuffle=True, random_state=0).split(features):
+        column = Y[train]
+        if (column.all(axis=0) | ~column.any(axis=0)).any():
+            return float("nan")
+        head = task_head(task, "logistic", {}).fit(features[train], column)
+        proba[test] = task_proba(task, head, features[test])
+    return headline(task_metrics(task, cells, proba, n_boot=0))[1].value
+
+
 def probe_score(embedded: EmbeddedData, task: Task) -> tuple[float, str, float]:
-    """The default logistic head's main score for ``task``: on ``val`` when the data has it,
-    else its own 3-fold CV accuracy on train (for a multi-label task, the labels' mean).
-    Returns (score, "val" or "cv3", seconds)."""
+    """The default logistic head's main score for ``task`` (accuracy, or mAP for a
+    multi-label task): on ``val`` when the data has it, else by 3-fold CV on train (the
+    head's own C-search accuracy; a multi-label task's own CV mAP).  NaN when no score could
+    be had.  Returns (score, "val" or "cv3", seconds)."""
     t0 = time.perf_counter()
     train = embedded.rows("train")
-    head: Any = task_head(task, "logistic", {}).fit(
-        embedded.features[train], task_target(task, embedded.cells(task, "train"))
-    )
+    X, cells = embedded.features[train], embedded.cells(task, "train")
     val = embedded.rows("val")
+    if not val and task.multi_label:
+        return _cv3_map(X, task, cells), "cv3", time.perf_counter() - t0
+    head: Any = task_head(task, "logistic", {}).fit(X, task_target(task, cells))
     if val:
         proba = task_proba(task, head, embedded.features[val])
         metrics = task_metrics(
@@ -215,8 +237,8 @@ def probe_score(embedded: EmbeddedData, task: Task) -> tuple[float, str, float]:
         )
         score, on = headline(metrics)[1].value, "val"
     else:
-        subs = head.estimators_ if task.multi_label else [head]
-        score, on = float(np.mean([np.nanmax(h.cv_scores_) for h in subs])), "cv3"
+        searched = head.cv_scores_[np.isfinite(head.cv_scores_)]  # none: C was not searched
+        score, on = (float(searched.max()) if searched.size else float("nan")), "cv3"
     return score, on, time.perf_counter() - t0
 
 
@@ -283,7 +305,13 @@ def rank_backbones(
             embedded_by[row.backbone], chosen_task
         )
     checked = [r for r in rows if r.probe_score is not None]
-    chosen = max(checked, key=lambda r: (r.probe_score, -r.combined_rank)).backbone
+    # a NaN probe score (nothing to score on) must lose, not compare false with everything
+    chosen = max(checked, key=lambda r: (_or_lowest(r.probe_score), -r.combined_rank)).backbone
     return Ranking(
-        rows, chosen, chosen_task.name, RANKING_SCORES, time.perf_counter() - start, skipped
-    )
+        rows, chosen, chosen_task.name, RANKING_SCORES, time.perf_counter() - start, skipped,
+        "mAP" if chosen_task.multi_label else "accuracy",
+    )  # fmt: skip
+
+
+def _or_lowest(score: float | None) -> float:
+    return -math.inf if score is None or math.isnan(score) else score

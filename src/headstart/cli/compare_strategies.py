@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from headstart.cli.options import build_config
+from headstart.cli.options import TASK_HELP, build_config
 from headstart.cli.render import console, display_path
 from headstart.errors import ConfigError
 
@@ -25,21 +25,25 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def _show_run(run: RunScore) -> None:
+    metric = "mAP" if run.metric == "mean_ap" else run.metric
     console.print(
-        f"seed {run.seed} {run.backbone} {run.strategy}: accuracy {100 * run.accuracy:.1f}%, "
+        f"seed {run.seed} {run.backbone} {run.strategy}: {metric} {100 * run.score:.1f}%, "
         f"macro-F1 {100 * run.macro_f1:.1f}% on {run.n_test} test images, {run.seconds:.1f} s"
     )
 
 
 def _show(result: StrategyComparison) -> None:
-    table = Table(title="Held-out test accuracy over seeds", title_justify="left")
-    columns = ("backbone", "strategy", "accuracy % [95% CI]", "macro-F1 % [95% CI]", "s/run")
+    name = result.title
+    # a one-column data set's task is "label" (headstart.data.DEFAULT_TASK): no need to say
+    task = f", task {result.task}" if result.task != "label" else ""
+    table = Table(title=f"Held-out test {name} over seeds{task}", title_justify="left")
+    columns = ("backbone", "strategy", f"{name} % [95% CI]", "macro-F1 % [95% CI]", "s/run")
     for column in (*columns, "seeds"):
         table.add_column(column, justify="left" if column in ("backbone", "strategy") else "right")
     for r in result.rows:
         table.add_row(
-            r.backbone, r.strategy, r.accuracy.cell(), r.macro_f1.cell(),
-            f"{r.seconds:.1f}", str(r.accuracy.n),
+            r.backbone, r.strategy, r.score.cell(), r.macro_f1.cell(),
+            f"{r.seconds:.1f}", str(r.score.n),
         )  # fmt: skip
     console.print(table)
     for seed, text in sorted(result.scored.items()):
@@ -56,6 +60,7 @@ def _show(result: StrategyComparison) -> None:
 
 def command(
     data: Path = typer.Argument(..., help="Image folder (class sub-folders) or a CSV."),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the comparison."),
     strategies: str = typer.Option(
         ",".join(STRATEGIES), "--strategies", help="Comma-separated: scratch, probe, finetune."
@@ -73,14 +78,15 @@ def command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Scratch vs linear probe vs fine-tune (per backbone) over seeds, scored on held-out test
-    images: mean ± 95% interval, seconds per run, and the verdict the statistics support."""
+    images on one task (accuracy, or mAP for a multi-label task): mean ± 95% interval,
+    seconds per run, and the verdict the statistics support."""
     from headstart.studies.strategies import compare_strategies  # the library: when it runs
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be 1 or more, got {seeds}")
     cfg = build_config(config, set_)
     result = compare_strategies(
-        data, output, config=cfg, strategies=_names(strategies) or [],
+        data, output, config=cfg, task=task, strategies=_names(strategies) or [],
         backbones=_names(backbones), seeds=range(seeds), overwrite=overwrite,
         progress=not quiet, on_run=_show_run,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""``headstart cv DATA``: k-fold cross-validation of a head on cached embeddings."""
+"""``headstart cv DATA``: k-fold cross-validation of a head on cached embeddings, one task."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from headstart.cli.options import build_config
+from headstart.cli.options import TASK_HELP, build_config
 from headstart.cli.render import console, display_path, show_manifest
+
+#: Score keys as they read (``headstart.studies.scoring.METRIC_TITLES``, import-free).
+_TITLES = {"accuracy": "accuracy", "mean_ap": "mAP", "macro_f1": "macro-F1"}
 
 
 def command(
     data: Path = typer.Argument(..., help="Image folder (class sub-folders) or a CSV."),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
     backbone: str | None = typer.Option(None, "-b", "--backbone", help="Backbone name."),
     folds: int = typer.Option(5, "--folds", "-k", help="Number of folds."),
     repeats: int = typer.Option(1, "--repeats", help="Repeat k-fold with reshuffled folds."),
@@ -34,29 +38,34 @@ def command(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Cross-validate a head on train+val (test kept aside): mean, std, 95% t-interval."""
+    """Cross-validate a head on train+val (test kept aside): mean, std, 95% t-interval of
+    accuracy and macro-F1 (a multi-label task: mAP and macro-F1 at threshold 0.5)."""
     from headstart.studies.cv import cross_validate, write_cv  # the library: when it runs
 
     cfg = build_config(config, set_, backbone=backbone, head=head)
     result = cross_validate(
-        data, cfg, folds=folds, repeats=repeats, group_column=group_column, seed=seed,
-        progress=not quiet,
+        data, cfg, task=task, folds=folds, repeats=repeats, group_column=group_column,
+        seed=seed, progress=not quiet,
     )  # fmt: skip
     out = write_cv(result, output or Path("runs") / f"cv-{Path(data).resolve().stem}")
     show_manifest(result.manifest)
+    t = result.task
+    if len(result.manifest.targets) > 1 or t.multi_label:
+        scores = "mAP and macro-F1 at threshold 0.5" if t.multi_label else "accuracy and macro-F1"
+        console.print(f"Task {t.describe()}: {scores}")
     table = Table(title=f"{result.scheme}, {len(result.samples)} images", title_justify="left")
-    for column in ("repeat", "fold", "train", "test", "accuracy", "macro-F1"):
+    for column in ("repeat", "fold", "train", "test", *(_TITLES[m] for m in result.metrics)):
         table.add_column(column, justify="right")
     for f in result.folds:
         table.add_row(
             str(f.repeat), str(f.fold), str(f.n_train), str(f.n_test),
-            f"{100 * f.accuracy:.1f}", f"{100 * f.macro_f1:.1f}",
+            *(f"{100 * f.scores[m]:.1f}" for m in result.metrics),
         )  # fmt: skip
     console.print(table)
     for name, s in result.summary.items():
         console.print(
-            f"{name}: {100 * s.mean:.1f}% ± {100 * s.std:.1f} (std), "
-            f"95% t-interval {100 * s.low:.1f}-{100 * s.high:.1f}"
+            f"{'mAP' if name == 'mean_ap' else name}: {100 * s.mean:.1f}% ± {100 * s.std:.1f} "
+            f"(std), 95% t-interval {100 * s.low:.1f}-{100 * s.high:.1f}"
         )
     held = len(result.manifest.samples) - len(result.samples)
     if held:

@@ -1,4 +1,5 @@
-"""``headstart export MODEL``: the whole model as one ONNX file, checked against torch."""
+"""``headstart export MODEL``: the whole model as one ONNX file (one output per task), checked
+against torch."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ def command(
         1e-4, "--tolerance", help="Largest allowed probability difference onnxruntime vs torch."
     ),
 ) -> None:
-    """Export the model (backbone + head + softmax) as one ONNX graph with a parity check."""
-    from headstart.export import export_model
+    """Export the model (backbone + every task's head) as one ONNX graph, one output per task,
+    with a parity check."""
+    from headstart.export import export_model  # the library: when it runs
 
     result = export_model(
         model,
@@ -44,26 +46,38 @@ def command(
         tolerance=tolerance,
     )
     _say(f"wrote {result.path}")
-    _say(f"wrote {result.metadata_path} (input, preprocessing, classes)")
+    _say(f"wrote {result.metadata_path} (input, outputs, preprocessing, tasks)")
     _say(
         f"parity: max abs probability difference onnxruntime vs torch "
         f"{result.max_abs_diff:.2e} on {result.n_check_images} images "
         f"(tolerance {result.tolerance:g})"
     )
+    if len(result.tasks) > 1:
+        for name, p in result.tasks.items():
+            _say(f"  {name}: output '{p.output}', max abs difference {p.max_abs_diff:.2e}")
     q = result.int8
-    if q is not None:
-        _say(f"wrote {q.path}")
-        change = q.accuracy_int8 - q.accuracy_fp32
-        accuracy = (
-            f"accuracy on {q.n_labelled} labelled images {q.accuracy_fp32:.1%} -> "
-            f"{q.accuracy_int8:.1%} ({change:+.1%})"
-            if q.n_labelled
-            else "accuracy not measured (no check image is in a folder named after a class)"
-        )
-        _say(
-            f"int8: max abs difference vs fp32 {q.max_abs_diff:.2e}, top-1 agreement "
-            f"{q.top1_agreement:.1%}; {accuracy}"
-        )
+    if q is None:
+        return
+    _say(f"wrote {q.path}")
+    if len(q.tasks) <= 1 and q.top1_agreement is not None:  # one multi-class task: as ever
+        accuracy = _accuracy(q.n_labelled, q.accuracy_fp32, q.accuracy_int8)
+        agreement = f"top-1 agreement {q.top1_agreement:.1%}"
+        _say(f"int8: max abs difference vs fp32 {q.max_abs_diff:.2e}, {agreement}; {accuracy}")
+        return
+    for name, t in q.tasks.items():
+        if t.top1_agreement is None:  # a multi-label task: no top-1
+            _say(f"int8 {name}: max abs probability difference vs fp32 {t.max_abs_diff:.2e}")
+            continue
+        accuracy = _accuracy(t.n_labelled, t.accuracy_fp32 or 0.0, t.accuracy_int8 or 0.0)
+        diff = f"max abs difference vs fp32 {t.max_abs_diff:.2e}"
+        _say(f"int8 {name}: {diff}, top-1 agreement {t.top1_agreement:.1%}; {accuracy}")
+
+
+def _accuracy(n_labelled: int, fp32: float, int8: float) -> str:
+    if not n_labelled:
+        return "accuracy not measured (no check image is in a folder named after a class)"
+    change = f"{fp32:.1%} -> {int8:.1%} ({int8 - fp32:+.1%})"
+    return f"accuracy on {n_labelled} labelled images {change}"
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from headstart.cli.options import TASK_HELP, build_config
 from headstart.cli.render import console
 
 if TYPE_CHECKING:
@@ -23,6 +24,10 @@ def _cell(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.4g}"
 
 
+def _percent(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.1f}%"
+
+
 def show_ranking(ranking: Ranking) -> None:
     """The score table (best first), the probe check and the chosen backbone."""
     table = Table(title="Backbone ranking (higher is better)", title_justify="left")
@@ -31,12 +36,12 @@ def show_ranking(ranking: Ranking) -> None:
         marker = "*" if name in ranking.ranking_scores else ""
         table.add_column(_TITLES[name] + marker, justify="right")
     table.add_column("mean rank*", justify="right")
-    table.add_column("probe acc", justify="right")
+    table.add_column("probe acc" if ranking.metric == "accuracy" else "probe mAP", justify="right")
     table.add_column("score s", justify="right")
     for row in ranking.rows:
         probe = (
-            f"{100 * row.probe_accuracy:.1f}% {row.probe_on}"
-            if row.probe_accuracy is not None and row.probe_seconds is not None
+            f"{_percent(row.probe_score)} {row.probe_on}"
+            if row.probe_score is not None and row.probe_seconds is not None
             else "-"
         )
         cells = [_cell(row.scores[n]) for n in SCORES]
@@ -45,10 +50,16 @@ def show_ranking(ranking: Ranking) -> None:
     console.print(table)
     _show_seconds(ranking)
     used = " + ".join(_TITLES[n] for n in ranking.ranking_scores)
-    console.print(f"* ranked by the mean rank of {used}; the probe of the top ones decides.")
+    what = (
+        "" if ranking.metric == "accuracy" else " (a multi-label task: scores averaged over labels)"
+    )
+    console.print(f"* ranked by the mean rank of {used}{what}; the probe of the top ones decides.")
     for name, why in ranking.skipped.items():
         console.print(f"Skipped {name}: {why}")
-    console.print(f"Chosen backbone: [bold]{ranking.chosen}[/] ({ranking.seconds:.1f} s in all)")
+    task = f" for task {ranking.task!r}" if ranking.task and ranking.task != "label" else ""
+    console.print(
+        f"Chosen backbone{task}: [bold]{ranking.chosen}[/] ({ranking.seconds:.1f} s in all)"
+    )
 
 
 def _show_seconds(ranking: Ranking) -> None:
@@ -67,6 +78,7 @@ def command(
     data: Path = typer.Argument(
         ..., help="Image folder (class sub-folders) or a CSV (path,label)."
     ),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
     top: int = typer.Option(2, "--top", help="How many of the best-scored backbones to probe."),
     backbone: list[str] = typer.Option(
         [], "-b", "--backbone", help="Rank only these (repeat); default: all usable here."
@@ -75,12 +87,14 @@ def command(
     set_: list[str] = typer.Option([], "--set", help="Override a config value."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Rank backbones by LogME, LEEP, NCE, H-score and kNN accuracy, check with a probe."""
-    from headstart.config import load_config
+    """Rank backbones by LogME, LEEP, NCE, H-score and kNN accuracy for one task, check the
+    best with a probe (accuracy, or mAP for a multi-label task)."""
     from headstart.ranking import rank_backbones  # the library: when it runs
 
-    cfg = load_config(config, set_)
-    ranking = rank_backbones(data, cfg, backbones=backbone or None, top=top, progress=not quiet)
+    cfg = build_config(config, set_)
+    ranking = rank_backbones(
+        data, cfg, task=task, backbones=backbone or None, top=top, progress=not quiet
+    )
     show_ranking(ranking)
 
 

@@ -50,11 +50,12 @@ def command(
     max_batch: int = typer.Option(16, "--max-batch", help="Most images in one model batch."),
     explain: bool = typer.Option(True, "--explain/--no-explain", help="Serve /v1/explain."),
 ) -> None:
-    """Serve the model over HTTP: POST /v1/predict, POST /v1/explain, GET /v1/model, /healthz
-    and a page at / to try it."""
+    """Serve the model over HTTP: POST /v1/predict (every task's answer), POST /v1/explain
+    (?task=), GET /v1/model, /healthz and a page at / to try it."""
     import uvicorn
 
-    from headstart.model import load  # the library: when it runs
+    # the library (numpy, torch, fastapi): only when the command runs
+    from headstart.model import load
     from headstart.serve import Limits, create_app
 
     if not 0 < port < 65536:

@@ -7,12 +7,13 @@ from pathlib import Path
 import typer
 
 from headstart.cli.fit import report_fit
-from headstart.cli.options import build_config
+from headstart.cli.options import TASK_HELP, build_config
 from headstart.cli.render import console
 
 
 def command(
     data: Path = typer.Argument(..., help="Image folder (class sub-folders) or a CSV."),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
     trials: int = typer.Option(
         100, "--trials", "-n", help="Finished trials the study should hold."
     ),
@@ -32,18 +33,23 @@ def command(
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value: --set a.b=v"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    no_report: bool = typer.Option(
+        False, "--no-report", help="Skip the refit's HTML report (RUN/report.html)."
+    ),
 ) -> None:
-    """Tune the head by CV accuracy on the train split; refit the best as a normal run."""
+    """Tune the head by CV accuracy (mAP for a multi-label task) of one task on the train
+    split; refit the best as a normal run (every task's head gets the chosen settings)."""
     from headstart.studies.tune import tune  # the library: when it runs
 
     cfg = build_config(config, set_, backbone=backbone)
     result = tune(
-        data, output, cfg, trials=trials, storage=storage, study_name=study_name,
-        n_jobs=n_jobs, folds=folds, seed=seed, progress=not quiet,
+        data, output, cfg, task=task, trials=trials, storage=storage, study_name=study_name,
+        n_jobs=n_jobs, folds=folds, seed=seed, progress=not quiet, report=not no_report,
     )  # fmt: skip
     report_fit(result.fit)
     console.print(
         f"Study {result.study_name!r} ({result.storage}): {result.n_finished} finished trials"
+        + (f", tuned for task {result.task!r}" if len(result.fit.tasks) > 1 else "")
     )
     console.print(f"Best params: {result.best_params}")
     console.print(result.verdict)

@@ -1,5 +1,6 @@
-"""Export a fitted model as one ONNX graph (backbone -> head -> probabilities), check it against
-torch on real images, optionally quantize it to int8, and predict with it in onnxruntime.
+"""Export a fitted model as one ONNX graph (backbone -> every task's head -> probabilities, one
+output per task), check it against torch on real images, optionally quantize it to int8, and
+predict with it in onnxruntime.
 
 >>> from headstart.export import export_model           # doctest: +SKIP
 >>> result = export_model("runs/x/model", quantize="int8")
@@ -8,12 +9,14 @@ torch on real images, optionally quantize it to int8, and predict with it in onn
 
 from __future__ import annotations
 
+from headstart.export.document import OUTPUT_NAME, describe, output_names
 from headstart.export.onnx_model import (
     EXPORT_FORMATS,
     ExportError,
     ExportResult,
     Int8Report,
-    describe,
+    TaskInt8,
+    TaskParity,
     export_model,
 )
 from headstart.export.quantize import QUANTIZATIONS, quantize_int8
@@ -21,14 +24,18 @@ from headstart.export.runtime import OnnxClassifier, load_onnx, read_metadata
 
 __all__ = [
     "EXPORT_FORMATS",
+    "OUTPUT_NAME",
     "QUANTIZATIONS",
     "ExportError",
     "ExportResult",
     "Int8Report",
     "OnnxClassifier",
+    "TaskInt8",
+    "TaskParity",
     "describe",
     "export_model",
     "load_onnx",
+    "output_names",
     "quantize_int8",
     "read_metadata",
 ]

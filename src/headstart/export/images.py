@@ -24,7 +24,8 @@ DEFAULT_LIMIT = 200
 
 @dataclass(frozen=True)
 class CheckImages:
-    """Decoded check images: the batch, their paths, and each label (``None`` when unknown)."""
+    """Decoded check images: the batch, their paths, and each label among the classes they
+    were decoded for (``None`` when unknown)."""
 
     paths: list[Path]
     batch: np.ndarray
@@ -34,6 +35,12 @@ class CheckImages:
     @property
     def n_labelled(self) -> int:
         return sum(label is not None for label in self.labels)
+
+    def labels_for(self, classes: Sequence[str]) -> list[str | None]:
+        """Each image's label among ``classes`` (its folder's name when that is one of them,
+        else None): the labels of another multi-class task than the one ``labels`` is for."""
+        known = set(classes)
+        return [p.parent.name if p.parent.name in known else None for p in self.paths]
 
 
 def default_check_dir() -> Path:

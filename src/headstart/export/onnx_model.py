@@ -1,52 +1,70 @@
-"""The whole model (backbone -> head -> softmax) as one ONNX graph, checked against torch.
+"""The whole model (backbone -> every task's head -> probabilities) as one ONNX graph, checked
+against torch and against the bundle's own heads.
 
-``export_model`` builds the classifier in torch (the bundle's backbone plus
-:func:`~headstart.heads.torch_head.head_to_torch`), exports it through the project's one export
-path (:func:`headstart.features.onnx_engine.export_onnx`), runs the file with onnxruntime on real
-images and compares the probabilities with torch's.  The file gets its final name only after
-that check passes.  The preprocessing the input needs is written beside the model
-(``model.onnx.json``) and stored in the model's own ``metadata_props``.
+``export_model`` builds the model in torch (the bundle's backbone plus one
+:func:`~headstart.heads.torch_head.task_module` per task), exports it through the project's one
+export path (:func:`headstart.features.onnx_engine.export_onnx`), runs the file with onnxruntime
+on real images and compares every task's probabilities with torch's; torch's are compared with
+the bundle's numpy heads on the same features.  The file gets its final name only after both
+checks pass.  The graph has one output per task (see :mod:`headstart.export.document` for the
+naming rule and the document written beside the model, ``model.onnx.json``, and stored in its
+own ``metadata_props``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from headstart.bundle import BundleContents, read_bundle
+from headstart.data.manifest import Task
 from headstart.errors import ConfigError, HeadstartError
+from headstart.export.document import (
+    METADATA_KEY,
+    OPSET,
+    OUTPUT_NAME,
+    describe,
+    metadata_props,
+    output_names,
+)
 from headstart.export.images import CheckImages, Images, accuracy, check_images
 from headstart.export.quantize import QUANTIZATIONS, quantize_int8
 from headstart.fsutil import atomic_write_text
+from headstart.model import split_columns
 
 if TYPE_CHECKING:
     from headstart.export.torch_model import Classifier
 
 __all__ = [
     "EXPORT_FORMATS",
+    "METADATA_KEY",
     "OUTPUT_NAME",
     "ExportError",
     "ExportResult",
     "Int8Report",
+    "TaskInt8",
+    "TaskParity",
     "describe",
     "export_model",
     "onnx_probabilities",
 ]
 
 EXPORT_FORMATS = ("onnx",)
-OUTPUT_NAME = "probabilities"
-METADATA_KEY = "headstart"
-DOC_FORMAT = "headstart-onnx"
-OPSET = 17
 _BATCH = 32
+#: The exporter's one output of a several-task model before it is split into one per task (a
+#: name no task output can have: those all start with "probabilities").
+_JOINED = "joined_probabilities"
+
+Probabilities = dict[str, np.ndarray]
 
 
 class ExportError(HeadstartError, RuntimeError):
@@ -54,20 +72,49 @@ class ExportError(HeadstartError, RuntimeError):
 
 
 @dataclass(frozen=True)
-class Int8Report:
-    """The int8 model against the float32 one on the same check images."""
+class TaskParity:
+    """How closely one task's output matches: onnxruntime vs torch eager, torch head module vs
+    the bundle's numpy head (same features)."""
 
-    path: Path
+    output: str
     max_abs_diff: float
-    top1_agreement: float
-    accuracy_fp32: float
-    accuracy_int8: float
+    head_max_abs_diff: float
+
+
+@dataclass(frozen=True)
+class TaskInt8:
+    """One task's int8 output against the float32 one.  Top-1 agreement and accuracy are for
+    multi-class tasks (None for a multi-label task); accuracy is NaN when no check image is in a
+    folder named after one of the task's classes."""
+
+    max_abs_diff: float
+    top1_agreement: float | None
+    accuracy_fp32: float | None
+    accuracy_int8: float | None
     n_labelled: int
 
 
 @dataclass(frozen=True)
+class Int8Report:
+    """The int8 model against the float32 one on the same check images.
+
+    ``max_abs_diff``: the largest over every task; ``top1_agreement``: the lowest over the
+    multi-class tasks (None when there is none); accuracy and ``n_labelled``: the first task's
+    (NaN and 0 when it is multi-label); every task's own figures are in ``tasks``."""
+
+    path: Path
+    max_abs_diff: float
+    top1_agreement: float | None
+    accuracy_fp32: float
+    accuracy_int8: float
+    n_labelled: int
+    tasks: dict[str, TaskInt8] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ExportResult:
-    """What :func:`export_model` wrote and how well it matches torch."""
+    """What :func:`export_model` wrote and how well it matches torch (the largest difference
+    over every task; each task's in ``tasks``)."""
 
     path: Path
     metadata_path: Path
@@ -77,6 +124,7 @@ class ExportResult:
     tolerance: float
     seconds: float
     int8: Int8Report | None = None
+    tasks: dict[str, TaskParity] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (paths as strings)."""
@@ -87,74 +135,65 @@ class ExportResult:
         return d
 
 
-def describe(contents: BundleContents, opset: int = OPSET) -> dict[str, Any]:
-    """The document that says how to call the exported model (input, preprocessing, classes)."""
-    prep = contents.backbone.preprocessing
-    classes = contents.classes
-    return {
-        "format": DOC_FORMAT,
-        "format_version": 1,
-        "input": {
-            "name": "images",
-            "dtype": "float32",
-            "shape": ["batch", 3, prep.crop, prep.crop],
-            "layout": "NCHW, RGB channels",
-        },
-        "output": {
-            "name": OUTPUT_NAME,
-            "dtype": "float32",
-            "shape": ["batch", len(classes)],
-            "meaning": "class probabilities (softmax), columns in the order of 'classes'",
-        },
-        "classes": classes,
-        "preprocessing": {
-            **prep.to_dict(),
-            "steps": [
-                "decode the image and convert it to RGB (apply its EXIF orientation)",
-                f"resize so the shorter side is {prep.resize} px ({prep.interpolation})",
-                f"center-crop {prep.crop} x {prep.crop}",
-                "scale pixel values to [0, 1], subtract mean and divide by std per channel",
-                "transpose HWC -> CHW and stack images into a float32 batch",
-            ],
-        },
-        "opset": opset,
-        "backbone": {"name": contents.backbone.name, "sha256": contents.backbone.weights_sha256},
-        "head": {"kind": contents.info.get("head", {}).get("kind")},
-        "bundle": {"head_sha256": contents.info.get("files", {}).get("head.safetensors")},
-        "usage": [
-            "headstart predict MODEL_DIR IMAGES --runtime onnx",
-            "python: session = onnxruntime.InferenceSession('model.onnx'); "
-            "p = session.run(None, {'images': batch})[0]  # batch preprocessed as above",
-        ],
-    }
-
-
 def onnx_probabilities(path: Path, batch: np.ndarray) -> np.ndarray:
-    """Run an exported model with onnxruntime on a preprocessed batch, in chunks."""
-    from headstart.features.onnx_engine import OnnxFeatures
+    """Run an exported model with onnxruntime on a preprocessed batch, in chunks: every output
+    side by side (N, sum of widths), in the graph's output order (= task order)."""
+    from headstart.features.onnx_engine import INPUT_NAME, OnnxFeatures
 
-    session = OnnxFeatures(path)
-    chunks = [session(batch[i : i + _BATCH]) for i in range(0, len(batch), _BATCH)]
+    session = OnnxFeatures(path).session
+    chunks = []
+    for i in range(0, len(batch), _BATCH):
+        outputs = session.run(None, {INPUT_NAME: np.ascontiguousarray(batch[i : i + _BATCH])})
+        chunks.append(np.concatenate([np.asarray(o) for o in outputs], axis=1))
     return np.concatenate(chunks).astype(np.float64)
 
 
 def _torch_probabilities(
     module: Classifier, contents: BundleContents, batch: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(torch eager probabilities, the bundle's numpy head on the same torch features)."""
+) -> tuple[Probabilities, Probabilities]:
+    """Each task's (torch eager probabilities, the bundle's numpy head on the same features)."""
     import torch
 
-    probs, feats = [], []
+    from headstart.heads import task_proba
+
+    tasks = contents.tasks
+    probs: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
+    feats = []
     with torch.inference_mode():
         for i in range(0, len(batch), _BATCH):
-            x = torch.from_numpy(batch[i : i + _BATCH])
-            f = module.backbone(x)
-            probs.append(torch.softmax(module.logits(f), dim=1).double().numpy())
+            f = module.backbone(torch.from_numpy(batch[i : i + _BATCH]))
+            for task, p in zip(tasks, module.task_probabilities(f), strict=True):
+                probs[task.name].append(p.double().numpy())
             feats.append(f.float().numpy())
-    head = contents.head
-    order = [list(head.classes_).index(c) for c in contents.classes]
-    reference = np.asarray(head.predict_proba(np.concatenate(feats)))[:, order]
-    return np.concatenate(probs), reference
+    features = np.concatenate(feats)
+    eager = {name: np.concatenate(chunks) for name, chunks in probs.items()}
+    reference = {t.name: task_proba(t, contents.heads[t.name], features) for t in tasks}
+    return eager, reference
+
+
+def _split_outputs(path: Path, tasks: Sequence[Task]) -> None:
+    """Turn the exporter's one joined output into one graph output per task (an ONNX Split on
+    the class axis), named by :func:`~headstart.export.document.output_names`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    (joined,) = [o.name for o in graph.output]
+    widths = [len(t.classes) for t in tasks]
+    sizes = numpy_helper.from_array(np.asarray(widths, dtype=np.int64), "headstart_task_widths")
+    graph.initializer.append(sizes)
+    names = output_names(tasks)
+    graph.node.append(
+        helper.make_node("Split", [joined, sizes.name], names, axis=1, name="headstart_tasks")
+    )
+    del graph.output[:]
+    graph.output.extend(
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", width])
+        for name, width in zip(names, widths, strict=True)
+    )
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
 
 
 def _validate(fmt: str, quantize: str | None, tolerance: float) -> None:
@@ -173,31 +212,47 @@ def _temp_beside(path: Path) -> Path:
     return Path(tmp)
 
 
-def _metadata(doc: Mapping[str, Any]) -> dict[str, str]:
-    return {
-        METADATA_KEY: json.dumps(doc, sort_keys=True),
-        "classes": json.dumps(doc["classes"]),
-        "preprocessing": json.dumps(doc["preprocessing"], sort_keys=True),
-    }
+def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
 
 
-def _int8(path: Path, fp32: np.ndarray, checks: CheckImages, classes: list[str]) -> Int8Report:
+def _task_int8(task: Task, fp32: np.ndarray, int8: np.ndarray, checks: CheckImages) -> TaskInt8:
+    diff = _max_diff(int8, fp32)
+    if task.multi_label:
+        return TaskInt8(diff, None, None, None, 0)
+    labels = checks.labels_for(task.classes)
+    return TaskInt8(
+        max_abs_diff=diff,
+        top1_agreement=float(np.mean(np.argmax(int8, 1) == np.argmax(fp32, 1))),
+        accuracy_fp32=accuracy(fp32, labels, task.classes),
+        accuracy_int8=accuracy(int8, labels, task.classes),
+        n_labelled=sum(label is not None for label in labels),
+    )
+
+
+def _int8(
+    path: Path, fp32: Mapping[str, np.ndarray], checks: CheckImages, tasks: Sequence[Task]
+) -> Int8Report:
     dest = path.with_name(f"{path.name.removesuffix('.onnx')}.int8.onnx")
     tmp = _temp_beside(dest)
     try:
         quantize_int8(path, tmp)
-        int8 = onnx_probabilities(tmp, checks.batch)
+        int8 = split_columns(tasks, onnx_probabilities(tmp, checks.batch))
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    per_task = {t.name: _task_int8(t, fp32[t.name], int8[t.name], checks) for t in tasks}
+    agreements = [r.top1_agreement for r in per_task.values() if r.top1_agreement is not None]
+    first = per_task[tasks[0].name]
     return Int8Report(
         path=dest,
-        max_abs_diff=float(np.max(np.abs(int8 - fp32))),
-        top1_agreement=float(np.mean(np.argmax(int8, 1) == np.argmax(fp32, 1))),
-        accuracy_fp32=accuracy(fp32, checks.labels, classes),
-        accuracy_int8=accuracy(int8, checks.labels, classes),
-        n_labelled=checks.n_labelled,
+        max_abs_diff=max(r.max_abs_diff for r in per_task.values()),
+        top1_agreement=min(agreements) if agreements else None,
+        accuracy_fp32=math.nan if first.accuracy_fp32 is None else first.accuracy_fp32,
+        accuracy_int8=math.nan if first.accuracy_int8 is None else first.accuracy_int8,
+        n_labelled=first.n_labelled,
+        tasks=per_task,
     )
 
 
@@ -210,23 +265,22 @@ def export_model(
     check_images: Images | None = None,
     tolerance: float = 1e-4,
 ) -> ExportResult:
-    """Export a bundle as one ONNX graph (default ``BUNDLE/model.onnx``) and check it.
+    """Export a bundle as one ONNX graph (default ``BUNDLE/model.onnx``), one output per task,
+    and check it.
 
     ``check_images``: files or folders of real images for the parity check (default: the bundled
-    demo test photos); images in a folder named after a class also count for accuracy.  Raises
-    :class:`ExportError` (and leaves no file behind) when the onnxruntime probabilities differ
-    from torch's by more than ``tolerance``.  ``quantize="int8"`` also writes
-    ``model.int8.onnx`` and reports its accuracy change.
+    demo test photos); images in a folder named after a class of a multi-class task also count
+    for that task's accuracy.  Raises :class:`ExportError` (and leaves no file behind) when a
+    task's onnxruntime probabilities differ from torch's, or torch's from the bundle's heads',
+    by more than ``tolerance``.  ``quantize="int8"`` also writes ``model.int8.onnx`` and reports
+    its change per task (top-1 agreement and accuracy for multi-class tasks, the largest
+    probability change for every task).
     """
     _validate(fmt, quantize, tolerance)
     start = time.perf_counter()
     bundle_path = Path(bundle_path)
     contents = read_bundle(bundle_path)
-    if contents.tasks:
-        raise ConfigError(
-            "export supports single-task, single-label models; this model has tasks "
-            f"{', '.join(t.name for t in contents.tasks)} (use predict or evaluate)"
-        )
+    tasks = contents.tasks
     path = Path(output) if output is not None else bundle_path / "model.onnx"
     checks = check_images_for(contents, check_images)
     from headstart.export.torch_model import build_torch_model
@@ -234,45 +288,83 @@ def export_model(
     module = build_torch_model(contents)
     eager, reference = _torch_probabilities(module, contents, checks.batch)
     doc = describe(contents)
+    names = output_names(tasks)
     tmp = _temp_beside(path)
     try:
         from headstart.features.onnx_engine import export_onnx
 
-        export_onnx(module, tmp, OPSET, output_name=OUTPUT_NAME, metadata=_metadata(doc))
-        fp32 = onnx_probabilities(tmp, checks.batch)
-        diff = float(np.max(np.abs(fp32 - eager)))
-        head_diff = float(np.max(np.abs(eager - reference)))
-        _check_parity(diff, head_diff, tolerance, len(checks.paths))
+        joined = names[0] if len(tasks) == 1 else _JOINED
+        export_onnx(module, tmp, OPSET, output_name=joined, metadata=metadata_props(doc))
+        if len(tasks) > 1:
+            _split_outputs(tmp, tasks)
+        fp32 = split_columns(tasks, onnx_probabilities(tmp, checks.batch))
+        parity = {
+            t.name: TaskParity(
+                output=name,
+                max_abs_diff=_max_diff(fp32[t.name], eager[t.name]),
+                head_max_abs_diff=_max_diff(eager[t.name], reference[t.name]),
+            )
+            for t, name in zip(tasks, names, strict=True)
+        }
+        _check_parity(parity, tolerance, len(checks.paths))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    doc["parity"] = {"images": len(checks.paths), "max_abs_diff": diff, "tolerance": tolerance}
-    report = _int8(path, fp32, checks, contents.classes) if quantize == "int8" else None
+    diff = max(p.max_abs_diff for p in parity.values())
+    head_diff = max(p.head_max_abs_diff for p in parity.values())
+    doc["parity"] = {
+        "images": len(checks.paths),
+        "max_abs_diff": diff,
+        "head_max_abs_diff": head_diff,
+        "tolerance": tolerance,
+        "tasks": {name: asdict(p) for name, p in parity.items()},
+    }
+    report = _int8(path, fp32, checks, tasks) if quantize == "int8" else None
     if report is not None:
         doc["int8"] = {k: v for k, v in asdict(report).items() if k != "path"}
         doc["int8"]["file"] = report.path.name
     meta_path = path.with_name(path.name + ".json")
-    atomic_write_text(meta_path, json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(meta_path, json_text(doc))
     return ExportResult(
         path, meta_path, len(checks.paths), diff, head_diff, tolerance,
-        time.perf_counter() - start, report,
+        time.perf_counter() - start, report, parity,
     )  # fmt: skip
 
 
+def json_text(doc: Mapping[str, Any]) -> str:
+    """The document as indented JSON (NaN, for a figure not measured, is written as null)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(doc), indent=2) + "\n"
+
+
 def check_images_for(contents: BundleContents, images: Images | None) -> CheckImages:
-    """The decoded check images for a bundle (its preprocessing and classes)."""
-    return check_images(images, contents.backbone.preprocessing, contents.classes)
+    """The decoded check images for a bundle (its preprocessing; labels of its first task)."""
+    return check_images(images, contents.backbone.preprocessing, contents.tasks[0].classes)
 
 
-def _check_parity(diff: float, head_diff: float, tolerance: float, n: int) -> None:
-    if diff > tolerance:
-        raise ExportError(
-            f"ONNX export does not match torch: max abs probability difference {diff:.3g} "
-            f"on {n} images exceeds the tolerance {tolerance:g}; the file was not written"
-        )
-    if head_diff > tolerance:
-        raise ExportError(
-            f"the torch head differs from the bundle's head by {head_diff:.3g} (tolerance "
-            f"{tolerance:g}) on {n} images; the file was not written"
-        )
+def _check_parity(parity: Mapping[str, TaskParity], tolerance: float, n: int) -> None:
+    several = len(parity) > 1
+    for name, p in parity.items():
+        where = f" (task '{name}', output '{p.output}')" if several else ""
+        if p.max_abs_diff > tolerance:
+            raise ExportError(
+                f"ONNX export does not match torch{where}: max abs probability difference "
+                f"{p.max_abs_diff:.3g} on {n} images exceeds the tolerance {tolerance:g}; "
+                "the file was not written"
+            )
+        if p.head_max_abs_diff > tolerance:
+            raise ExportError(
+                f"the torch head{where} differs from the bundle's head by "
+                f"{p.head_max_abs_diff:.3g} (tolerance {tolerance:g}) on {n} images; the file "
+                "was not written"
+            )

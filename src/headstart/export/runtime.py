@@ -1,14 +1,16 @@
 """Predict with an exported ``model.onnx`` through onnxruntime (``predict --runtime onnx``).
 
-The file carries its classes and preprocessing in its metadata, so it runs without the bundle;
-given a bundle folder, its ``model.onnx`` is exported first when missing or made from another
-head.
+The file carries its tasks (classes, thresholds), calibration and preprocessing in its metadata,
+so it runs without the bundle and answers exactly as :meth:`headstart.Model.predict` does: the
+same per-task probabilities (calibration applied to each view, before any TTA mean) and the
+same :class:`~headstart.model.Prediction` objects.  Given a bundle folder, its ``model.onnx`` is
+exported first when missing or made from another version of the bundle.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +18,33 @@ import numpy as np
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.bundle import read_bundle
+from headstart.data.manifest import Task, pick_task
 from headstart.errors import BundleError, ConfigError
+from headstart.export.document import (
+    METADATA_KEY,
+    describe,
+    exported_tasks,
+    temperatures_of,
+)
 from headstart.export.images import Images, decode_batch
-from headstart.export.onnx_model import METADATA_KEY, export_model
+from headstart.export.onnx_model import export_model
 from headstart.features.tta import check_tta, decode_views, tta_views
 from headstart.inputs import expand_inputs
-from headstart.model import Prediction, top_predictions
+from headstart.model import Prediction, make_predictions
+from headstart.stats.temperature import apply_label_temperatures, apply_temperature
 
-__all__ = ["OnnxClassifier", "load_onnx"]
+__all__ = ["OnnxClassifier", "load_onnx", "read_metadata"]
 
 _BATCH = 32
+Probabilities = dict[str, np.ndarray]
 
 
 class OnnxClassifier:
-    """An exported whole model (see :func:`headstart.export.export_model`) in onnxruntime."""
+    """An exported whole model (see :func:`headstart.export.export_model`) in onnxruntime.
+
+    ``tasks``, ``classes`` (the first task's) and :meth:`thresholds` as on
+    :class:`headstart.Model`; :meth:`task_proba`, :meth:`predict_proba` and :meth:`predict`
+    answer as its methods of the same names do."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         from headstart.features.onnx_engine import OnnxFeatures
@@ -37,58 +52,118 @@ class OnnxClassifier:
         self.path = Path(path)
         self.info = read_metadata(self.path)
         try:
-            self.classes: list[str] = [str(c) for c in self.info["classes"]]
+            exported = exported_tasks(self.info)
             self.preprocessing = Preprocessing.from_dict(
                 {k: v for k, v in self.info["preprocessing"].items() if k != "steps"}
             )
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, BundleError) as exc:
             raise BundleError(f"{self.path}: bad headstart metadata ({exc})") from None
-        self._session = OnnxFeatures(self.path, threads=threads)
+        self.tasks: list[Task] = [task for task, _, _ in exported]
+        self._outputs = [name for _, name, _ in exported]
+        self._thresholds = {
+            task.name: None if cut is None else np.asarray(cut, dtype=np.float64)
+            for task, _, cut in exported
+        }
+        self.temperatures = temperatures_of(self.info)
+        self._session = OnnxFeatures(self.path, threads=threads).session
+        missing = sorted(set(self._outputs) - {o.name for o in self._session.get_outputs()})
+        if missing:
+            raise BundleError(f"{self.path}: the graph lacks the outputs {', '.join(missing)}")
 
-    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities (N, C) for a preprocessed float32 batch (N, 3, crop, crop)."""
-        return self._session(batch).astype(np.float64)
+    @property
+    def classes(self) -> list[str]:
+        """The first task's classes (every task's are in :attr:`tasks`)."""
+        return list(self.tasks[0].classes)
 
-    def predict_proba(
-        self, paths: list[Path], tta: str = "none"
-    ) -> tuple[np.ndarray, dict[int, str]]:
-        """Probabilities per file (NaN rows for unreadable ones) and {index: reason}; ``tta``
-        averages views as :meth:`headstart.Model.predict_proba` does."""
-        if tta != "none":
-            return self._tta_proba(paths, tta)
-        proba = np.full((len(paths), len(self.classes)), np.nan)
+    def task(self, name: str | None = None) -> Task:
+        """The task called ``name`` (None: the first)."""
+        return pick_task(self.tasks, name)
+
+    def thresholds(self, task: Task) -> np.ndarray | None:
+        """A multi-label task's decision thresholds (None for a multi-class task)."""
+        return self._thresholds[task.name]
+
+    @property
+    def _width(self) -> int:
+        return sum(len(t.classes) for t in self.tasks)
+
+    def predict_batch(self, batch: np.ndarray) -> Probabilities:
+        """Each task's calibrated probabilities for a preprocessed float32 batch
+        (N, 3, crop, crop), columns in the task's class order."""
+        from headstart.features.onnx_engine import INPUT_NAME
+
+        feed = {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
+        outputs = self._session.run(self._outputs, feed)
+        out: Probabilities = {}
+        for task, raw in zip(self.tasks, outputs, strict=True):
+            out[task.name] = self._calibrated(task, np.asarray(raw, dtype=np.float64))
+        return out
+
+    def _calibrated(self, task: Task, proba: np.ndarray) -> np.ndarray:
+        t = self.temperatures.get(task.name)
+        if t is None:
+            return proba
+        if isinstance(t, list):  # a multi-label task: one temperature per label
+            return apply_label_temperatures(proba, np.asarray(t, dtype=np.float64))
+        return apply_temperature(proba, t)
+
+    def _joined(self, batch: np.ndarray) -> np.ndarray:
+        per_task = self.predict_batch(batch)
+        return np.concatenate([per_task[t.name] for t in self.tasks], axis=1)
+
+    def task_proba(
+        self, paths: Sequence[Path], tta: str = "none"
+    ) -> tuple[Probabilities, dict[int, str]]:
+        """Each task's probabilities per file (NaN rows for unreadable ones) and
+        {index: reason}; ``tta`` averages views as :meth:`headstart.Model.task_proba` does."""
+        from headstart.model import split_columns
+
+        paths = list(paths)
+        proba = np.full((len(paths), self._width), np.nan)
         failures: dict[int, str] = {}
+        if check_tta(tta) != "none":
+            self._tta_into(proba, failures, paths, tta)
+            return split_columns(self.tasks, proba), failures
         for start in range(0, len(paths), _BATCH):
             kept, batch, failed = decode_batch(paths[start : start + _BATCH], self.preprocessing)
             failures.update({start + i: why for i, why in failed.items()})
             if kept:
-                proba[[start + i for i in kept]] = self.predict_batch(batch)
-        return proba, failures
+                proba[[start + i for i in kept]] = self._joined(batch)
+        return split_columns(self.tasks, proba), failures
 
-    def _tta_proba(self, paths: list[Path], tta: str) -> tuple[np.ndarray, dict[int, str]]:
+    def _tta_into(
+        self, proba: np.ndarray, failures: dict[int, str], paths: list[Path], tta: str
+    ) -> None:
         views, size = tta_views(tta), self.preprocessing.crop
-        proba = np.full((len(paths), len(self.classes)), np.nan)
-        failures: dict[int, str] = {}
         step = max(1, _BATCH // len(views))
         for start in range(0, len(paths), step):
             chunk = paths[start : start + step]
             kept, arrays, failed = decode_views(chunk, self.preprocessing, views)
             failures.update({start + i: why for i, why in failed.items()})
             if kept:
-                p = self.predict_batch(arrays.reshape(-1, 3, size, size))
+                # calibrated per view, then averaged: the rule of headstart.features.tta
+                p = self._joined(arrays.reshape(-1, 3, size, size))
                 proba[[start + i for i in kept]] = p.reshape(len(kept), len(views), -1).mean(1)
-        return proba, failures
+
+    def predict_proba(
+        self, paths: Sequence[Path], tta: str = "none", *, task: str | None = None
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """One task's probabilities (default: the first), as :meth:`task_proba` gives them."""
+        chosen = self.task(task)
+        probas, failures = self.task_proba(paths, tta)
+        return probas[chosen.name], failures
 
     def predict(
         self, images: Iterable[str | Path], *, top_k: int = 3, tta: str = "none"
     ) -> list[Prediction]:
-        """Top-k per image, like :meth:`headstart.Model.predict` (error rows included)."""
+        """Every task's answer per image, like :meth:`headstart.Model.predict` (error rows
+        included; multi-label tasks choose the labels at or above their thresholds)."""
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
         check_tta(tta)  # a bad mode fails before any decoding
         paths = expand_inputs(images)
-        proba, failures = self.predict_proba(paths, tta)
-        return top_predictions(paths, proba, failures, self.classes, top_k)
+        probas, failures = self.task_proba(paths, tta)
+        return make_predictions(paths, probas, failures, self.tasks, self._thresholds, top_k)
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -104,10 +179,27 @@ def read_metadata(path: Path) -> dict[str, Any]:
     props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in props:
         raise BundleError(f"{path} was not exported by headstart (no '{METADATA_KEY}' metadata)")
-    doc = json.loads(props[METADATA_KEY])
+    try:
+        doc = json.loads(props[METADATA_KEY])
+    except json.JSONDecodeError:
+        doc = None
     if not isinstance(doc, dict):
         raise BundleError(f"{path}: bad headstart metadata")
     return doc
+
+
+def _stale(onnx_path: Path, fresh: dict[str, Any]) -> str | None:
+    """Why the exported file no longer answers as the bundle does (None: it still does)."""
+    if not onnx_path.is_file():
+        return "not exported yet"
+    doc = read_metadata(onnx_path)
+    if doc.get("bundle", {}).get("head_sha256") != fresh["bundle"]["head_sha256"]:
+        return "made from another version of this bundle"
+    if "tasks" not in doc:
+        return "exported by an older headstart"
+    if doc["tasks"] != fresh["tasks"] or doc.get("calibration") != fresh["calibration"]:
+        return "the bundle's tasks, thresholds or calibration changed since"
+    return None
 
 
 def load_onnx(
@@ -121,14 +213,10 @@ def load_onnx(
     path = Path(model)
     if path.suffix == ".onnx" and path.is_file():
         return OnnxClassifier(path)
-    contents_info = read_bundle(path).info
     onnx_path = path / "model.onnx"
-    head_sha = contents_info.get("files", {}).get("head.safetensors")
-    reason = None
-    if not onnx_path.is_file():
-        reason = "not exported yet"
-    elif read_metadata(onnx_path).get("bundle", {}).get("head_sha256") != head_sha:
-        reason = "made from another version of this bundle"
+    # JSON round trip: the document as the file stores it (tuples become lists)
+    fresh = json.loads(json.dumps(describe(read_bundle(path))))
+    reason = _stale(onnx_path, fresh)
     if reason is not None:
         if notify is not None:
             notify(f"exporting {onnx_path} ({reason}) ...")

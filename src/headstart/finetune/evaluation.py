@@ -47,6 +47,7 @@ def _multilabel_export(weight: np.ndarray, bias: np.ndarray) -> MultiLabelHead:
     head.estimators_ = [
         linear_head_export(weight[j : j + 1], bias[j : j + 1], [0, 1]) for j in range(len(bias))
     ]
+    head.one_d_ = False
     head.classes_ = np.arange(len(bias))
     head.thresholds_ = np.full(len(bias), 0.5)
     head.n_features_in_ = weight.shape[1]

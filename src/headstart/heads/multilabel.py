@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from headstart import errors
@@ -38,6 +39,9 @@ class MultiLabelHead(ClassifierMixin, BaseEstimator):
 
     Fitted attributes: ``estimators_`` (one binary head per label, classes 0/1),
     ``thresholds_`` (L,), ``classes_`` (``arange(L)``: the columns), ``n_features_in_``.
+    As :class:`~sklearn.multiclass.OneVsRestClassifier` does, a 1-D target is a single yes/no
+    question answered like any binary classifier: ``classes_`` its two values, ``predict``
+    1-D, ``predict_proba`` (n, 2).
     """
 
     def __init__(
@@ -53,46 +57,52 @@ class MultiLabelHead(ClassifierMixin, BaseEstimator):
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = False
+        tags.classifier_tags.multi_class = False  # each column is a yes/no question
+        tags.target_tags.multi_output = True  # and single output: a 1-D target is one label
         return tags
 
     def fit(self, X: Any, Y: Any) -> MultiLabelHead:
-        """Fit one binary head per column of the 0/1 matrix ``Y`` (n, L); returns ``self``.
-
-        Every label needs training rows with and without it."""
+        """Fit one binary head per column of ``Y`` (n, L): a 0/1 indicator matrix (or any two
+        values per column, the larger one meaning "has the label"; a 1-D ``Y`` is one column).
+        Returns ``self``.  Every label needs training rows with and without it."""
         head_class(self.kind)  # an unknown kind fails before any work
         if not 0.0 < float(self.threshold) < 1.0:
             raise errors.ConfigError(f"threshold must be in (0, 1); got {self.threshold!r}")
         X_arr, Y_arr = validate_data(self, X, Y, multi_output=True, dtype=FLOAT_DTYPES)
-        Y_arr = _indicator(Y_arr)
+        check_classification_targets(Y_arr)
+        self.one_d_ = Y_arr.ndim == 1
+        Y_arr = Y_arr.reshape(len(Y_arr), -1)
         heads = []
         for j in range(Y_arr.shape[1]):
-            column = Y_arr[:, j]
-            if column.all() or not column.any():
-                where = "every" if column.all() else "no"
+            values = np.unique(Y_arr[:, j])
+            if len(values) != 2:
                 raise errors.DataError(
-                    f"label {j} is on {where} training row; a multi-label head needs rows with "
-                    "and without each label (at least 2 classes per label)"
+                    f"Only binary classification is supported. Label {j} has {len(values)} "
+                    "class(es) in training; each label needs rows with and without it"
                 )
-            heads.append(create_head(self.kind, **dict(self.params or {})).fit(X_arr, column))
+            heads.append(create_head(self.kind, **dict(self.params or {})).fit(X_arr, Y_arr[:, j]))
         self.estimators_ = heads
-        self.classes_ = np.arange(Y_arr.shape[1])
+        self.classes_ = heads[0].classes_ if self.one_d_ else np.arange(Y_arr.shape[1])
         self.thresholds_ = np.full(Y_arr.shape[1], float(self.threshold))
         return self
 
     def predict_proba(self, X: Any) -> NDArray[np.float64]:
-        """(n, L) independent probabilities, one column per label (rows need not sum to 1)."""
+        """(n, L) independent probabilities of each label (its larger value), rows need not
+        sum to 1."""
         ensure_fitted(self)
         X_arr = validate_data(self, X, dtype=FLOAT_DTYPES, reset=False)
-        columns = [
-            head.predict_proba(X_arr)[:, list(head.classes_).index(1)] for head in self.estimators_
-        ]
-        return np.column_stack(columns).astype(np.float64)
+        columns = [head.predict_proba(X_arr)[:, 1] for head in self.estimators_]
+        proba = np.column_stack(columns).astype(np.float64)
+        return np.column_stack([1.0 - proba[:, 0], proba[:, 0]]) if self.one_d_ else proba
 
-    def predict(self, X: Any) -> NDArray[np.int64]:
-        """(n, L) 0/1: each label's probability at or above its threshold."""
-        return (self.predict_proba(X) >= self.thresholds_).astype(np.int64)
+    def predict(self, X: Any) -> NDArray[Any]:
+        """(n, L): each label's value (1 for an indicator matrix) where its probability is at or
+        above its threshold, else its other value (0)."""
+        proba = self.predict_proba(X)
+        hit = (proba[:, 1:] if self.one_d_ else proba) >= self.thresholds_
+        values = [head.classes_ for head in self.estimators_]
+        out = np.column_stack([v[h.astype(int)] for v, h in zip(values, hit.T, strict=True)])
+        return out[:, 0] if self.one_d_ else out
 
     def __sklearn_is_fitted__(self) -> bool:
         try:
@@ -100,20 +110,6 @@ class MultiLabelHead(ClassifierMixin, BaseEstimator):
         except Exception:  # sklearn's NotFittedError; keep this method's answer a bool
             return False
         return True
-
-
-def _indicator(Y: NDArray[Any]) -> NDArray[np.int8]:
-    """``Y`` as an (n, L) 0/1 matrix, or a one-line error saying what it is instead."""
-    if Y.ndim != 2 or Y.shape[1] < 1:
-        raise errors.DataError(
-            f"a multi-label head needs an (n, labels) 0/1 indicator matrix; got shape {Y.shape}"
-        )
-    values = np.unique(Y)
-    if not np.isin(values, (0, 1)).all():
-        raise errors.DataError(
-            f"a multi-label head needs 0/1 targets; got values {values[:5].tolist()}"
-        )
-    return Y.astype(np.int8)
 
 
 def tune_thresholds(Y: NDArray[Any], P: NDArray[np.float64]) -> NDArray[np.float64]:

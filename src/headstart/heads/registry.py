@@ -90,7 +90,11 @@ def _export_multilabel(head: MultiLabelHead) -> tuple[dict[str, NDArray[Any]], d
         "params": params_json(head),
         "classes": classes_to_json(head.classes_),
         "n_features_in": int(head.n_features_in_),
-        "state": {"thresholds": [float(t) for t in head.thresholds_], "label_heads": metas},
+        "state": {
+            "thresholds": [float(t) for t in head.thresholds_],
+            "one_d": bool(head.one_d_),
+            "label_heads": metas,
+        },
     }
     return arrays, meta
 
@@ -155,7 +159,8 @@ def _import_multilabel(arrays: Mapping[str, NDArray[Any]], meta: Mapping[str, An
         import_head({k[len(f"{j}/") :]: v for k, v in arrays.items() if k.startswith(f"{j}/")}, m)
         for j, m in enumerate(subs)
     ]
-    head.classes_ = np.arange(len(subs))
+    head.one_d_ = bool(state.get("one_d", False))
+    head.classes_ = head.estimators_[0].classes_ if head.one_d_ else np.arange(len(subs))
     head.thresholds_ = thresholds
     head.n_features_in_ = _n_features(meta)
     return head

@@ -20,9 +20,15 @@ from headstart.backbones import resolve_backbone
 from headstart.cache import CacheRoot
 from headstart.config import FitConfig, load_config
 from headstart.data.leakage import dedupe, find_near_duplicates
-from headstart.embedding import EmbeddedData, check_pretrained, check_trainable, embed_data
+from headstart.embedding import (
+    EmbeddedData,
+    check_pretrained,
+    check_trainable,
+    embed_data,
+    scan_data,
+)
 from headstart.errors import ConfigError
-from headstart.heads import create_head
+from headstart.heads import check_label_coverage, create_head
 from headstart.probe import probe
 from headstart.ranking import rank_backbones
 from headstart.report import build_report
@@ -98,7 +104,10 @@ def _fit_probe(
     cache = CacheRoot.for_config(cfg)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    embedded = embed_data(data, cfg, progress=progress, ref=ref)
+    manifest = scan_data(data, cfg)
+    for task in manifest.targets:  # before the images are embedded: fail fast
+        check_label_coverage(task, [s.labels[task.name] for s in manifest.split("train")])
+    embedded = embed_data(manifest, cfg, progress=progress, ref=ref)
     timings["embed"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     embedded, near, deduped = _check_leakage(embedded, cfg, cache)

@@ -74,9 +74,16 @@ def limits(run: RunFiles) -> tuple[str, list[str]]:
         (f"{t.name}: " if len(run.tasks) > 1 else "") + _question(t) for t in run.tasks
     )
     n_train = sum(1 for row in run.manifest if row.get("split") == "train")
+    spread = []
+    for task in run.tasks:
+        train = run.counts(task).get("train", {})
+        per_class = [train.get(c, 0) for c in task.classes]
+        unit = "label" if task.multi_label else "class"
+        of = f" of {task.name}" if len(run.tasks) > 1 else ""
+        spread.append(f"{min(per_class, default=0)}-{max(per_class, default=0)} per {unit}{of}")
     intended = (
         f"Answers {questions}, using {_training_kind(run)}. Trained on {n_train} images "
-        f"from {run.run.data}."
+        f"({'; '.join(spread)}) from {run.run.data}."
     )
     out = []
     if any(not t.multi_label for t in run.tasks):

@@ -1,5 +1,8 @@
 """The HTTP service: predict, model info, health, Grad-CAM explanations and a page to try it.
 
+Every model is served, whatever its tasks: each answer holds every task's chosen labels and
+top-k (``tasks``), and ``top`` (the first task's top-k, the whole answer of a plain model).
+
 Every error is JSON ``{"error": "..."}`` with 400, 401, 404, 413, 415 or 422; bad input never
 reaches the model and never costs a 500.  Request bodies are capped while they stream in (the
 ``Content-Length`` is checked first), so an oversized upload is refused without being held in
@@ -29,11 +32,11 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from headstart.data import load_rgb
+from headstart.data import Task, load_rgb
 from headstart.errors import ConfigError, HeadstartError, ImageError
-from headstart.model import Model
-from headstart.serve.batching import Batcher
-from headstart.serve.page import render_page
+from headstart.model import Model, answer
+from headstart.serve.batching import Batcher, TaskRows, per_image
+from headstart.serve.page import CSP, render_page
 
 __all__ = ["ALLOWED_FORMATS", "ApiError", "Limits", "create_app", "decode_upload", "sniff_format"]
 
@@ -160,9 +163,22 @@ def _load_explainer() -> Callable[..., Any]:
     return explain
 
 
-def _top(row: np.ndarray, classes: list[str], k: int) -> list[dict[str, Any]]:
-    best = np.argsort(-row)[:k]
-    return [{"label": classes[j], "probability": round(float(row[j]), 6)} for j in best]
+def _title(model: Model) -> str:
+    tasks = model.tasks
+    if len(tasks) > 1:
+        what = f"tasks: {', '.join(t.name for t in tasks)}"
+    elif tasks[0].multi_label:
+        what = f"{len(tasks[0].classes)} labels, multi-label"
+    else:
+        what = f"{len(tasks[0].classes)} classes"
+    return f"headstart: {model.backbone_name} ({what})"
+
+
+def _task_info(task: Task, thresholds: np.ndarray | None) -> dict[str, Any]:
+    info: dict[str, Any] = task.to_dict()
+    if thresholds is not None:
+        info["thresholds"] = [round(float(t), 6) for t in thresholds]
+    return info
 
 
 async def _uploads(request: Request, limits: Limits, fields: tuple[str, ...]) -> list[UploadFile]:
@@ -185,7 +201,7 @@ async def _uploads(request: Request, limits: Limits, fields: tuple[str, ...]) ->
     return files
 
 
-def _lifespan(model: Model, batcher: Batcher) -> Callable[[FastAPI], Any]:
+def _lifespan(model: Model, batcher: Batcher[TaskRows]) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Load the backbone engine once, before the first request has to wait for it.
@@ -243,14 +259,27 @@ class _Service:
 
     model: Model
     limits: Limits
-    batcher: Batcher
+    batcher: Batcher[TaskRows]
     decode: Callable[[bytes], Image.Image]
     auth: list[Any]
     explain: bool
+    thresholds: dict[str, np.ndarray | None]
+
+    @property
+    def tasks(self) -> list[Task]:
+        return self.model.tasks
 
     @property
     def classes(self) -> list[str]:
+        """The first task's classes."""
         return self.model.classes
+
+    def answers(self, rows: TaskRows, top_k: int) -> dict[str, dict[str, Any]]:
+        """Every task's chosen labels and top-k for one image's probability rows."""
+        return {
+            t.name: answer(t, rows[t.name], self.thresholds[t.name], top_k).to_dict()
+            for t in self.tasks
+        }
 
 
 def create_app(
@@ -265,12 +294,13 @@ def create_app(
     endpoints need ``Authorization: Bearer <token>``."""
     if token is not None and not token.strip():
         raise ConfigError("the token is empty; give a non-empty token or none")
-    model.require_plain("serve")
     batcher = Batcher(
-        model.predict_images, max_batch=limits.max_batch, max_wait_s=limits.max_wait_ms / 1000
+        per_image(model.predict_images),
+        max_batch=limits.max_batch,
+        max_wait_s=limits.max_wait_ms / 1000,
     )
     app = FastAPI(
-        title=f"headstart: {model.backbone_name} ({len(model.classes)} classes)",
+        title=_title(model),
         lifespan=_lifespan(model, batcher),
         docs_url=None,  # the Swagger page loads from a CDN; this service works offline
         redoc_url=None,
@@ -288,6 +318,7 @@ def create_app(
         decode=functools.partial(decode_upload, limits=limits, draft_size=resize),
         auth=[Depends(_auth(token.strip() if token else None))],
         explain=explain,
+        thresholds={t.name: model.thresholds(t) for t in model.tasks},
     )
     _info_routes(app, svc, render_page(title=app.title, auth=token is not None, explain=explain))
     _predict_route(app, svc)
@@ -298,17 +329,18 @@ def create_app(
 def _info_routes(app: FastAPI, svc: _Service, page: str) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
-        return HTMLResponse(page, headers={"Content-Security-Policy": _CSP})
+        return HTMLResponse(page, headers={"Content-Security-Policy": CSP})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "classes": len(svc.classes)}
+        return {"status": "ok", "classes": len(svc.classes), "tasks": len(svc.tasks)}
 
     @app.get("/v1/model", dependencies=svc.auth)
     async def model_info() -> dict[str, Any]:
         info = svc.model.info
         return {
             "classes": svc.classes,
+            "tasks": [_task_info(t, svc.thresholds[t.name]) for t in svc.tasks],
             "backbone": info.get("backbone", {"name": svc.model.backbone_name}),
             "head": {k: info.get("head", {}).get(k) for k in ("kind", "params")},
             "metrics": info.get("metrics", {}),
@@ -321,17 +353,17 @@ def _predict_route(app: FastAPI, svc: _Service) -> None:
     @app.post("/v1/predict", dependencies=svc.auth)
     async def predict(request: Request, top_k: int = Query(3, ge=1)) -> JSONResponse:
         files = await _uploads(request, svc.limits, ("files", "file"))
-        k = min(top_k, len(svc.classes))
 
         async def one(upload: UploadFile) -> dict[str, Any]:
             name = upload.filename or ""
             try:
                 image = await asyncio.to_thread(svc.decode, await upload.read())
             except ApiError as exc:
-                return {"filename": name, "top": [], "error": exc.message, "status": exc.status}
-            row = await svc.batcher.predict(image)
-            top = _top(row, svc.classes, k)
-            return {"filename": name, "top": top, "error": None, "status": 200}
+                failed = {"top": [], "tasks": {}, "error": exc.message, "status": exc.status}
+                return {"filename": name, **failed}
+            answers = svc.answers(await svc.batcher.predict(image), top_k)
+            top = answers[svc.tasks[0].name]["top"]
+            return {"filename": name, "top": top, "tasks": answers, "error": None, "status": 200}
 
         results = await asyncio.gather(*(one(f) for f in files))
         failed = [r for r in results if r["error"]]
@@ -348,18 +380,19 @@ def _explain_route(app: FastAPI, svc: _Service) -> None:
         request: Request,
         method: str = Query("gradcam"),
         target: str | None = Query(None),
+        task: str | None = Query(None),
         fmt: str = Query("png", alias="format", pattern="^(png|json)$"),
     ) -> Response:
         if not svc.explain:
             raise ApiError(404, "explanations are turned off on this server")
-        if target is not None and target not in svc.classes:
-            known = ", ".join(svc.classes)
-            raise ApiError(422, f"unknown target class '{target}'; known: {known}")
+        chosen = _explained_task(svc, task, target)
         files = await _uploads(request, svc.limits, ("file", "files"))
         if len(files) != 1:
             raise ApiError(422, f"send exactly one file to explain, got {len(files)}")
         image = await asyncio.to_thread(svc.decode, await files[0].read())
-        run = functools.partial(_load_explainer(), svc.model, image, method=method, target=target)
+        run = functools.partial(
+            _load_explainer(), svc.model, image, method=method, target=target, task=chosen.name
+        )
         try:
             result = await svc.batcher.run(run)
         except HeadstartError as exc:
@@ -370,13 +403,23 @@ def _explain_route(app: FastAPI, svc: _Service) -> None:
         if fmt == "json":
             encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
             body = {"label": label, "probability": probability, "method": method}
-            return JSONResponse({**body, "overlay_png_base64": encoded})
-        headers = {"X-Headstart-Label": quote(label), "X-Headstart-Probability": str(probability)}
+            return JSONResponse({**body, "task": chosen.name, "overlay_png_base64": encoded})
+        headers = {
+            "X-Headstart-Label": quote(label),
+            "X-Headstart-Probability": str(probability),
+            "X-Headstart-Task": quote(chosen.name),
+        }
         return Response(buffer.getvalue(), media_type="image/png", headers=headers)
 
 
-# The page is one inline document: nothing may load from anywhere but this server.
-_CSP = (
-    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-    "img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'"
-)
+def _explained_task(svc: _Service, task: str | None, target: str | None) -> Task:
+    """The task ``task=`` names (default: the first) after checking it and ``target=`` (422)."""
+    try:
+        chosen = svc.model.task(task)
+    except ConfigError as exc:
+        raise ApiError(422, str(exc)) from None
+    if target is not None and target not in chosen.classes:
+        known = ", ".join(chosen.classes)
+        where = f" of task '{chosen.name}'" if len(svc.tasks) > 1 else ""
+        raise ApiError(422, f"unknown target class '{target}'{where}; known: {known}")
+    return chosen

@@ -4,24 +4,43 @@ A backbone's cost per image falls steeply with batch size, so a server that answ
 on its own wastes most of its time at concurrency.  :class:`Batcher` puts each image on an asyncio
 queue; one worker takes the first waiting image, gathers more for at most ``max_wait_s`` (or until
 ``max_batch``), runs the model once in its own thread (so the event loop stays free) and hands
-every caller its own row.  The model only ever runs in that one thread.
+every caller its own result (each task's probability row, see :func:`per_image`).  The model
+only ever runs in that one thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-__all__ = ["BatchStats", "Batcher"]
+__all__ = ["BatchStats", "Batcher", "TaskRows", "per_image"]
 
 T = TypeVar("T")
-PredictFn = Callable[[Sequence[Any]], np.ndarray]
+R = TypeVar("R")
+PredictFn = Callable[[Sequence[Any]], Iterable[R]]
+"""A list of images -> one result per image, in order (an array's rows will do)."""
+TaskRows = dict[str, np.ndarray]
+"""One image's probability row of each task, by task name."""
+
+
+def per_image(
+    predict: Callable[[Sequence[Any]], Mapping[str, np.ndarray]],
+) -> Callable[[Sequence[Any]], list[TaskRows]]:
+    """``predict`` (images -> {task: (N, C) probabilities}, as
+    :meth:`headstart.Model.predict_images`) as images -> one {task: row} per image: what a
+    :class:`Batcher` hands each caller."""
+
+    def run(images: Sequence[Any]) -> list[TaskRows]:
+        probas = predict(images)
+        return [{name: p[i] for name, p in probas.items()} for i in range(len(images))]
+
+    return run
 
 
 @dataclass
@@ -42,20 +61,23 @@ class BatchStats:
 
 
 @dataclass
-class _Job:
+class _Job(Generic[R]):
     image: Any
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[R]
 
 
-class Batcher:
-    """Batch images for ``predict`` (a list of images -> one probability row per image).
+class Batcher(Generic[R]):
+    """Batch images for ``predict`` (a list of images -> one result per image, e.g. the rows
+    of a probability array, or each task's rows).
 
     Use inside a running event loop: ``await batcher.predict(image)``; :meth:`close` stops the
     worker and the model thread.  :meth:`run` runs any other model call (e.g. an explanation) in
     the same thread, so two calls never use the model at once.
     """
 
-    def __init__(self, predict: PredictFn, *, max_batch: int = 16, max_wait_s: float = 0.005):
+    def __init__(
+        self, predict: PredictFn[R], *, max_batch: int = 16, max_wait_s: float = 0.005
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self._predict = predict
@@ -63,19 +85,19 @@ class Batcher:
         self.max_wait_s = max(0.0, max_wait_s)
         self.stats = BatchStats()
         self._executor: ThreadPoolExecutor | None = None
-        self._queue: asyncio.Queue[_Job] | None = None
+        self._queue: asyncio.Queue[_Job[R]] | None = None
         self._worker: asyncio.Task[None] | None = None
 
-    def _ensure_worker(self) -> asyncio.Queue[_Job]:
+    def _ensure_worker(self) -> asyncio.Queue[_Job[R]]:
         if self._queue is None or self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
             self._worker = asyncio.get_running_loop().create_task(self._work(self._queue))
         return self._queue
 
-    async def predict(self, image: Any) -> np.ndarray:
-        """The probability row of one image, computed in a batch with whatever else is waiting."""
+    async def predict(self, image: Any) -> R:
+        """The result of one image, computed in a batch with whatever else is waiting."""
         queue = self._ensure_worker()
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         await queue.put(_Job(image, future))
         return await future
 
@@ -85,7 +107,7 @@ class Batcher:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headstart-model")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def _gather(self, queue: asyncio.Queue[_Job]) -> list[_Job]:
+    async def _gather(self, queue: asyncio.Queue[_Job[R]]) -> list[_Job[R]]:
         batch = [await queue.get()]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait_s
@@ -102,22 +124,22 @@ class Batcher:
                 break
         return [job for job in batch if not job.future.done()]  # callers that gave up
 
-    async def _work(self, queue: asyncio.Queue[_Job]) -> None:
+    async def _work(self, queue: asyncio.Queue[_Job[R]]) -> None:
         while True:
             batch = await self._gather(queue)
             if not batch:
                 continue
             self.stats.record(len(batch))
             try:
-                proba = await self.run(self._predict, [job.image for job in batch])
+                results = await self.run(self._predict, [job.image for job in batch])
             except Exception as exc:  # a model failure fails this batch's requests, not the server
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
-            for job, row in zip(batch, proba, strict=True):
+            for job, result in zip(batch, results, strict=True):
                 if not job.future.done():
-                    job.future.set_result(row)
+                    job.future.set_result(result)
 
     async def close(self) -> None:
         """Stop the worker (pending callers get CancelledError) and the model thread."""

@@ -1,4 +1,6 @@
-"""The page at ``/``: drop or choose an image, see the top-k with bars and the Grad-CAM overlay.
+"""The page at ``/``: drop or choose an image, see every task's answer with bars, and the Grad-CAM
+overlay.  A plain classifier shows its top class and the top-k; a model of several tasks shows
+one block per task; a multi-label task shows its chosen labels with their scores, or "(none)".
 
 One self-contained document (inline CSS and JS, system fonts, no CDN), so it works offline and
 under a strict Content-Security-Policy.  It talks to ``/v1/model``, ``/v1/predict`` and
@@ -11,10 +13,17 @@ from __future__ import annotations
 import html
 import json
 
-__all__ = ["render_page"]
+__all__ = ["CSP", "render_page"]
+
+#: The page is one inline document: nothing may load from anywhere but this server.
+CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'"
+)
 
 _STYLE = """
 *{box-sizing:border-box}
+[hidden]{display:none!important}
 body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;
  background:#f4f6f9}
 header{background:#1d2330;color:#fff;padding:14px 24px}
@@ -29,20 +38,27 @@ h2{font-size:14px;text-transform:uppercase;letter-spacing:.05em;color:#5b6478;ma
 #drop.over{border-color:#2f6fec;background:#eef3fe}
 #drop input{display:block;margin:10px auto 0}
 img.shot{display:block;max-width:100%;max-height:340px;margin:12px auto 0;border-radius:6px}
-#top{font-size:24px;font-weight:650;margin:4px 0 12px;min-height:1.2em}
-#top small{font-size:15px;color:#5b6478;font-weight:400;margin-left:6px}
+.task+.task{margin-top:18px;padding-top:12px;border-top:1px solid #e7ebf2}
+.task h3{margin:0;font-size:13px;font-weight:600;color:#5b6478}
+.task h3 small{font-weight:400;margin-left:6px}
+.top{font-size:24px;font-weight:650;margin:4px 0 12px;min-height:1.2em}
+.top small{font-size:15px;color:#5b6478;font-weight:400;margin-left:6px}
+.top .chip{margin-right:14px;white-space:nowrap}
+.top.none{color:#8a93a6;font-weight:400}
+.several .top{font-size:20px}
 .row{display:grid;grid-template-columns:minmax(70px,30%) 1fr 58px;gap:8px;align-items:center;
  margin:6px 0}
 .row .label{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .bar{background:#e7ebf2;border-radius:4px;height:14px;overflow:hidden}
 .bar div{background:#2f6fec;height:100%}
-.row:first-child .bar div{background:#13915f}
+.row.chosen .bar div{background:#13915f}
 .p{text-align:right;font-variant-numeric:tabular-nums}
 #status{min-height:1.3em;color:#5b6478;font-size:13px}
 #status.error{color:#b3261e}
 #auth{display:none;gap:8px;align-items:center;margin-bottom:10px}
 #auth input{flex:1;padding:6px 8px;border:1px solid #9aa5bb;border-radius:6px}
 button{padding:6px 12px;border:0;border-radius:6px;background:#2f6fec;color:#fff;cursor:pointer}
+#explain-pick{display:block;color:#5b6478;font-size:13px;margin-bottom:6px}
 #caption{color:#5b6478;font-size:13px;text-align:center;margin-top:6px}
 """
 
@@ -60,11 +76,11 @@ _BODY = """
 </section>
 <section>
  <h2>Prediction</h2>
- <div id="top"></div>
- <div id="bars"></div>
+ <div id="answers"></div>
 </section>
 <section id="explain-box">
  <h2>Where the model looked (Grad-CAM)</h2>
+ <label id="explain-pick" hidden>Task <select id="explain-task"></select></label>
  <img id="overlay" class="shot" alt="Grad-CAM overlay" hidden>
  <div id="caption"></div>
 </section>
@@ -75,6 +91,8 @@ _SCRIPT = """
 const CFG = JSON.parse(document.getElementById('config').textContent);
 const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem('headstart-token') || '';
+let MODEL = null;  // what /v1/model says: the tasks, their classes and thresholds
+let current = null;  // the file on show, explained again when another task is picked
 $('title').textContent = CFG.title;
 if (!CFG.explain) $('explain-box').hidden = true;
 if (CFG.auth) { $('auth').style.display = 'flex'; $('token').value = token; }
@@ -92,56 +110,125 @@ async function api(path, body) {
   return data;
 }
 function pct(p) { return (100 * p).toFixed(1) + '%'; }
-function showTop(top) {
-  const bars = $('bars'); bars.textContent = '';
-  const best = top[0];
-  $('top').textContent = best.label;
-  const small = document.createElement('small'); small.textContent = pct(best.probability);
-  $('top').appendChild(small);
-  for (const t of top) {
-    const row = document.createElement('div'); row.className = 'row'; row.dataset.label = t.label;
-    const name = document.createElement('span'); name.className = 'label';
-    name.textContent = t.label;
-    const bar = document.createElement('div'); bar.className = 'bar';
-    const fill = document.createElement('div'); fill.style.width = pct(t.probability);
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+// one multi-class task: the page of a plain classifier (no task headings)
+function plain() { return MODEL.tasks.length === 1 && !MODEL.tasks[0].multi_label; }
+function bars(top, chosen) {
+  const box = el('div', 'bars');
+  // most probable first; the chosen ones (green) are those at or above their threshold
+  const rows = [...top].sort((a, b) => b.probability - a.probability);
+  for (const t of rows) {
+    const row = el('div', chosen.includes(t.label) ? 'row chosen' : 'row');
+    row.dataset.label = t.label;
+    const bar = el('div', 'bar'); const fill = el('div'); fill.style.width = pct(t.probability);
     bar.appendChild(fill);
-    const p = document.createElement('span'); p.className = 'p'; p.textContent = pct(t.probability);
-    row.append(name, bar, p); bars.appendChild(row);
+    row.append(el('span', 'label', t.label), bar, el('span', 'p', pct(t.probability)));
+    box.appendChild(row);
   }
+  return box;
+}
+function headline(task, answer) {
+  const top = el('div', 'top');
+  const score = Object.fromEntries(answer.top.map((t) => [t.label, t.probability]));
+  if (!answer.labels.length) { top.classList.add('none'); top.textContent = '(none)'; }
+  for (const label of answer.labels) {
+    const chip = el('span', 'chip', label);
+    if (label in score) chip.appendChild(el('small', '', pct(score[label])));
+    top.appendChild(chip);
+  }
+  return top;
+}
+function showAnswers(tasks) {
+  const box = $('answers'); box.textContent = '';
+  box.className = plain() ? '' : 'several';
+  for (const task of MODEL.tasks) {
+    const answer = tasks[task.name];
+    if (!answer) continue;
+    const block = el('div', 'task'); block.dataset.task = task.name;
+    if (!plain()) {
+      const h = el('h3', '', task.name);
+      const kind = el('small', '', task.multi_label ? 'multi-label' : 'multi-class');
+      if (task.multi_label) kind.title = 'a label is chosen (green) at or above its own threshold';
+      h.appendChild(kind);
+      block.appendChild(h);
+    }
+    block.append(headline(task, answer), bars(answer.top, answer.labels));
+    box.appendChild(block);
+  }
+}
+function figure(metrics, task) {
+  const test = metrics && metrics.test;
+  if (!test) return '';
+  const m = test.tasks ? test.tasks[task.name] : test;  // older bundles: one task, no 'tasks'
+  if (m && m.accuracy) return 'test accuracy ' + pct(m.accuracy.value);
+  if (m && m.mean_ap) return 'test mAP ' + pct(m.mean_ap.value);
+  return '';
 }
 async function loadModel() {
   try {
     const m = await api('/v1/model');
-    const acc = m.metrics && m.metrics.test && m.metrics.test.accuracy;
-    $('subtitle').textContent = m.classes.length + ' classes: ' + m.classes.join(', ') +
-      (acc ? ' · test accuracy ' + pct(acc.value) : '');
+    MODEL = m;
+    let text;
+    if (plain()) {
+      const fig = figure(m.metrics, m.tasks[0]);
+      text = m.classes.length + ' classes: ' + m.classes.join(', ') + (fig ? ' · ' + fig : '');
+    } else {
+      text = m.tasks.map((t) => {
+        const fig = figure(m.metrics, t);
+        const kind = t.multi_label ? ' labels, multi-label' : ' classes';
+        return t.name + ' (' + t.classes.length + kind + (fig ? ', ' + fig : '') + ')';
+      }).join(' · ');
+    }
+    $('subtitle').textContent = text;
+    const pick = $('explain-task'); pick.textContent = '';
+    for (const t of m.tasks) pick.appendChild(new Option(t.name, t.name));
+    $('explain-pick').hidden = m.tasks.length < 2;
   } catch (e) { $('subtitle').textContent = e.message; }
+}
+async function explain(file) {
+  if (!CFG.explain || !file) return;
+  $('caption').textContent = 'computing Grad-CAM…';
+  try {
+    const form = new FormData(); form.append('file', file, file.name);
+    const task = $('explain-task').value;
+    const query = task ? '&task=' + encodeURIComponent(task) : '';
+    const ex = await api('/v1/explain?format=json' + query, form);
+    if (file !== current) return;  // another image was chosen meanwhile
+    $('overlay').src = 'data:image/png;base64,' + ex.overlay_png_base64;
+    $('overlay').hidden = false;
+    const where = MODEL && MODEL.tasks.length > 1 ? ' · task ' + ex.task : '';
+    $('caption').textContent = 'heat map for ' + ex.label + ' (' + pct(ex.probability) + ')' +
+      where;
+  } catch (e) { $('caption').textContent = 'no overlay: ' + e.message; }
 }
 async function handle(file) {
   if (!file) return;
+  current = file;
   $('preview').src = URL.createObjectURL(file); $('preview').hidden = false;
-  $('top').textContent = ''; $('bars').textContent = '';
+  $('answers').textContent = '';
   $('overlay').hidden = true; $('caption').textContent = '';
   status('predicting…');
   try {
+    if (!MODEL) await loadModel();
+    if (!MODEL) throw new Error('the model information is not available');
     const form = new FormData(); form.append('files', file, file.name);
     const out = await api('/v1/predict?top_k=5', form);
     const r = out.results[0];
     if (r.error) throw new Error(r.error);
-    showTop(r.top);
+    showAnswers(r.tasks);
     status('');
   } catch (e) { status(e.message, true); return; }
-  if (!CFG.explain) return;
-  $('caption').textContent = 'computing Grad-CAM…';
-  try {
-    const form = new FormData(); form.append('file', file, file.name);
-    const ex = await api('/v1/explain?format=json', form);
-    $('overlay').src = 'data:image/png;base64,' + ex.overlay_png_base64;
-    $('overlay').hidden = false;
-    $('caption').textContent = 'heat map for ' + ex.label + ' (' + pct(ex.probability) + ')';
-  } catch (e) { $('caption').textContent = 'no overlay: ' + e.message; }
+  await explain(file);
 }
 $('file').addEventListener('change', (e) => handle(e.target.files[0]));
+$('explain-task').addEventListener('change', () => {
+  $('overlay').hidden = true; explain(current);
+});
 const drop = $('drop');
 drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
 drop.addEventListener('dragleave', () => drop.classList.remove('over'));

@@ -1,52 +1,195 @@
-"""``calibrate``: fit a temperature for a saved model and store it in the bundle."""
+"""``calibrate``: fit temperatures for a saved model's tasks and store them in the bundle.
+
+A multi-class task gets one temperature (:func:`~headstart.stats.temperature.fit_temperature`);
+a multi-label task one per label (:func:`~headstart.stats.temperature.fit_label_temperatures`).
+What each did is kept beside it: the NLL and ECE before and after.  For a multi-label task both
+are means over labels of the label's binary problem ``[1 - p, p]``: the mean binary
+cross-entropy, and the mean top-label ECE (15 bins) of those two-column probabilities.
+
+The record in model.json is ``{"method": "temperature", "tasks": {name: {"temperature": T, ...}
+| {"temperatures": [T per label], ...}}}``; calibrating some tasks keeps the others' entries.
+A multi-label head's decision thresholds are moved with its temperatures, so calibration
+changes no predicted label of any task.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
+from headstart.cache import CacheRoot
+from headstart.data import Task
 from headstart.data.labelled import labelled_split
-from headstart.errors import DataError
-from headstart.model import load
+from headstart.data.manifest import indicator
+from headstart.errors import ConfigError, DataError
+from headstart.evaluation import label_columns
+from headstart.model import Model, load
 from headstart.stats.calibration import expected_calibration_error
 from headstart.stats.temperature import (
-    CalibrationResult,
+    apply_label_temperatures,
     apply_temperature,
+    fit_label_temperatures,
     fit_temperature,
     negative_log_likelihood,
 )
 
-__all__ = ["calibrate_bundle"]
+__all__ = ["BundleCalibration", "TaskCalibration", "calibrate_bundle", "calibrate_task"]
+
+
+@dataclass(frozen=True)
+class TaskCalibration:
+    """The temperature(s) fitted for one task and what they did on the data they were fitted
+    on (multi-label: NLL and ECE are means over labels of the binary problems)."""
+
+    task: str
+    multi_label: bool
+    temperatures: list[float]
+    """One for a multi-class task; one per label, in the task's label order, otherwise."""
+    n: int
+    nll_before: float
+    nll_after: float
+    ece_before: float
+    ece_after: float
+    data: str
+    split: str
+
+    @property
+    def temperature(self) -> float:
+        """A multi-class task's temperature (the first label's for a multi-label one)."""
+        return self.temperatures[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The task's entry in the stored record."""
+        record = asdict(self)
+        del record["task"], record["multi_label"], record["temperatures"]
+        key = "temperatures" if self.multi_label else "temperature"
+        value: Any = list(self.temperatures) if self.multi_label else self.temperature
+        return {key: value, **record}
+
+
+@dataclass
+class BundleCalibration:
+    """What ``calibrate`` fitted, per task, with the uncalibrated probabilities and truth it
+    was fitted on (multi-class: class indices; multi-label: an (n, L) 0/1 matrix)."""
+
+    tasks: dict[str, TaskCalibration]
+    proba: dict[str, NDArray[np.float64]] = field(default_factory=dict)
+    truth: dict[str, NDArray[Any]] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+    """The whole calibration record now stored in the bundle (other tasks' entries kept)."""
+
+
+def _binary(p: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.stack([1.0 - p, p], axis=-1)
+
+
+def _label_nll(proba: NDArray[np.float64], Y: NDArray[Any]) -> float:
+    """Mean over labels of the binary cross-entropy of the label's probabilities."""
+    y = np.asarray(Y, dtype=np.intp)
+    return float(
+        np.mean([negative_log_likelihood(_binary(proba[:, j]), y[:, j]) for j in range(y.shape[1])])
+    )
+
+
+def _label_ece(proba: NDArray[np.float64], Y: NDArray[Any]) -> float:
+    """Mean over labels of the top-label ECE of ``[1 - p, p]``."""
+    y = np.asarray(Y, dtype=np.intp)
+    return float(
+        np.mean(
+            [expected_calibration_error(_binary(proba[:, j]), y[:, j]) for j in range(y.shape[1])]
+        )
+    )
+
+
+def calibrate_task(
+    task: Task, proba: NDArray[np.float64], truth: NDArray[Any], data: str, split: str
+) -> TaskCalibration:
+    """Fit ``task``'s temperature(s) on uncalibrated ``proba`` against ``truth`` (class
+    indices, or the 0/1 matrix of a multi-label task)."""
+    if task.multi_label:
+        temperatures = fit_label_temperatures(proba, truth)
+        after = apply_label_temperatures(proba, temperatures)
+        return TaskCalibration(
+            task.name, True, [float(t) for t in temperatures], len(proba),
+            _label_nll(proba, truth), _label_nll(after, truth),
+            _label_ece(proba, truth), _label_ece(after, truth), data, split,
+        )  # fmt: skip
+    t = fit_temperature(proba, truth)
+    after = apply_temperature(proba, t)
+    return TaskCalibration(
+        task.name, False, [t], len(proba),
+        negative_log_likelihood(proba, truth), negative_log_likelihood(after, truth),
+        expected_calibration_error(proba, truth), expected_calibration_error(after, truth),
+        data, split,
+    )  # fmt: skip
+
+
+def _stored_tasks(model: Model) -> dict[str, dict[str, Any]]:
+    """The calibration entries already in the bundle, by task (an old one-task record is read
+    as the first task's)."""
+    record = model.info.get("calibration")
+    if not isinstance(record, Mapping) or record.get("method") != "temperature":
+        return {}
+    if "tasks" in record:
+        return {str(k): dict(v) for k, v in record["tasks"].items()}
+    old = {k: v for k, v in record.items() if k != "method"}
+    return {model.tasks[0].name: old}
+
+
+def _move_thresholds(model: Model, task: Task, old: Any, new: list[float]) -> None:
+    """Carry a multi-label head's thresholds from the old temperatures' scale to the new one,
+    so every label is predicted exactly as before."""
+    head = model.heads[task.name]
+    cut = np.asarray(head.thresholds_, dtype=np.float64)[None, :]
+    if isinstance(old, list) and len(old) == len(task.classes):
+        cut = apply_label_temperatures(cut, 1.0 / np.asarray(old, dtype=np.float64))
+    head.thresholds_ = apply_label_temperatures(cut, np.asarray(new))[0]
 
 
 def calibrate_bundle(
-    bundle: str | Path, data: str | Path, *, split: str = "val", progress: bool = False
-) -> tuple[CalibrationResult, np.ndarray, np.ndarray]:
-    """Fit ``T`` for the model at ``bundle`` on the labelled images of ``data`` (its ``split``
-    when it has split folders, else all of it) and rewrite the bundle with it, atomically.
-    Returns the result, the uncalibrated probabilities and the labels (column indices)."""
-    model = load(bundle)
-    model.require_plain("calibrate")
-    _, use, samples = labelled_split(data, model.classes, split, whole_if_unsplit=True)
-    features, failures = model.embed([s.path for s in samples])
+    model: Model | str | Path,
+    data: str | Path,
+    *,
+    task: str | None = None,
+    split: str = "val",
+    progress: bool = False,
+    cache: CacheRoot | None = None,
+) -> BundleCalibration:
+    """Fit temperatures for ``task`` (None: every task) of the model (a loaded one, or a
+    bundle path loaded with ``cache``) on the labelled images of ``data`` (its ``split`` when
+    it has split folders, else all of it) and rewrite the bundle, atomically."""
+    loaded = model if isinstance(model, Model) else load(model, cache=cache)
+    if loaded.path is None:
+        raise ConfigError("calibrate needs a model loaded from a bundle folder, to rewrite it")
+    chosen = loaded.tasks if task is None else [loaded.task(task)]
+    _, use, samples = labelled_split(
+        data, loaded.tasks, split, whole_if_unsplit=True, label_column=label_columns(loaded)
+    )
+    features, failures = loaded.embed([s.path for s in samples], progress=progress)
     keep = [i for i in range(len(samples)) if i not in failures]
     if not keep:
         raise DataError(f"no readable image in {data} ({use}) to calibrate on")
-    proba = model.uncalibrated_proba(features[keep])
-    y = np.array([model.classes.index(samples[i].label) for i in keep], dtype=np.intp)
-    t = fit_temperature(proba, y)
-    after = apply_temperature(proba, t)
-    result = CalibrationResult(
-        temperature=t,
-        n=len(keep),
-        nll_before=negative_log_likelihood(proba, y),
-        nll_after=negative_log_likelihood(after, y),
-        ece_before=expected_calibration_error(proba, y),
-        ece_after=expected_calibration_error(after, y),
-        data=str(data),
-        split=use,
-    )
-    model.set_calibration(result.to_dict())
-    model.save(Path(bundle))
-    return result, proba, y
+    raw = loaded.uncalibrated_proba(features[keep])
+    stored, before = _stored_tasks(loaded), loaded.temperatures
+    out = BundleCalibration({})
+    for t in chosen:
+        cells = [samples[i].labels[t.name] for i in keep]
+        truth: NDArray[Any]
+        if t.multi_label:
+            truth = indicator(cells, t.classes)
+        else:
+            truth = np.array([t.classes.index(cell[0]) for cell in cells], dtype=np.intp)
+        fitted = calibrate_task(t, raw[t.name], truth, str(data), use)
+        if t.multi_label:
+            _move_thresholds(loaded, t, before.get(t.name), fitted.temperatures)
+        out.tasks[t.name], out.proba[t.name], out.truth[t.name] = fitted, raw[t.name], truth
+        stored[t.name] = fitted.to_dict()
+    out.record = {"method": "temperature", "tasks": stored}
+    loaded.set_calibration(out.record)
+    loaded.save(Path(loaded.path))
+    return out

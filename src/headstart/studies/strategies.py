@@ -17,8 +17,12 @@ data without splits is split at random per seed (repeated hold-out).  The carvin
 :func:`headstart.data.splits.stratified_assign`, the one ``scan`` uses.
 
 Seed ``s`` sets ``data.seed`` (the split, where headstart makes it) and ``train.seed`` (and the
-probe head's ``random_state`` unless the config sets it).  The statistics are in
-:mod:`headstart.evaluate.strategy_stats`.
+probe head's ``random_state`` unless the config sets it).
+
+Every run is scored on one task (``task``, default the first): its main score (accuracy, or
+mAP for a multi-label task) and macro-F1 on the test split, multi-label labels decided by
+thresholds tuned on val (as ``fit`` does).  Fine-tuning trains every task's head at once; only
+the chosen task is scored.  The statistics are in :mod:`headstart.studies.strategy_stats`.
 """
 
 from __future__ import annotations
@@ -28,20 +32,31 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from headstart.backbones import get_spec, resolve_backbone
+from headstart.cache import CacheRoot
 from headstart.config import FitConfig, load_config
-from headstart.data import DEFAULT_TASK, DuplicateGroup, Manifest
-from headstart.data.manifest import LABEL_SEPARATOR
+from headstart.data import DuplicateGroup, Manifest, Task
 from headstart.data.splits import stratified_assign
 from headstart.errors import ConfigError
 from headstart.fsutil import atomic_write_text
-from headstart.stats.metrics import evaluate_predictions
+from headstart.heads import (
+    check_label_coverage,
+    create_head,
+    predicted_labels,
+    task_head,
+    task_proba,
+    task_target,
+    thresholds_of,
+    tune_thresholds,
+)
+from headstart.stats import headline, task_metrics
+from headstart.studies.scoring import label_text, main_metric, strata
 from headstart.studies.strategy_stats import (
     Key,
     RunScore,
@@ -83,9 +98,10 @@ def _seeded(cfg: FitConfig, seed: int, **data: Any) -> FitConfig:
 def _resplit(manifest: Manifest, *, val: float, test: float, seed: int, source: str) -> Manifest:
     """Given val becomes test; train is re-split (stratified, duplicates kept together)."""
     train = [s for s in manifest.samples if s.split == "train"]
-    strata = [LABEL_SEPARATOR.join(s.labels[DEFAULT_TASK]) for s in train]
+    first = manifest.targets[0]  # scan stratifies on the first task too
+    by = strata(first, [s.labels[first.name] for s in train])
     carved = stratified_assign(
-        strata, [s.sha256 for s in train], val_fraction=val, test_fraction=test, seed=seed
+        by, [s.sha256 for s in train], val_fraction=val, test_fraction=test, seed=seed
     )
     new = dict(zip((s.path for s in train), carved, strict=True))
     samples = [
@@ -138,14 +154,14 @@ class _Embeddings:
 
 
 def _embed(manifest: Manifest, cfg: FitConfig, progress: bool) -> _Embeddings:
-    from headstart.features import EmbeddingStore, extract
+    from headstart.features import extract
 
     ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
     ex = extract(
         [s.path for s in manifest.samples],
         [s.sha256 for s in manifest.samples],
         ref,
-        store=EmbeddingStore(cfg.extract.cache_dir),
+        store=CacheRoot.for_config(cfg).store,
         engine=cfg.extract.engine,
         batch_size=cfg.extract.batch_size,
         workers=cfg.extract.workers,
@@ -155,33 +171,57 @@ def _embed(manifest: Manifest, cfg: FitConfig, progress: bool) -> _Embeddings:
     return _Embeddings(ex.features, index, ex.seconds, ex.n_computed, ex.n_cached)
 
 
-def _probe(held: HeldOut, cfg: FitConfig, emb: _Embeddings) -> dict[Path, str]:
-    from headstart.heads import create_head
+@dataclass
+class _Scored:
+    """One run's test images: true labels, probabilities of the task, its thresholds."""
 
+    paths: list[Path]
+    cells: list[tuple[str, ...]]
+    proba: np.ndarray
+    thresholds: np.ndarray | None
+
+
+def _probe(held: HeldOut, cfg: FitConfig, emb: _Embeddings, task: Task) -> _Scored:
+    """The task's head on the train split's embeddings; a multi-label head's thresholds are
+    tuned on val, as ``fit`` tunes them."""
     params = dict(cfg.head.params)
-    head = create_head(cfg.head.kind, **params)
-    if "random_state" in head.get_params() and "random_state" not in params:
-        head.set_params(random_state=held.seed)
-    train = [s for s in held.manifest.split("train") if s.path in emb.index]
-    test = [s for s in held.manifest.split("test") if s.path in emb.index]
-    head.fit(emb.features[[emb.index[s.path] for s in train]], [s.label for s in train])
-    proba = head.predict_proba(emb.features[[emb.index[s.path] for s in test]])
-    classes = [str(c) for c in head.classes_]
-    return {s.path: classes[int(j)] for s, j in zip(test, proba.argmax(axis=1), strict=True)}
+    if "random_state" in create_head(cfg.head.kind).get_params() and "random_state" not in params:
+        params["random_state"] = held.seed
+    head = task_head(task, cfg.head.kind, params)
+
+    def split(name: str) -> tuple[list[Path], list[tuple[str, ...]], np.ndarray]:
+        kept = [s for s in held.manifest.split(name) if s.path in emb.index]
+        X = emb.features[[emb.index[s.path] for s in kept]]
+        return [s.path for s in kept], [tuple(s.labels[task.name]) for s in kept], X
+
+    _, cells, X = split("train")
+    check_label_coverage(task, cells)
+    head.fit(X, task_target(task, cells))
+    _, val_cells, X_val = split("val")
+    if task.multi_label and val_cells:
+        head.thresholds_ = tune_thresholds(
+            task_target(task, val_cells), task_proba(task, head, X_val)
+        )
+    paths, test_cells, X_test = split("test")
+    return _Scored(paths, test_cells, task_proba(task, head, X_test), thresholds_of(task, head))
 
 
-def _finetune(held: HeldOut, cfg: FitConfig, run_dir: Path, progress: bool) -> dict[Path, str]:
-    from headstart.finetune.run import finetune
+def _finetune(held: HeldOut, cfg: FitConfig, run_dir: Path, progress: bool, task: Task) -> _Scored:
+    from headstart.finetune import finetune
 
     shutil.rmtree(run_dir, ignore_errors=True)
-    outcome = finetune(held.manifest, cfg, run_dir, progress=progress, write=False)
-    result = outcome.result
+    result = finetune(held.manifest, cfg, run_dir, progress=progress, write=False)
     # the trained weights are not kept: the comparison ships numbers, not models
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    atomic_write_text(run_dir / "finetune.json", json.dumps(outcome.facts, indent=2) + "\n")
+    record = asdict(result.finetune) if result.finetune is not None else {}
+    atomic_write_text(run_dir / "finetune.json", json.dumps(record, indent=2) + "\n")
     test = result.manifest.split("test")
-    best = result.probabilities["test"].argmax(axis=1)
-    return {s.path: result.manifest.classes[int(j)] for s, j in zip(test, best, strict=True)}
+    return _Scored(
+        [s.path for s in test],
+        [tuple(s.labels[task.name]) for s in test],
+        result.probabilities["test"][task.name],
+        result.thresholds()[task.name],
+    )
 
 
 def _run_config(cfg: FitConfig, backbone: str, strategy: str, seed: int) -> FitConfig:
@@ -243,20 +283,23 @@ def _check_output(out: Path, overwrite: bool) -> None:
 def write_comparison(result: StrategyComparison) -> Path:
     """Write ``results.csv``, ``comparison.json`` and ``table.md`` into ``result.output``."""
     out = result.output
-    atomic_write_text(out / "results.csv", results_csv(result.runs))
+    atomic_write_text(out / "results.csv", results_csv(result.runs, result.metric))
     atomic_write_text(out / "comparison.json", json.dumps(result.to_dict(), indent=2) + "\n")
     atomic_write_text(out / "table.md", result.table_markdown())
     return out
 
 
-def _score(held: HeldOut, predicted: dict[Path, str]) -> tuple[float, float, dict[Path, str]]:
-    m = held.manifest
-    truth = {s.path: s.label for s in m.split("test") if s.path in predicted}
-    paths = sorted(truth)
-    scores = evaluate_predictions(
-        [truth[p] for p in paths], [predicted[p] for p in paths], m.classes, n_boot=0
-    )
-    return scores.accuracy.value, scores.macro_f1.value, truth
+def _score(task: Task, scored: _Scored) -> tuple[float, float, dict[Path, str], dict[Path, str]]:
+    """Main score and macro-F1 of one run, and each test image's predicted and true label
+    text (a multi-label image's label set as one text)."""
+    metrics = task_metrics(task, scored.cells, scored.proba, thresholds=scored.thresholds, n_boot=0)
+    main = headline(metrics)[1]
+    predicted = {
+        p: label_text(task, predicted_labels(task, row, scored.thresholds))
+        for p, row in zip(scored.paths, scored.proba, strict=True)
+    }
+    truth = {p: label_text(task, cell) for p, cell in zip(scored.paths, scored.cells, strict=True)}
+    return main.value, metrics.macro_f1.value, predicted, truth
 
 
 @dataclass
@@ -272,43 +315,44 @@ class _Session:
     truth: dict[int, dict[Path, str]] = field(default_factory=dict)
     embeddings: dict[str, _Embeddings] = field(default_factory=dict)
 
-    def run(self, held: HeldOut, backbone: str, strategy: str) -> RunScore:
-        """Train one strategy on one seed's split, score it on test, record it."""
+    def run(self, held: HeldOut, task: Task, backbone: str, strategy: str) -> RunScore:
+        """Train one strategy on one seed's split, score ``task`` on test, record it."""
         cfg = _run_config(self.cfg, backbone, strategy, held.seed)
         if strategy == "probe":
             if backbone not in self.embeddings:
                 self.embeddings[backbone] = _embed(held.manifest, cfg, self.progress)
             emb = self.embeddings[backbone]
             t0 = time.perf_counter()
-            predicted = _probe(held, cfg, emb)
+            scored = _probe(held, cfg, emb, task)
             # a probe on its own embeds the images once: its cost includes that
             seconds = time.perf_counter() - t0 + emb.seconds
         else:
             slug = backbone.replace(":", "_").replace("/", "_")
             run_dir = self.out / "runs" / f"{slug}-{strategy}-seed{held.seed}"
             t0 = time.perf_counter()
-            predicted = _finetune(held, cfg, run_dir, self.progress)
+            scored = _finetune(held, cfg, run_dir, self.progress, task)
             seconds = time.perf_counter() - t0
-        accuracy, macro_f1, seen = _score(held, predicted)
+        main, macro_f1, predicted, seen = _score(task, scored)
         self.truth.setdefault(held.seed, {}).update(seen)
         score = RunScore(
-            backbone, strategy, held.seed, cfg.backbone.pretrained, accuracy, macro_f1, seconds,
-            len(seen), held.scored,
+            backbone, strategy, held.seed, cfg.backbone.pretrained, main, macro_f1, seconds,
+            len(seen), held.scored, main_metric(task),
         )  # fmt: skip
         key = (backbone, strategy, held.seed)
         self.runs[key], self.predictions[key] = score, predicted
         self.result.runs.append(score)
         # rewritten after every run, so a crash keeps what was measured
-        atomic_write_text(self.out / "results.csv", results_csv(self.result.runs))
+        csv_text = results_csv(self.result.runs, self.result.metric)
+        atomic_write_text(self.out / "results.csv", csv_text)
         return score
 
-    def finish(self, classes: list[str], several_backbones: bool) -> StrategyComparison:
+    def finish(self, several_backbones: bool) -> StrategyComparison:
         """Summaries, contrasts and the written files."""
         result = self.result
         result.rows = summarise_rows(result.runs, label_backbone=several_backbones)
         best = best_row(result.rows)
         result.contrasts = [
-            contrast(best, other, self.runs, self.predictions, self.truth, classes)
+            contrast(best, other, self.runs, self.predictions, self.truth)
             for other in result.rows
             if other is not best
         ]
@@ -325,6 +369,7 @@ def compare_strategies(
     output: str | Path,
     *,
     config: FitConfig | None = None,
+    task: str | None = None,
     strategies: Sequence[str] = STRATEGIES,
     backbones: Sequence[str] | None = None,
     seeds: Sequence[int] = (0, 1, 2),
@@ -333,8 +378,9 @@ def compare_strategies(
     on_run: Callable[[RunScore], None] | None = None,
 ) -> StrategyComparison:
     """Train every (backbone, strategy) on every seed's split of ``data``, score each on the
-    held-out test split, and write the comparison to ``output`` (see the module docstring).
-    ``backbones`` defaults to the config's; ``on_run`` is called after each run."""
+    held-out test split on ``task`` (default: the first), and write the comparison to
+    ``output`` (see the module docstring).  ``backbones`` defaults to the config's;
+    ``on_run`` is called after each run."""
     cfg = config or load_config()
     strategies, seeds = list(dict.fromkeys(strategies)), list(dict.fromkeys(seeds))
     backbones = list(dict.fromkeys(backbones or [cfg.backbone.name]))
@@ -346,15 +392,16 @@ def compare_strategies(
         importlib.import_module("headstart.finetune.run")
     t0 = time.perf_counter()
     session = _Session(cfg, out, progress, StrategyComparison(Path(data), out, cfg))
-    classes: list[str] = []
     for seed in seeds:
         held = held_out(data, cfg, seed)
+        chosen = held.manifest.task(task)  # an unknown task fails before any training
         held.manifest.write_csv(out / "splits" / f"seed{seed}.csv")
-        session.result.scored[seed], classes = held.scored, held.manifest.classes
+        session.result.scored[seed] = held.scored
+        session.result.task, session.result.metric = chosen.name, main_metric(chosen)
         for backbone in backbones:
             for strategy in strategies:
-                score = session.run(held, backbone, strategy)
+                score = session.run(held, chosen, backbone, strategy)
                 if on_run is not None:
                     on_run(score)
     session.result.seconds = time.perf_counter() - t0
-    return session.finish(classes, len(backbones) > 1)
+    return session.finish(len(backbones) > 1)

@@ -1,12 +1,16 @@
 """Hyperparameter search for the head with Optuna, on cached embeddings.
 
-Each trial picks a head kind and its hyperparameters and is scored by stratified k-fold CV
-accuracy on the *train* split (val and test stay untouched, so the refitted model's val/test
-metrics remain honest).  The running mean after each fold is reported to Optuna so a median
-pruner stops hopeless trials early.  Studies live in an RDB storage: by default a SQLite file in
-the run folder, so rerunning the same command after a kill continues the study up to the
-requested number of finished trials; any RDB URL (PostgreSQL) lets several processes or machines
-share one study.  The best trial is refitted with :func:`headstart.fit` into a normal run folder.
+Each trial picks a head kind and its hyperparameters and is scored by stratified k-fold CV of
+one task's main score (``task``, default the first: accuracy, or mAP for a multi-label task,
+see :mod:`headstart.studies.scoring`) on the *train* split (val and test stay untouched, so the
+refitted model's val/test metrics remain honest).  The running mean after each fold is
+reported to Optuna so a median pruner stops hopeless trials early.  Studies live in an RDB
+storage: by default a SQLite file in the run folder, so rerunning the same command after a kill
+continues the study up to the requested number of finished trials; any RDB URL (PostgreSQL)
+lets several processes or machines share one study.  The best trial is refitted with
+:func:`headstart.pipeline.fit` into a normal run folder; the refit fits *every* task's head
+with the chosen kind and parameters (one head configuration per model), so a multi-task
+model's other tasks get the settings tuned for this one.
 """
 
 from __future__ import annotations
@@ -25,16 +29,17 @@ from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 from headstart.config import FitConfig, load_config
+from headstart.data import Task
 from headstart.errors import ConfigError, HeadstartError
-from headstart.heads import create_head
-from headstart.studies.cv import fold_indices
+from headstart.studies.cv import task_folds
+from headstart.studies.scoring import Cells, cv_score, main_metric, metric_title
 
 if TYPE_CHECKING:
     import optuna
 
     from headstart.result import FitResult
 
-__all__ = ["HEAD_KINDS", "TuneResult", "cv_accuracy", "head_from_params", "suggest_head", "tune"]
+__all__ = ["HEAD_KINDS", "TuneResult", "cv_score", "head_from_params", "suggest_head", "tune"]
 
 #: Head kinds the search chooses among.
 HEAD_KINDS: tuple[str, ...] = ("logistic", "knn", "mlp")
@@ -85,31 +90,6 @@ def head_from_params(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     }
 
 
-def cv_accuracy(
-    kind: str,
-    params: dict[str, Any],
-    X: NDArray[Any],
-    y: NDArray[Any],
-    splits: Sequence[tuple[NDArray[np.intp], NDArray[np.intp]]],
-    trial: optuna.Trial | None = None,
-) -> float:
-    """Mean accuracy over ``splits``; with ``trial``, reports the running mean after each fold
-    and raises ``optuna.TrialPruned`` when the pruner says so."""
-    scores = []
-    for step, (train, test) in enumerate(splits):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            head = create_head(kind, **params).fit(X[train], y[train])
-        scores.append(float(np.mean(head.predict(X[test]) == y[test])))
-        if trial is not None and step < len(splits) - 1:
-            trial.report(float(np.mean(scores)), step)
-            if trial.should_prune():
-                import optuna
-
-                raise optuna.TrialPruned()
-    return float(np.mean(scores))
-
-
 @dataclass
 class TuneResult:
     """The study, its best trial against the default head, and the refitted run."""
@@ -118,8 +98,9 @@ class TuneResult:
     storage: str
     n_finished: int
     best_params: dict[str, Any]
-    best_accuracy: float
-    default_accuracy: float
+    best_score: float
+    """The best trial's CV main score (``metric``)."""
+    default_score: float
     default_kind: str
     beat_default: bool
     folds: int
@@ -127,21 +108,26 @@ class TuneResult:
     search_seconds: float
     """Wall time of this call's trials (workers included), without embedding and refit."""
     fit: FitResult
+    task: str = ""
+    """The task whose score was tuned."""
+    metric: str = "accuracy"
+    """The score key: ``accuracy`` or ``mean_ap`` (a multi-label task)."""
 
     @property
     def verdict(self) -> str:
         """One line: did tuning beat the default head in the same folds?"""
-        diff = 100 * (self.best_accuracy - self.default_accuracy)
+        diff = 100 * (self.best_score - self.default_score)
+        name = metric_title(self.metric)
         if self.beat_default:
             return (
-                f"tuning beat the default {self.default_kind} head: CV accuracy "
-                f"{100 * self.best_accuracy:.1f}% vs {100 * self.default_accuracy:.1f}% "
+                f"tuning beat the default {self.default_kind} head: CV {name} "
+                f"{100 * self.best_score:.1f}% vs {100 * self.default_score:.1f}% "
                 f"({diff:+.1f} points, same {self.folds} folds; the best of many trials is "
                 "optimistic, check val/test)"
             )
         return (
-            f"tuning could not beat the default {self.default_kind} head: best CV accuracy "
-            f"{100 * self.best_accuracy:.1f}% vs default {100 * self.default_accuracy:.1f}% "
+            f"tuning could not beat the default {self.default_kind} head: best CV {name} "
+            f"{100 * self.best_score:.1f}% vs default {100 * self.default_score:.1f}% "
             f"(same {self.folds} folds); the default head was refitted"
         )
 
@@ -197,18 +183,26 @@ def _n_finished(study: optuna.Study) -> int:
     return sum(t.state.name in _DONE for t in study.get_trials(deepcopy=False))
 
 
+def _splits(
+    task: Task, cells: Cells, folds: int
+) -> list[tuple[NDArray[np.intp], NDArray[np.intp]]]:
+    """The folds every trial (and the default head) is scored on: fixed, seed 0."""
+    return [(tr, te) for _, _, tr, te in task_folds(task, cells, folds=folds, seed=0)]
+
+
 def _worker(
-    url: str, name: str, seed: int, trials: int, X: NDArray[Any], y: NDArray[Any], folds: int
-) -> None:
+    url: str, name: str, seed: int, trials: int, X: NDArray[Any], task: Task, cells: Cells,
+    folds: int,
+) -> None:  # fmt: skip
     """One worker: run trials until the study holds ``trials`` finished ones."""
     import optuna
 
     study = _load_study(url, name, seed)
-    splits = [(tr, te) for _, _, tr, te in fold_indices(list(y), folds=folds, seed=0)]
+    splits = _splits(task, cells, folds)
 
     def objective(trial: optuna.Trial) -> float:
         kind, params = suggest_head(trial)
-        return cv_accuracy(kind, {**params, **_TRIAL_SPEED[kind]}, X, y, splits, trial)
+        return cv_score(task, kind, {**params, **_TRIAL_SPEED[kind]}, X, cells, splits, trial)
 
     stop = optuna.study.MaxTrialsCallback(
         trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -220,15 +214,15 @@ def _worker(
 
 
 def _run_workers(
-    url: str, name: str, seed: int, trials: int, X: NDArray[Any], y: NDArray[Any], folds: int,
-    n_jobs: int,
+    url: str, name: str, seed: int, trials: int, X: NDArray[Any], task: Task, cells: Cells,
+    folds: int, n_jobs: int,
 ) -> None:  # fmt: skip
     if n_jobs == 1:
-        _worker(url, name, seed, trials, X, y, folds)
+        _worker(url, name, seed, trials, X, task, cells, folds)
         return
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_worker, args=(url, name, seed + 1 + i, trials, X, y, folds))
+        ctx.Process(target=_worker, args=(url, name, seed + 1 + i, trials, X, task, cells, folds))
         for i in range(n_jobs)
     ]
     for p in procs:
@@ -245,6 +239,7 @@ def tune(
     output: str | Path,
     config: FitConfig | None = None,
     *,
+    task: str | None = None,
     trials: int = 100,
     storage: str | None = None,
     study_name: str | None = None,
@@ -252,15 +247,20 @@ def tune(
     folds: int = 3,
     seed: int = 0,
     progress: bool = True,
+    report: bool = True,
 ) -> TuneResult:
-    """Search heads and hyperparameters by CV accuracy on the train split of ``data``, then
-    refit the best (or the default, if no trial beat it) into the run folder ``output``.
+    """Search heads and hyperparameters by the CV main score of ``task`` (default: the first;
+    accuracy, or mAP for a multi-label task) on the train split of ``data``, then refit the
+    best (or the default, if no trial beat it) into the run folder ``output`` with
+    :func:`headstart.pipeline.fit` (every task's head gets that kind; ``report``: the run's
+    HTML report, as ``fit`` writes it).
 
     ``storage`` defaults to ``sqlite:///OUTPUT/study.db``; the study name defaults to
-    ``headstart-<data hash>-<backbone>``.  Rerunning continues the study until it holds
-    ``trials`` finished (complete or pruned) trials; ``n_jobs`` > 1 runs worker processes.
+    ``headstart-<data hash>-<backbone>`` (``-<task>`` added for a task other than the first).
+    Rerunning continues the study until it holds ``trials`` finished (complete or pruned)
+    trials; ``n_jobs`` > 1 runs worker processes.
     """
-    from headstart.embedding import embed_data
+    from headstart.embedding import embed_data, scan_data
     from headstart.pipeline import fit
 
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
@@ -272,31 +272,38 @@ def tune(
     run_dir = Path(output)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"output {run_dir} exists and is not a folder")
-    embedded = embed_data(data, cfg, progress=progress, plain_for="tune")
-    X, labels = embedded.split("train")
-    y = np.asarray(labels)
-    name = study_name or f"headstart-{embedded.manifest.data_hash()[:12]}-{cfg.backbone.name}"
+    scanned = scan_data(data, cfg)
+    scanned.task(task)  # fail fast on an unknown task, before embedding
+    embedded = embed_data(scanned, cfg, progress=progress)
+    chosen = embedded.manifest.task(task)
+    X = embedded.features[embedded.rows("train")]
+    cells = embedded.cells(chosen, "train")
+    splits = _splits(chosen, cells, folds)  # bad folds fail here, not in every trial
+    suffix = "" if chosen == embedded.manifest.targets[0] else f"-{chosen.name}"
+    name = study_name or (
+        f"headstart-{embedded.manifest.data_hash()[:12]}-{cfg.backbone.name}{suffix}"
+    )
     if storage is None:
         run_dir.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{(run_dir / 'study.db').resolve()}"
     study = _load_study(storage, name, seed, create=True)
     t_search = time.perf_counter()
-    _run_workers(storage, name, seed, trials, X, y, folds, n_jobs)
+    _run_workers(storage, name, seed, trials, X, chosen, cells, folds, n_jobs)
     search_seconds = time.perf_counter() - t_search
     study = _load_study(storage, name, seed)
     if not any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
         raise ConfigError(f"study {name!r} has no completed trial; see the failed trials' errors")
     best = study.best_trial
-    splits = [(tr, te) for _, _, tr, te in fold_indices(labels, folds=folds, seed=0)]
     with threadpool_limits(limits=1, user_api="blas"):
-        default = cv_accuracy(cfg.head.kind, dict(cfg.head.params), X, y, splits)
+        default = cv_score(chosen, cfg.head.kind, dict(cfg.head.params), X, cells, splits)
     beat = float(best.value or 0.0) > default
     kind, params = head_from_params(best.params) if beat else (cfg.head.kind, cfg.head.params)
     refit_cfg = cfg.model_copy(
         update={"head": cfg.head.model_copy(update={"kind": kind, "params": params})}
     )
-    result = fit(data, run_dir, config=refit_cfg, overwrite=True, progress=progress)
+    result = fit(data, run_dir, config=refit_cfg, overwrite=True, progress=progress, report=report)
     return TuneResult(
         name, storage, _n_finished(study), dict(best.params), float(best.value or 0.0), default,
         cfg.head.kind, beat, folds, time.perf_counter() - t0, search_seconds, result,
+        chosen.name, main_metric(chosen),
     )  # fmt: skip

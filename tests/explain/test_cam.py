@@ -12,7 +12,7 @@ from PIL import Image
 from headstart.backbones import BackboneRef, resolve_backbone
 from headstart.bundle import write_bundle
 from headstart.cli.main import main
-from headstart.data import load_rgb
+from headstart.data import Task, load_rgb
 from headstart.demo import demo_data_dir
 from headstart.errors import ConfigError, ImageError
 from headstart.explain import METHODS, Explanation, explain, explain_many, save_overlay
@@ -20,6 +20,7 @@ from headstart.explain import cam as cam_module
 from headstart.explain.layers import cam_layer
 from headstart.heads import create_head
 from headstart.model import Model, load
+from headstart.result import FitResult
 
 CLASSES = ["hat", "pants", "shoes"]
 CROP = 224
@@ -38,7 +39,11 @@ def _bundle(tmp: Path, ref: BackboneRef, n_per_class: int, weights: Path | None 
         features = backbone(torch.from_numpy(batch)).numpy()
     head = create_head("logistic", Cs=[0.1]).fit(features, [p.parent.name for p in paths])
     return write_bundle(
-        tmp / "model", head=head, backbone=ref, backbone_weights=weights, classes=CLASSES
+        tmp / "model",
+        tasks=[Task("label", tuple(CLASSES))],
+        heads={"label": head},
+        backbone=ref,
+        backbone_weights=weights,
     )
 
 
@@ -102,6 +107,8 @@ def test_bad_method_target_and_image_are_user_errors(model: Model, tmp_path: Pat
         explain(model, _photo("hat"), method="gradcamm")
     with pytest.raises(ConfigError, match=r"'zebra'.*hat, pants, shoes"):
         explain(model, _photo("hat"), target="zebra")
+    with pytest.raises(ConfigError, match=r"unknown task 'items'; this model/data has: label"):
+        explain(model, _photo("hat"), task="items")
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("not an image")
     with pytest.raises(ImageError, match=r"notes\.jpg"):
@@ -133,9 +140,9 @@ def test_pil_input_equals_path_input_and_network_is_built_once(
     builds = []
     real_build = cam_module._build
 
-    def counting_build(model: Model) -> object:
+    def counting_build(model: Model, task: Task) -> object:
         builds.append(model)
-        return real_build(model)
+        return real_build(model, task)
 
     monkeypatch.setattr(cam_module, "_build", counting_build)
     fresh = load(bundle)
@@ -191,7 +198,7 @@ def test_vit_tokens_are_reshaped_to_the_patch_grid(
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(weights))
     ref = resolve_backbone("timm:vit_tiny_patch16_224", weights=weights)
     vit_model = load(_bundle(tmp_path, ref, 2, weights=weights))
-    layer = cam_module._prepare(vit_model).layer
+    layer = cam_module._prepare(vit_model, vit_model.task()).layer
     assert layer.name == "blocks.11.norm1" and layer.reshape is not None
     tokens = torch.arange(2 * 197 * 3, dtype=torch.float32).reshape(2, 197, 3)
     grid = layer.reshape(tokens)
@@ -248,3 +255,24 @@ def test_cli_user_errors_are_one_line(
         assert main(["explain", *argv, "-o", str(tmp_path / "o.png")]) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1, err
+
+
+def test_each_task_of_a_two_task_model_is_explained(
+    two_task_run: FitResult, composites: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = two_task_run.model
+    photo = sorted((composites.parent / "test").glob("*.jpg"))[0]
+    (prediction,) = model.predict([photo])
+    left = explain(model, photo)
+    assert left.task == "left" and left.label == prediction.tasks["left"].labels[0]
+    _check_heatmap(left.heatmap)
+    items = explain(model, photo, task="items", target="shoes")
+    assert items.task == "items" and items.label == "shoes"
+    proba, _ = model.predict_proba([photo], task="items")
+    shoes = model.task("items").classes.index("shoes")
+    assert items.probability == pytest.approx(proba[0, shoes], abs=1e-4)
+    out = tmp_path / "cam.png"
+    argv = ["explain", str(two_task_run.bundle_dir), str(photo), "--task", "items", "-o", str(out)]
+    assert main(argv) == 0 and out.is_file()
+    assert main([*argv[:-2], "--task", "colour", "-o", str(out)]) == 2
+    assert "unknown task 'colour'" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Fitted heads are cached by kind, params, embeddings and labels: a refit of the same data loads
+"""Fitted heads are cached by class, params, embeddings and targets: a refit of the same data loads
 the identical head; any change in the inputs, or a damaged entry, fits again."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from headstart.heads import LogisticHead, create_head
-from headstart.heads.cache import fit_head_cached
+from headstart.heads.cache import fit_cached
 
 
 @pytest.fixture()
@@ -22,7 +22,7 @@ def data() -> tuple[np.ndarray, list[str]]:
 
 
 def _fit(x: np.ndarray, y: list[str], root: Path, **params: object) -> object:
-    return fit_head_cached(create_head("logistic", **params), "logistic", params, x, y, root)
+    return fit_cached(create_head("logistic", **params), x, y, root / "heads")
 
 
 def test_second_fit_loads_the_same_head(
@@ -52,3 +52,15 @@ def test_damaged_entry_is_refitted(tmp_path: Path, data: tuple[np.ndarray, list[
     again = _fit(x, y, tmp_path)
     np.testing.assert_allclose(again.predict_proba(x), first.predict_proba(x), atol=1e-12)  # type: ignore[attr-defined]
     assert (entry / "head.safetensors").stat().st_size > 100  # rewritten
+
+
+def test_a_multi_label_head_is_cached_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from headstart.heads import MultiLabelHead
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 8)).astype(np.float32)
+    Y = (x[:, :3] > 0).astype(np.int8)
+    first = fit_cached(MultiLabelHead("logistic"), x, Y, tmp_path)
+    monkeypatch.setattr(LogisticHead, "fit", lambda *a, **k: pytest.fail("refitted"))
+    second = fit_cached(MultiLabelHead("logistic"), x, Y, tmp_path)
+    np.testing.assert_allclose(second.predict_proba(x), first.predict_proba(x), atol=1e-12)

@@ -12,8 +12,8 @@ from rich.console import Console
 from sklearn import metrics as skm
 
 from headstart import errors
-from headstart.evaluate import Metrics, evaluate_predictions, metrics_renderables
-from headstart.evaluate.metrics import abbreviate
+from headstart.cli.render import abbreviate, metrics_renderables
+from headstart.stats import Metrics, evaluate_predictions
 
 CLASSES = ["cat", "dog", "fox", "owl"]
 
@@ -43,7 +43,7 @@ def test_point_estimates_match_sklearn(seed: int) -> None:
 
 def test_bootstrap_replicates_match_sklearn_on_resamples() -> None:
     """The vectorised replicate scores equal sklearn's on the same resampled indices."""
-    from headstart.evaluate.metrics import _bootstrap
+    from headstart.stats.metrics import _bootstrap
 
     true, pred = _labels(80, seed=3, accuracy=0.5)
     index = {c: i for i, c in enumerate(CLASSES)}

@@ -17,6 +17,7 @@ from headstart.cli.main import main
 from headstart.demo import demo_data_dir
 
 pytestmark = pytest.mark.usefixtures("cache_dir")
+HEAVY = ("numpy", "scipy", "sklearn", "torch", "matplotlib", "onnxruntime", "PIL", "lightning")
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
@@ -72,7 +73,7 @@ def test_fit_predict_evaluate_via_cli(tmp_path: Path, capsys: pytest.CaptureFixt
     assert (
         main(["evaluate", str(run / "model"), str(data), "-q", "-o", str(tmp_path / "m.json")]) == 0
     )
-    assert json.loads((tmp_path / "m.json").read_text())["n"] == 40
+    assert json.loads((tmp_path / "m.json").read_text())["tasks"]["label"]["n"] == 40
 
 
 def test_backbones_lists_the_builtins(capsys: pytest.CaptureFixture[str]) -> None:
@@ -94,3 +95,60 @@ def test_console_script_runs_in_a_subprocess(tmp_path: Path) -> None:
 
 def test_version_is_exposed() -> None:
     assert headstart.__version__
+
+
+def _commands() -> list[str]:
+    from headstart.cli.main import app
+    from typer.main import get_command
+
+    return sorted(get_command(app).commands)  # type: ignore[attr-defined]
+
+
+def test_help_imports_none_of_the_heavy_libraries() -> None:
+    """``headstart --help`` and ``headstart COMMAND --help`` for every command start without
+    numpy, scipy, scikit-learn, torch, matplotlib or onnxruntime (checked in a fresh process)."""
+    commands = _commands()
+    assert {"fit", "predict", "serve", "export", "cv", "compare-strategies"} <= set(commands)
+    script = (
+        "import sys\n"
+        "from headstart.cli.main import main\n"
+        f"for argv in [['--help'], *[[c, '--help'] for c in {commands!r}]]:\n"
+        "    assert main(argv) == 0, argv\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]
+
+
+def test_import_headstart_is_lazy() -> None:
+    script = (
+        "import sys, headstart\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+        "headstart.Task\n"
+        "print(headstart.load.__module__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.splitlines() == ["[]", "headstart.model"]
+
+
+def test_two_task_model_predicts_as_csv_and_json(
+    two_task_run: object, composites: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = str(two_task_run.bundle_dir)  # type: ignore[attr-defined]
+    photo = str(sorted((composites.parent / "test").glob("*.jpg"))[0])
+    assert main(["predict", bundle, photo, "-f", "csv"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "path,left,left:top,items,items:top,error"
+    assert main(["predict", bundle, photo, "-f", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert set(row["tasks"]) == {"left", "items"} and row["top"] == row["tasks"]["left"]["top"]
+    assert main(["predict", bundle, photo]) == 0
+    table = capsys.readouterr().out
+    assert "left" in table and "items" in table
+    assert main(["evaluate", bundle, str(composites), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "task left" in out and "task items" in out and "mAP" in out

@@ -17,14 +17,17 @@ from headstart.heads import (
     KNNHead,
     LogisticHead,
     MLPHead,
+    MultiLabelHead,
     create_head,
     export_head,
     import_head,
 )
 
 
-# All three pass every applicable check, so no ``expected_failed_checks`` are declared.
-@parametrize_with_checks([LogisticHead(), KNNHead(), MLPHead()])
+# All pass every applicable check, so no ``expected_failed_checks`` are declared.  The
+# multi-label head is checked on the targets scikit-learn gives a multi-output, multi-label
+# classifier (1-D binary, 2-D indicator).
+@parametrize_with_checks([LogisticHead(), KNNHead(), MLPHead(), MultiLabelHead()])
 def test_sklearn_compatible(estimator: Any, check: Any) -> None:
     check(estimator)
 

@@ -39,17 +39,19 @@ def test_finds_the_modified_copy_and_nothing_else(
     leaky: tuple[Path, Path, headstart.EmbeddedData],
 ) -> None:
     _, original, embedded = leaky
-    pairs = find_near_duplicates(embedded)
+    pairs = find_near_duplicates(embedded.manifest, embedded.features)
     assert [(p.earlier, p.later.name) for p in pairs] == [(original, "copy.jpg")]
     assert pairs[0].earlier_split == "train" and pairs[0].later_split == "test"
 
 
 def test_dedupe_removes_the_later_copy(leaky: tuple[Path, Path, headstart.EmbeddedData]) -> None:
     _, _, embedded = leaky
-    reduced, removed = dedupe(embedded, find_near_duplicates(embedded))
-    assert removed == 1
-    assert "copy.jpg" not in {s.path.name for s in reduced.manifest.samples}
-    assert len(reduced.features) == len(reduced.manifest.samples) == len(embedded.features) - 1
+    manifest = embedded.manifest
+    reduced, rows = dedupe(manifest, find_near_duplicates(manifest, embedded.features))
+    assert "copy.jpg" not in {s.path.name for s in reduced.samples}
+    assert len(rows) == len(reduced.samples) == len(manifest.samples) - 1
+    assert [manifest.samples[i].path for i in rows] == [s.path for s in reduced.samples]
+    assert any("near-duplicate of" in p.reason for p in reduced.problems)
 
 
 def test_fit_warns_writes_pairs_and_dedupes(
@@ -72,4 +74,4 @@ def test_fit_warns_writes_pairs_and_dedupes(
 
 def test_bad_threshold_is_a_config_error(leaky: tuple[Path, Path, headstart.EmbeddedData]) -> None:
     with pytest.raises(headstart.HeadstartError, match="threshold"):
-        find_near_duplicates(leaky[2], 1.5)
+        find_near_duplicates(leaky[2].manifest, leaky[2].features, 1.5)

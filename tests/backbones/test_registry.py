@@ -24,7 +24,7 @@ from headstart.data.images import load_rgb
 from headstart.errors import BackboneError, WeightsError
 
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ import headstart
 from browser import CHROMIUM, CHROMIUM_ARGS
 from headstart.cli.main import main
 from headstart.errors import ConfigError, DataError, PathNotFoundError
-from headstart.evaluate import expected_calibration_error
+from headstart.result import FitResult
+from headstart.stats import expected_calibration_error
 from headstart.report import build_report
 from salt import copy_demo
 
@@ -98,7 +99,8 @@ def test_fit_writes_a_self_contained_report(run_dir: Path) -> None:
 def test_report_shows_the_runs_numbers(run_dir: Path) -> None:
     text = " ".join(_parse(run_dir / "report.html").text)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    for split, m in metrics.items():
+    for split, record in metrics.items():
+        m = record["tasks"]["label"]
         acc = m["accuracy"]
         assert f"{100 * acc['value']:.1f}%" in text, split
         assert f"[{100 * acc['low']:.1f}%, {100 * acc['high']:.1f}%]" in text, split
@@ -108,7 +110,7 @@ def test_report_shows_the_runs_numbers(run_dir: Path) -> None:
     proba, truth = _split_proba(run_dir, "test")
     assert f"test {expected_calibration_error(proba, truth):.3f}" in text  # the ECE caption
     assert "linear probe on frozen features: no training curves" in text.lower()
-    assert "Sorts an image into one of 3 classes (longsleeve, shirt, t-shirt)" in text
+    assert "Answers which of 3 classes an image belongs to (longsleeve, shirt, t-shirt)" in text
     assert "per class" in text  # images-per-class wording in the intended use
 
 
@@ -202,3 +204,22 @@ def test_report_renders_in_headless_chromium(run_dir: Path) -> None:
     pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), dtype=np.float64)
     assert pixels.shape[0] > 2000, "full page should be long"
     assert pixels.std() > 20, "screenshot looks blank"
+
+
+def test_a_two_task_report_covers_every_task(two_task_run: FitResult) -> None:
+    assert two_task_run.report is not None
+    page = _parse(two_task_run.report)
+    assert page.sections == list(SECTIONS)
+    text = " ".join(page.text)
+    html = two_task_run.report.read_text(encoding="utf-8")
+    for split in ("val", "test"):
+        left = two_task_run.metrics[split]["left"]
+        items = two_task_run.metrics[split]["items"]
+        assert f"{split} left accuracy" in text and f"{split} items mAP" in text
+        assert f"{100 * left.accuracy.value:.1f}%" in text  # type: ignore[union-attr]
+        assert f"{100 * items.mean_ap.value:.1f}%" in text  # type: ignore[union-attr]
+    assert "left: which of 4 classes" in text and "items: which of 4 labels" in text
+    errors = html.split('id="errors"')[1].split("</section>")[0]
+    assert "left (multi-class)" in errors and "items (multi-label)" in errors
+    assert errors.count('alt="Grad-CAM overlay"') >= 1
+    assert "threshold" in html.split('id="metrics"')[1].split("</section>")[0]

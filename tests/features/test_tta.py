@@ -17,10 +17,11 @@ from headstart.backbones import BackboneRef, get_spec, resolve_backbone
 from headstart.cli.main import main
 from headstart.config import load_config
 from headstart.errors import ConfigError
-from headstart.evaluate.temperature import apply_temperature
+from headstart.stats.temperature import apply_temperature
 from headstart.features import EmbeddingStore, extract, model_key
 from headstart.features.tta import TTA_MODES, View, tta_views, view_arrays, view_embeddings
 from headstart.model import Model
+from headstart.result import FitResult
 from salt import copy_demo, make_bad_files
 
 
@@ -110,16 +111,11 @@ def test_view_embeddings_mirror_crop_and_cache_apart(
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
-    """A probe model on two demo classes; its cache stays set for the module's tests."""
-    root = tmp_path_factory.mktemp("tta")
-    data = root / "data"
-    copy_demo(data, ("hat", "shoes"))
+def run(plain_run: FitResult, tiny_data: Path, shared_cache: Path) -> Iterator[tuple[Path, Path]]:
+    """The session's probe model; its cache is the default root for the module's tests."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HEADSTART_CACHE", str(root / "cache"))
-        cfg = load_config(overrides=["eval.n_boot=50"])
-        headstart.fit(data, root / "run", config=cfg, progress=False, report=False)
-        yield root / "run" / "model", data
+        mp.setenv("HEADSTART_CACHE", str(shared_cache))
+        yield plain_run.bundle_dir, tiny_data
 
 
 def _test_paths(data: Path) -> list[Path]:
@@ -136,14 +132,14 @@ def test_none_is_todays_path_and_flip_is_the_mean_of_views(run: tuple[Path, Path
     today, _ = model.predict_proba(paths)
     features, _ = model.embed(paths)
     assert np.array_equal(model.predict_proba(paths, tta="none")[0], today)
-    assert np.array_equal(today, model.uncalibrated_proba(features))
+    assert np.array_equal(today, model.uncalibrated_proba(features)["label"])
 
     model.set_calibration({"method": "temperature", "temperature": 2.0})
     proba, failures = model.predict_proba(paths, tta="flip")
     assert not failures
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
-    views, _ = view_embeddings(paths, model.backbone_ref, "flip")
-    per_view = [apply_temperature(model.uncalibrated_proba(v), 2.0) for v in views]
+    views, _ = view_embeddings(paths, model.backbone_ref, "flip", store=model.cache.store)
+    per_view = [apply_temperature(model.uncalibrated_proba(v)["label"], 2.0) for v in views]
     np.testing.assert_allclose(proba, np.mean(per_view, axis=0), atol=1e-12)
     assert not np.allclose(proba, per_view[0])
 
@@ -183,7 +179,7 @@ def test_cli_tta_options(
     assert (
         main(["evaluate", str(bundle), str(data), "--tta", "flip+crops", "-q", "-o", str(out)]) == 0
     )
-    assert json.loads(out.read_text())["n"] == 12
+    assert json.loads(out.read_text())["tasks"]["label"]["n"] == 24
     _one_line_error(capsys, ["predict", str(bundle), str(photo), "--tta", "mirror"], "mirror")
     _one_line_error(capsys, ["evaluate", str(bundle), str(data), "--tta", "ten"], "ten")
     runtime = ["--runtime", "onnx", "--tta", "nope"]
@@ -205,3 +201,17 @@ def test_onnx_runtime_averages_the_same_views(
     argv = ["predict", str(bundle), str(paths[-1]), "--runtime", "onnx", "--tta", "flip"]
     assert main([*argv, "-f", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["top"][0]["label"] == "shoes"
+
+
+def test_every_task_averages_its_views(two_task_run: FitResult, composites: Path) -> None:
+    """Multi-class tasks average softmax rows, multi-label tasks each label's probability."""
+    model = two_task_run.model
+    paths = sorted((composites.parent / "test").glob("*.jpg"))[:3]
+    probas, failures = model.task_proba(paths, tta="flip")
+    assert not failures and set(probas) == {"left", "items"}
+    views, _ = view_embeddings(paths, model.backbone_ref, "flip", store=model.cache.store)
+    for name, proba in probas.items():
+        per_view = [model.proba_from_features(v)[name] for v in views]
+        np.testing.assert_allclose(proba, np.mean(per_view, axis=0), atol=1e-12)
+    (prediction,) = model.predict(paths[:1], tta="flip")
+    assert set(prediction.tasks) == {"left", "items"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 import shutil
 import time
@@ -10,13 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from headstart.data import Manifest, scan
+import headstart
+from conftest import TINY_CLASSES
+from headstart.data import Manifest, Task, scan
 from headstart.errors import ConfigError, DataError, PathNotFoundError
 from salt import make_bad_files, make_dataset, make_image
 
 
 def _counts(manifest: Manifest) -> Counter[tuple[str, str]]:
-    return Counter((s.split, s.label) for s in manifest.samples)
+    return Counter((s.split, s.labels["label"][0]) for s in manifest.samples)
+
+
+def _write_rows(path: Path, rows: list[list[str]]) -> Path:
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return path
 
 
 def _write_csv(path: Path, text: str) -> Path:
@@ -27,7 +36,7 @@ def _write_csv(path: Path, text: str) -> Path:
 def test_random_split_is_stratified_and_seeded(tmp_path: Path) -> None:
     root = make_dataset(tmp_path / "d", {"cats": 20, "dogs": 10})
     m = scan(root, val_fraction=0.2, test_fraction=0.1)
-    assert m.classes == ["cats", "dogs"]
+    assert list(m.task().classes) == ["cats", "dogs"]
     assert m.split_source == "random stratified (val 20%, test 10%, seed 0)"
     counts = _counts(m)
     assert counts[("val", "cats")] == 4 and counts[("val", "dogs")] == 2
@@ -42,7 +51,10 @@ def test_random_split_is_stratified_and_seeded(tmp_path: Path) -> None:
 
 def test_samples_sorted_absolute_and_hashed(tmp_path: Path) -> None:
     m = scan(make_dataset(tmp_path / "d", {"a": 6, "b": 6}))
-    keys = [(("train", "val", "test").index(s.split), s.label, str(s.path)) for s in m.samples]
+    keys = [
+        (("train", "val", "test").index(s.split), s.labels["label"][0], str(s.path))
+        for s in m.samples
+    ]
     assert keys == sorted(keys)
     assert all(s.path.is_absolute() and len(s.sha256) == 64 for s in m.samples)
     assert m.root == (tmp_path / "d").resolve()
@@ -53,7 +65,7 @@ def test_tiny_classes_do_not_crash(tmp_path: Path) -> None:
     counts = _counts(m)
     assert counts[("train", "pair")] == 1 and counts[("val", "pair")] == 1
     assert counts[("train", "one")] == 1
-    assert m.classes == ["big", "one", "pair"]
+    assert list(m.task().classes) == ["big", "one", "pair"]
 
 
 def test_split_folders_are_honoured_and_normalised(tmp_path: Path) -> None:
@@ -62,7 +74,7 @@ def test_split_folders_are_honoured_and_normalised(tmp_path: Path) -> None:
     make_dataset(tmp_path / "d" / "test", {"a": 1, "b": 1})
     m = scan(tmp_path / "d")
     assert m.split_source == "folders"
-    assert m.classes == ["a", "b", "c"]
+    assert list(m.task().classes) == ["a", "b", "c"]
     assert m.splits_present() == ["train", "val", "test"]
     assert len(m.split("train")) == 10 and len(m.split("val")) == 4
 
@@ -156,7 +168,7 @@ imgs/b/002.png,dog,test,
     del root
     m = scan(csv)
     assert m.split_source == "csv"
-    assert m.classes == ["cat", "dog"]
+    assert list(m.task().classes) == ["cat", "dog"]
     assert m.root == tmp_path.resolve()
     by_name = {s.path.relative_to(tmp_path).as_posix(): s for s in m.samples}
     assert by_name["imgs/a/001.png"].labels["label"] == ("cat", "dog")
@@ -171,7 +183,7 @@ def test_csv_label_column_and_random_split(tmp_path: Path) -> None:
     rows = [f"{c}/{i:03d}.png,{c.upper()}" for c in "ab" for i in range(5)]
     csv = _write_csv(tmp_path / "l.csv", "path,species\n" + "\n".join(rows))
     m = scan(csv, label_column="species", val_fraction=0.2, test_fraction=0.2)
-    assert m.classes == ["A", "B"]
+    assert list(m.task().classes) == ["A", "B"]
     assert m.split_source.startswith("random stratified")
     assert Counter(s.split for s in m.samples) == {"train": 6, "val": 2, "test": 2}
 
@@ -229,11 +241,11 @@ def test_fractions_out_of_range(tmp_path: Path, val: float, test: float) -> None
 
 def test_real_data(shared_data: Path) -> None:
     hymenoptera = scan(shared_data / "hymenoptera")
-    assert hymenoptera.classes == ["ants", "bees"]
+    assert list(hymenoptera.task().classes) == ["ants", "bees"]
     assert hymenoptera.splits_present() == ["train", "val"]
     assert [p.path.name for p in hymenoptera.problems] == ["imageNotFound.gif"]
     digits = scan(shared_data / "sign_language_digits")
-    assert digits.classes == [str(i) for i in range(10)]
+    assert list(digits.task().classes) == [str(i) for i in range(10)]
     assert digits.split_source.startswith("random stratified")
     assert digits.splits_present() == ["train", "val", "test"]
     assert not digits.problems
@@ -241,5 +253,37 @@ def test_real_data(shared_data: Path) -> None:
     start = time.perf_counter()
     clothing = scan(shared_data / "clothing_small")
     elapsed = time.perf_counter() - start
-    assert len(clothing.classes) == 10 and clothing.splits_present() == ["train", "val", "test"]
+    assert len(clothing.task().classes) == 10 and clothing.splits_present() == [
+        "train",
+        "val",
+        "test",
+    ]
     assert elapsed < 3.0, f"rescan took {elapsed:.2f}s"  # ~0.4s on 2 idle cores
+
+
+def test_scan_detects_multi_label_and_tasks(composites: Path) -> None:
+    labels = scan(composites, label_column="items")
+    assert labels.targets == (Task("label", TINY_CLASSES, multi_label=True),)
+    assert all(len(s.labels["label"]) == 2 for s in labels.samples)
+    both = scan(composites, label_column=["left", "items"])
+    assert both.targets == (Task("left", TINY_CLASSES), Task("items", TINY_CLASSES, True))
+    assert scan(composites, label_column="left").targets == (Task("label", TINY_CLASSES),)
+    assert both.task("items").multi_label and both.task().name == "left"
+    with pytest.raises(ConfigError, match="unknown task 'nope'; this model/data has: left, items"):
+        both.task("nope")
+
+
+def test_multi_label_cells_may_be_empty_but_multi_class_cells_may_not(tmp_path: Path) -> None:
+    photos = sorted((Path(headstart.__file__).parent / "demo_data" / "train").rglob("*.jpg"))
+    rows = [["path", "tags", "kind"]]
+    tags = ["a|b", "", "a", "b", "a|b", "b"]
+    for i, (photo, tag) in enumerate(zip(photos, tags, strict=False)):
+        rows.append([str(photo), tag, "x" if i % 2 else "y"])
+    data = _write_rows(tmp_path / "tags.csv", rows)
+    manifest = scan(data, label_column=["tags", "kind"], val_fraction=0.0, test_fraction=0.0)
+    assert [t.name for t in manifest.targets if t.multi_label] == ["tags"]
+    assert sum(1 for s in manifest.samples if not s.labels["tags"]) == 1
+    rows[3][2] = ""
+    data = _write_rows(tmp_path / "tags2.csv", rows)
+    with pytest.raises(DataError, match="empty 'kind'"):
+        scan(data, label_column=["tags", "kind"])

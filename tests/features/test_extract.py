@@ -16,7 +16,7 @@ from headstart.backbones import BackboneRef, resolve_backbone
 from headstart.errors import ConfigError
 from headstart.features import EmbeddingStore, extract, model_key
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "src" / "headstart" / "demo_data" / "train"
 
 

@@ -11,7 +11,9 @@ import torch
 
 from headstart.bundle import read_bundle, write_bundle
 from headstart.errors import ConfigError
-from headstart.heads import create_head, export_head, head_to_torch, import_head
+from headstart.data import Task
+from headstart.heads import create_head, export_head, import_head
+from headstart.heads.torch_head import head_to_torch
 
 HEADS: list[tuple[str, dict[str, Any]]] = [
     ("logistic", {"Cs": [0.1]}),
@@ -64,8 +66,9 @@ def test_imported_head_converts_like_the_fitted_one(
     head = create_head(kind, **params).fit(X, y)
     # A real bundle round trip: safetensors arrays + JSON meta, no pickle.
     ref = resolve_backbone("mobilenet_v2")
-    bundle = write_bundle(tmp_path / "m", head=head, backbone=ref, classes=["c0", "c1", "c2"])
-    imported = read_bundle(bundle).head
+    task = Task("label", ("c0", "c1", "c2"))
+    bundle = write_bundle(tmp_path / "m", tasks=[task], heads={"label": head}, backbone=ref)
+    imported = read_bundle(bundle).heads["label"]
     got = _torch_proba(head_to_torch(imported), queries)
     np.testing.assert_allclose(got, head.predict_proba(queries), atol=1e-5)
 
@@ -119,3 +122,18 @@ def test_onnx_export_matches_head(kind: str, params: dict[str, Any], tmp_path: P
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     proba = shifted / shifted.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(proba, head.predict_proba(queries), atol=1e-5)
+
+
+def test_a_multi_label_head_gives_one_logit_per_label() -> None:
+    from headstart.heads import MultiLabelHead
+    from headstart.heads.torch_head import task_module
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(80, 12)).astype(np.float32)
+    Y = (X[:, :4] + 0.3 * rng.normal(size=(80, 4)) > 0).astype(np.int8)
+    for kind in ("logistic", "knn", "mlp"):
+        head = MultiLabelHead(kind).fit(X, Y)
+        module = task_module(Task("items", ("a", "b", "c", "d"), multi_label=True), head)
+        with torch.no_grad():
+            got = torch.sigmoid(module(torch.from_numpy(X))).double().numpy()
+        np.testing.assert_allclose(got, head.predict_proba(X), atol=1e-5)

@@ -29,13 +29,14 @@ from headstart.backbones import Backbone, Preprocessing, resolve_backbone
 from headstart.backbones.registry import file_sha256
 from headstart.cli.main import main
 from headstart.config import TrainConfig
+from headstart.data import Task
 from headstart.demo import demo_data_dir
 from headstart.finetune import backbone_blocks, linear_head_export, param_groups
 from headstart.finetune.data import EpochSampler, decide_imbalance
 from headstart.finetune.module import FinetuneModule
 from headstart.finetune.schedules import PhasePlan, lr_factors
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = "timm:test_efficientnet"
 PREP = Preprocessing(40, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
@@ -111,11 +112,15 @@ def test_mobilenet_blocks_are_features_and_rates_decay() -> None:
     }
 
 
+TWO = [Task("label", ("a", "b"))]
+
+
 def _fit_module(module: FinetuneModule, epochs: int) -> None:
     from lightning.pytorch import Trainer
 
     torch.manual_seed(1)
-    data = TensorDataset(torch.randn(16, 3, 32, 32) * 3 + 1, torch.tensor([0, 1] * 8))
+    targets = torch.eye(2)[torch.tensor([0, 1] * 8)]  # one-hot rows of the one task
+    data = TensorDataset(torch.randn(16, 3, 32, 32) * 3 + 1, targets)
     trainer = Trainer(
         max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
@@ -127,7 +132,7 @@ def test_frozen_epochs_leave_backbone_and_batchnorm_stats_untouched() -> None:
     """The Keras/fastai trap: while frozen, BN running statistics must not move; after the
     unfreeze both weights and statistics train."""
     cfg = TrainConfig(epochs=1, frozen_epochs=1, lr=1e-2, dropout=0.0)
-    module = FinetuneModule(_tiny_backbone(), 2, cfg)
+    module = FinetuneModule(_tiny_backbone(), TWO, cfg)
     before = {k: v.clone() for k, v in module.backbone.state_dict().items()}
     head_before = module.linear_layer().weight.detach().clone()
     _fit_module(module, epochs=1)
@@ -137,7 +142,7 @@ def test_frozen_epochs_leave_backbone_and_batchnorm_stats_untouched() -> None:
         torch.testing.assert_close(after[key], value, rtol=0, atol=0, msg=key)
     assert not torch.equal(module.linear_layer().weight, head_before)
 
-    unfrozen = FinetuneModule(_tiny_backbone(), 2, cfg.model_copy(update={"frozen_epochs": 0}))
+    unfrozen = FinetuneModule(_tiny_backbone(), TWO, cfg.model_copy(update={"frozen_epochs": 0}))
     _fit_module(unfrozen, epochs=1)
     moved = unfrozen.backbone.state_dict()
     stats = [k for k in before if k.endswith("running_mean")]
@@ -148,7 +153,7 @@ def test_frozen_epochs_leave_backbone_and_batchnorm_stats_untouched() -> None:
 
 def test_partial_unfreeze_trains_only_the_last_blocks() -> None:
     cfg = TrainConfig(epochs=1, frozen_epochs=0, unfreeze_last=1, lr=1e-2)
-    module = FinetuneModule(_tiny_backbone(), 2, cfg)
+    module = FinetuneModule(_tiny_backbone(), TWO, cfg)
     before = {k: v.clone() for k, v in module.backbone.state_dict().items()}
     _fit_module(module, epochs=1)
     last = module.blocks[-1].name
@@ -180,14 +185,14 @@ def test_imbalance_remedy_thresholds() -> None:
 
 
 def test_epoch_sampler_depends_only_on_seed_and_epoch() -> None:
-    sampler = EpochSampler([0] * 90 + [1] * 10, seed=3)
+    sampler = EpochSampler(100, seed=3)
     sampler.set_epoch(2)
     first = list(sampler)
     sampler.set_epoch(5)
     assert list(sampler) != first
     sampler.set_epoch(2)
     assert list(sampler) == first and sorted(i for i, _ in first) == list(range(100))
-    balanced = EpochSampler([0] * 90 + [1] * 10, seed=3, balanced=True)
+    balanced = EpochSampler(100, seed=3, balance_on=[0] * 90 + [1] * 10)
     minority = sum(1 for i, _ in balanced if i >= 90)
     assert 35 <= minority <= 65
 
@@ -216,7 +221,7 @@ def test_finetune_run_folder_and_bundle(tuned_run: Path, tiny: tuple[Path, Path]
     assert sha == file_sha256(tuned_run / "model" / "backbone.safetensors")
     assert sha != resolve_backbone(TINY, weights).weights_sha256
     facts = json.loads((tuned_run / "finetune.json").read_text())
-    assert facts["epochs_run"] == 2 and facts["imbalance"]["remedy"] == "none"
+    assert facts["epochs_run"] == 2 and facts["imbalance"]["label"]["remedy"] == "none"
 
     model = headstart.load(tuned_run / "model")
     val = sorted((data / "validation" / "hat").iterdir())
@@ -244,7 +249,7 @@ def test_auto_strategy_says_what_it_chose(tiny: tuple[Path, Path], tmp_path: Pat
     both += ["--set", "strategy.auto_skip_above=1.0", "--set", "train.epochs=1"]
     assert main([*both, "--set", "train.frozen_epochs=0"]) == 0
     facts = json.loads((tmp_path / "both" / "finetune.json").read_text())
-    assert facts["chosen"] in ("probe", "finetune") and "finetune_val_accuracy" in facts
+    assert facts["chosen"] in ("probe", "finetune") and "finetune_val_score" in facts
     info = json.loads((tmp_path / "both" / "model" / "model.json").read_text())
     probe_sha = resolve_backbone(TINY, weights).weights_sha256
     assert (info["backbone"]["weights_sha256"] == probe_sha) == (facts["chosen"] == "probe")
@@ -314,6 +319,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny: tuple[Path, Path], tmp_
         assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), abs=1e-6)
         assert a["val_acc"] == b["val_acc"]
     metrics = [json.loads((r / "metrics.json").read_text()) for r in (tmp_path / "whole", killed)]
+    assert metrics[0]["val"]["tasks"]["label"]["n"] == 6
     assert metrics[0]["val"] == metrics[1]["val"]
     assert main(["fit", "--resume", str(killed)]) == 2  # finished runs do not resume
 
@@ -333,3 +339,97 @@ def test_two_process_ddp_on_cpu_writes_a_bundle_that_predicts(
     assert len(predictions) == 6 and all(p.top for p in predictions)
     config = json.loads((run / "model" / "model.json").read_text())["config"]
     assert config["train"]["devices"] == 2 and config["train"]["distributed"] == "ddp"
+
+
+# -- tasks ------------------------------------------------------------------------------------
+def test_soft_targets_and_class_weights_give_pytorchs_class_index_loss() -> None:
+    """Targets are one-hot rows now: the loss must equal cross-entropy on class indices (with
+    label smoothing and class weights normalised as PyTorch does), so plain runs train as before."""
+    cfg = TrainConfig(label_smoothing=0.1)
+    weights = {"label": torch.tensor([0.5, 2.0, 1.0])}
+    tasks = [Task("label", ("a", "b", "c"))]
+    module = FinetuneModule(_tiny_backbone(), tasks, cfg, class_weights=weights)
+    logits = torch.randn(6, 3)
+    index = torch.tensor([0, 1, 2, 1, 0, 2])
+    expected = torch.nn.functional.cross_entropy(
+        logits, index, weight=weights["label"], label_smoothing=0.1
+    )
+    got = module.loss(logits, torch.eye(3)[index], train=True)
+    torch.testing.assert_close(got, expected)
+
+
+def test_two_tasks_sum_their_weighted_losses_and_score_per_task() -> None:
+    cfg = TrainConfig(label_smoothing=0.0, task_weights={"items": 2.0})
+    tasks = [Task("left", ("a", "b")), Task("items", ("x", "y", "z"), multi_label=True)]
+    module = FinetuneModule(_tiny_backbone(), tasks, cfg)
+    logits = torch.tensor([[2.0, -1.0, 3.0, -3.0, 0.5], [-1.0, 1.0, -2.0, 2.0, -0.5]])
+    target = torch.tensor([[1.0, 0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0, 0.0]])
+    ce = torch.nn.functional.cross_entropy(logits[:, :2], target[:, :2])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 2:], target[:, 2:])
+    torch.testing.assert_close(module.loss(logits, target, train=False), ce + 2.0 * bce)
+    # image 0: left right, items exact; image 1: left wrong, items exact: means 1 and 1/2
+    torch.testing.assert_close(module.sample_scores(logits, target), torch.tensor([1.0, 0.5]))
+    partial = torch.tensor([[1.0, 0.0, 1.0, 1.0, 1.0]])  # items: predicted {x, z} of {x, y, z}
+    torch.testing.assert_close(module.sample_scores(logits[:1], partial), torch.tensor([0.9]))
+    proba = module.predictions(logits)
+    torch.testing.assert_close(proba[:, :2].sum(dim=1), torch.ones(2))
+    torch.testing.assert_close(proba[:, 2:], torch.sigmoid(logits[:, 2:]))
+
+
+def test_task_weights_must_name_tasks() -> None:
+    from headstart.errors import ConfigError
+
+    cfg = TrainConfig(task_weights={"nope": 1.0})
+    tasks = [Task("a", ("x", "y")), Task("b", ("p", "q"), True)]
+    with pytest.raises(ConfigError, match="unknown task"):
+        FinetuneModule(_tiny_backbone(), tasks, cfg)
+
+
+def test_mixup_and_cutmix_mix_target_rows_of_every_task() -> None:
+    from headstart.data.augment import AugmentPlan
+    from headstart.finetune.targets import batch_mixer
+
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 16, 16)
+    rows = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 1.0, 0.0, 1.0]] * 2)
+    for plan in (AugmentPlan(True, (1, 1), False, "none", 0.4, 0.0),
+                 AugmentPlan(True, (1, 1), False, "none", 0.0, 1.0)):  # fmt: skip
+        mixer = batch_mixer(plan)
+        assert mixer is not None
+        mixed_images, mixed = mixer(images, rows)
+        assert mixed_images.shape == images.shape
+        assert torch.all((mixed >= 0) & (mixed <= 1))
+        torch.testing.assert_close(mixed[:, :2].sum(dim=1), torch.ones(4))  # still a distribution
+    assert batch_mixer(AugmentPlan(True, (1, 1), False, "none", 0.0, 0.0)) is None
+
+
+def test_two_task_finetune_trains_exports_and_predicts(composites: Path, tmp_path: Path) -> None:
+    rows = list(csv.reader(composites.open()))
+    keep = [rows[0], *[r for i, r in enumerate(rows[1:]) if r[1] != "train" or i % 3 == 0]]
+    small = composites.parent / "small.csv"
+    with small.open("w", newline="") as fh:
+        csv.writer(fh).writerows(keep)
+    out = tmp_path / "ft"
+    args = ["fit", str(small), "-o", str(out), "-q", "--no-report", "--strategy", "finetune"]
+    args += ["--set", "data.label_column=[left,items]", "--set", "eval.n_boot=0"]
+    args += ["--set", "train.epochs=1", "--set", "train.frozen_epochs=0"]
+    args += ["--set", "train.batch_size=16", "--set", "train.task_weights={items: 2.0}"]
+    args += ["--set", "augment.preset=strong"]  # MixUp/CutMix of target rows
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["val"]["tasks"]) == {"left", "items"}
+    facts = json.loads((out / "finetune.json").read_text())
+    assert set(facts["imbalance"]) == {"left", "items"}
+    model = headstart.load(out / "model")
+    assert [t.multi_label for t in model.tasks] == [False, True]
+    photos = sorted((composites.parent / "test").glob("*.jpg"))[:3]
+    probas, failures = model.task_proba(photos)
+    assert not failures
+    np.testing.assert_allclose(probas["left"].sum(axis=1), 1.0, rtol=1e-6)
+    assert ((probas["items"] >= 0) & (probas["items"] <= 1)).all()
+    with (out / "predictions.csv").open() as fh:
+        logged = {Path(r["path"]).name: float(r["p:items:hat"]) for r in csv.DictReader(fh)}
+    test = sorted((composites.parent / "test").glob("*.jpg"))
+    probas, _ = model.task_proba(test)
+    expected = [logged[p.name] for p in test]
+    np.testing.assert_allclose(probas["items"][:, 0], expected, atol=1e-3)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from headstart.backbones import Preprocessing, resolve_backbone
-from headstart.features import EmbeddingStore, default_cache_root, model_key
+from headstart.cache import default_cache_root
+from headstart.features import EmbeddingStore, model_key
 
 SHA = "ab" * 32
 
@@ -21,8 +22,7 @@ def _entry(store: EmbeddingStore, key: str, sha: str = SHA) -> Path:
 
 
 def test_put_get_round_trip(cache_dir: Path) -> None:
-    store = EmbeddingStore()
-    assert store.root == cache_dir
+    store = EmbeddingStore(cache_dir)
     vec = np.random.default_rng(0).normal(size=1280).astype(np.float32)
     assert store.get("k", SHA) is None
     store.put("k", SHA, vec)

@@ -1,0 +1,199 @@
+"""What an exported model says about itself: inputs, one output per task, preprocessing,
+thresholds and calibration (``model.onnx.json`` and the file's own ``metadata_props``).
+
+Output naming rule: a one-task model has the single output ``probabilities`` (as every export
+before tasks had); a model of several tasks has one output per task, in task order, named
+``probabilities:<task name>``.  Each output's columns follow its task's classes.  A multi-class
+output holds softmax probabilities (rows sum to 1); a multi-label output holds each label's own
+sigmoid probability.  The graph gives *uncalibrated* probabilities: a bundle's calibration
+temperatures are recorded here and applied by the runtime (:class:`~headstart.export.runtime.
+OnnxClassifier`), exactly as :meth:`headstart.Model.proba_from_features` applies them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from headstart.bundle import BundleContents
+from headstart.data.manifest import DEFAULT_TASK, Task
+from headstart.errors import BundleError
+from headstart.heads import thresholds_of
+
+__all__ = [
+    "DOC_FORMAT",
+    "DOC_VERSION",
+    "METADATA_KEY",
+    "OPSET",
+    "OUTPUT_NAME",
+    "ExportedTask",
+    "calibration_block",
+    "describe",
+    "exported_tasks",
+    "metadata_props",
+    "output_names",
+    "temperatures_of",
+]
+
+OUTPUT_NAME = "probabilities"
+METADATA_KEY = "headstart"
+DOC_FORMAT = "headstart-onnx"
+#: 1: one task (``classes``, output ``probabilities``); 2: ``tasks``, ``outputs``, calibration.
+DOC_VERSION = 2
+OPSET = 17
+
+ExportedTask = tuple[Task, str, list[float] | None]
+"""A task of an exported model: the task, its output's name, its thresholds (multi-label)."""
+
+
+def output_names(tasks: Sequence[Task]) -> list[str]:
+    """The graph's output names, one per task in order (see the module's naming rule)."""
+    if len(tasks) == 1:
+        return [OUTPUT_NAME]
+    return [f"{OUTPUT_NAME}:{task.name}" for task in tasks]
+
+
+def _meaning(task: Task) -> str:
+    if task.multi_label:
+        return (
+            f"'{task.name}' label probabilities (one sigmoid per label, independent), columns "
+            "in the order of the task's classes; a label is chosen at or above its threshold"
+        )
+    return f"'{task.name}' class probabilities (softmax), columns in the order of its classes"
+
+
+def _temperatures(contents: BundleContents) -> dict[str, float | list[float]]:
+    from headstart.model import Model  # the one reader of every calibration record's form
+
+    return Model(contents).temperatures
+
+
+def calibration_block(contents: BundleContents) -> dict[str, Any] | None:
+    """The bundle's calibration as the export records it (None when not calibrated)."""
+    temperatures = _temperatures(contents)
+    if not temperatures:
+        return None
+    tasks: dict[str, Any] = {}
+    for name, t in temperatures.items():
+        tasks[name] = {"temperatures": t} if isinstance(t, list) else {"temperature": t}
+    return {
+        "method": "temperature",
+        "in_graph": False,
+        "tasks": tasks,
+        "apply": "not in the graph: the runtime applies them to the outputs, multi-class "
+        "softmax(log(p) / T), multi-label per label sigmoid(logit(p) / T)",
+    }
+
+
+def describe(contents: BundleContents, opset: int = OPSET) -> dict[str, Any]:
+    """The document that says how to call the exported model (input, one output per task,
+    preprocessing, classes, thresholds, calibration)."""
+    prep = contents.backbone.preprocessing
+    tasks = contents.tasks
+    names = output_names(tasks)
+    outputs = [
+        {
+            "name": name,
+            "task": task.name,
+            "dtype": "float32",
+            "shape": ["batch", len(task.classes)],
+            "meaning": _meaning(task),
+        }
+        for task, name in zip(tasks, names, strict=True)
+    ]
+    task_docs = []
+    for task, name in zip(tasks, names, strict=True):
+        entry: dict[str, Any] = {**task.to_dict(), "output": name}
+        thresholds = thresholds_of(task, contents.heads[task.name])
+        if thresholds is not None:
+            entry["thresholds"] = [float(t) for t in thresholds]
+        task_docs.append(entry)
+    doc: dict[str, Any] = {
+        "format": DOC_FORMAT,
+        "format_version": DOC_VERSION,
+        "input": {
+            "name": "images",
+            "dtype": "float32",
+            "shape": ["batch", 3, prep.crop, prep.crop],
+            "layout": "NCHW, RGB channels",
+        },
+    }
+    if len(outputs) == 1:
+        doc["output"] = {k: v for k, v in outputs[0].items() if k != "task"}
+    doc |= {
+        "outputs": outputs,
+        "classes": list(tasks[0].classes),
+        "tasks": task_docs,
+        "calibration": calibration_block(contents),
+        "preprocessing": {
+            **prep.to_dict(),
+            "steps": [
+                "decode the image and convert it to RGB (apply its EXIF orientation)",
+                f"resize so the shorter side is {prep.resize} px ({prep.interpolation})",
+                f"center-crop {prep.crop} x {prep.crop}",
+                "scale pixel values to [0, 1], subtract mean and divide by std per channel",
+                "transpose HWC -> CHW and stack images into a float32 batch",
+            ],
+        },
+        "opset": opset,
+        "backbone": {"name": contents.backbone.name, "sha256": contents.backbone.weights_sha256},
+        "head": {"kind": contents.info.get("head", {}).get("kind")},
+        "bundle": {"head_sha256": contents.info.get("files", {}).get("head.safetensors")},
+        "usage": [
+            "headstart predict MODEL_DIR IMAGES --runtime onnx",
+            "python: session = onnxruntime.InferenceSession('model.onnx'); "
+            "outputs = session.run(None, {'images': batch})  # one array per task, in order",
+        ],
+    }
+    return doc
+
+
+def metadata_props(doc: Mapping[str, Any]) -> dict[str, str]:
+    """The ``metadata_props`` stored inside the .onnx file (the whole document, plus the
+    first task's classes, the tasks and the preprocessing on their own keys)."""
+    return {
+        METADATA_KEY: json.dumps(doc, sort_keys=True),
+        "classes": json.dumps(doc["classes"]),
+        "tasks": json.dumps(doc["tasks"], sort_keys=True),
+        "preprocessing": json.dumps(doc["preprocessing"], sort_keys=True),
+    }
+
+
+def exported_tasks(doc: Mapping[str, Any]) -> list[ExportedTask]:
+    """The tasks an exported model answers, with each output's name and thresholds; a
+    document of format 1 (one multi-class task, output ``probabilities``) reads as one task."""
+    try:
+        if "tasks" not in doc:
+            classes = tuple(str(c) for c in doc["classes"])
+            return [(Task(DEFAULT_TASK, classes), OUTPUT_NAME, None)]
+        out: list[ExportedTask] = []
+        for entry in doc["tasks"]:
+            task = Task.from_dict(entry)
+            thresholds = entry.get("thresholds")
+            if task.multi_label and (thresholds is None or len(thresholds) != len(task.classes)):
+                raise BundleError(f"task '{task.name}' has no thresholds for its labels")
+            cut = [float(t) for t in thresholds] if thresholds is not None else None
+            out.append((task, str(entry["output"]), cut))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"bad headstart metadata ({type(exc).__name__}: {exc})") from None
+    if not out:
+        raise BundleError("bad headstart metadata: no task")
+    return out
+
+
+def temperatures_of(doc: Mapping[str, Any]) -> dict[str, float | list[float]]:
+    """The calibration temperatures a document records (empty when none)."""
+    block = doc.get("calibration")
+    if not isinstance(block, dict):
+        return {}
+    out: dict[str, float | list[float]] = {}
+    try:
+        for name, entry in (block.get("tasks") or {}).items():
+            if "temperatures" in entry:
+                out[str(name)] = [float(t) for t in entry["temperatures"]]
+            else:
+                out[str(name)] = float(entry["temperature"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BundleError(f"bad calibration in headstart metadata ({exc})") from None
+    return out
