@@ -46,12 +46,14 @@ class EmbeddedData:
         return replace(self, manifest=manifest, features=self.features[rows])
 
 
-def scan_data(data: str | Path, config: FitConfig) -> Manifest:
-    """Scan ``data`` with the config's split rules, seed, pixel limit and label column."""
+def scan_data(data: str | Path, config: FitConfig, *, carve_val: bool = True) -> Manifest:
+    """Scan ``data`` with the config's split rules, seed, pixel limit and label column.
+    ``carve_val=False``: no val split is carved where the data has none (the probe validates
+    by cross-validation; only fine-tuning needs one); the test split is the same either way."""
     d = config.data
     return scan(
         data,
-        val_fraction=d.val_fraction,
+        val_fraction=d.val_fraction if carve_val else 0.0,
         test_fraction=d.test_fraction,
         seed=d.seed,
         max_pixels=d.max_pixels,

@@ -23,6 +23,7 @@ from headstart.stats.temperature import apply_label_temperatures, apply_temperat
 
 __all__ = [
     "Model",
+    "answer",
     "Prediction",
     "TaskPrediction",
     "load",
@@ -185,12 +186,10 @@ class Model:
         temperatures = self.temperatures
         for task in self.tasks:
             t = temperatures.get(task.name)
-            if t is None:
-                continue
-            if task.multi_label:
+            if isinstance(t, list):
                 raw[task.name] = apply_label_temperatures(raw[task.name], np.asarray(t))
-            else:
-                raw[task.name] = apply_temperature(raw[task.name], float(t))
+            elif t is not None:
+                raw[task.name] = apply_temperature(raw[task.name], t)
         return raw
 
     def task_proba(

@@ -1,33 +1,72 @@
-"""The probe: one head per task on cached embeddings, thresholds of multi-label heads tuned on
-validation, probabilities and metrics on every held-out split."""
+"""The probe: one head per task on cached embeddings, fitted on every labelled image that is not
+held out for reporting, with its validation estimate, calibration and thresholds taken from
+out-of-fold predictions, so no image is set aside for them.
+
+- Held-out split: ``test`` when the data has one, else ``val``; every other image trains the
+  heads (a given or carved val split joins train when a test split exists: nothing needs it).
+- Validation: the out-of-fold probabilities of the training images (``cv`` in the metrics):
+  the logistic head keeps those of the C search at the chosen C; other heads are refitted on
+  ``CV_FOLDS`` folds with their parameters fixed.
+- Calibration: a temperature per multi-class task (per label for a multi-label task) fitted on
+  those out-of-fold probabilities and stored in the bundle; a multi-label task's thresholds are
+  then tuned on them (F1-best per label).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sklearn.base import clone
+from sklearn.model_selection import StratifiedKFold
 
 from headstart.cache import CacheRoot
 from headstart.config import FitConfig
+from headstart.data import Task
+from headstart.data.manifest import indicator
 from headstart.embedding import EmbeddedData
-from headstart.heads import check_label_coverage, task_head, task_proba, task_target
+from headstart.heads import (
+    check_label_coverage,
+    task_head,
+    task_proba,
+    task_target,
+    thresholds_of,
+    tune_thresholds,
+)
 from headstart.heads.cache import fit_cached
-from headstart.result import score_splits
 from headstart.runfolder import MetricsRecord
+from headstart.stats import headline, task_metrics
+from headstart.stats.temperature import (
+    apply_label_temperatures,
+    apply_temperature,
+    fit_label_temperatures,
+    fit_temperature,
+)
 
-__all__ = ["ProbeOutcome", "fit_heads", "held_out_proba", "probe"]
+__all__ = ["CV_FOLDS", "ProbeOutcome", "fit_heads", "held_out_split", "probe", "val_score"]
 
-EVALUATED = ("val", "test")
+CV_FOLDS = 3
+Cells = list[tuple[str, ...]]
 
 
 @dataclass
 class ProbeOutcome:
-    """The fitted heads, and per held-out split and task the probabilities and metrics."""
+    """The fitted heads, and per reported split and task the probabilities and metrics."""
 
     heads: dict[str, Any]
     probabilities: dict[str, dict[str, np.ndarray]]
     metrics: MetricsRecord
+    calibration: dict[str, Any] | None = None
+    """The bundle's calibration record (temperatures fitted on out-of-fold probabilities)."""
+    validation: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def held_out_split(embedded: EmbeddedData) -> str | None:
+    """The split the probe reports on: test, else val, else none."""
+    present = embedded.manifest.splits_present()
+    return next((s for s in ("test", "val") if s in present), None)
 
 
 def fit_heads(
@@ -47,26 +86,153 @@ def fit_heads(
     return heads
 
 
-def held_out_proba(
-    embedded: EmbeddedData, heads: dict[str, Any], splits: tuple[str, ...] = EVALUATED
-) -> dict[str, dict[str, np.ndarray]]:
-    """Each task's probabilities on each of ``splits`` that has samples."""
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for split in splits:
-        rows = embedded.rows(split)
-        if rows:
-            out[split] = {
-                t.name: task_proba(t, heads[t.name], embedded.features[rows])
-                for t in embedded.manifest.targets
-            }
+def _strata(task: Task, cells: Cells) -> np.ndarray:
+    if not task.multi_label:
+        return np.asarray([cell[0] for cell in cells])
+    counts: dict[str, int] = {}
+    for cell in cells:
+        for label in cell:
+            counts[label] = counts.get(label, 0) + 1
+    return np.asarray([min(cell, key=lambda c: (counts[c], c)) if cell else "" for cell in cells])
+
+
+def _fold_proba(task: Task, head: Any, X: np.ndarray) -> np.ndarray:
+    """Task-ordered probabilities of a fold's head (a class its part never saw gets 0)."""
+    if task.multi_label:
+        return task_proba(task, head, X)
+    raw = np.asarray(head.predict_proba(X), dtype=np.float64)
+    out = np.zeros((len(X), len(task.classes)))
+    out[:, [task.classes.index(str(c)) for c in head.classes_]] = raw
     return out
 
 
+def out_of_fold(task: Task, head: Any, X: np.ndarray, cells: Cells) -> np.ndarray | None:
+    """Out-of-fold probabilities of the training rows (columns in task order): the head's own
+    (logistic C search) or those of ``CV_FOLDS`` refits with its parameters; None when the data
+    is too small to fold."""
+    own = getattr(head, "oof_proba_", None)
+    if own is not None:
+        if task.multi_label:
+            return np.asarray(own, dtype=np.float64)
+        order = [list(head.classes_).index(c) for c in task.classes]
+        return np.asarray(own, dtype=np.float64)[:, order]
+    strata = _strata(task, cells)
+    folds = min(CV_FOLDS, int(min(np.unique(strata, return_counts=True)[1])))
+    if folds < 2:
+        return None
+    target = task_target(task, cells)
+    out = np.zeros((len(X), len(task.classes)))
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=0)
+    try:
+        for train, test in splitter.split(X, strata):
+            fold_head = clone(head).fit(X[train], target[train])
+            out[test] = _fold_proba(task, fold_head, X[test])
+    except ValueError:  # a fold lost every example of a label: no estimate, not an error
+        return None
+    return out
+
+
+def _calibrate(task: Task, oof: np.ndarray, cells: Cells) -> tuple[dict[str, Any], np.ndarray]:
+    """The task's temperature record fitted on its out-of-fold probabilities, and those
+    probabilities calibrated."""
+    if task.multi_label:
+        temperatures = fit_label_temperatures(oof, indicator(cells, task.classes))
+        record = {"temperatures": [float(t) for t in temperatures]}
+        return record, apply_label_temperatures(oof, temperatures)
+    y = np.array([task.classes.index(cell[0]) for cell in cells], dtype=np.intp)
+    temperature = fit_temperature(oof, y)
+    return {"temperature": temperature}, apply_temperature(oof, temperature)
+
+
+def _apply(task: Task, record: dict[str, Any], proba: np.ndarray) -> np.ndarray:
+    if "temperatures" in record:
+        return apply_label_temperatures(proba, np.asarray(record["temperatures"]))
+    return apply_temperature(proba, float(record["temperature"]))
+
+
 def probe(embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot | None) -> ProbeOutcome:
-    """Fit every task's head on the train split and score it on val and test."""
-    heads = fit_heads(embedded, cfg, embedded.rows("train"), cache)
-    probabilities = held_out_proba(embedded, heads)
-    metrics = score_splits(
-        embedded.manifest, heads, probabilities, n_boot=cfg.eval.n_boot, seed=cfg.data.seed
+    """Fit every task's head on all but the held-out split, validate, calibrate and tune its
+    thresholds on out-of-fold probabilities, and score the held-out split (module docstring)."""
+    manifest = embedded.manifest
+    held = held_out_split(embedded)
+    rows = [i for i, s in enumerate(manifest.samples) if s.split != held]
+    heads = fit_heads(embedded, cfg, rows, cache)
+    X = embedded.features[rows]
+    cv_proba: dict[str, np.ndarray] = {}
+    temperatures: dict[str, dict[str, Any]] = {}
+    for task in manifest.targets:
+        cells = [tuple(manifest.samples[i].labels[task.name]) for i in rows]
+        oof = out_of_fold(task, heads[task.name], X, cells)
+        if oof is None:
+            continue
+        temperatures[task.name], cv_proba[task.name] = _calibrate(task, oof, cells)
+        if task.multi_label:
+            Y = indicator(cells, task.classes)
+            heads[task.name].thresholds_ = tune_thresholds(Y, cv_proba[task.name])
+    probabilities: dict[str, dict[str, np.ndarray]] = {}
+    if held is not None:
+        held_rows = embedded.rows(held)
+        probabilities[held] = {}
+        for task in manifest.targets:
+            proba = task_proba(task, heads[task.name], embedded.features[held_rows])
+            record = temperatures.get(task.name)
+            probabilities[held][task.name] = (
+                proba if record is None else _apply(task, record, proba)
+            )
+    metrics: MetricsRecord = {}
+    n_boot, seed = cfg.eval.n_boot, cfg.data.seed
+    if len(cv_proba) == len(manifest.targets):
+        metrics["cv"] = {
+            t.name: task_metrics(
+                t,
+                [tuple(manifest.samples[i].labels[t.name]) for i in rows],
+                cv_proba[t.name],
+                thresholds=thresholds_of(t, heads[t.name]),
+                n_boot=n_boot,
+                seed=seed,
+            )
+            for t in manifest.targets
+        }
+    for split, per_task in probabilities.items():
+        metrics[split] = {
+            t.name: task_metrics(
+                t,
+                embedded.cells(t, split),
+                per_task[t.name],
+                thresholds=thresholds_of(t, heads[t.name]),
+                n_boot=n_boot,
+                seed=seed,
+            )
+            for t in manifest.targets
+        }
+    trained = ", ".join(s for s in manifest.splits_present() if s != held)
+    validation = (
+        f"{CV_FOLDS}-fold cross-validation on the training images ({trained}): out-of-fold "
+        "predictions, which also fitted the temperature"
+        + (" and the label thresholds" if any(t.multi_label for t in manifest.targets) else "")
+        if "cv" in metrics
+        else "none: too few images per class to cross-validate"
     )
-    return ProbeOutcome(heads, probabilities, metrics)
+    calibration = (
+        {
+            "method": "temperature",
+            "fitted_on": f"out-of-fold probabilities of the training images ({CV_FOLDS}-fold CV)",
+            "tasks": temperatures,
+        }
+        if temperatures
+        else None
+    )
+    return ProbeOutcome(heads, probabilities, metrics, calibration, validation)
+
+
+def val_score(embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot | None) -> float:
+    """The probe's validation score for ``--strategy auto``: heads fitted on the train split
+    alone, the mean over tasks of accuracy (multi-class) or mAP (multi-label) on ``val``."""
+    heads = fit_heads(embedded, cfg, embedded.rows("train"), cache)
+    rows = embedded.rows("val")
+    scores = []
+    for task in embedded.manifest.targets:
+        proba = task_proba(task, heads[task.name], embedded.features[rows])
+        m = task_metrics(task, embedded.cells(task, "val"), proba, n_boot=0)
+        scores.append(headline(m)[1].value)
+    return float(np.mean(scores))

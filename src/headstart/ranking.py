@@ -29,7 +29,7 @@ import numpy as np
 
 from headstart.backbones import BackboneRef, list_backbones, resolve_backbone
 from headstart.config import FitConfig, load_config
-from headstart.data import Task
+from headstart.data import Manifest, Task
 from headstart.embedding import EmbeddedData, embed_data
 from headstart.errors import BackboneError, ConfigError
 from headstart.heads import task_head, task_proba, task_target, thresholds_of
@@ -256,7 +256,7 @@ def _mean_ranks(rows: list[BackboneScores], names: Sequence[str]) -> np.ndarray:
 
 
 def rank_backbones(
-    data: str | Path,
+    data: str | Path | Manifest,
     config: FitConfig | None = None,
     *,
     task: str | None = None,

@@ -80,6 +80,8 @@ class FitResult:
     """The safetensors file of the backbone to bundle (None: convert the registry's weights)."""
     validation: str = ""
     """How the validation numbers were obtained, in words (run.json)."""
+    calibration: dict[str, Any] | None = None
+    """The bundle's calibration record (the probe's temperatures), when there is one."""
     finetune: FinetuneRecord | None = None
     report: Path | None = None
     """The run's HTML report (``RUN/report.html``), when one was written."""
@@ -157,5 +159,6 @@ def write_result(result: FitResult) -> None:
         "config": result.config.to_dict(),
         "data_hash": record.data_hash,
         "run": record.to_dict(),
+        **({"calibration": result.calibration} if result.calibration else {}),
     }
     run.write_bundle(list(m.targets), result.heads, result.backbone, weights, extra)

@@ -386,7 +386,7 @@ def test_task_weights_must_name_tasks() -> None:
 
 
 def test_mixup_and_cutmix_mix_target_rows_of_every_task() -> None:
-    from headstart.data.augment import AugmentPlan
+    from headstart.finetune.augment import AugmentPlan
     from headstart.finetune.targets import batch_mixer
 
     torch.manual_seed(0)

@@ -29,7 +29,7 @@ def test_fit_writes_a_complete_run(plain_run: FitResult) -> None:
         {"name": "label", "classes": list(TINY_CLASSES), "multi_label": False}
     ]
     assert info["backbone"]["name"] == "mobilenet_v2"
-    assert set(info["metrics"]) == {"val", "test"}
+    assert set(info["metrics"]) == {"cv", "test"}
     assert info["versions"]["torch"]
     assert info["data_hash"] == plain_run.manifest.data_hash()
     header = next(csv.reader((run / "predictions.csv").open()))
@@ -85,7 +85,7 @@ def test_two_tasks_are_fitted_scored_and_predicted(
 ) -> None:
     assert [t.name for t in two_task_run.tasks] == ["left", "items"]
     assert [t.multi_label for t in two_task_run.tasks] == [False, True]
-    for split in ("val", "test"):
+    for split in ("cv", "test"):
         assert isinstance(two_task_run.metrics[split]["left"], Metrics)
         assert isinstance(two_task_run.metrics[split]["items"], MultiLabelMetrics)
     header = next(csv.reader((two_task_run.run_dir / "predictions.csv").open()))
@@ -169,7 +169,7 @@ def test_every_cache_honours_the_configured_root(
     mine = tmp_path / "configured"
     fit_run(tiny_data, tmp_path / "run", mine)
     assert (mine / "embeddings").is_dir() and (mine / "heads").is_dir()
-    assert (mine / "report-overlays").is_dir()
+    assert (mine / "weights").is_dir()
     assert not default.exists(), sorted(p.name for p in default.iterdir())
 
 
@@ -190,3 +190,50 @@ def test_a_label_on_every_training_image_is_a_one_line_error(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "label 'photo' of 'label' is on every training image" in err
+
+
+def test_the_probe_trains_on_train_and_val_and_validates_by_cross_validation(
+    plain_run: FitResult,
+) -> None:
+    """Data with a test split: val joins train (nothing needs it), the validation numbers are
+    out-of-fold ones over those images, and a temperature fitted on them ships in the bundle."""
+    m = plain_run.manifest
+    cv, test = plain_run.metrics["cv"]["label"], plain_run.metrics["test"]["label"]
+    assert cv.n == len(m.split("train")) + len(m.split("val")) == 104
+    assert test.n == len(m.split("test")) == 24
+    assert "cross-validation" in plain_run.validation
+    (temperature,) = plain_run.model.temperatures.values()
+    assert isinstance(temperature, float) and 0.05 < temperature < 20
+    record = json.loads((plain_run.run_dir / "run.json").read_text())
+    assert "cross-validation" in record["validation"]
+
+
+def test_without_a_test_split_val_is_the_held_out_split(
+    tiny_data: Path, shared_cache: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "no-test"
+    for split in ("train", "validation"):
+        shutil.copytree(tiny_data / split, data / split)
+    result = fit_run(data, tmp_path / "run", shared_cache, report=False)
+    assert set(result.metrics) == {"cv", "val"}  # type: ignore[attr-defined]
+    assert result.metrics["cv"]["label"].n == 80  # type: ignore[attr-defined]
+
+
+def test_unsplit_data_gets_train_and_test_only_for_the_probe(
+    tiny_data: Path, shared_cache: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "flat"
+    for cls in TINY_CLASSES:
+        for split in ("train", "validation", "test"):
+            for f in (tiny_data / split / cls).iterdir():
+                (data / cls).mkdir(parents=True, exist_ok=True)
+                shutil.copy(f, data / cls / f"{split}-{f.name}")
+    result = fit_run(data, tmp_path / "run", shared_cache, report=False)
+    assert result.manifest.splits_present() == ["train", "test"]  # type: ignore[attr-defined]
+    from headstart.data import scan
+
+    carved = scan(data)  # what fine-tuning scans: a val split as well, the same test split
+    assert carved.splits_present() == ["train", "val", "test"]
+    assert {s.path for s in carved.split("test")} == {
+        s.path for s in result.manifest.split("test")  # type: ignore[attr-defined]
+    }

@@ -212,7 +212,7 @@ def test_a_two_task_report_covers_every_task(two_task_run: FitResult) -> None:
     assert page.sections == list(SECTIONS)
     text = " ".join(page.text)
     html = two_task_run.report.read_text(encoding="utf-8")
-    for split in ("val", "test"):
+    for split in ("cv", "test"):
         left = two_task_run.metrics[split]["left"]
         items = two_task_run.metrics[split]["items"]
         assert f"{split} left accuracy" in text and f"{split} items mAP" in text

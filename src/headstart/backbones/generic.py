@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 from headstart.backbones.builtin import torch_hub_checkpoints
 from headstart.backbones.preprocessing import Preprocessing
-from headstart.backbones.registry import (
+from headstart.backbones.spec import (
     WEIGHTS_HINT,
     BackboneSpec,
     BackboneStatus,

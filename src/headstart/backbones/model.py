@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from headstart.backbones.builtin import BUILTINS
+from headstart.backbones.builtin import BUILTINS, torch_hub_checkpoints
+from headstart.backbones.generic import torchvision_weights
 from headstart.backbones.preprocessing import Preprocessing
-from headstart.backbones.registry import BackboneRef, split_name
+from headstart.backbones.spec import BackboneRef, file_sha256, split_name
 from headstart.errors import BackboneError, WeightsError
 
 __all__ = ["Backbone", "build_backbone", "load_state_file", "save_weights"]
@@ -148,8 +149,6 @@ def _create(library: str, arch: str, pretrained_file: Path | None) -> nn.Module:
 
     if pretrained_file is not None:
         # torchvision's own path: the enum finds the file in torch.hub's checkpoint cache.
-        from headstart.backbones.generic import torchvision_weights
-
         return torchvision.models.get_model(arch, weights=torchvision_weights(arch))
     return torchvision.models.get_model(arch, weights=None)
 
@@ -174,8 +173,6 @@ def build_backbone(ref: BackboneRef, *, pretrained: bool = True) -> Backbone:
 
 
 def _is_library_cache(path: Path) -> bool:
-    from headstart.backbones.builtin import torch_hub_checkpoints
-
     resolved = path.resolve()
     return "huggingface" in resolved.parts or resolved.parent == torch_hub_checkpoints().resolve()
 
@@ -183,8 +180,6 @@ def _is_library_cache(path: Path) -> bool:
 def save_weights(backbone: Backbone, path: Path) -> str:
     """Write ``backbone.model``'s state dict as safetensors, atomically; returns its sha256."""
     from safetensors.torch import save_file
-
-    from headstart.backbones.registry import file_sha256
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

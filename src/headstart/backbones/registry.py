@@ -9,18 +9,22 @@ that travels with the weights.
 
 from __future__ import annotations
 
-import hashlib
-import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from headstart.backbones import generic
 from headstart.backbones.builtin import BUILTINS, BuiltinEntry
-from headstart.backbones.preprocessing import Preprocessing
-from headstart.errors import BackboneError, PathNotFoundError, WeightsError
-
-if TYPE_CHECKING:
-    from headstart.backbones.model import Backbone
+from headstart.backbones.spec import (
+    GENERIC_PREFIXES,
+    POPULAR_GENERIC,
+    WEIGHTS_HINT,
+    BackboneRef,
+    BackboneSpec,
+    BackboneStatus,
+    file_sha256,
+    offline,
+    split_name,
+)
+from headstart.errors import PathNotFoundError, WeightsError
 
 __all__ = [
     "GENERIC_PREFIXES",
@@ -32,76 +36,11 @@ __all__ = [
     "file_sha256",
     "get_spec",
     "list_backbones",
+    "offline",
     "resolve_backbone",
+    "split_name",
     "unweighted_ref",
 ]
-
-GENERIC_PREFIXES = ("timm:", "torchvision:")
-POPULAR_GENERIC = (
-    "timm:resnet18",
-    "timm:resnet50",
-    "timm:convnext_tiny",
-    "timm:vit_tiny_patch16_224",
-    "timm:efficientnet_b0",
-    "torchvision:resnet18",
-    "torchvision:resnet50",
-    "torchvision:efficientnet_b0",
-)
-WEIGHTS_HINT = (
-    "pass --weights FILE (safetensors, or a state dict loaded with torch.load(weights_only=True))"
-)
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What a backbone is: feature size, size, published ImageNet top-1 and its preprocessing."""
-
-    name: str
-    feature_dim: int | None
-    params: int | None
-    imagenet_top1: float | None
-    preprocessing: Preprocessing
-    description: str
-
-
-@dataclass(frozen=True)
-class BackboneStatus:
-    """A backbone in :func:`list_backbones`: usable here or not, and why."""
-
-    spec: BackboneSpec
-    available: bool
-    detail: str
-
-
-@dataclass(frozen=True)
-class BackboneRef:
-    """A resolved backbone: enough to key caches without building the model (no torch needed)."""
-
-    name: str
-    weights_path: Path | None
-    weights_sha256: str
-    preprocessing: Preprocessing
-    feature_dim: int | None
-
-    def build(self) -> Backbone:
-        """Build the model with its weights, in eval mode (imports torch)."""
-        from headstart.backbones.model import build_backbone
-
-        return build_backbone(self)
-
-
-def _known() -> str:
-    return ", ".join([*sorted(BUILTINS), "timm:NAME", "torchvision:NAME"])
-
-
-def split_name(name: str) -> tuple[str, str]:
-    """(library, architecture) for a backbone name; unknown names raise ``BackboneError``."""
-    if name in BUILTINS:
-        return BUILTINS[name].library, BUILTINS[name].arch
-    for prefix in GENERIC_PREFIXES:
-        if name.startswith(prefix) and len(name) > len(prefix):
-            return prefix[:-1], name[len(prefix) :]
-    raise BackboneError(f"unknown backbone '{name}'; known: {_known()}")
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -112,25 +51,7 @@ def get_spec(name: str) -> BackboneSpec:
         return BackboneSpec(
             name, e.feature_dim, e.params, e.imagenet_top1, e.preprocessing, e.description
         )
-    from headstart.backbones import generic
-
     return generic.generic_spec(name, library, arch)
-
-
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes (memoised per process on path, size and mtime)."""
-    st = path.stat()
-    memo_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if memo_key not in _SHA_MEMO:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        _SHA_MEMO[memo_key] = digest.hexdigest()
-    return _SHA_MEMO[memo_key]
 
 
 def _builtin_weights(name: str, entry: BuiltinEntry) -> Path:
@@ -167,8 +88,6 @@ def resolve_backbone(name: str, weights: Path | None = None) -> BackboneRef:
         entry = BUILTINS[name]
         path = weights if weights is not None else _builtin_weights(name, entry)
         return BackboneRef(name, path, file_sha256(path), entry.preprocessing, entry.feature_dim)
-    from headstart.backbones import generic
-
     spec = generic.generic_spec(name, library, arch)
     path = weights if weights is not None else generic.find_weights(name, library, arch)
     return BackboneRef(name, path, file_sha256(path), spec.preprocessing, spec.feature_dim)
@@ -192,16 +111,6 @@ def list_backbones() -> list[BackboneStatus]:
             statuses.append(BackboneStatus(spec, True, f"weights: {ref.weights_path}"))
         except WeightsError as exc:
             statuses.append(BackboneStatus(spec, False, str(exc)))
-    from headstart.backbones import generic
-
     for name in POPULAR_GENERIC:
         statuses.append(generic.generic_status(name))
     return statuses
-
-
-def offline() -> bool:
-    """True when downloads must not be tried (HEADSTART_OFFLINE or HF_HUB_OFFLINE set)."""
-    return any(
-        os.environ.get(var, "").lower() in {"1", "true", "yes"}
-        for var in ("HEADSTART_OFFLINE", "HF_HUB_OFFLINE")
-    )

@@ -17,7 +17,8 @@ from headstart.cli.render import console, display_path, err_console
 
 if TYPE_CHECKING:
     from headstart.data import Task
-    from headstart.model import Prediction
+    from headstart.export import OnnxClassifier
+    from headstart.model import Model, Prediction
 
 
 class Runtime(str, Enum):
@@ -113,6 +114,7 @@ def command(
     from headstart.model import load
 
     check_tta(tta)
+    loaded: Model | OnnxClassifier
     if runtime is Runtime.onnx:
         from headstart.export import load_onnx
 

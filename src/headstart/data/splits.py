@@ -75,7 +75,8 @@ def stratified_assign(
         order = _rng(seed, stratum).permutation(len(groups))
         n_val, n_test = _counts(len(groups), val_fraction, test_fraction)
         for rank, position in enumerate(order):
-            split = "val" if rank < n_val else "test" if rank < n_val + n_test else "train"
+            # test takes the first units: carving val (for fine-tuning) never changes the test set
+            split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
             for index in groups[position]:
                 result[index] = split
     return result

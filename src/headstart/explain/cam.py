@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from headstart.data import load_rgb
 from headstart.data.manifest import DEFAULT_TASK, Task
 from headstart.errors import ConfigError, HeadstartError, ImageError
 
@@ -123,8 +124,6 @@ def _build(model: Model, task: Task) -> _Prepared:
 
 
 def _decode(image: Any, preprocessing: Preprocessing) -> Image.Image:
-    from headstart.data import load_rgb
-
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
     if isinstance(image, str | Path):
@@ -179,7 +178,7 @@ def _run_cam(
         cam.activations_and_grads.release()
     scores = logits.double()
     proba = scores.sigmoid() if prepared.task.multi_label else torch.softmax(scores, dim=1)
-    return np.clip(np.asarray(maps, dtype=np.float32), 0.0, 1.0), proba
+    return np.clip(np.asarray(maps, dtype=np.float32), 0.0, 1.0), proba.numpy()
 
 
 def _explain_images(

@@ -20,8 +20,14 @@ import numpy as np
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import BackboneRef
+from headstart.data.images import load_rgb
 from headstart.errors import ConfigError, ImageError
-from headstart.features.onnx_engine import physical_cores
+from headstart.features.onnx_engine import (
+    OnnxFeatures,
+    export_onnx,
+    onnxruntime_available,
+    physical_cores,
+)
 from headstart.features.progress import ExtractProgress
 from headstart.features.store import EmbeddingStore, model_key
 
@@ -50,8 +56,6 @@ def resolve_engine(engine: str) -> str:
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine '{engine}'; known: {', '.join(ENGINES)}")
     if engine == "auto":
-        from headstart.features.onnx_engine import onnxruntime_available
-
         return "onnx" if onnxruntime_available() else "torch"
     return engine
 
@@ -65,8 +69,6 @@ def _decode_batch(
     items: list[tuple[int, str]], prep: Preprocessing
 ) -> tuple[list[int], np.ndarray, dict[int, str]]:
     """Decode + preprocess one batch (runs in a worker): kept indices, stacked array, failures."""
-    from headstart.data.images import load_rgb
-
     out = np.empty((len(items), 3, prep.crop, prep.crop), dtype=np.float32)
     kept: list[int] = []
     failed: dict[int, str] = {}
@@ -108,8 +110,6 @@ def _decoded_batches(
 
 
 def _onnx_runner(ref: BackboneRef, key: str, store: EmbeddingStore, threads: int) -> Runner:
-    from headstart.features.onnx_engine import OnnxFeatures, export_onnx
-
     path = store.onnx_path(key)
     if not path.is_file():
         export_onnx(ref.build(), path)

@@ -33,6 +33,7 @@ from PIL import Image
 
 from headstart.backbones.preprocessing import INTERPOLATIONS, Preprocessing
 from headstart.backbones.registry import BackboneRef, file_sha256
+from headstart.data.images import decode_each
 from headstart.errors import ConfigError
 from headstart.features.extract import extract, feature_runner, resolve_engine
 from headstart.features.onnx_engine import physical_cores
@@ -121,8 +122,6 @@ def decode_views(
 ) -> tuple[list[int], np.ndarray, dict[int, str]]:
     """Decode each file once (as the plain path does) and cut its views: kept indices,
     (n_kept, V, 3, crop, crop) float32, and {index: reason} for files that cannot be read."""
-    from headstart.data.images import decode_each
-
     shape = (len(views), 3, prep.crop, prep.crop)
     return decode_each(paths, lambda image: view_arrays(image, prep, views), shape, prep.resize)
 

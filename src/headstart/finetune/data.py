@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from headstart.backbones import Preprocessing
+from headstart.backbones.preprocessing import INTERPOLATIONS
 from headstart.data import load_rgb
 from headstart.errors import ImageError
 
@@ -49,8 +50,6 @@ class DecodedImages:
         image = load_rgb(self.paths[index], draft_size=self.prep.resize)
         size = self.prep.resized_size(*image.size)
         if size != image.size:
-            from headstart.backbones.preprocessing import INTERPOLATIONS
-
             image = image.resize(size, INTERPOLATIONS[self.prep.interpolation])
         return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 

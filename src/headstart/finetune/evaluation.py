@@ -10,7 +10,7 @@ import torch
 
 from headstart.config import FitConfig
 from headstart.data import Manifest
-from headstart.data.augment import eval_transform
+from headstart.finetune.augment import eval_transform
 from headstart.finetune.data import DecodedImages
 from headstart.finetune.module import FinetuneModule
 from headstart.finetune.targets import task_targets

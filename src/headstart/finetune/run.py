@@ -28,9 +28,9 @@ from headstart.backbones.model import Backbone, build_backbone, save_weights
 from headstart.backbones.registry import unweighted_ref
 from headstart.config import FitConfig
 from headstart.data import Manifest
-from headstart.data.augment import eval_transform, resolve, train_transform
 from headstart.embedding import check_trainable, scan_data
 from headstart.errors import ConfigError, DataError
+from headstart.finetune.augment import eval_transform, resolve, train_transform
 from headstart.finetune.data import (
     DecodedImages,
     FinetuneData,

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from headstart.data import Task
-from headstart.data.augment import AugmentPlan
+from headstart.finetune.augment import AugmentPlan
 
 __all__ = ["Mixer", "batch_mixer", "class_weight_rows", "task_slices", "task_targets"]
 

@@ -3,8 +3,9 @@
 A head's fit is deterministic given its class, parameters, training embeddings and targets (the
 heads seed their own randomness), so refitting the same data with the same config loads the
 stored arrays instead of searching again.  Entries are the same safetensors + JSON pair the
-bundle uses (no pickle); the JSON records the arrays' sha256, so a damaged entry is detected on
-read, ignored and rewritten.
+bundle uses (no pickle), plus the head's out-of-fold probabilities (``oof_proba_``) when its fit
+made them; the JSON records the files' sha256, so a damaged entry is detected on read, ignored
+and rewritten.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from headstart.heads.registry import export_head, import_head, params_json
 
 __all__ = ["fit_cached"]
 
-_VERSION = "v2"
+_VERSION = "v3"
 
 
 def _key(head: Any, X: np.ndarray, y: np.ndarray) -> str:
@@ -38,10 +39,17 @@ def _load(folder: Path) -> Any | None:
 
     try:
         meta = json.loads((folder / "meta.json").read_text())
-        data = (folder / "head.safetensors").read_bytes()
-        if hashlib.sha256(data).hexdigest() != meta.pop("sha256"):
-            return None
-        return import_head(load(data), meta)
+        files = meta.pop("files")
+        arrays = {}
+        for name, sha in files.items():
+            data = (folder / name).read_bytes()
+            if hashlib.sha256(data).hexdigest() != sha:
+                return None
+            arrays[name] = load(data)
+        head = import_head(arrays["head.safetensors"], meta)
+        if "oof.safetensors" in arrays:
+            head.oof_proba_ = arrays["oof.safetensors"]["oof"]
+        return head
     except Exception:  # a damaged entry of any kind is a cache miss, never an error
         return None
 
@@ -59,8 +67,12 @@ def fit_cached(head: Any, X: np.ndarray, y: Any, cache_dir: Path | None) -> Any:
         return cached
     head.fit(X, target)
     arrays, meta = export_head(head)
-    data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
-    atomic_write_bytes(folder / "head.safetensors", data)
-    meta = {**meta, "sha256": hashlib.sha256(data).hexdigest()}
-    atomic_write_text(folder / "meta.json", json.dumps(meta))  # written last: marks complete
+    files = {"head.safetensors": save({k: np.ascontiguousarray(v) for k, v in arrays.items()})}
+    oof = getattr(head, "oof_proba_", None)
+    if oof is not None:
+        files["oof.safetensors"] = save({"oof": np.ascontiguousarray(oof)})
+    for name, data in files.items():
+        atomic_write_bytes(folder / name, data)
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    atomic_write_text(folder / "meta.json", json.dumps({**meta, "files": digests}))  # marks done
     return head

@@ -48,6 +48,10 @@ _SEARCH_TOL = 1e-3
 class LogisticHead(Head):
     """Standardise, then multinomial logistic regression (lbfgs) with ``C`` chosen by CV.
 
+    Fitted ``oof_proba_``: the out-of-fold probabilities of the training rows at the chosen
+    ``C`` (columns follow ``classes_``; None when the search was skipped): a validation estimate
+    that costs no extra fit.  It is not part of the exported state.
+
     Parameters
     ----------
     Cs:
@@ -151,6 +155,7 @@ class LogisticHead(Head):
         keeps tiny data sets from always landing on the strongest regularisation.
         """
         scores = np.full(grid.size, np.nan)
+        self.oof_proba_: NDArray[np.float64] | None = None
         n_splits = min(self.cv, int(np.bincount(y_idx).min()))
         if grid.size == 1 or n_splits < 2:
             return scores, None
@@ -161,17 +166,20 @@ class LogisticHead(Head):
         best_index, since_best = 0, 0
         for i, C in enumerate(grid):
             fold_scores = []
+            oof = np.zeros((len(y_idx), int(y_idx.max()) + 1))
             for model, (train, test) in zip(models, splits, strict=True):
                 model.set_params(C=float(C))
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ConvergenceWarning)
                     model.fit(Z[train], y_idx[train])
-                fold_scores.append(self._score(model.predict_proba(Z[test]), y_idx[test]))
+                oof[np.ix_(test, model.classes_)] = model.predict_proba(Z[test])
+                fold_scores.append(self._score(oof[test], y_idx[test]))
             accuracy, neg_log_loss = np.mean(fold_scores, axis=0)
             scores[i] = accuracy
             key = (round(float(accuracy), 10), float(neg_log_loss))
             if key > best:
                 best, best_index, since_best = key, i, 0
+                self.oof_proba_ = oof
             else:
                 since_best += 1
                 if since_best >= _PATIENCE:

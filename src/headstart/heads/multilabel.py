@@ -38,7 +38,8 @@ class MultiLabelHead(ClassifierMixin, BaseEstimator):
         The decision threshold of every label until :func:`tune_thresholds` sets its own.
 
     Fitted attributes: ``estimators_`` (one binary head per label, classes 0/1),
-    ``thresholds_`` (L,), ``classes_`` (``arange(L)``: the columns), ``n_features_in_``.
+    ``thresholds_`` (L,), ``classes_`` (``arange(L)``: the columns), ``n_features_in_``, and
+    ``oof_proba_`` (n, L) when every label's head kept its out-of-fold probabilities.
     As :class:`~sklearn.multiclass.OneVsRestClassifier` does, a 1-D target is a single yes/no
     question answered like any binary classifier: ``classes_`` its two values, ``predict``
     1-D, ``predict_proba`` (n, 2).
@@ -82,6 +83,12 @@ class MultiLabelHead(ClassifierMixin, BaseEstimator):
                 )
             heads.append(create_head(self.kind, **dict(self.params or {})).fit(X_arr, Y_arr[:, j]))
         self.estimators_ = heads
+        oofs = [getattr(h, "oof_proba_", None) for h in heads]
+        self.oof_proba_ = (
+            np.column_stack([oof[:, 1] for oof in oofs])
+            if all(oof is not None for oof in oofs)
+            else None
+        )
         self.classes_ = heads[0].classes_ if self.one_d_ else np.arange(Y_arr.shape[1])
         self.thresholds_ = np.full(Y_arr.shape[1], float(self.threshold))
         return self

@@ -19,6 +19,7 @@ from typing import Any
 from headstart.backbones import resolve_backbone
 from headstart.cache import CacheRoot
 from headstart.config import FitConfig, load_config
+from headstart.data import Manifest
 from headstart.data.leakage import dedupe, find_near_duplicates
 from headstart.embedding import (
     EmbeddedData,
@@ -29,7 +30,7 @@ from headstart.embedding import (
 )
 from headstart.errors import ConfigError
 from headstart.heads import check_label_coverage, create_head
-from headstart.probe import probe
+from headstart.probe import probe, val_score
 from headstart.ranking import rank_backbones
 from headstart.report import build_report
 from headstart.result import FitResult, write_result
@@ -93,18 +94,26 @@ def _with_report(result: FitResult, report: bool) -> FitResult:
 
 
 def _fit_probe(
-    data: str | Path, run: RunFolder, cfg: FitConfig, *, overwrite: bool, progress: bool
+    data: str | Path | Manifest,
+    run: RunFolder,
+    cfg: FitConfig,
+    *,
+    overwrite: bool,
+    progress: bool,
+    ranking: dict[str, Any] | None = None,
 ) -> FitResult:
+    """The probe's run: scan (no val carved), embed, check leakage, fit, write."""
     run.check_output(overwrite)
     # fail fast on a bad head or backbone, before any scanning or extraction
     create_head(cfg.head.kind, **cfg.head.params)
     check_pretrained(cfg)
-    cfg, ranking = _resolve_auto_backbone(data, cfg, progress)
+    if cfg.backbone.name == "auto":
+        cfg, ranking = _resolve_auto_backbone(data, cfg, progress)
     ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
     cache = CacheRoot.for_config(cfg)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    manifest = scan_data(data, cfg)
+    manifest = data if isinstance(data, Manifest) else scan_data(data, cfg, carve_val=False)
     for task in manifest.targets:  # before the images are embedded: fail fast
         check_label_coverage(task, [s.labels[task.name] for s in manifest.split("train")])
     embedded = embed_data(manifest, cfg, progress=progress, ref=ref)
@@ -125,7 +134,8 @@ def _fit_probe(
         probabilities=outcome.probabilities,
         extraction=embedded.extraction,
         timings=timings,
-        validation="the val split",
+        validation=outcome.validation,
+        calibration=outcome.calibration,
         near_duplicates=near,
         deduped=deduped,
         ranking=ranking,
@@ -137,7 +147,7 @@ def _fit_probe(
 
 
 def _resolve_auto_backbone(
-    data: str | Path, cfg: FitConfig, progress: bool
+    data: str | Path | Manifest, cfg: FitConfig, progress: bool
 ) -> tuple[FitConfig, dict[str, Any] | None]:
     """``backbone.name: auto`` -> the backbone :func:`rank_backbones` chooses."""
     if cfg.backbone.name != "auto":
@@ -183,45 +193,75 @@ def _fit_tuned(
     progress: bool,
     resume: bool,
 ) -> FitResult:
+    """``finetune``, or ``auto``: the probe's val score (heads fitted on train alone) against
+    fine-tuning's on the same val split; the probe is refitted on every training image when it
+    wins (val joins train where a test split exists)."""
     # Lightning and torch load only when a network is really trained
     from headstart.finetune import finetune, start_record
 
     if cfg.strategy.kind == "finetune":
         return finetune(data, cfg, run.path, overwrite=overwrite, progress=progress, resume=resume)
-    probe_cfg = cfg.model_copy(
-        update={"strategy": cfg.strategy.model_copy(update={"kind": "probe"})}
-    )
-    probed = _fit_probe(data, run, probe_cfg, overwrite=overwrite or resume, progress=progress)
-    probe_score = validation_score(probed)
+    if not resume:
+        run.check_output(overwrite)
+    create_head(cfg.head.kind, **cfg.head.params)
+    check_pretrained(cfg)
+    cfg, ranking = _resolve_auto_backbone(data, cfg, progress)
+    ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
+    manifest = scan_data(data, cfg)
+    embedded = embed_data(manifest, cfg, progress=progress, ref=ref)
+    probe_score = val_score(embedded, cfg, CacheRoot.for_config(cfg))
     skip = cfg.strategy.auto_skip_above
+    record = FinetuneRecord("auto", probe_val_score=probe_score)
     if probe_score >= skip:
-        reason = (
-            f"probe val score {probe_score:.3f} >= strategy.auto_skip_above {skip:g}: "
-            "fine-tuning skipped"
+        record.chosen, record.reason = (
+            "probe",
+            (
+                f"probe val score {probe_score:.3f} >= strategy.auto_skip_above {skip:g}: "
+                "fine-tuning skipped"
+            ),
         )
-        return _keep_probe(probed, run, FinetuneRecord("auto"), probe_score, reason)
+        return _keep_probe(embedded.manifest, run, cfg, record, progress, ranking)
     if not resume:
         start_record(data, cfg, run, "auto")
-    tuned = finetune(probed.manifest, cfg, run.path, progress=progress, resume=resume, write=False)
+    tuned = finetune(
+        embedded.manifest, cfg, run.path, progress=progress, resume=resume, write=False
+    )
     tuned_score = validation_score(tuned)
-    record = tuned.finetune or FinetuneRecord("finetune")
-    record.probe_val_score, record.finetune_val_score = probe_score, tuned_score
+    facts = tuned.finetune or FinetuneRecord("finetune")
+    facts.strategy, facts.probe_val_score, facts.finetune_val_score = (
+        "auto",
+        probe_score,
+        tuned_score,
+    )
     if tuned_score > probe_score:
-        record.strategy, record.chosen = "auto", "finetune"
-        record.reason = f"fine-tune val score {tuned_score:.3f} > probe {probe_score:.3f}"
+        facts.chosen = "finetune"
+        facts.reason = f"fine-tune val score {tuned_score:.3f} > probe {probe_score:.3f}"
+        tuned.finetune, tuned.ranking = facts, ranking
         write_result(tuned)
         run.mark_finished()
         return tuned
-    reason = f"probe val score {probe_score:.3f} >= fine-tune {tuned_score:.3f}"
-    return _keep_probe(probed, run, record, probe_score, reason)
+    facts.chosen = "probe"
+    facts.reason = f"probe val score {probe_score:.3f} >= fine-tune {tuned_score:.3f}"
+    return _keep_probe(embedded.manifest, run, cfg, facts, progress, ranking)
 
 
 def _keep_probe(
-    probed: FitResult, run: RunFolder, record: FinetuneRecord, score: float, reason: str
+    manifest: Manifest,
+    run: RunFolder,
+    cfg: FitConfig,
+    record: FinetuneRecord,
+    progress: bool,
+    ranking: dict[str, Any] | None,
 ) -> FitResult:
-    record.strategy, record.chosen, record.reason = "auto", "probe", reason
-    record.probe_val_score = score
-    probed.finetune = record
+    """The probe refitted on every training image of ``manifest`` (its val split joins train
+    where a test split exists), written with the auto decision."""
+    probe_cfg = cfg.model_copy(
+        update={"strategy": cfg.strategy.model_copy(update={"kind": "probe"})}
+    )
+    result = _fit_probe(
+        manifest, run, probe_cfg, overwrite=True, progress=progress, ranking=ranking
+    )
+    result.finetune = record
     run.write_finetune(record)
     run.mark_finished()
-    return probed
+    return result

@@ -16,8 +16,9 @@ import numpy as np
 import yaml
 
 from headstart.cache import CacheRoot
-from headstart.data import Task
+from headstart.data import Task, load_rgb
 from headstart.errors import ConfigError, HeadstartError
+from headstart.explain import explain_many
 from headstart.features import extract
 from headstart.fsutil import atomic_write_text
 from headstart.model import Model, load
@@ -75,10 +76,9 @@ def _overlays(model: Model | None, task: Task, paths: list[Path], cache: CacheRo
     out = dict(cached)
     if todo:
         try:
-            from headstart.explain import explain_many
-        except ImportError as exc:
+            explained = explain_many(model, [paths[i] for i in todo], task=task.name)
+        except ImportError as exc:  # grad-cam or torch missing from this installation
             return [note(f"Grad-CAM unavailable: {exc}")] * len(paths)
-        explained = explain_many(model, [paths[i] for i in todo], task=task.name)
         for i, result in zip(todo, explained, strict=True):
             if isinstance(result, HeadstartError):
                 out[i] = note(f"Grad-CAM failed: {result}")
@@ -91,8 +91,6 @@ def _overlays(model: Model | None, task: Task, paths: list[Path], cache: CacheRo
 
 
 def _thumbnail(path: Path) -> str | None:
-    from headstart.data import load_rgb
-
     try:
         return f'<img src="{plots.image_uri(load_rgb(path, draft_size=320))}" alt="image">'
     except (HeadstartError, OSError):

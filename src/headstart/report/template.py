@@ -29,7 +29,7 @@ tr.bad td { background: var(--bg-bad); color: var(--bad); font-weight: 600; }
 .card .big { font-size: 22px; font-weight: 600; }
 .card .ci { color: var(--muted); font-size: 12px; }
 .row { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
-figure { margin: 6px 0; } figure img { max-width: 100%; height: auto; display: block; }
+figure { margin: 6px 0; } figure svg { max-width: 100%; height: auto; display: block; }
 figcaption { color: var(--muted); font-size: 12px; }
 .note { color: var(--muted); font-style: italic; }
 .warn { color: var(--bad); font-weight: 600; }
@@ -69,10 +69,11 @@ def note(text: str, cls: str = "note") -> str:
     return f'<p class="{cls}">{escape(text)}</p>'
 
 
-def figure(uri: str, alt: str, caption: str = "") -> str:
-    """An embedded image (``uri`` must be a data: URI) with an optional caption."""
+def figure(chart: str, caption: str = "") -> str:
+    """A chart (inline ``<svg>`` markup from :mod:`headstart.report.plots`, already escaped)
+    with an optional caption."""
     cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
-    return f'<figure><img src="{escape(uri)}" alt="{escape(alt)}">{cap}</figure>'
+    return f"<figure>{chart}{cap}</figure>"
 
 
 def table(

@@ -11,7 +11,8 @@ from PIL import Image
 
 from headstart.backbones import Preprocessing
 from headstart.config import AugmentConfig
-from headstart.data.augment import PRESETS, batch_mixer, eval_transform, resolve, train_transform
+from headstart.finetune.augment import PRESETS, eval_transform, resolve, train_transform
+from headstart.finetune.targets import batch_mixer
 from headstart.errors import ConfigError
 from headstart.finetune.data import DecodedImages
 
@@ -61,9 +62,9 @@ def test_eval_transform_matches_bundle_preprocessing(tmp_path: Path) -> None:
 
 
 def test_mixer_gives_soft_labels_or_none() -> None:
-    assert batch_mixer(resolve(AugmentConfig(preset="light")), 3) is None
-    mix = batch_mixer(resolve(AugmentConfig(preset="strong")), 3)
+    assert batch_mixer(resolve(AugmentConfig(preset="light"))) is None
+    mix = batch_mixer(resolve(AugmentConfig(preset="strong")))
     assert mix is not None
-    images, labels = mix(torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))
+    images, labels = mix(torch.rand(4, 3, 32, 32), torch.eye(3)[torch.tensor([0, 1, 2, 0])])
     assert images.shape == (4, 3, 32, 32) and labels.shape == (4, 3)
     torch.testing.assert_close(labels.sum(1), torch.ones(4))

@@ -12,14 +12,14 @@ strong     (0.08, 1)                   yes    TrivialAugmentWide   MixUp 0.2 / C
 
 Image transforms take a uint8 (3, H, W) tensor (the decoded image resized like the backbone's
 preprocessing) and return the normalised float32 (3, crop, crop) input. MixUp/CutMix act on
-batches (images and integer labels) and return soft labels.
+batches of images and target rows (:func:`headstart.finetune.targets.batch_mixer`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from headstart.errors import ConfigError
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from headstart.backbones import Preprocessing
     from headstart.config import AugmentConfig
 
-__all__ = ["PRESETS", "AugmentPlan", "batch_mixer", "eval_transform", "resolve", "train_transform"]
+__all__ = ["PRESETS", "AugmentPlan", "eval_transform", "resolve", "train_transform"]
 
 
 @dataclass(frozen=True)
@@ -118,27 +118,3 @@ def eval_transform(prep: Preprocessing) -> Callable[[Tensor], Tensor]:
         return out
 
     return apply
-
-
-def batch_mixer(
-    plan: AugmentPlan, num_classes: int
-) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None:
-    """MixUp and/or CutMix on a batch (one of them chosen per batch), or ``None`` when off.
-
-    The returned callable maps (images, int labels) to (mixed images, soft labels)."""
-    from torchvision.transforms import v2
-
-    mixers: list[Any] = []
-    if plan.mixup_alpha > 0:
-        mixers.append(v2.MixUp(alpha=plan.mixup_alpha, num_classes=num_classes))
-    if plan.cutmix_alpha > 0:
-        mixers.append(v2.CutMix(alpha=plan.cutmix_alpha, num_classes=num_classes))
-    if not mixers:
-        return None
-    choice: Any = v2.RandomChoice(mixers) if len(mixers) > 1 else mixers[0]
-
-    def mix(images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        out_images, out_labels = choice(images, labels)
-        return out_images, out_labels
-
-    return mix
