@@ -33,7 +33,7 @@ def _bundle(folder: Path) -> Path:
 
     from headstart.backbones import resolve_backbone
     from headstart.bundle import write_bundle
-    from headstart.data import load_rgb
+    from headstart.data import Task, load_rgb
     from headstart.demo import demo_data_dir
     from headstart.heads import create_head
 
@@ -44,7 +44,8 @@ def _bundle(folder: Path) -> Path:
     with torch.inference_mode():
         features = backbone(torch.from_numpy(batch)).numpy()
     head = create_head("logistic").fit(features, [p.parent.name for p in paths])
-    return write_bundle(folder / "model", head=head, backbone=ref, classes=CLASSES)
+    task = Task("label", tuple(CLASSES))
+    return write_bundle(folder / "model", tasks=[task], heads={task.name: head}, backbone=ref)
 
 
 def _timed(run: Callable[[], object]) -> float:

@@ -7,21 +7,28 @@ The same images, decoded and preprocessed once beforehand (pure model throughput
     torch.inference_mode, torch threads = physical cores;
 (b) onnxruntime, the whole model exported by ``headstart export`` (float32);
 (c) onnxruntime, its dynamic int8 copy (``--quantize int8``).
-Accuracy of each is measured on the labelled images (folders named after classes).  Without
-``--model`` a quick model is fitted on the demo photos (train split, all classes) first.
+Accuracy of each is measured on the labelled images (folders named after the classes of the
+model's first task, as the export check does; a model with several tasks is timed whole, all its
+outputs side by side).  Without ``--model`` a quick model is fitted on the demo photos (train
+split, all classes) first.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from headstart.data import Task
 
 
 def _time(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, size: int) -> float:
@@ -51,12 +58,32 @@ def _proba(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, size: int
     return np.concatenate([run(batch[i : i + size]) for i in range(0, len(batch), size)])
 
 
+def _onnx_runner(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The exported model in onnxruntime: every task's output side by side (as torch's)."""
+    from headstart.features.onnx_engine import INPUT_NAME, OnnxFeatures
+
+    session = OnnxFeatures(path, threads).session
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        outputs = session.run(None, {INPUT_NAME: np.ascontiguousarray(batch)})
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=1)
+
+    return run
+
+
 def _quick_model(root: Path) -> Path:
     import headstart
     from headstart.demo import demo_data_dir
 
     print("no --model: fitting a logistic head on the demo train photos ...", flush=True)
     return headstart.fit(demo_data_dir() / "train", root / "run", progress=False).bundle_dir
+
+
+def _tasks_text(tasks: list[Task]) -> str:
+    """``N classes`` for a one-task model, else each task described."""
+    if len(tasks) == 1:
+        return f"{len(tasks[0].classes)} classes"
+    return "tasks " + "; ".join(t.describe() for t in tasks)
 
 
 def main() -> None:
@@ -74,7 +101,8 @@ def main() -> None:
     from headstart.export import export_model
     from headstart.export.images import accuracy, check_images, default_check_dir
     from headstart.export.torch_model import build_torch_model
-    from headstart.features.onnx_engine import OnnxFeatures, physical_cores
+    from headstart.features.onnx_engine import physical_cores
+    from headstart.model import split_columns
 
     threads = physical_cores()
     torch.set_num_threads(threads)
@@ -89,7 +117,8 @@ def main() -> None:
         print(f"export + parity check + int8: {time.perf_counter() - t0:.1f} s", flush=True)
         assert result.int8 is not None
         contents = read_bundle(bundle)
-        checks = check_images(images, contents.backbone.preprocessing, contents.classes)
+        task = contents.tasks[0]  # accuracy: the first task's, as the export check reports it
+        checks = check_images(images, contents.backbone.preprocessing, task.classes)
         reps = -(-args.n // len(checks.batch))
         timed = np.concatenate([checks.batch] * reps)[: args.n]
         module = build_torch_model(contents)
@@ -100,20 +129,21 @@ def main() -> None:
 
         runners: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = [
             (f"torch eager (backbone + head, batch {args.batch_size})", eager),
-            ("onnxruntime fp32 whole model", OnnxFeatures(result.path, threads)),
-            ("onnxruntime int8 (MatMul/Gemm)", OnnxFeatures(result.int8.path, threads)),
+            ("onnxruntime fp32 whole model", _onnx_runner(result.path, threads)),
+            ("onnxruntime int8 (MatMul/Gemm)", _onnx_runner(result.int8.path, threads)),
         ]
         rows = []
         reference = _proba(eager, checks.batch, args.batch_size)
         rates = _best_rates(runners, timed, args.batch_size, args.repeat)
         for (name, run), rate in zip(runners, rates, strict=True):
             proba = _proba(run, checks.batch, args.batch_size)
-            acc = accuracy(proba, checks.labels, contents.classes)
+            first = split_columns(contents.tasks, proba)[task.name]
+            acc = math.nan if task.multi_label else accuracy(first, checks.labels, task.classes)
             rows.append((name, rate, acc, float(np.abs(proba - reference).max())))
 
     print(
         f"\n{platform.processor() or platform.machine()}, {threads} threads, "
-        f"{len(timed)} images (best of {args.repeat}), {len(contents.classes)} classes, backbone "
+        f"{len(timed)} images (best of {args.repeat}), {_tasks_text(contents.tasks)}, backbone "
         f"{contents.backbone.name}, accuracy on {checks.n_labelled} labelled images"
     )
     print(f"{'runtime':<44} {'img/s':>8} {'x eager':>8} {'accuracy':>9} {'max|dp|':>9}")
@@ -121,9 +151,10 @@ def main() -> None:
     for name, rate, acc, diff in rows:
         print(f"{name:<44} {rate:8.1f} {rate / base:8.2f} {acc:9.3f} {diff:9.1e}")
     q = result.int8
+    agreement = "n/a" if q.top1_agreement is None else f"{q.top1_agreement:.1%}"
     print(
         f"\nparity (export check, {result.n_check_images} images): onnxruntime vs torch "
-        f"{result.max_abs_diff:.1e}; int8 top-1 agreement with fp32 {q.top1_agreement:.1%}, "
+        f"{result.max_abs_diff:.1e}; int8 top-1 agreement with fp32 {agreement}, "
         f"accuracy {q.accuracy_fp32:.3f} -> {q.accuracy_int8:.3f}"
     )
 

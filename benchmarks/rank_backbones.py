@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from headstart.evaluate.ranking import SCORES, rank_backbones
 from scipy.stats import kendalltau
 
 from headstart.config import load_config
-from headstart.evaluate.ranking import SCORES, rank_backbones
 
 DATASETS = ("hymenoptera", "clothing_small", "sign_language_digits")
 

@@ -23,9 +23,9 @@ from headstart.stats.temperature import apply_label_temperatures, apply_temperat
 
 __all__ = [
     "Model",
-    "answer",
     "Prediction",
     "TaskPrediction",
+    "answer",
     "load",
     "make_predictions",
     "split_columns",

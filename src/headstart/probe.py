@@ -14,7 +14,7 @@ out-of-fold predictions, so no image is set aside for them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -60,7 +60,8 @@ class ProbeOutcome:
     calibration: dict[str, Any] | None = None
     """The bundle's calibration record (temperatures fitted on out-of-fold probabilities)."""
     validation: str = ""
-    notes: list[str] = field(default_factory=list)
+    trained_on: int = 0
+    """How many images the heads were fitted on."""
 
 
 def held_out_split(embedded: EmbeddedData) -> str | None:
@@ -222,7 +223,7 @@ def probe(embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot | None) -> Pr
         if temperatures
         else None
     )
-    return ProbeOutcome(heads, probabilities, metrics, calibration, validation)
+    return ProbeOutcome(heads, probabilities, metrics, calibration, validation, len(rows))
 
 
 def val_score(embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot | None) -> float:

@@ -75,6 +75,8 @@ class FitResult:
     probabilities: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     """split -> task -> (N, C) probabilities in manifest order; columns follow the classes."""
     extraction: Extraction | None = None
+    trained_on: int = 0
+    """How many images the heads (or the network) were trained on."""
     timings: dict[str, float] = field(default_factory=dict)
     weights: Path | None = None
     """The safetensors file of the backbone to bundle (None: convert the registry's weights)."""

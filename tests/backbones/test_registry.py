@@ -113,11 +113,32 @@ def test_generic_offline_without_weights(offline: None, name: str) -> None:
     assert "--weights FILE" in message and "safetensors" in message and name in message
 
 
-def test_list_backbones(offline: None) -> None:
-    statuses = {s.spec.name: s for s in list_backbones()}
+@pytest.mark.parametrize("inspect", [False, True])
+def test_list_backbones(offline: None, inspect: bool) -> None:
+    statuses = {s.spec.name: s for s in list_backbones(inspect=inspect)}
     assert statuses["mobilenet_v2"].available and statuses["efficientnet_lite0"].available
     for name in ("timm:resnet18", "torchvision:resnet18", "timm:vit_tiny_patch16_224"):
         assert not statuses[name].available and "no weights offline" in statuses[name].detail
+    imagenet = statuses["timm:resnet18"].spec.preprocessing.mean[0] == pytest.approx(0.485)
+    assert imagenet == inspect  # the library's own figures only when asked to inspect
+
+
+def test_the_quick_listing_finds_cached_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headstart.backbones.generic import cached_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert cached_file("torchvision:resnet18") is None
+    checkpoint = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"x")
+    assert cached_file("torchvision:resnet18") == checkpoint
+    snapshot = tmp_path / "hf" / "models--timm--resnet18.a1_in1k" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").write_bytes(b"x")
+    assert cached_file("timm:resnet18") == snapshot / "model.safetensors"
 
 
 def test_weights_file_round_trip(tmp_path: Path) -> None:

@@ -98,8 +98,9 @@ def test_version_is_exposed() -> None:
 
 
 def _commands() -> list[str]:
-    from headstart.cli.main import app
     from typer.main import get_command
+
+    from headstart.cli.main import app
 
     return sorted(get_command(app).commands)  # type: ignore[attr-defined]
 

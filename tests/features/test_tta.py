@@ -15,14 +15,13 @@ from PIL import Image, ImageDraw, ImageOps
 import headstart
 from headstart.backbones import BackboneRef, get_spec, resolve_backbone
 from headstart.cli.main import main
-from headstart.config import load_config
 from headstart.errors import ConfigError
-from headstart.stats.temperature import apply_temperature
 from headstart.features import EmbeddingStore, extract, model_key
 from headstart.features.tta import TTA_MODES, View, tta_views, view_arrays, view_embeddings
 from headstart.model import Model
 from headstart.result import FitResult
-from salt import copy_demo, make_bad_files
+from headstart.stats.temperature import apply_temperature
+from salt import make_bad_files
 
 
 def _asymmetric(path: Path, size: tuple[int, int] = (256, 320)) -> Path:

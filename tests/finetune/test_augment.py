@@ -11,10 +11,10 @@ from PIL import Image
 
 from headstart.backbones import Preprocessing
 from headstart.config import AugmentConfig
-from headstart.finetune.augment import PRESETS, eval_transform, resolve, train_transform
-from headstart.finetune.targets import batch_mixer
 from headstart.errors import ConfigError
+from headstart.finetune.augment import PRESETS, eval_transform, resolve, train_transform
 from headstart.finetune.data import DecodedImages
+from headstart.finetune.targets import batch_mixer
 
 PREP = Preprocessing(40, 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
 

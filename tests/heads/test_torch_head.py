@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from headstart.bundle import read_bundle, write_bundle
-from headstart.errors import ConfigError
 from headstart.data import Task
+from headstart.errors import ConfigError
 from headstart.heads import create_head, export_head, import_head
 from headstart.heads.torch_head import head_to_torch
 

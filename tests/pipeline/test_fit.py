@@ -235,5 +235,6 @@ def test_unsplit_data_gets_train_and_test_only_for_the_probe(
     carved = scan(data)  # what fine-tuning scans: a val split as well, the same test split
     assert carved.splits_present() == ["train", "val", "test"]
     assert {s.path for s in carved.split("test")} == {
-        s.path for s in result.manifest.split("test")  # type: ignore[attr-defined]
+        s.path
+        for s in result.manifest.split("test")  # type: ignore[attr-defined]
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -19,9 +20,10 @@ import headstart
 from browser import CHROMIUM, CHROMIUM_ARGS
 from headstart.cli.main import main
 from headstart.errors import ConfigError, DataError, PathNotFoundError
+from headstart.report import build_report
+from headstart.report.maps import pca_2d
 from headstart.result import FitResult
 from headstart.stats import expected_calibration_error
-from headstart.report import build_report
 from salt import copy_demo
 
 SECTIONS = ("data", "curves", "metrics", "errors", "map", "card")
@@ -129,6 +131,63 @@ def test_gallery_shows_the_most_confident_errors_with_gradcam(run_dir: Path) -> 
     assert errors.count('alt="image"') == shown
 
 
+def _svg(html: str, label: str) -> str:
+    start = html.index(f'aria-label="{label}"')
+    return html[start : html.index("</svg>", start)]
+
+
+def test_charts_are_inline_svg_showing_every_count(run_dir: Path) -> None:
+    """Charts are inline SVG (no plotting library, no image to decode): the confusion matrix
+    writes every non-zero count of metrics.json, the class balance has a bar per class."""
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "xmlns" not in html  # inline SVG needs no namespace URL
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for split, record in metrics.items():
+        chart = _svg(html, f"{split} confusion matrix")
+        shown = sorted(int(t) for t in re.findall(r"<text [^>]*>(\d+)</text>", chart))
+        counts = sorted(n for row in record["tasks"]["label"]["confusion"] for n in row if n)
+        assert shown == counts, (split, shown, counts)
+    balance = _svg(html, "class balance: images per class and split")
+    for cls in CLASSES:
+        assert f"<title>{cls} · train: " in balance
+    proba, truth = _split_proba(run_dir, "test")
+    ece = expected_calibration_error(proba, truth)
+    assert f"test: ECE {ece:.3f} (n={len(truth)})" in _svg(html, "reliability diagram")
+
+
+def test_a_cached_report_loads_no_model(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fit's report cached its overlays and map points: rebuilding needs no model (no
+    scikit-learn, no torch) and shows the same overlays and map."""
+    import headstart.model
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(headstart.model, "load", refuse)
+    out = build_report(run_dir, output=tmp_path / "again.html")
+    html = out.read_text(encoding="utf-8")
+    first = (run_dir / "report.html").read_text(encoding="utf-8")
+    for section in ("errors", "map"):
+        again = html.split(f'id="{section}"')[1].split("</section>")[0]
+        assert again == first.split(f'id="{section}"')[1].split("</section>")[0], section
+    assert html.count('alt="Grad-CAM overlay"') == first.count('alt="Grad-CAM overlay"') > 0
+
+
+def test_pca_2d_matches_the_exact_principal_axes() -> None:
+    rng = np.random.default_rng(1)
+    scales = np.concatenate([[5.0, 3.0], np.linspace(1.5, 0.1, 38)])
+    x = rng.normal(size=(300, 40)) * scales + rng.normal(size=40)
+    x = x @ np.linalg.qr(rng.normal(size=(40, 40)))[0]
+    centred = x - x.mean(axis=0)
+    exact = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
+    points = pca_2d(x)
+    for k in range(2):
+        assert abs(np.corrcoef(points[:, k], exact[:, k])[0, 1]) > 0.99999
+    assert np.array_equal(points, pca_2d(x))  # seeded: the same picture every time
+
+
 def test_report_survives_moved_images_and_draws_training_curves(
     run_dir: Path, tmp_path: Path
 ) -> None:
@@ -151,9 +210,9 @@ def test_report_survives_moved_images_and_draws_training_curves(
     errors = html.split('id="errors"')[1].split("</section>")[0]
     assert errors.count("no longer on disk") == 3
     curves = html.split('id="curves"')[1].split("</section>")[0]
-    assert "<img" in curves and "3 epochs" in curves
+    assert "<svg" in curves and "3 epochs" in curves and "val_acc" in curves
     emb = html.split('id="map"')[1].split("</section>")[0]
-    assert "<img" in emb, emb[:300]
+    assert "<svg" in emb, emb[:300]
     assert "fine-tuned" in " ".join(page.text)
 
 
@@ -194,12 +253,17 @@ def test_report_renders_in_headless_chromium(run_dir: Path) -> None:
             page.goto((run_dir / "report.html").resolve().as_uri())
             page.wait_for_load_state("load")
             widths = page.evaluate("Array.from(document.images, i => i.naturalWidth)")
+            charts = page.evaluate(
+                "Array.from(document.querySelectorAll('svg.chart'), "
+                "s => s.getBoundingClientRect().width)"
+            )
             titles = page.evaluate("Array.from(document.querySelectorAll('h2'), h => h.innerText)")
             shot = page.screenshot(full_page=True)
         finally:
             browser.close()
     Path("/tmp/report.png").write_bytes(shot)
     assert widths and all(w > 0 for w in widths), widths
+    assert len(charts) >= 5 and all(w > 100 for w in charts), charts  # balance, 2 cm, rel, map
     assert len(titles) == len(SECTIONS)
     pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), dtype=np.float64)
     assert pixels.shape[0] > 2000, "full page should be long"

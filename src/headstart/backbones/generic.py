@@ -8,6 +8,7 @@ the user is told to pass ``--weights FILE``.
 from __future__ import annotations
 
 import math
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,15 @@ from headstart.backbones.spec import (
 )
 from headstart.errors import BackboneError, WeightsError
 
-__all__ = ["find_weights", "generic_spec", "generic_status", "timm_cfg", "torchvision_weights"]
+__all__ = [
+    "cached_file",
+    "find_weights",
+    "generic_spec",
+    "generic_status",
+    "quick_status",
+    "timm_cfg",
+    "torchvision_weights",
+]
 
 HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 
@@ -147,6 +156,38 @@ def find_weights(name: str, library: str, arch: str) -> Path:
         f"no weights for backbone '{name}' offline (not in the {library} cache and no network); "
         f"{WEIGHTS_HINT}"
     )
+
+
+def _hf_hub_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
+    return Path(home) / "hub"
+
+
+def cached_file(name: str) -> Path | None:
+    """A weights file of ``name`` in its library's local cache, found by file name alone (no
+    import of timm or torchvision): the Hugging Face hub cache for timm, torch.hub's
+    checkpoints for both.  A quick look for listings; :func:`generic_status` is exact."""
+    library, arch = split_name(name)
+    candidates: list[Path] = []
+    if library == "timm":  # timm's weights live on the hub now; older ones on torch.hub
+        for folder in sorted(_hf_hub_cache().glob(f"models--timm--{arch}.*")):
+            candidates += [p for f in HF_FILENAMES for p in folder.glob(f"snapshots/*/{f}")]
+    candidates += sorted(torch_hub_checkpoints().glob(f"{arch}-*.pt*"))
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def quick_status(name: str) -> BackboneStatus:
+    """Availability of a generic backbone from its cache's file names (see
+    :func:`cached_file`); the spec's figures are left unknown (they need the library)."""
+    fallback = Preprocessing(256, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    library, _ = split_name(name)
+    spec = BackboneSpec(name, None, None, None, fallback, f"{library} model")
+    path = cached_file(name)
+    if path is None:
+        return BackboneStatus(spec, False, f"no weights offline (not in the {library} cache)")
+    return BackboneStatus(spec, True, f"weights: {path}")
 
 
 def generic_status(name: str) -> BackboneStatus:

@@ -101,8 +101,10 @@ def unweighted_ref(name: str) -> BackboneRef:
     return BackboneRef(name, None, "", spec.preprocessing, spec.feature_dim)
 
 
-def list_backbones() -> list[BackboneStatus]:
-    """The built-ins plus a few popular ``timm:``/``torchvision:`` names, with availability."""
+def list_backbones(*, inspect: bool = False) -> list[BackboneStatus]:
+    """The built-ins plus a few popular ``timm:``/``torchvision:`` names, with availability.
+    ``inspect``: read the generic ones' figures and check their weights through timm and
+    torchvision (seconds of imports); by default their caches are looked at by file name."""
     statuses = []
     for name in sorted(BUILTINS):
         spec = get_spec(name)
@@ -112,5 +114,5 @@ def list_backbones() -> list[BackboneStatus]:
         except WeightsError as exc:
             statuses.append(BackboneStatus(spec, False, str(exc)))
     for name in POPULAR_GENERIC:
-        statuses.append(generic.generic_status(name))
+        statuses.append(generic.generic_status(name) if inspect else generic.quick_status(name))
     return statuses

@@ -8,7 +8,14 @@ from rich.table import Table
 from headstart.cli.render import console
 
 
-def command() -> None:
+def command(
+    inspect: bool = typer.Option(
+        False,
+        "--all",
+        help="Also read the timm/torchvision models' figures and check their weights exactly "
+        "(imports those libraries: seconds).",
+    ),
+) -> None:
     """List backbones: feature size, parameters, ImageNet top-1, and whether usable here."""
     from headstart.backbones import list_backbones  # the library: when the command runs
 
@@ -21,7 +28,7 @@ def command() -> None:
         ("usable here", "left"),
     ]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for status in list_backbones():
+    for status in list_backbones(inspect=inspect):
         spec = status.spec
         table.add_row(
             spec.name,

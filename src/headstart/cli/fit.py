@@ -26,10 +26,7 @@ def report_fit(result: FitResult) -> None:
             + (f" ({rate:.0f} img/s, {ex.engine})" if ex.n_computed else "")
             + f", {ex.n_cached} from cache"
         )
-        console.print(
-            f"Head: {result.config.head.kind}, trained on "
-            f"{len(result.manifest.split('train'))} images"
-        )
+        console.print(f"Head: {result.config.head.kind}, trained on {result.trained_on} images")
     show_strategy(result)
     last = list(result.metrics)[-1] if result.metrics else None
     for split, per_task in result.metrics.items():

@@ -140,16 +140,16 @@ def _candidate_pairs(
     x = np.asarray(features, dtype=np.float32)
     x = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
     k = min(_TOP_K, len(x))
+    codes = np.unique(splits, return_inverse=True)[1].reshape(-1)  # ints: fast to compare
     pairs: dict[tuple[int, int], float] = {}
     for start in range(0, len(x), _BLOCK):
         sims = x[start : start + _BLOCK] @ x.T
-        sims[splits[start : start + _BLOCK, None] == splits[None, :]] = -np.inf
+        sims[codes[start : start + _BLOCK, None] == codes[None, :]] = -np.inf
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        for r, cols in enumerate(top):
-            for c in cols:
-                if sims[r, c] >= threshold:
-                    i, j = sorted((start + r, int(c)))
-                    pairs[(i, j)] = float(sims[r, c])
+        best = np.take_along_axis(sims, top, axis=1)
+        for r, c in zip(*np.nonzero(best >= threshold), strict=True):
+            i, j = sorted((start + int(r), int(top[r, c])))
+            pairs[(i, j)] = float(best[r, c])
     return [(i, j, cos) for (i, j), cos in sorted(pairs.items())]
 
 

@@ -20,6 +20,7 @@ from headstart.bundle import BundleContents
 from headstart.data.manifest import DEFAULT_TASK, Task
 from headstart.errors import BundleError
 from headstart.heads import thresholds_of
+from headstart.model import Model
 
 __all__ = [
     "DOC_FORMAT",
@@ -64,8 +65,6 @@ def _meaning(task: Task) -> str:
 
 
 def _temperatures(contents: BundleContents) -> dict[str, float | list[float]]:
-    from headstart.model import Model  # the one reader of every calibration record's form
-
     return Model(contents).temperatures
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.data.images import decode_each
+from headstart.demo import demo_data_dir
 from headstart.errors import DataError
 from headstart.inputs import expand_inputs
 
@@ -45,8 +46,6 @@ class CheckImages:
 
 def default_check_dir() -> Path:
     """The bundled demo test photos (class sub-folders): the default check images."""
-    from headstart.demo import demo_data_dir
-
     return demo_data_dir() / "test"
 
 

@@ -38,7 +38,9 @@ from headstart.export.document import (
 )
 from headstart.export.images import CheckImages, Images, accuracy, check_images
 from headstart.export.quantize import QUANTIZATIONS, quantize_int8
+from headstart.features.onnx_engine import INPUT_NAME, OnnxFeatures, export_onnx
 from headstart.fsutil import atomic_write_text
+from headstart.heads import task_proba
 from headstart.model import split_columns
 
 if TYPE_CHECKING:
@@ -138,8 +140,6 @@ class ExportResult:
 def onnx_probabilities(path: Path, batch: np.ndarray) -> np.ndarray:
     """Run an exported model with onnxruntime on a preprocessed batch, in chunks: every output
     side by side (N, sum of widths), in the graph's output order (= task order)."""
-    from headstart.features.onnx_engine import INPUT_NAME, OnnxFeatures
-
     session = OnnxFeatures(path).session
     chunks = []
     for i in range(0, len(batch), _BATCH):
@@ -153,8 +153,6 @@ def _torch_probabilities(
 ) -> tuple[Probabilities, Probabilities]:
     """Each task's (torch eager probabilities, the bundle's numpy head on the same features)."""
     import torch
-
-    from headstart.heads import task_proba
 
     tasks = contents.tasks
     probs: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
@@ -291,8 +289,6 @@ def export_model(
     names = output_names(tasks)
     tmp = _temp_beside(path)
     try:
-        from headstart.features.onnx_engine import export_onnx
-
         joined = names[0] if len(tasks) == 1 else _JOINED
         export_onnx(module, tmp, OPSET, output_name=joined, metadata=metadata_props(doc))
         if len(tasks) > 1:

@@ -28,9 +28,10 @@ from headstart.export.document import (
 )
 from headstart.export.images import Images, decode_batch
 from headstart.export.onnx_model import export_model
+from headstart.features.onnx_engine import INPUT_NAME, OnnxFeatures
 from headstart.features.tta import check_tta, decode_views, tta_views
 from headstart.inputs import expand_inputs
-from headstart.model import Prediction, make_predictions
+from headstart.model import Prediction, make_predictions, split_columns
 from headstart.stats.temperature import apply_label_temperatures, apply_temperature
 
 __all__ = ["OnnxClassifier", "load_onnx", "read_metadata"]
@@ -47,8 +48,6 @@ class OnnxClassifier:
     answer as its methods of the same names do."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        from headstart.features.onnx_engine import OnnxFeatures
-
         self.path = Path(path)
         self.info = read_metadata(self.path)
         try:
@@ -90,8 +89,6 @@ class OnnxClassifier:
     def predict_batch(self, batch: np.ndarray) -> Probabilities:
         """Each task's calibrated probabilities for a preprocessed float32 batch
         (N, 3, crop, crop), columns in the task's class order."""
-        from headstart.features.onnx_engine import INPUT_NAME
-
         feed = {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
         outputs = self._session.run(self._outputs, feed)
         out: Probabilities = {}
@@ -116,8 +113,6 @@ class OnnxClassifier:
     ) -> tuple[Probabilities, dict[int, str]]:
         """Each task's probabilities per file (NaN rows for unreadable ones) and
         {index: reason}; ``tta`` averages views as :meth:`headstart.Model.task_proba` does."""
-        from headstart.model import split_columns
-
         paths = list(paths)
         proba = np.full((len(paths), self._width), np.nan)
         failures: dict[int, str] = {}

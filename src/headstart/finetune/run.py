@@ -262,6 +262,7 @@ def _train(
         cfg,
         metrics=evaluated.metrics,
         probabilities=evaluated.probabilities,
+        trained_on=len(manifest.split("train")),
         timings=timings,
         weights=weights_file,
         validation="the val split (it also picked the best epoch)",

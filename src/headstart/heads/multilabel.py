@@ -83,11 +83,9 @@ class MultiLabelHead(ClassifierMixin, BaseEstimator):
                 )
             heads.append(create_head(self.kind, **dict(self.params or {})).fit(X_arr, Y_arr[:, j]))
         self.estimators_ = heads
-        oofs = [getattr(h, "oof_proba_", None) for h in heads]
-        self.oof_proba_ = (
-            np.column_stack([oof[:, 1] for oof in oofs])
-            if all(oof is not None for oof in oofs)
-            else None
+        oofs = [oof for h in heads if (oof := getattr(h, "oof_proba_", None)) is not None]
+        self.oof_proba_: NDArray[np.float64] | None = (
+            np.column_stack([oof[:, 1] for oof in oofs]) if len(oofs) == len(heads) else None
         )
         self.classes_ = heads[0].classes_ if self.one_d_ else np.arange(Y_arr.shape[1])
         self.thresholds_ = np.full(Y_arr.shape[1], float(self.threshold))

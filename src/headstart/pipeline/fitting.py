@@ -133,6 +133,7 @@ def _fit_probe(
         metrics=outcome.metrics,
         probabilities=outcome.probabilities,
         extraction=embedded.extraction,
+        trained_on=outcome.trained_on,
         timings=timings,
         validation=outcome.validation,
         calibration=outcome.calibration,

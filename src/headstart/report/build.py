@@ -1,92 +1,121 @@
 """``build_report``: one self-contained HTML file from a run folder (images embedded, no scripts).
 
 The gallery of worst errors and the embedding map need the model and the images; everything else
-comes from the run's files.  When images are gone or Grad-CAM cannot run, the report says so in
-place and is still written.
+comes from the run's files.  Grad-CAM overlays and the map's points are cached (by model and image
+content), so a report whose overlays and map are cached loads no model at all: no scikit-learn,
+no torch.  When images are gone or Grad-CAM cannot run, the report says so in place and is still
+written.
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
 from html import escape
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import yaml
 
 from headstart.cache import CacheRoot
 from headstart.data import Task, load_rgb
 from headstart.errors import ConfigError, HeadstartError
 from headstart.explain import explain_many
-from headstart.features import extract
 from headstart.fsutil import atomic_write_text
-from headstart.model import Model, load
 from headstart.report import plots
 from headstart.report.card import card_section
+from headstart.report.maps import MAP_METHODS, MAX_MAP_POINTS, TSNE_MAX_POINTS, map_section
 from headstart.report.run import RunFiles, read_run
 from headstart.report.sections import curves_section, data_section, metrics_section, task_title
-from headstart.report.template import Section, figure, note, page
+from headstart.report.template import Section, note, page
+
+if TYPE_CHECKING:
+    from headstart.model import Model
 
 __all__ = ["MAP_METHODS", "MAX_MAP_POINTS", "TSNE_MAX_POINTS", "build_report"]
 
-MAX_MAP_POINTS = 2000
-"""At most this many images (a seeded random subsample) are drawn on the embedding map."""
-TSNE_MAX_POINTS = 1000
-"""With ``embedding_map="tsne"``, t-SNE up to this many points (7 s for 320 on a busy 2-core
-machine, measured), PCA (instant) above it."""
-MAP_METHODS = ("pca", "tsne")
+
+class _ModelOnDemand:
+    """The run's model, loaded on the first call and kept for the whole report; None when the
+    bundle is unreadable.  Cached overlays and maps need no model: loading it imports
+    scikit-learn and checks the bundle's digests, which costs more than the rest of a report."""
+
+    def __init__(self, run: RunFiles, cache: CacheRoot) -> None:
+        self._run, self._cache = run, cache
+        self._loaded = False
+        self._model: Model | None = None
+
+    def __call__(self) -> Model | None:
+        if not self._loaded:
+            from headstart.model import load  # the library's model: only when one is needed
+
+            self._loaded = True
+            try:
+                self._model = load(self._run.run_dir / "model", cache=self._cache)
+            except HeadstartError:
+                self._model = None
+        return self._model
 
 
-def _load_model(run: RunFiles, cache: CacheRoot) -> Model | None:
-    """The run's model, loaded once for the whole report; None when the bundle is unreadable."""
-    try:
-        return load(run.run_dir / "model", cache=cache)
-    except HeadstartError:
-        return None
-
-
-def _overlay_key(model: Model, task: Task, path: Path) -> str | None:
-    """Cache key of one overlay: the model's weights and head, the task, the image's bytes."""
+def _overlay_key(info: dict[str, Any], task: Task, path: Path) -> str | None:
+    """Cache key of one overlay: the model's weights and head (as model.json records them:
+    loading checks the files against those digests), the task, the image's bytes."""
     try:
         with path.open("rb") as fh:
             image_sha = hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:
         return None
-    files = model.info.get("files", {})
-    parts = [model.backbone_ref.weights_sha256, str(files.get("head.safetensors")), image_sha]
+    weights = info.get("backbone", {}).get("weights_sha256")
+    files = info.get("files", {})
+    parts = [str(weights), str(files.get("head.safetensors")), image_sha]
     text = f"gradcam-thumb-v2:{task.name}:{':'.join(parts)}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _overlays(model: Model | None, task: Task, paths: list[Path], cache: CacheRoot) -> list[str]:
+def _explain(model: Model, task: Task, paths: list[Path]) -> list[Any]:
+    # torch first (Grad-CAM needs it anyway): the limit below reaches only thread pools of
+    # libraries already loaded
+    import torch  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    # one thread: on the busy 2-core machine, torch's two OpenMP threads took 5.3 s for the
+    # forward and backward passes of 6 images, one thread 0.7 s (measured)
+    with threadpool_limits(1):
+        return explain_many(model, paths, task=task.name)
+
+
+def _overlays(
+    run: RunFiles, model: _ModelOnDemand, task: Task, paths: list[Path], cache: CacheRoot
+) -> list[str]:
     """Grad-CAM overlay ``<img>`` of each image's predicted class of ``task``, or a one-line
     reason it is missing.  Overlays are cached by model and image content, so refitting the
-    same data or rebuilding a report runs no backward pass."""
-    if model is None:
-        return [note("No Grad-CAM: the model bundle is unreadable.")] * len(paths)
+    same data or rebuilding a report runs no backward pass (and loads no model); the missing
+    ones are computed in one batch."""
     folder = cache.overlays
-    keys = [_overlay_key(model, task, p) for p in paths]
-    cached = {
-        i: (folder / f"{k}.txt").read_text()
-        for i, k in enumerate(keys)
-        if k and (folder / f"{k}.txt").is_file()
-    }
-    todo = [i for i in range(len(paths)) if i not in cached]
-    out = dict(cached)
-    if todo:
-        try:
-            explained = explain_many(model, [paths[i] for i in todo], task=task.name)
-        except ImportError as exc:  # grad-cam or torch missing from this installation
-            return [note(f"Grad-CAM unavailable: {exc}")] * len(paths)
-        for i, result in zip(todo, explained, strict=True):
-            if isinstance(result, HeadstartError):
-                out[i] = note(f"Grad-CAM failed: {result}")
-                continue
-            out[i] = f'<img src="{plots.image_uri(result.overlay)}" alt="Grad-CAM overlay">'
-            key = keys[i]
-            if key:
-                atomic_write_text(folder / f"{key}.txt", out[i])
+    keys = [_overlay_key(run.info, task, p) for p in paths]
+    out: dict[int, str] = {}
+    for i, key in enumerate(keys):
+        if key and (folder / f"{key}.txt").is_file():
+            out[i] = (folder / f"{key}.txt").read_text()
+    todo = [i for i in range(len(paths)) if i not in out]
+    if not todo:
+        return [out[i] for i in range(len(paths))]
+    loaded = model()
+    if loaded is None:
+        out.update((i, note("No Grad-CAM: the model bundle is unreadable.")) for i in todo)
+        return [out[i] for i in range(len(paths))]
+    try:
+        explained = _explain(loaded, task, [paths[i] for i in todo])
+    except ImportError as exc:  # grad-cam or torch missing from this installation
+        out.update((i, note(f"Grad-CAM unavailable: {exc}")) for i in todo)
+        return [out[i] for i in range(len(paths))]
+    for i, result in zip(todo, explained, strict=True):
+        if isinstance(result, HeadstartError):
+            out[i] = note(f"Grad-CAM failed: {result}")
+            continue
+        out[i] = f'<img src="{plots.image_uri(result.overlay)}" alt="Grad-CAM overlay">'
+        key = keys[i]
+        if key:
+            atomic_write_text(folder / f"{key}.txt", out[i])
     return [out[i] for i in range(len(paths))]
 
 
@@ -97,7 +126,7 @@ def _thumbnail(path: Path) -> str | None:
         return None
 
 
-def gallery_section(run: RunFiles, n: int, model: Model | None, cache: CacheRoot) -> Section:
+def gallery_section(run: RunFiles, n: int, model: _ModelOnDemand, cache: CacheRoot) -> Section:
     """Each task's ``n`` most confident wrong answers with their images and Grad-CAM overlays."""
     title = "4. Worst errors"
     if not run.predictions:
@@ -106,7 +135,9 @@ def gallery_section(run: RunFiles, n: int, model: Model | None, cache: CacheRoot
     return Section("errors", title, "\n".join(parts))
 
 
-def _task_gallery(run: RunFiles, task: Task, n: int, model: Model | None, cache: CacheRoot) -> str:
+def _task_gallery(
+    run: RunFiles, task: Task, n: int, model: _ModelOnDemand, cache: CacheRoot
+) -> str:
     heading = f"<h3>{escape(task_title(run, task))}</h3>" if len(run.tasks) > 1 else ""
     worst = run.worst_errors(task, n)
     if not worst:
@@ -115,7 +146,7 @@ def _task_gallery(run: RunFiles, task: Task, n: int, model: Model | None, cache:
     paths = [run.image_path(row["path"]) for row in worst]
     thumbs = [_thumbnail(p) if p.is_file() else None for p in paths]
     readable = [p for p, t in zip(paths, thumbs, strict=True) if t is not None]
-    cams = dict(zip(readable, _overlays(model, task, readable, cache), strict=True))
+    cams = dict(zip(readable, _overlays(run, model, task, readable, cache), strict=True))
     cards = []
     for row, path, thumb in zip(worst, paths, thumbs, strict=True):
         predicted = row[cols["predicted"]] or "(none)"
@@ -143,71 +174,6 @@ def _task_gallery(run: RunFiles, task: Task, n: int, model: Model | None, cache:
     return f'{heading}{intro}<div class="gallery">{"".join(cards)}</div>'
 
 
-def _embedding_rows(run: RunFiles, max_points: int) -> list[dict[str, str]]:
-    rows = [r for r in run.manifest if r.get("sha256")]
-    if len(rows) > max_points:
-        rows = sorted(random.Random(0).sample(rows, max_points), key=rows.index)
-    return rows
-
-
-def _reduce(features: np.ndarray, method: str) -> tuple[np.ndarray, str]:
-    from sklearn.decomposition import PCA
-    from threadpoolctl import threadpool_limits
-
-    n = len(features)
-    if n < 3:
-        return np.zeros((n, 2)), "too few points"
-    # one thread: on a busy small machine, BLAS/OpenMP thread pools made this 10x slower (measured)
-    with threadpool_limits(1):
-        if method == "pca" or n > TSNE_MAX_POINTS:
-            return PCA(n_components=2, svd_solver="randomized", random_state=0).fit_transform(
-                features
-            ), "PCA"
-        from sklearn.manifold import TSNE
-
-        start = PCA(n_components=min(50, n - 1, features.shape[1])).fit_transform(features)
-        perplexity = min(30.0, (n - 1) / 3)
-        tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0)
-        return np.asarray(tsne.fit_transform(start)), "t-SNE"
-
-
-def map_section(
-    run: RunFiles, model: Model | None, cache: CacheRoot, method: str = "pca"
-) -> Section:
-    """Embeddings from the cache, reduced to 2-D, coloured by the first task's label."""
-    title = "5. Embedding map"
-    if model is None:
-        return Section("map", title, note("Model bundle unreadable: no embedding map."))
-    cfg = yaml.safe_load(run.config_text) if run.config_text else {}
-    ext = (cfg or {}).get("extract", {}) or {}
-    rows = _embedding_rows(run, MAX_MAP_POINTS)
-    result = extract(
-        [run.image_path(r["path"]) for r in rows],
-        [r["sha256"] for r in rows],
-        model.backbone_ref,
-        store=cache.store,
-        engine=str(ext.get("engine", "auto")),
-        progress=False,
-    )
-    keep = [i for i in range(len(rows)) if i not in result.failures]
-    if len(keep) < 3:
-        return Section("map", title, note("Embeddings unavailable (images gone, cache empty)."))
-    points, method = _reduce(result.features[keep], method)
-    task = run.tasks[0]
-    labels = [rows[i].get(task.name, "").split("|")[0] for i in keep]
-    splits = [rows[i]["split"] for i in keep]
-    caption = (
-        f"{len(keep)} images ({method} of the backbone's embeddings); dots: train, "
-        "crosses: held out. Classes that overlap here are hard for any head on these features."
-    )
-    if len(run.tasks) > 1 or task.multi_label:
-        caption += f" Colours: the (first) label of task '{task.name}'."
-    if result.failures:
-        caption += f" {len(result.failures)} image(s) could not be embedded and are not shown."
-    uri = plots.embedding_map(points, labels, splits, task.classes, f"{method} of embeddings")
-    return Section("map", title, figure(uri, "embedding map", caption))
-
-
 def build_report(
     run_dir: Path,
     *,
@@ -228,14 +194,15 @@ def build_report(
     if explain_errors < 0:
         raise ConfigError(f"explain_errors must be >= 0, got {explain_errors}")
     run = read_run(Path(run_dir))
-    cache = CacheRoot.from_config_dict(yaml.safe_load(run.config_text) if run.config_text else {})
-    model = _load_model(run, cache)
+    config = (yaml.safe_load(run.config_text) if run.config_text else None) or {}
+    cache = CacheRoot.from_config_dict(config)
+    model = _ModelOnDemand(run, cache)
     sections = [
         data_section(run),
         curves_section(run),
         metrics_section(run),
         gallery_section(run, explain_errors, model, cache),
-        map_section(run, model, cache, embedding_map),
+        map_section(run, config, model, cache, embedding_map),
         card_section(run),
     ]
     bb = run.info.get("backbone", {}).get("name", "?")

@@ -15,7 +15,6 @@ import numpy as np
 
 from headstart.report.svg import (
     INK,
-    MUTED,
     Axes,
     canvas,
     fmt,
@@ -44,13 +43,13 @@ __all__ = [
 
 _SPLIT_COLOURS = {"train": "#4c72b0", "val": "#dd8452", "test": "#55a868"}
 _OTHER_SPLIT = "#8172b3"
-_TAB10 = (
-    "#1f77b4 #ff7f0e #2ca02c #d62728 #9467bd #8c564b #e377c2 #7f7f7f #bcbd22 #17becf".split()
-)
-_TAB20 = (
-    "#1f77b4 #aec7e8 #ff7f0e #ffbb78 #2ca02c #98df8a #d62728 #ff9896 #9467bd #c5b0d5 "
-    "#8c564b #c49c94 #e377c2 #f7b6d2 #7f7f7f #c7c7c7 #bcbd22 #dbdb8d #17becf #9edae5"
-).split()
+# matplotlib's tab10 and tab20 category colours
+_TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+          "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
+_TAB20 = ("#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728",
+          "#ff9896", "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2",
+          "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d", "#17becf", "#9edae5")  # fmt: skip
+_DASHED = ' stroke-dasharray="4 3"'
 # matplotlib's "Blues" at nine evenly spaced stops, interpolated linearly
 _BLUES = np.array(
     [
@@ -66,7 +65,6 @@ _BLUES = np.array(
     ],
     dtype=float,
 )
-_ROTATE_ABOVE = 5  # more categories than this: tilt their axis labels
 
 
 def image_uri(image: Image, size: int = 160, quality: int = 80) -> str:
@@ -88,12 +86,15 @@ def _blue(share: float) -> str:
     pos = min(max(share, 0.0), 1.0) * (len(_BLUES) - 1)
     i = min(int(pos), len(_BLUES) - 2)
     rgb = _BLUES[i] + (pos - i) * (_BLUES[i + 1] - _BLUES[i])
-    return "#{:02x}{:02x}{:02x}".format(*(int(round(c)) for c in rgb))
+    return "#{:02x}{:02x}{:02x}".format(*(round(float(c)) for c in rgb))
 
 
-def _x_labels(centres: Sequence[float], labels: Sequence[str], y: float) -> tuple[list[str], float]:
-    """Category names under an axis, tilted when there are many; returns (markup, height)."""
-    rotate = len(labels) > _ROTATE_ABOVE
+def _x_labels(
+    centres: Sequence[float], labels: Sequence[str], y: float, slot: float
+) -> tuple[list[str], float]:
+    """Category names under an axis (``slot`` pixels apart), tilted when one would not fit
+    level; returns (markup, height)."""
+    rotate = any(text_width(short(s)) > slot - 4 for s in labels)
     out = []
     for x, label in zip(centres, labels, strict=True):
         name = short(label)
@@ -124,7 +125,8 @@ def class_balance(counts: Mapping[str, Mapping[str, int]], classes: Sequence[str
                 tip = f"{c} · {split}: {n}"
                 body.append(rect(ax.x(i + 0.12), y0, slot * 0.76, y1 - y0, colour, tip=tip))
                 bottom[i] += n
-    labels, height = _x_labels([ax.x(i + 0.5) for i in range(len(classes))], classes, ax.bottom)
+    centres = [ax.x(i + 0.5) for i in range(len(classes))]
+    labels, height = _x_labels(centres, classes, ax.bottom, slot)
     body += labels
     swatches = [(rect(0, -5, 10, 10, _SPLIT_COLOURS.get(s, _OTHER_SPLIT)), s) for s in counts]
     body.append(legend(ax.left + ax.width + 16, ax.top + 6, swatches))
@@ -146,7 +148,8 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], ti
     # colour by row share, so a small class's errors show as clearly as a big one's
     share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
     font = min(11.0, cell * 0.42)
-    body = [text(left + cell * k / 2, 15, title, bold=True)]
+    half_title = text_width(title) / 2 + 4
+    body = [text(max(left + cell * k / 2, half_title), 15, title, bold=True)]
     for i, true in enumerate(classes):
         y = top + i * cell
         body.append(text(left - 6, y + cell / 2 + 4, short(true), anchor="end", tip=true))
@@ -163,11 +166,12 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], ti
         f'<rect x="{fmt(left)}" y="{fmt(top)}" width="{fmt(cell * k)}" height="{fmt(cell * k)}" '
         f'fill="none" stroke="{INK}" stroke-width="0.8"/>'
     )
-    labels, height = _x_labels([left + (j + 0.5) * cell for j in range(k)], classes, bottom)
+    labels, height = _x_labels([left + (j + 0.5) * cell for j in range(k)], classes, bottom, cell)
     body += labels
     body.append(text(left + cell * k / 2, bottom + height + 14, "predicted"))
     body.append(text(12, top + cell * k / 2, "true", rotate=-90))
-    return canvas(left + cell * k + 12, bottom + height + 20, title, body)
+    width = max(left + cell * k + 12, 2 * half_title)
+    return canvas(width, bottom + height + 20, title, body)
 
 
 def reliability_diagram(bins: Mapping[str, tuple[ReliabilityBins, float]]) -> str:
@@ -192,18 +196,19 @@ def reliability_diagram(bins: Mapping[str, tuple[ReliabilityBins, float]]) -> st
                 f"{float(b.confidence[i]):.2f}, {int(b.count[i])} images"
             )
             body.append(rect(x0, y0, x1 - x0, ax.bottom - y0, "#4c72b0", tip=tip))
-        dashed = ' stroke-dasharray="4 3"'
-        body.append(line(ax.x(0), ax.y(0), ax.x(1), ax.y(1), "#808080", dashed))
+        body.append(line(ax.x(0), ax.y(0), ax.x(1), ax.y(1), "#808080", _DASHED))
         for i in np.flatnonzero(b.count > 0):
             cx, cy = ax.x(float(b.confidence[i])), ax.y(float(b.accuracy[i]))
             body.append(f'<circle cx="{fmt(cx)}" cy="{fmt(cy)}" r="2.5" fill="#dd8452"/>')
-        entries = [
-            (line(0, 0, 12, 0, "#808080", dashed), "perfect calibration"),
-            (rect(1, -4, 10, 8, "#4c72b0"), "accuracy"),
-        ]
-        body.append(legend(ax.left + 8, ax.top + 12, entries, row=13))
+    # one legend right of the panels: inside, it would hide the low-confidence bars
+    entries = [
+        (rect(1, -4, 10, 8, "#4c72b0"), "accuracy"),
+        ('<circle cx="6" cy="0" r="2.5" fill="#dd8452"/>', "mean confidence"),
+        (line(0, 0, 12, 0, "#808080", _DASHED), "perfect calibration"),
+    ]
     n = max(1, len(bins))
-    return canvas(n * panel, 26 + 190 + 40, "reliability diagram", body)
+    body.append(legend(n * panel + 4, 34, entries))
+    return canvas(n * panel + 140, 26 + 190 + 40, "reliability diagram", body)
 
 
 def training_curves(epochs: Sequence[float], series: Mapping[str, Sequence[float]]) -> str:
@@ -217,7 +222,8 @@ def training_curves(epochs: Sequence[float], series: Mapping[str, Sequence[float
             ("accuracy", [n for n in series if "acc" in n]),
         )
     ):
-        values = np.concatenate([np.asarray(series[n], dtype=float) for n in names] or [[]])
+        arrays = [np.asarray(series[n], dtype=float) for n in names]
+        values = np.concatenate(arrays) if arrays else np.zeros(0)
         values = values[~np.isnan(values)]
         yticks = nice_ticks(float(values.min()), float(values.max())) if len(values) else [0, 1]
         xticks = nice_ticks(float(x.min()), float(x.max())) if len(x) else [0.0, 1.0]
@@ -232,7 +238,9 @@ def training_curves(epochs: Sequence[float], series: Mapping[str, Sequence[float
             pts = [(ax.x(a), ax.y(b)) for a, b in zip(x[ok], y[ok], strict=True)]
             colour = colours[name]
             path = " ".join(f"{fmt(px)},{fmt(py)}" for px, py in pts)
-            body.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+            body.append(
+                f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5"/>'
+            )
             body += [
                 f'<circle cx="{fmt(px)}" cy="{fmt(py)}" r="2.5" fill="{colour}"/>' for px, py in pts
             ]

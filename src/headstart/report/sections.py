@@ -58,7 +58,7 @@ def data_section(run: RunFiles) -> Section:
         parts.append('<div class="row">')
         parts.append(table([heading, *counts, "total"], rows, numeric=range(1, len(counts) + 2)))
         chart = plots.class_balance(counts, task.classes)
-        parts.append(figure(chart, "class balance", f"Images per {heading}"))
+        parts.append(figure(chart, f"Images per {heading}"))
         parts.append("</div>")
     parts.append(_problems_html(run))
     return Section("data", "1. Data", "\n".join(parts))
@@ -106,7 +106,6 @@ def curves_section(run: RunFiles) -> Section:
         epochs, values = series
         body = figure(
             plots.training_curves(epochs, values),
-            "training curves",
             f"{len(epochs)} epochs, from logs/metrics.csv",
         )
     return Section("curves", "2. Training curves", body)
@@ -130,10 +129,7 @@ def _multi_class(split: str, name: str, m: Metrics) -> tuple[list[str], list[str
     ]
     per_class = table(["class", "precision", "recall", "F1", "support"], rows, numeric=(1, 2, 3, 4))
     cm = plots.confusion_matrix(m.confusion, m.classes, f"{split} {name}confusion matrix")
-    body = [
-        f'<div class="row"><div>{per_class}</div>'
-        f"{figure(cm, f'{split} {name}confusion matrix')}</div>"
-    ]
+    body = [f'<div class="row"><div>{per_class}</div>{figure(cm)}</div>']
     return cards, body
 
 
@@ -216,7 +212,6 @@ def _reliability(run: RunFiles, task: Task) -> str:
     eces = ", ".join(f"{s} {e:.3f}" for s, (_, e) in bins.items())
     return figure(
         plots.reliability_diagram(bins),
-        "reliability diagram",
         (f"{title}: " if title else "")
         + f"Expected calibration error (ECE, 15 bins): {eces}. Bars below the "
         "diagonal: over-confident; above: under-confident.",

@@ -187,7 +187,8 @@ class Axes:
             out.append(text(self.left + self.width / 2, self.bottom + 31, xlabel))
         if ylabel:
             yy = self.top + self.height / 2
-            out.append(text(self.left - 34, yy, ylabel, rotate=-90))
+            widest = max((text_width(_tick_label(v)) for v in yticks), default=0.0)
+            out.append(text(self.left - widest - 15, yy, ylabel, rotate=-90))
         return out
 
 

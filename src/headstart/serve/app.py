@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headstart.data import Task, load_rgb
 from headstart.errors import ConfigError, HeadstartError, ImageError
+from headstart.explain import explain as explain_image
 from headstart.model import Model, answer
 from headstart.serve.batching import Batcher, TaskRows, per_image
 from headstart.serve.page import CSP, render_page
@@ -152,15 +153,6 @@ class _BodyLimit:
 
 def _json(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def _load_explainer() -> Callable[..., Any]:
-    """``headstart.explain.explain``, imported when first needed."""
-    try:
-        from headstart.explain import explain
-    except ImportError as exc:
-        raise ApiError(501, f"explanations are not available here: {exc}") from None
-    return explain
 
 
 def _title(model: Model) -> str:
@@ -391,12 +383,14 @@ def _explain_route(app: FastAPI, svc: _Service) -> None:
             raise ApiError(422, f"send exactly one file to explain, got {len(files)}")
         image = await asyncio.to_thread(svc.decode, await files[0].read())
         run = functools.partial(
-            _load_explainer(), svc.model, image, method=method, target=target, task=chosen.name
+            explain_image, svc.model, image, method=method, target=target, task=chosen.name
         )
         try:
             result = await svc.batcher.run(run)
         except HeadstartError as exc:
             raise ApiError(422, " ".join(str(exc).split())) from None
+        except ImportError as exc:  # grad-cam or torch missing from this installation
+            raise ApiError(501, f"explanations are not available here: {exc}") from None
         buffer = io.BytesIO()
         result.overlay.save(buffer, format="PNG")
         label, probability = str(result.label), round(float(result.probability), 6)

@@ -10,16 +10,12 @@ two-column distribution ``[1 - p, p]``: then ``p_T = sigmoid(logit(p) / T)``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import numpy as np
 
 from headstart.errors import ConfigError, DataError
 from headstart.stats.calibration import reliability_bins
 
 __all__ = [
-    "CalibrationResult",
     "apply_label_temperatures",
     "apply_temperature",
     "fit_label_temperatures",
@@ -95,24 +91,6 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
 
     result = minimize_scalar(nll, bounds=_LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-4})
     return float(np.exp(result.x))
-
-
-@dataclass(frozen=True)
-class CalibrationResult:
-    """A fitted temperature and what it did on the data it was fitted on."""
-
-    temperature: float
-    n: int
-    nll_before: float
-    nll_after: float
-    ece_before: float
-    ece_after: float
-    data: str
-    split: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """The record stored under ``"calibration"`` in model.json."""
-        return {"method": "temperature", **asdict(self)}
 
 
 def reliability_rows(

@@ -35,6 +35,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from headstart.config import FitConfig, load_config
 from headstart.data import Manifest, Task
 from headstart.data.manifest import indicator
+from headstart.embedding import embed_data, scan_data
 from headstart.errors import ConfigError, DataError
 from headstart.fsutil import atomic_write_text
 from headstart.heads import create_head, predicted_labels
@@ -299,8 +300,6 @@ def cross_validate(
     See the module docstring for which samples are used, how a multi-label task is folded and
     scored, and how intervals are computed.
     """
-    from headstart.embedding import embed_data, scan_data
-
     cfg = config or load_config()
     create_head(cfg.head.kind, **cfg.head.params)  # fail fast on a bad head
     t0 = time.perf_counter()

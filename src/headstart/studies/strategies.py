@@ -39,10 +39,10 @@ from typing import Any
 import numpy as np
 
 from headstart.backbones import get_spec, resolve_backbone
-from headstart.cache import CacheRoot
 from headstart.config import FitConfig, load_config
 from headstart.data import DuplicateGroup, Manifest, Task
 from headstart.data.splits import stratified_assign
+from headstart.embedding import embed_data, scan_data
 from headstart.errors import ConfigError
 from headstart.fsutil import atomic_write_text
 from headstart.heads import (
@@ -118,8 +118,6 @@ def _resplit(manifest: Manifest, *, val: float, test: float, seed: int, source: 
 def held_out(data: str | Path, config: FitConfig, seed: int) -> HeldOut:
     """Scan ``data`` for ``seed`` and make sure it has a test split no strategy selects on
     (see the module docstring)."""
-    from headstart.embedding import scan_data
-
     d = config.data
     manifest = scan_data(data, _seeded(config, seed))
     if "test" in manifest.splits_present():
@@ -154,21 +152,10 @@ class _Embeddings:
 
 
 def _embed(manifest: Manifest, cfg: FitConfig, progress: bool) -> _Embeddings:
-    from headstart.features import extract
-
-    ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
-    ex = extract(
-        [s.path for s in manifest.samples],
-        [s.sha256 for s in manifest.samples],
-        ref,
-        store=CacheRoot.for_config(cfg).store,
-        engine=cfg.extract.engine,
-        batch_size=cfg.extract.batch_size,
-        workers=cfg.extract.workers,
-        progress=progress,
-    )
-    index = {s.path: i for i, s in enumerate(manifest.samples) if i not in ex.failures}
-    return _Embeddings(ex.features, index, ex.seconds, ex.n_computed, ex.n_cached)
+    embedded = embed_data(manifest, cfg, progress=progress)
+    ex = embedded.extraction
+    index = {s.path: i for i, s in enumerate(embedded.manifest.samples)}
+    return _Embeddings(embedded.features, index, ex.seconds, ex.n_computed, ex.n_cached)
 
 
 @dataclass

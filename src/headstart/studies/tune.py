@@ -30,7 +30,9 @@ from threadpoolctl import threadpool_limits
 
 from headstart.config import FitConfig, load_config
 from headstart.data import Task
+from headstart.embedding import embed_data, scan_data
 from headstart.errors import ConfigError, HeadstartError
+from headstart.pipeline import fit
 from headstart.studies.cv import task_folds
 from headstart.studies.scoring import Cells, cv_score, main_metric, metric_title
 
@@ -260,9 +262,6 @@ def tune(
     Rerunning continues the study until it holds ``trials`` finished (complete or pruned)
     trials; ``n_jobs`` > 1 runs worker processes.
     """
-    from headstart.embedding import embed_data, scan_data
-    from headstart.pipeline import fit
-
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"trials must be an integer >= 1; got {trials!r}")
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
