@@ -40,6 +40,8 @@ def plain_pipeline(root: Path, limit: int | None) -> tuple[list[Path], np.ndarra
     indices = list(range(len(dataset) if limit is None else min(limit, len(dataset))))
     model = torchvision.models.mobilenet_v2()
     weights = resolve_backbone("mobilenet_v2").weights_path
+    if weights is None:
+        raise SystemExit("mobilenet_v2 has no packaged weights file here")
     model.load_state_dict(torch.load(weights, weights_only=True))
     model.eval()
     loader = DataLoader(Subset(dataset, indices), batch_size=64, num_workers=2)
@@ -64,7 +66,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from headstart.backbones import resolve_backbone
-    from headstart.features import EmbeddingStore, extract
+    from headstart.cache import CacheRoot
+    from headstart.features import extract
 
     rows: list[tuple[str, int, float]] = []
     paths: list[Path]
@@ -79,7 +82,7 @@ def main() -> None:
     ref = resolve_backbone("mobilenet_v2")
     options = {"engine": args.engine, "batch_size": args.batch_size, "workers": args.workers}
     with tempfile.TemporaryDirectory() as tmp:
-        store = EmbeddingStore(Path(tmp))
+        store = CacheRoot.of(tmp).store  # fresh: the cold row pays for everything
         cold = extract(paths, None, ref, store=store, progress=False, **options)
         rows.append((f"headstart cold ({cold.engine}, incl. export)", len(paths), cold.seconds))
         warm = extract(paths, None, ref, store=store, progress=False, **options)

@@ -29,6 +29,7 @@ from torchvision import datasets, transforms
 from headstart.backbones import resolve_backbone
 from headstart.config import load_config
 from headstart.pipeline import fit
+from headstart.stats import Metrics
 
 
 def load() -> str:
@@ -96,7 +97,10 @@ def headstart_finetune(data: Path, epochs: int) -> tuple[float, float, int, int]
         history = (result.run_dir / "logs" / "metrics.csv").read_text().splitlines()
     runs = len(history) - 1
     n_train = len(result.manifest.split("train"))
-    return result.metrics["val"].accuracy.value, result.timings["train"], runs * n_train, runs
+    val = result.metrics["val"][result.tasks[0].name]  # class folders: one multi-class task
+    if not isinstance(val, Metrics):
+        raise SystemExit(f"{data}: expected class folders (one multi-class task)")
+    return val.accuracy.value, result.timings["train"], runs * n_train, runs
 
 
 def main() -> None:

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from headstart.evaluate.ranking import SCORES, rank_backbones
 from scipy.stats import kendalltau
 
 from headstart.config import load_config
+from headstart.ranking import SCORES, rank_backbones
 
 DATASETS = ("hymenoptera", "clothing_small", "sign_language_digits")
 
@@ -33,15 +33,15 @@ def main() -> None:
     print("|---" * (len(SCORES) + 5) + "|")
     for name in DATASETS:
         ranking = rank_backbones(root / name, cfg, top=99)
-        best_probe = max(ranking.rows, key=lambda r: r.probe_accuracy or 0.0).backbone
+        best_probe = max(ranking.rows, key=lambda r: r.probe_score or 0.0).backbone
         for row in ranking.rows:
             score_s = sum(row.seconds.values())
             cells = " | ".join(f"{row.scores[s]:.4f}" for s in SCORES)
             print(
-                f"| {name} | {row.backbone} | {cells} | {row.probe_accuracy:.4f} | "
+                f"| {name} | {row.backbone} | {cells} | {row.probe_score:.4f} | "
                 f"{score_s:.2f} | {row.probe_seconds:.2f} |"
             )
-            pairs.append((name, row.backbone, row.scores, row.probe_accuracy or 0.0))
+            pairs.append((name, row.backbone, row.scores, row.probe_score or 0.0))
         for s in SCORES:
             top = max(ranking.rows, key=lambda r: r.scores[s]).backbone
             agree[s].append(top == best_probe)

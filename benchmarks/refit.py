@@ -18,6 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from headstart.runfolder import RunFolder
+from headstart.stats import headline
+
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "clothing_small"
 
 
@@ -27,9 +30,10 @@ def timed_fit(data: Path, out: Path, env: dict[str, str]) -> tuple[float, dict[s
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
     run = json.loads((out / "run.json").read_text())
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = RunFolder(out).read_metrics()  # split -> task -> metrics
     split = "test" if "test" in metrics else "val"
-    return seconds, {**run, "accuracy": metrics[split]["accuracy"]["value"], "split": split}
+    first = next(iter(metrics[split].values()))  # class folders: the one task, "label"
+    return seconds, {**run, "accuracy": headline(first)[1].value, "split": split}
 
 
 def main() -> None:

@@ -8,7 +8,7 @@
     httpx.AsyncClient workers, stopped at --max-seconds.  Reports p50/p99 latency, throughput and
     the error count (anything but a 200 with a prediction).
 (b) Model.predict_images on decoded demo photos in batches of 16, engine="torch" vs engine="onnx",
-    in the same run: img/s and the max abs difference of their probabilities.
+    in the same run: img/s and the max abs difference of their probabilities (every task's).
 """
 
 from __future__ import annotations
@@ -128,7 +128,11 @@ def engines(model_dir: Path, images: list[bytes], rounds: int) -> list[tuple[str
         model.predict_images(batches[0], engine=engine)  # build + warm
         start = time.perf_counter()
         for _ in range(rounds):
-            proba = np.concatenate([model.predict_images(b, engine=engine) for b in batches])
+            per_batch = [model.predict_images(b, engine=engine) for b in batches]
+            # every task's probabilities side by side, batches stacked
+            proba = np.concatenate(
+                [np.concatenate([p[t.name] for t in model.tasks], axis=1) for p in per_batch]
+            )
         seconds = time.perf_counter() - start
         diff = 0.0 if reference is None else float(np.abs(proba - reference).max())
         reference = proba if reference is None else reference

@@ -21,6 +21,8 @@ from pathlib import Path
 import headstart
 from headstart.config import load_config
 from headstart.data.compose import compose_pairs
+from headstart.runfolder import MetricsRecord
+from headstart.stats import MultiLabelMetrics, headline
 
 
 def _pct(x: float) -> str:
@@ -39,13 +41,14 @@ def _subset(labels: Path, train_fraction: float) -> Path:
     return out
 
 
-def _run(data: Path, out: Path, overrides: list[str], strategy: str) -> tuple[dict, float]:
+def _run(
+    data: Path, out: Path, overrides: list[str], strategy: str
+) -> tuple[MetricsRecord, float]:
+    """Fit one run; its metrics (split -> task -> metrics) and wall seconds."""
     cfg = load_config(overrides=overrides)
     t0 = time.perf_counter()
     result = headstart.fit(data, out, config=cfg, strategy=strategy, progress=False, report=True)
-    return result.task_metrics or {s: {"left": m} for s, m in result.metrics.items()}, (
-        time.perf_counter() - t0
-    )
+    return result.metrics, time.perf_counter() - t0
 
 
 def main() -> None:
@@ -77,11 +80,14 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for i, (name, data, overrides, strategy) in enumerate(runs):
         metrics, seconds = _run(data, work / f"run{i}", overrides, strategy)
+        column = overrides[0].split("=", 1)[1]
         for task, m in metrics["test"].items():
-            key = "mean_ap" if hasattr(m, "mean_ap") else "accuracy"
-            v = getattr(m, key)
+            # one label column is the task "label" whatever its name: show the column
+            shown = column if len(metrics["test"]) == 1 else task
+            key = "mean_ap" if isinstance(m, MultiLabelMetrics) else "accuracy"
+            v = headline(m)[1]
             print(
-                f"| {name} | {task} | {key} | {_pct(v.value)} [{_pct(v.low)}, {_pct(v.high)}] "
+                f"| {name} | {shown} | {key} | {_pct(v.value)} [{_pct(v.low)}, {_pct(v.high)}] "
                 f"| {_pct(m.macro_f1.value)} | {seconds:.0f} |"
             )
     model = headstart.load(work / "run2" / "model")  # the two-task probe

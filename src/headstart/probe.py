@@ -25,6 +25,7 @@ from headstart.cache import CacheRoot
 from headstart.config import FitConfig
 from headstart.data import Task
 from headstart.data.manifest import indicator
+from headstart.data.splits import strata as stratify
 from headstart.embedding import EmbeddedData
 from headstart.heads import (
     check_label_coverage,
@@ -87,16 +88,6 @@ def fit_heads(
     return heads
 
 
-def _strata(task: Task, cells: Cells) -> np.ndarray:
-    if not task.multi_label:
-        return np.asarray([cell[0] for cell in cells])
-    counts: dict[str, int] = {}
-    for cell in cells:
-        for label in cell:
-            counts[label] = counts.get(label, 0) + 1
-    return np.asarray([min(cell, key=lambda c: (counts[c], c)) if cell else "" for cell in cells])
-
-
 def _fold_proba(task: Task, head: Any, X: np.ndarray) -> np.ndarray:
     """Task-ordered probabilities of a fold's head (a class its part never saw gets 0)."""
     if task.multi_label:
@@ -117,7 +108,7 @@ def out_of_fold(task: Task, head: Any, X: np.ndarray, cells: Cells) -> np.ndarra
             return np.asarray(own, dtype=np.float64)
         order = [list(head.classes_).index(c) for c in task.classes]
         return np.asarray(own, dtype=np.float64)[:, order]
-    strata = _strata(task, cells)
+    strata = np.asarray(stratify(cells))
     folds = min(CV_FOLDS, int(min(np.unique(strata, return_counts=True)[1])))
     if folds < 2:
         return None

@@ -84,7 +84,11 @@ def test_whole_model_export_matches_torch_and_documents_itself(
     assert doc["tasks"] == [
         {"name": "label", "classes": classes, "multi_label": False, "output": "probabilities"}
     ]
-    assert doc["calibration"] is None
+    # the probe's own temperature (fitted on out-of-fold probabilities), applied at run time
+    assert doc["calibration"]["in_graph"] is False
+    assert doc["calibration"]["tasks"] == {
+        "label": {"temperature": headstart.load(runs["logistic"]).temperatures["label"]}
+    }
     assert list(exported.tasks) == ["label"]
     assert {"resize", "crop", "mean", "std", "interpolation"} <= set(doc["preprocessing"])
     assert doc["parity"]["max_abs_diff"] == exported.max_abs_diff
@@ -309,7 +313,7 @@ def test_two_tasks_export_as_one_graph_with_an_output_each(task_runs: dict[str, 
     thresholds = model.thresholds(model.task("items"))
     assert thresholds is not None
     assert items_doc["multi_label"] and items_doc["thresholds"] == thresholds.tolist()
-    assert doc["calibration"] is None
+    assert set(doc["calibration"]["tasks"]) == {"left", "items"}  # the probe's temperatures
     assert read_metadata(result.path)["tasks"] == doc["tasks"]
     props = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
     assert json.loads(props["tasks"]) == doc["tasks"]

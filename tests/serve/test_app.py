@@ -166,7 +166,7 @@ def test_model_info(client: TestClient, model: headstart.Model) -> None:
     assert info["backbone"]["name"] == "mobilenet_v2"
     assert info["backbone"]["weights_sha256"] == model.info["backbone"]["weights_sha256"]
     assert info["backbone"]["preprocessing"]["crop"] == 224
-    assert info["metrics"] == model.info["metrics"] and "val" in info["metrics"]
+    assert info["metrics"] == model.info["metrics"] and "cv" in info["metrics"]
     assert info["limits"]["max_files"] == 4
 
 
@@ -294,7 +294,7 @@ def test_empty_token_is_refused(model: headstart.Model) -> None:
 
 
 def test_explain_returns_png_or_json(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(serve_app, "_load_explainer", lambda: _fake_explanation)
+    monkeypatch.setattr(serve_app, "explain_image", _fake_explanation)
     one = [("file", ("a.jpg", photo("hat"), "image/jpeg"))]
     png = client.post("/v1/explain", files=one)
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
@@ -406,7 +406,7 @@ def test_explain_picks_the_task(
         seen.append(kw["task"])
         return _fake_explanation(model, image, **kw)
 
-    monkeypatch.setattr(serve_app, "_load_explainer", lambda: fake)
+    monkeypatch.setattr(serve_app, "explain_image", fake)
     one = [("file", ("c.jpg", composite_photos[0].read_bytes(), "image/jpeg"))]
     with TestClient(create_app(two_task)) as c:
         default = c.post("/v1/explain?format=json", files=one).json()

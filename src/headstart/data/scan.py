@@ -12,7 +12,7 @@ import csv
 import hashlib
 import os
 import re
-from collections import Counter, defaultdict, deque
+from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ from headstart.data.manifest import (
     Task,
 )
 from headstart.data.splits import check_fractions, normalise_split, stratified_assign
+from headstart.data.splits import strata as stratify
 from headstart.errors import DataError, PathNotFoundError
 
 __all__ = ["scan"]
@@ -366,7 +367,8 @@ def _assign_splits(
     seed: int,
 ) -> tuple[list[Sample], str]:
     given = [c.split for c, _ in kept]
-    strata = _strata([c.labels for c, _ in kept])
+    first = [c.labels[next(iter(c.labels))] for c, _ in kept]  # the first task stratifies
+    strata = stratify(first)
     hashes = [h for _, h in kept]
     if all(s is None for s in given):
         splits = stratified_assign(
@@ -398,18 +400,6 @@ def _assign_splits(
         for (c, h), split in zip(kept, splits, strict=True)
     ]
     return samples, source
-
-
-def _strata(labels: Sequence[dict[str, tuple[str, ...]]]) -> list[str]:
-    """What a split is stratified on: the first task's label, or for a multi-label first task
-    each row's rarest label (whole label sets are mostly unique and would all stay in train)."""
-    if not labels:
-        return []
-    first = [row[next(iter(row))] for row in labels]
-    if all(len(cell) == 1 for cell in first):
-        return [cell[0] for cell in first]
-    counts = Counter(label for cell in first for label in cell)
-    return [min(cell, key=lambda c: (counts[c], c)) if cell else "" for cell in first]
 
 
 def _pct(fraction: float) -> str:

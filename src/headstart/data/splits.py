@@ -9,7 +9,7 @@ so a duplicate cannot leak from train into val or test.
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
 
 import numpy as np
@@ -20,6 +20,7 @@ __all__ = [
     "SPLIT_ALIASES",
     "check_fractions",
     "normalise_split",
+    "strata",
     "stratified_assign",
 ]
 
@@ -31,6 +32,16 @@ SPLIT_ALIASES: dict[str, str] = {
     "validation": "val",
     "test": "test",
 }
+
+
+def strata(cells: Sequence[Sequence[str]]) -> list[str]:
+    """What splits and folds are stratified on, one entry per row of label ``cells``: the label
+    when every row has exactly one, else each row's rarest label (ties by name; "" for a row
+    without labels), since whole label sets are mostly unique and would all stay in train."""
+    if all(len(cell) == 1 for cell in cells):
+        return [cell[0] for cell in cells]
+    counts = Counter(label for cell in cells for label in cell)
+    return [min(cell, key=lambda c: (counts[c], c)) if cell else "" for cell in cells]
 
 
 def normalise_split(name: str) -> str | None:

@@ -19,7 +19,7 @@ import yaml
 from headstart.cache import CacheRoot
 from headstart.data import Task, load_rgb
 from headstart.errors import ConfigError, HeadstartError
-from headstart.explain import explain_many
+from headstart.explain import Explanation, explain_many
 from headstart.fsutil import atomic_write_text
 from headstart.report import plots
 from headstart.report.card import card_section
@@ -71,7 +71,7 @@ def _overlay_key(info: dict[str, Any], task: Task, path: Path) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _explain(model: Model, task: Task, paths: list[Path]) -> list[Any]:
+def _explain(model: Model, task: Task, paths: list[Path]) -> list[Explanation | HeadstartError]:
     # torch first (Grad-CAM needs it anyway): the limit below reaches only thread pools of
     # libraries already loaded
     import torch  # noqa: F401

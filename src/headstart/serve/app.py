@@ -19,7 +19,7 @@ import hmac
 import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -30,129 +30,25 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from headstart.data import Task, load_rgb
-from headstart.errors import ConfigError, HeadstartError, ImageError
+from headstart.data import Task
+from headstart.errors import ConfigError, HeadstartError
 from headstart.explain import explain as explain_image
 from headstart.model import Model, answer
 from headstart.serve.batching import Batcher, TaskRows, per_image
 from headstart.serve.page import CSP, render_page
-
-__all__ = ["ALLOWED_FORMATS", "ApiError", "Limits", "create_app", "decode_upload", "sniff_format"]
-
-ALLOWED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"})
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"BM", "BMP"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
+from headstart.serve.uploads import (
+    ALLOWED_FORMATS,
+    ApiError,
+    BodyLimit,
+    Limits,
+    decode_upload,
+    json_error,
+    sniff_format,
+    uploads,
 )
 
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may carry; larger or other input is refused with a JSON error."""
-
-    max_request_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    max_files: int = 16
-    formats: frozenset[str] = ALLOWED_FORMATS
-    max_batch: int = 16
-    max_wait_ms: float = 5.0
-
-    def __post_init__(self) -> None:
-        for name in ("max_request_bytes", "max_pixels", "max_files", "max_batch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        unknown = sorted(set(self.formats) - ALLOWED_FORMATS)
-        if unknown:
-            known = ", ".join(sorted(ALLOWED_FORMATS))
-            raise ConfigError(f"unknown image formats {', '.join(unknown)}; known: {known}")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["formats"] = sorted(self.formats)
-        return out
-
-
-class ApiError(Exception):
-    """An error answered as ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def sniff_format(data: bytes) -> str | None:
-    """The image format named by the first bytes (one of :data:`ALLOWED_FORMATS`), else None."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return next((name for magic, name in _MAGIC if data.startswith(magic)), None)
-
-
-def decode_upload(data: bytes, limits: Limits, draft_size: int | None = None) -> Image.Image:
-    """Decode uploaded bytes to RGB, or raise :class:`ApiError` (413, 415 or 422) saying why.
-
-    ``draft_size``: as in :func:`~headstart.data.load_rgb`; the service passes the model's resize,
-    the same decode rule as fitting and ``headstart predict``, so answers match theirs."""
-    if not data:
-        raise ApiError(422, "empty file (0 bytes)")
-    fmt = sniff_format(data)
-    allowed = ", ".join(sorted(limits.formats))
-    if fmt is None:
-        raise ApiError(415, f"not an image in an allowed format; allowed: {allowed}")
-    if fmt not in limits.formats:
-        raise ApiError(415, f"image format {fmt} is not allowed; allowed: {allowed}")
-    try:
-        return load_rgb(data, draft_size=draft_size, max_pixels=limits.max_pixels)
-    except ImageError as exc:
-        status = 413 if str(exc).startswith("decompression bomb") else 422
-        raise ApiError(status, str(exc)) from None
-
-
-class _BodyLimit:
-    """ASGI middleware: refuse a body over ``max_bytes`` by its Content-Length, and stop reading
-    one (413) as soon as the streamed bytes pass the limit."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length")
-        too_big = f"request body is larger than the limit of {self.max_bytes:,} bytes"
-        try:
-            declared = int(length) if length is not None else 0
-        except ValueError:
-            await _json(400, "invalid Content-Length header")(scope, receive, send)
-            return
-        if declared > self.max_bytes:
-            await _json(413, too_big)(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise ApiError(413, too_big)
-            return message
-
-        await self.app(scope, limited, send)
-
-
-def _json(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+__all__ = ["ALLOWED_FORMATS", "ApiError", "Limits", "create_app", "decode_upload", "sniff_format"]
 
 
 def _title(model: Model) -> str:
@@ -173,26 +69,6 @@ def _task_info(task: Task, thresholds: np.ndarray | None) -> dict[str, Any]:
     return info
 
 
-async def _uploads(request: Request, limits: Limits, fields: tuple[str, ...]) -> list[UploadFile]:
-    """The uploaded files of a multipart request under ``fields`` (415/422/413 otherwise)."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() != "multipart/form-data":
-        shown = content_type or "none"
-        raise ApiError(415, f"Content-Type must be multipart/form-data, got {shown}")
-    try:
-        form = await request.form(max_files=limits.max_files, max_fields=limits.max_files + 8)
-    except StarletteHTTPException as exc:
-        status = 413 if "Too many" in str(exc.detail) else 400
-        raise ApiError(status, f"{exc.detail} (limit: {limits.max_files} files)") from None
-    values = [v for name in fields for v in form.getlist(name)]
-    if not values:
-        raise ApiError(422, f"no file in the form field '{fields[0]}'")
-    files = [v for v in values if isinstance(v, UploadFile)]
-    if len(files) != len(values):
-        raise ApiError(422, f"the form field '{fields[0]}' must hold files, not text")
-    return files
-
-
 def _lifespan(model: Model, batcher: Batcher[TaskRows]) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -207,20 +83,20 @@ def _lifespan(model: Model, batcher: Batcher[TaskRows]) -> Callable[[FastAPI], A
 def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return _json(exc.status, exc.message)
+        return json_error(exc.status, exc.message)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return _json(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+        return json_error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         parts = [f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()]
-        return _json(422, "; ".join(parts) or "invalid request")
+        return json_error(422, "; ".join(parts) or "invalid request")
 
     async def bug(request: Request, exc: Exception) -> JSONResponse:
         # Bad input never gets here; this is a bug in headstart, answered as JSON all the same.
-        return _json(500, f"internal error ({type(exc).__name__}); see the server log")
+        return json_error(500, f"internal error ({type(exc).__name__}); see the server log")
 
     app.add_exception_handler(Exception, bug)
     app.add_exception_handler(ApiError, api_error)
@@ -298,7 +174,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.batcher = batcher
-    app.add_middleware(_BodyLimit, max_bytes=limits.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
     _install_error_handlers(app)
     # JPEGs decode at reduced scale down to the model's resize: the rule fitting and
     # `headstart predict` use, so the service gives the same probabilities.
@@ -344,7 +220,7 @@ def _info_routes(app: FastAPI, svc: _Service, page: str) -> None:
 def _predict_route(app: FastAPI, svc: _Service) -> None:
     @app.post("/v1/predict", dependencies=svc.auth)
     async def predict(request: Request, top_k: int = Query(3, ge=1)) -> JSONResponse:
-        files = await _uploads(request, svc.limits, ("files", "file"))
+        files = await uploads(request, svc.limits, ("files", "file"))
 
         async def one(upload: UploadFile) -> dict[str, Any]:
             name = upload.filename or ""
@@ -378,7 +254,7 @@ def _explain_route(app: FastAPI, svc: _Service) -> None:
         if not svc.explain:
             raise ApiError(404, "explanations are turned off on this server")
         chosen = _explained_task(svc, task, target)
-        files = await _uploads(request, svc.limits, ("file", "files"))
+        files = await uploads(request, svc.limits, ("file", "files"))
         if len(files) != 1:
             raise ApiError(422, f"send exactly one file to explain, got {len(files)}")
         image = await asyncio.to_thread(svc.decode, await files[0].read())

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from headstart.errors import DataError
 from headstart.stats.metrics import Interval
 
-__all__ = ["LabelMetrics", "MultiLabelMetrics", "multilabel_metrics"]
+__all__ = ["LabelMetrics", "MultiLabelMetrics", "f1_scores", "multilabel_metrics", "weighted_ap"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class MultiLabelMetrics:
             raise DataError(f"malformed multi-label metrics record: {exc!r}") from None
 
 
-def _weighted_ap(W: NDArray[np.float64], y: NDArray[np.bool_], p: NDArray[Any]) -> NDArray[Any]:
+def weighted_ap(W: NDArray[np.float64], y: NDArray[np.bool_], p: NDArray[Any]) -> NDArray[Any]:
     """Average precision of one label for each row of image weights ``W`` (B, n)."""
     order = np.argsort(-p, kind="stable")
     ps, ys, Ws = p[order], y[order], W[:, order]
@@ -83,7 +83,7 @@ def _weighted_ap(W: NDArray[np.float64], y: NDArray[np.bool_], p: NDArray[Any]) 
     return np.where(positives > 0, ap, np.nan)
 
 
-def _f1_scores(
+def f1_scores(
     W: NDArray[np.float64], Y: NDArray[np.bool_], pred: NDArray[np.bool_]
 ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
     """Per replicate: macro-F1 (labels with a true or predicted positive), micro-F1, per-label
@@ -122,8 +122,8 @@ def multilabel_metrics(
         weights.append(np.stack([np.bincount(row, minlength=n) for row in idx]).astype(float))
     W = np.concatenate(weights)
     with np.errstate(invalid="ignore"):
-        ap = np.stack([_weighted_ap(W, Y[:, j], P[:, j]) for j in range(Y.shape[1])], axis=1)
-    macro, micro, per_label_f1 = _f1_scores(W, Y, pred)
+        ap = np.stack([weighted_ap(W, Y[:, j], P[:, j]) for j in range(Y.shape[1])], axis=1)
+    macro, micro, per_label_f1 = f1_scores(W, Y, pred)
     with np.errstate(invalid="ignore"):
         mean_ap = np.nanmean(ap, axis=1)
     tp, fp, fn = ((Y & pred).sum(0), (~Y & pred).sum(0), (Y & ~pred).sum(0))

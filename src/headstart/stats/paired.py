@@ -36,7 +36,7 @@ from headstart.stats.metrics import Interval, evaluate_predictions
 
 # The weighted-AP and F1 kernels score many image-weight rows (bootstrap resamples) at once;
 # sharing them keeps compare's mAP the very number ``evaluate`` reports.
-from headstart.stats.multilabel import _f1_scores, _weighted_ap, multilabel_metrics
+from headstart.stats.multilabel import f1_scores, multilabel_metrics, weighted_ap
 
 __all__ = [
     "ALPHA",
@@ -234,9 +234,9 @@ def _multilabel_bootstrap(
             # a tiny resample can hold no positive of any label: its mean is NaN, left out
             warnings.simplefilter("ignore", RuntimeWarning)
             for p, chosen in zip(P, pred, strict=True):
-                ap = np.stack([_weighted_ap(W, Y[:, j], p[:, j]) for j in range(labels)], axis=1)
+                ap = np.stack([weighted_ap(W, Y[:, j], p[:, j]) for j in range(labels)], axis=1)
                 maps.append(np.nanmean(ap, axis=1))
-                f1s.append(_f1_scores(W, Y, chosen)[0])
+                f1s.append(f1_scores(W, Y, chosen)[0])
         d_map[start : start + m] = maps[1] - maps[0]
         d_f1[start : start + m] = f1s[1] - f1s[0]
     return d_map, d_f1

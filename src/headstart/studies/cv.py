@@ -35,6 +35,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from headstart.config import FitConfig, load_config
 from headstart.data import Manifest, Task
 from headstart.data.manifest import indicator
+from headstart.data.splits import strata
 from headstart.embedding import embed_data, scan_data
 from headstart.errors import ConfigError, DataError
 from headstart.fsutil import atomic_write_text
@@ -46,7 +47,6 @@ from headstart.studies.scoring import (
     fold_proba,
     fold_scores,
     main_metric,
-    strata,
 )
 
 __all__ = [
@@ -267,7 +267,7 @@ def task_folds(
     _check_counts(folds, repeats, groups)
     _check_labels(task, cells, folds)
     return fold_indices(
-        strata(task, cells), folds=folds, repeats=repeats, groups=groups, seed=seed,
+        strata(cells), folds=folds, repeats=repeats, groups=groups, seed=seed,
         check_classes=False,
     )  # fmt: skip
 

@@ -12,7 +12,6 @@ stratified on, a head fitted on a fold, and a head kind's cross-validated score.
 from __future__ import annotations
 
 import warnings
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +36,6 @@ __all__ = [
     "label_text",
     "main_metric",
     "metric_title",
-    "strata",
 ]
 
 Cells = Sequence[Sequence[str]]
@@ -55,15 +53,6 @@ def main_metric(task: Task) -> str:
 def metric_title(key: str) -> str:
     """``mean_ap`` -> ``mAP``, ``macro_f1`` -> ``macro-F1``; other keys as given."""
     return METRIC_TITLES.get(key, key)
-
-
-def strata(task: Task, cells: Cells) -> list[str]:
-    """What folds are stratified on: each row's label, or for a multi-label task its rarest
-    label among ``cells`` (ties by name; "" for a row without labels)."""
-    if not task.multi_label:
-        return [cell[0] for cell in cells]
-    counts = Counter(label for cell in cells for label in cell)
-    return [min(cell, key=lambda c: (counts[c], c)) if cell else "" for cell in cells]
 
 
 def label_text(task: Task, labels: Sequence[str]) -> str:

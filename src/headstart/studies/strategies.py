@@ -41,7 +41,7 @@ import numpy as np
 from headstart.backbones import get_spec, resolve_backbone
 from headstart.config import FitConfig, load_config
 from headstart.data import DuplicateGroup, Manifest, Task
-from headstart.data.splits import stratified_assign
+from headstart.data.splits import strata, stratified_assign
 from headstart.embedding import embed_data, scan_data
 from headstart.errors import ConfigError
 from headstart.fsutil import atomic_write_text
@@ -56,7 +56,7 @@ from headstart.heads import (
     tune_thresholds,
 )
 from headstart.stats import headline, task_metrics
-from headstart.studies.scoring import label_text, main_metric, strata
+from headstart.studies.scoring import label_text, main_metric
 from headstart.studies.strategy_stats import (
     Key,
     RunScore,
@@ -99,7 +99,7 @@ def _resplit(manifest: Manifest, *, val: float, test: float, seed: int, source: 
     """Given val becomes test; train is re-split (stratified, duplicates kept together)."""
     train = [s for s in manifest.samples if s.split == "train"]
     first = manifest.targets[0]  # scan stratifies on the first task too
-    by = strata(first, [s.labels[first.name] for s in train])
+    by = strata([s.labels[first.name] for s in train])
     carved = stratified_assign(
         by, [s.sha256 for s in train], val_fraction=val, test_fraction=test, seed=seed
     )
