@@ -20,6 +20,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -58,8 +59,8 @@ def tutorial(data: Path, epochs: int, workers: int) -> tuple[float, float, int]:
         x: torch.utils.data.DataLoader(sets[x], batch_size=4, shuffle=True, num_workers=workers)
         for x in ("train", "val")
     }
-    model = resolve_backbone("mobilenet_v2").build().model
-    model.classifier[1] = nn.Linear(1280, len(sets["train"].classes))  # type: ignore[index]
+    model: Any = resolve_backbone("mobilenet_v2").build().model  # torchvision's MobileNetV2
+    model.classifier[1] = nn.Linear(1280, len(sets["train"].classes))
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)

@@ -41,9 +41,7 @@ def _subset(labels: Path, train_fraction: float) -> Path:
     return out
 
 
-def _run(
-    data: Path, out: Path, overrides: list[str], strategy: str
-) -> tuple[MetricsRecord, float]:
+def _run(data: Path, out: Path, overrides: list[str], strategy: str) -> tuple[MetricsRecord, float]:
     """Fit one run; its metrics (split -> task -> metrics) and wall seconds."""
     cfg = load_config(overrides=overrides)
     t0 = time.perf_counter()

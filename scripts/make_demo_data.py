@@ -25,8 +25,8 @@ def main(source: Path, dest: Path) -> None:
         for class_dir in sorted((source / split).iterdir()):
             files = sorted(class_dir.glob("*.jpg"))
             for path in rng.sample(files, min(count, len(files))):
-                with Image.open(path) as img:
-                    img = img.convert("RGB")
+                with Image.open(path) as source_image:
+                    img = source_image.convert("RGB")
                     scale = SHORT_SIDE / min(img.size)
                     if scale < 1:
                         size = (round(img.width * scale), round(img.height * scale))
@@ -39,7 +39,8 @@ def main(source: Path, dest: Path) -> None:
         "# headstart demo data\n\n"
         "A seeded subset of the clothing dataset (small) by Alexey Grigorev, "
         "github.com/alexeygrigorev/clothing-dataset-small, CC0 1.0 (see LICENSE).\n"
-        f"Per class: {PER_SPLIT}; shorter side {SHORT_SIDE} px, JPEG quality 80.\n"
+        f"Per class: {PER_SPLIT}; downsized to a shorter side of {SHORT_SIDE} px, "
+        "JPEG quality 80.\n"
         "Built by scripts/make_demo_data.py.\n"
     )
 
