@@ -8,7 +8,8 @@ decides where it is.
   (:class:`~headstart.features.EmbeddingStore`);
 - ``weights/``: backbone weights converted once to safetensors, copied into bundles;
 - ``heads/``: fitted heads keyed by their inputs (:func:`headstart.heads.cache.fit_cached`);
-- ``report-overlays/``: Grad-CAM thumbnails of the report's error gallery;
+- ``report-overlays/``: Grad-CAM thumbnails of the report's error gallery and the 2-D points
+  of its embedding map;
 - ``pixel-similarity/``: pixel checks of near-duplicate candidate pairs.
 """
 

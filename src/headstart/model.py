@@ -12,11 +12,11 @@ import numpy as np
 from headstart.backbones import BackboneRef
 from headstart.bundle import BundleContents, read_bundle, write_bundle
 from headstart.cache import CacheRoot
-from headstart.data.manifest import Task, pick_task
+from headstart.data.manifest import Task, pick_task, predicted_labels
 from headstart.errors import ConfigError, DataError
 from headstart.features import Runner, extract, feature_runner
 from headstart.features.tta import check_tta, tta_proba
-from headstart.heads import predicted_labels, task_proba, thresholds_of
+from headstart.heads import task_proba, thresholds_of
 from headstart.inputs import expand_inputs
 from headstart.stats import TaskMetrics, task_metrics
 from headstart.stats.temperature import apply_label_temperatures, apply_temperature

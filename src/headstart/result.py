@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from headstart.backbones import BackboneRef
-from headstart.bundle import library_versions
+from headstart.bundle import library_versions, write_bundle
 from headstart.cache import CacheRoot, portable_weights
 from headstart.config import FitConfig
 from headstart.data import Manifest, Task
@@ -163,4 +163,11 @@ def write_result(result: FitResult) -> None:
         "run": record.to_dict(),
         **({"calibration": result.calibration} if result.calibration else {}),
     }
-    run.write_bundle(list(m.targets), result.heads, result.backbone, weights, extra)
+    write_bundle(
+        run.bundle,
+        tasks=list(m.targets),
+        heads=result.heads,
+        backbone=result.backbone,
+        backbone_weights=weights,
+        extra=extra,
+    )

@@ -32,15 +32,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from headstart.backbones import BackboneRef
-from headstart.bundle import write_bundle
 from headstart.config import FitConfig, load_config
 from headstart.data import Manifest, Task
 from headstart.data.leakage import NearDuplicate, write_near_duplicates
-from headstart.data.manifest import LABEL_SEPARATOR
+from headstart.data.manifest import LABEL_SEPARATOR, predicted_labels
 from headstart.errors import ConfigError, DataError
 from headstart.fsutil import atomic_write_text
-from headstart.heads import predicted_labels
 from headstart.stats import TaskMetrics, metrics_from_dict
 
 __all__ = [
@@ -315,20 +312,6 @@ class RunFolder:
         if record is not None:
             record.finished = True
             self.write_resume(record)
-
-    # -- bundle ----------------------------------------------------------------------------
-    def write_bundle(
-        self,
-        tasks: list[Task],
-        heads: dict[str, Any],
-        ref: BackboneRef,
-        weights: Path | None,
-        extra: dict[str, Any],
-    ) -> Path:
-        return write_bundle(
-            self.bundle, tasks=tasks, heads=heads, backbone=ref, backbone_weights=weights,
-            extra=extra,
-        )  # fmt: skip
 
 
 def metrics_json(metrics: MetricsRecord) -> dict[str, Any]:

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from headstart.data import Task
+from headstart.data.manifest import predicted_labels
 from headstart.errors import DataError
 from headstart.heads import (
     MultiLabelHead,
     check_label_coverage,
     export_head,
     import_head,
-    predicted_labels,
     task_head,
     task_proba,
     task_target,

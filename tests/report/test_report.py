@@ -175,6 +175,18 @@ def test_a_cached_report_loads_no_model(
     assert html.count('alt="Grad-CAM overlay"') == first.count('alt="Grad-CAM overlay"') > 0
 
 
+def test_a_damaged_map_cache_is_computed_again(run_dir: Path, tmp_path: Path) -> None:
+    from headstart.cache import CacheRoot
+
+    maps = sorted(CacheRoot.of(None).overlays.glob("map-*.npz"))
+    assert maps, "the fit's report should have cached its map points"
+    for path in maps:
+        path.write_bytes(path.read_bytes()[:40])
+    html = build_report(run_dir, output=tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<svg" in html.split('id="map"')[1].split("</section>")[0]
+    assert all(len(p.read_bytes()) > 40 for p in maps)  # rewritten whole
+
+
 def test_pca_2d_matches_the_exact_principal_axes() -> None:
     rng = np.random.default_rng(1)
     scales = np.concatenate([[5.0, 3.0], np.linspace(1.5, 0.1, 38)])

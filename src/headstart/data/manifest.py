@@ -33,6 +33,7 @@ __all__ = [
     "Task",
     "indicator",
     "pick_task",
+    "predicted_labels",
 ]
 
 DEFAULT_TASK = "label"
@@ -83,6 +84,17 @@ def indicator(cells: Sequence[Sequence[str]], labels: Sequence[str]) -> NDArray[
             if label in index:
                 out[i, index[label]] = 1
     return out
+
+
+def predicted_labels(task: Task, row: NDArray[Any], thresholds: NDArray[Any] | None) -> list[str]:
+    """The labels chosen from one probability row: the best class (multi-class), or every label
+    at or above its threshold (multi-label, most probable first; possibly none)."""
+    if not task.multi_label:
+        return [task.classes[int(np.argmax(row))]]
+    cut = thresholds if thresholds is not None else np.full(len(row), 0.5)
+    chosen = [j for j in range(len(row)) if row[j] >= cut[j]]
+    chosen.sort(key=lambda j: -row[j])
+    return [task.classes[j] for j in chosen]
 
 
 def pick_task(tasks: Sequence[Task], name: str | None) -> Task:

@@ -17,7 +17,6 @@ from headstart.heads.registry import HEAD_FORMAT_VERSION, export_head, import_he
 from headstart.heads.tasks import (
     check_label_coverage,
     indicator,
-    predicted_labels,
     task_head,
     task_proba,
     task_target,
@@ -39,7 +38,6 @@ __all__ = [
     "export_head",
     "import_head",
     "indicator",
-    "predicted_labels",
     "task_head",
     "task_proba",
     "task_target",

@@ -22,7 +22,6 @@ from headstart.heads.multilabel import MultiLabelHead
 __all__ = [
     "check_label_coverage",
     "indicator",
-    "predicted_labels",
     "task_head",
     "task_proba",
     "task_target",
@@ -75,14 +74,3 @@ def task_proba(task: Task, head: Any, X: NDArray[Any]) -> NDArray[np.float64]:
 def thresholds_of(task: Task, head: Any) -> NDArray[np.float64] | None:
     """A multi-label head's per-label thresholds; None for a multi-class task."""
     return np.asarray(head.thresholds_, dtype=np.float64) if task.multi_label else None
-
-
-def predicted_labels(task: Task, row: NDArray[Any], thresholds: NDArray[Any] | None) -> list[str]:
-    """The labels chosen from one probability row: the best class (multi-class), or every label
-    at or above its threshold (multi-label, most probable first; possibly none)."""
-    if not task.multi_label:
-        return [task.classes[int(np.argmax(row))]]
-    cut = thresholds if thresholds is not None else np.full(len(row), 0.5)
-    chosen = [j for j in range(len(row)) if row[j] >= cut[j]]
-    chosen.sort(key=lambda j: -row[j])
-    return [task.classes[j] for j in chosen]

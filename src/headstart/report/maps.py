@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import random
+import zipfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -103,13 +104,20 @@ def _map_key(run: RunFiles, engine: str, method: str, rows: list[dict[str, str]]
     return digest.hexdigest()
 
 
-def _read_points(cache: CacheRoot, key: str) -> tuple[np.ndarray, np.ndarray, str] | None:
+def _read_points(
+    cache: CacheRoot, key: str, n_rows: int
+) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """The cached (kept rows, points, method) of ``key``; None when absent or damaged (then
+    they are computed again)."""
     path = cache.overlays / f"map-{key}.npz"
     try:
         with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as saved:
-            return saved["keep"], saved["points"], str(saved["method"])
-    except (OSError, ValueError, KeyError):  # absent or damaged: computed again
+            keep, points, method = saved["keep"], saved["points"], str(saved["method"])
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
         return None
+    if len(keep) < 3 or points.shape != (len(keep), 2):
+        return None
+    return (keep, points, method) if keep.min() >= 0 and keep.max() < n_rows else None
 
 
 def _write_points(
@@ -157,7 +165,7 @@ def map_section(
     engine = str((config.get("extract") or {}).get("engine", "auto"))
     rows = _embedding_rows(run, MAX_MAP_POINTS)
     key = _map_key(run, engine, method, rows)
-    cached = _read_points(cache, key)
+    cached = _read_points(cache, key, len(rows))
     failed = 0
     if cached is not None:
         keep, points, used = cached

@@ -112,7 +112,9 @@ def class_balance(counts: Mapping[str, Mapping[str, int]], classes: Sequence[str
     slot = 34.0 if k <= 20 else max(8.0, 680.0 / k)
     totals = [sum(per.get(c, 0) for per in counts.values()) for c in classes]
     ticks = nice_ticks(0, max(totals, default=0) or 1)
-    left = 14 + text_width(_label(ticks[-1])) + 22
+    # room for the tick labels, and for the first class name when it is tilted to the left
+    first = text_width(short(classes[0])) * 0.77 - slot / 2 + 6 if classes else 0.0
+    left = max(14 + text_width(_label(ticks[-1])) + 22, first)
     ax = Axes(left, 10, slot * k, 170, (0, k), (0, ticks[-1]))
     body = ax.frame(None, ticks, ylabel="images")
     bottom = np.zeros(len(classes))

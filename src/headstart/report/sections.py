@@ -155,7 +155,8 @@ def _multi_label(split: str, name: str, m: MultiLabelMetrics) -> tuple[list[str]
     body = [
         note(
             f"Subset accuracy {pct(m.subset_accuracy)}, Hamming loss {m.hamming_loss:.3f}. "
-            "Each label's threshold was tuned on the val split (F1-best)."
+            "Each label's threshold is the F1-best one on the validation predictions (see "
+            "Validation in the model card)."
         ),
         table(head, rows, numeric=range(1, 7)),
     ]

@@ -34,12 +34,12 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from headstart.config import FitConfig, load_config
 from headstart.data import Manifest, Task
-from headstart.data.manifest import indicator
+from headstart.data.manifest import indicator, predicted_labels
 from headstart.data.splits import strata
 from headstart.embedding import embed_data, scan_data
 from headstart.errors import ConfigError, DataError
 from headstart.fsutil import atomic_write_text
-from headstart.heads import create_head, predicted_labels
+from headstart.heads import create_head
 from headstart.stats.summary import Summary
 from headstart.studies.scoring import (
     Cells,

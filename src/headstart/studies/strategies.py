@@ -41,6 +41,7 @@ import numpy as np
 from headstart.backbones import get_spec, resolve_backbone
 from headstart.config import FitConfig, load_config
 from headstart.data import DuplicateGroup, Manifest, Task
+from headstart.data.manifest import predicted_labels
 from headstart.data.splits import strata, stratified_assign
 from headstart.embedding import embed_data, scan_data
 from headstart.errors import ConfigError
@@ -48,7 +49,6 @@ from headstart.fsutil import atomic_write_text
 from headstart.heads import (
     check_label_coverage,
     create_head,
-    predicted_labels,
     task_head,
     task_proba,
     task_target,
