@@ -101,3 +101,18 @@ def multilabel_run(composites: Path, shared_cache: Path, tmp_path_factory: pytes
 def real_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One embedding cache for the session's real-data tests (each data set embedded once)."""
     return tmp_path_factory.mktemp("real-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_net(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random weights of timm's ``test_efficientnet`` (a network small enough to fine-tune in
+    seconds): pass ``-b timm:test_efficientnet --weights FILE``."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    state = timm.create_model("test_efficientnet", pretrained=False).state_dict()
+    weights = tmp_path_factory.mktemp("tiny-net") / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
+    return weights

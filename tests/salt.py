@@ -10,7 +10,7 @@ import random
 import shutil
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
@@ -112,12 +112,16 @@ def make_bad_files(folder: Path) -> dict[str, str]:
 def copy_demo(
     dest: Path,
     classes: Sequence[str],
-    splits: Sequence[str] = ("train", "validation", "test"),
+    splits: Sequence[str] | Mapping[str, int] = ("train", "validation", "test"),
 ) -> Path:
-    """Copy some classes of the bundled demo photos (real JPEGs) into ``dest/<split>/<class>``."""
+    """Copy some classes of the bundled demo photos (real JPEGs) into ``dest/<split>/<class>``;
+    ``splits`` may give the number of photos per class of each split (the first ones)."""
     from headstart.demo import demo_data_dir
 
-    for split in splits:
+    counts = splits if isinstance(splits, Mapping) else dict.fromkeys(splits, None)
+    for split, n in counts.items():
         for cls in classes:
-            shutil.copytree(demo_data_dir() / split / cls, dest / split / cls)
+            (dest / split / cls).mkdir(parents=True, exist_ok=True)
+            for f in sorted((demo_data_dir() / split / cls).iterdir())[:n]:
+                shutil.copy(f, dest / split / cls / f.name)
     return dest

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, TensorDataset
 
 import headstart
@@ -30,11 +29,11 @@ from headstart.backbones.registry import file_sha256
 from headstart.cli.main import main
 from headstart.config import TrainConfig
 from headstart.data import Task
-from headstart.demo import demo_data_dir
 from headstart.finetune import backbone_blocks, linear_head_export, param_groups
 from headstart.finetune.data import EpochSampler, decide_imbalance
 from headstart.finetune.module import FinetuneModule
 from headstart.finetune.schedules import PhasePlan, lr_factors
+from salt import copy_demo
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = "timm:test_efficientnet"
@@ -50,21 +49,13 @@ def _tiny_backbone() -> Backbone:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+def tiny(tiny_net: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """(data folder with train/validation/test, random tiny weights file), private cache."""
     root = tmp_path_factory.mktemp("tiny")
-    weights = root / "tiny.safetensors"
-    state = _tiny_backbone().model.state_dict()
-    save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
-    data = root / "data"
-    for split, n in (("train", 8), ("validation", 3), ("test", 3)):
-        for cls in ("hat", "shoes"):
-            (data / split / cls).mkdir(parents=True)
-            for f in sorted((demo_data_dir() / split / cls).iterdir())[:n]:
-                shutil.copy(f, data / split / cls / f.name)
+    data = copy_demo(root / "data", ("hat", "shoes"), {"train": 8, "validation": 3, "test": 3})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HEADSTART_CACHE", str(root / "cache"))
-        yield data, weights
+        yield data, tiny_net
 
 
 def _fit_args(data: Path, weights: Path, out: Path, *extra: str) -> list[str]:

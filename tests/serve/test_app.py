@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import shutil
 import struct
 import time
 import zlib
@@ -25,36 +24,25 @@ from PIL import Image
 
 import headstart
 import headstart.serve.app as serve_app
-from headstart.cache import CacheRoot
+from conftest import TINY_CLASSES
 from headstart.cli.main import app as cli_app
 from headstart.cli.main import main
-from headstart.config import load_config
-from headstart.data.compose import compose_pairs
 from headstart.demo import demo_data_dir
 from headstart.errors import HeadstartError
+from headstart.result import FitResult
 from headstart.serve import ALLOWED_FORMATS, Batcher, Limits, create_app, decode_upload
-from salt import copy_demo
 
-CLASSES = ("hat", "shoes")
+CLASSES = TINY_CLASSES
+EASY = ("hat", "shoes")  # photos the four-class model gets right
 TOKEN = "correct-horse-battery"
 #: The demo classes the composites are made of (each composite shows two of them).
-ITEMS = ("hat", "pants", "shoes", "t-shirt")
+ITEMS = TINY_CLASSES
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[headstart.Model]:
-    """A small real model (two demo classes), fitted once; the embedding cache is shared with
-    test_serve_page.py so the second module's fit costs no backbone time."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HEADSTART_CACHE", str(tmp_path_factory.getbasetemp() / "serve-cache"))
-    data = tmp_path_factory.mktemp("serve-data")
-    for cls in CLASSES:  # 12 photos a class: plenty for hat vs shoes, and quick to fit
-        (data / cls).mkdir()
-        for src in sorted((demo_data_dir() / "train" / cls).glob("*.jpg"))[:12]:
-            shutil.copy(src, data / cls / src.name)
-    result = headstart.fit(data, tmp_path_factory.mktemp("serve-run") / "run", progress=False)
-    yield headstart.load(result.run_dir / "model")
-    mp.undo()
+def model(plain_run: FitResult) -> headstart.Model:
+    """The session's probe on four demo classes."""
+    return plain_run.model
 
 
 def photo(cls: str, i: int = 0) -> bytes:
@@ -90,44 +78,22 @@ def client(model: headstart.Model) -> Iterator[TestClient]:
         yield c
 
 
-def fit_composites(
-    tmp_path_factory: pytest.TempPathFactory, columns: str, name: str
-) -> headstart.Model:
-    """A model fitted on composites of four demo classes (``left``: multi-class, ``items``:
-    multi-label); ``columns`` picks the task columns.  The composites and their embedding cache
-    live under the session's base temp folder, so every fit after the first embeds nothing."""
-    base = tmp_path_factory.getbasetemp()
-    labels = base / "task-composites" / "labels.csv"
-    if not labels.is_file():
-        demo = copy_demo(base / "task-demo", ITEMS)
-        compose_pairs(demo, labels.parent, per_image=0.5, size=96)
-    cache = base / "task-cache"
-    overrides = [f"data.label_column={columns}", f"extract.cache_dir={cache}", "eval.n_boot=100"]
-    cfg = load_config(overrides=overrides)
-    run = tmp_path_factory.mktemp(name)
-    result = headstart.fit(labels, run, config=cfg, progress=False, report=False)
-    return headstart.load(result.run_dir / "model", cache=CacheRoot.of(cache))
-
-
 @pytest.fixture(scope="module")
-def two_task(tmp_path_factory: pytest.TempPathFactory) -> headstart.Model:
+def two_task(two_task_run: FitResult) -> headstart.Model:
     """Tasks ``left`` (multi-class) and ``items`` (multi-label)."""
-    return fit_composites(tmp_path_factory, "[left,items]", "serve-two-task")
+    return two_task_run.model
 
 
 @pytest.fixture(scope="module")
-def multi_label(tmp_path_factory: pytest.TempPathFactory) -> headstart.Model:
+def multi_label(multilabel_run: FitResult) -> headstart.Model:
     """One multi-label task (the ``items`` column, named "label")."""
-    return fit_composites(tmp_path_factory, "items", "serve-multi-label")
+    return multilabel_run.model
 
 
 @pytest.fixture(scope="module")
-def composite_photos(
-    two_task: headstart.Model, tmp_path_factory: pytest.TempPathFactory
-) -> list[Path]:
+def composite_photos(composites: Path) -> list[Path]:
     """Four test-split composites (two demo photos side by side; not seen in fitting)."""
-    folder = tmp_path_factory.getbasetemp() / "task-composites" / "test"
-    return sorted(folder.glob("*.jpg"))[:4]
+    return sorted((composites.parent / "test").glob("*.jpg"))[:4]
 
 
 def _fake_explanation(
@@ -175,7 +141,7 @@ def test_predict_one_photo_matches_the_library(client: TestClient, model: headst
     (result,) = body["results"]
     assert result["filename"] == "hat.jpg" and result["error"] is None
     assert result["top"][0]["label"] == "hat"
-    assert len(result["top"]) == 2  # default top_k=3, clamped to the number of classes
+    assert len(result["top"]) == 3  # default top_k=3
     assert result["tasks"] == {"label": {"labels": ["hat"], "top": result["top"]}}
     # the same decode rule and model as `headstart predict`: the same probabilities
     path = sorted((demo_data_dir() / "test" / "hat").glob("*.jpg"))[0]
@@ -443,7 +409,7 @@ def test_real_gradcam_of_a_multi_label_task(
 
 def test_concurrent_requests_are_batched_with_independent_answers(model: headstart.Model) -> None:
     app = create_app(model, limits=Limits(max_wait_ms=50))
-    photos = [(cls, photo(cls, i)) for i in range(3) for cls in CLASSES]
+    photos = [(cls, photo(cls, i)) for i in range(3) for cls in EASY]
     resize = model.backbone_ref.preprocessing.resize
     decoded = [decode_upload(p, Limits(), resize) for _, p in photos]
     expected = model.predict_images(decoded)[model.tasks[0].name]

@@ -18,12 +18,9 @@ import uvicorn
 
 import headstart
 from browser import CHROMIUM, CHROMIUM_ARGS
-from headstart.cache import CacheRoot
-from headstart.config import load_config
-from headstart.data.compose import compose_pairs
 from headstart.demo import demo_data_dir
+from headstart.result import FitResult
 from headstart.serve import create_app
-from salt import copy_demo
 
 SCREENSHOT_FOR_REVIEW = Path("/tmp/serve_page.png")
 TASKS_SCREENSHOT_FOR_REVIEW = Path("/tmp/serve_page_tasks.png")
@@ -32,18 +29,9 @@ ITEMS = ("hat", "pants", "shoes", "t-shirt")
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[headstart.Model]:
-    """The same two-class model as test_serve.py (same cache folder: no backbone work twice)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HEADSTART_CACHE", str(tmp_path_factory.getbasetemp() / "serve-cache"))
-    data = tmp_path_factory.mktemp("page-data")
-    for cls in ("hat", "shoes"):  # 12 photos a class: plenty for hat vs shoes, and quick to fit
-        (data / cls).mkdir()
-        for src in sorted((demo_data_dir() / "train" / cls).glob("*.jpg"))[:12]:
-            shutil.copy(src, data / cls / src.name)
-    result = headstart.fit(data, tmp_path_factory.mktemp("page-run") / "run", progress=False)
-    yield headstart.load(result.run_dir / "model")
-    mp.undo()
+def model(plain_run: FitResult) -> headstart.Model:
+    """The session's probe on four demo classes."""
+    return plain_run.model
 
 
 def _free_port() -> int:
@@ -53,20 +41,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def two_task(tmp_path_factory: pytest.TempPathFactory) -> headstart.Model:
-    """A two-task model (``left`` multi-class, ``items`` multi-label) on composites of four demo
-    classes, made as in test_serve.py (same folders: made once per session)."""
-    base = tmp_path_factory.getbasetemp()
-    labels = base / "task-composites" / "labels.csv"
-    if not labels.is_file():
-        demo = copy_demo(base / "task-demo", ITEMS)
-        compose_pairs(demo, labels.parent, per_image=0.5, size=96)
-    cache = base / "task-cache"
-    overrides = ["data.label_column=[left,items]", f"extract.cache_dir={cache}", "eval.n_boot=100"]
-    cfg = load_config(overrides=overrides)
-    run = tmp_path_factory.mktemp("page-two-task")
-    result = headstart.fit(labels, run, config=cfg, progress=False, report=False)
-    return headstart.load(result.run_dir / "model", cache=CacheRoot.of(cache))
+def two_task(two_task_run: FitResult) -> headstart.Model:
+    """The session's two-task model (``left`` multi-class, ``items`` multi-label)."""
+    return two_task_run.model
 
 
 def _serve(app: Any) -> Iterator[str]:
@@ -122,14 +99,14 @@ def test_page_predicts_a_dropped_photo_and_shows_the_overlay(server: str, tmp_pa
             page.fill("#token", TOKEN)  # the server wants a token: the page shows the field
             page.click("#save-token")
             # the page runs under a strict CSP (no eval), so waits use locators, not JS strings
-            sync_api.expect(page.locator("#subtitle")).to_contain_text("hat, shoes")
+            sync_api.expect(page.locator("#subtitle")).to_contain_text("4 classes")
             page.set_input_files("#file", str(photo))
             page.wait_for_selector("#answers .row", timeout=60_000)
             # a plain model looks as before tasks: one answer, no task heading
             assert page.locator("#answers .task").count() == 1
             assert page.locator("#answers h3").count() == 0
             assert (page.text_content("#answers .top") or "").startswith("shoes")
-            assert page.locator("#answers .row").count() == 2
+            assert page.locator("#answers .row").count() == 4
             assert page.locator("#explain-pick").is_hidden()  # one task: nothing to pick
             page.wait_for_selector("#overlay:not([hidden])", timeout=120_000)
             assert _overlay_decoded(page)

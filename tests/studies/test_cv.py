@@ -11,23 +11,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TINY_CLASSES
 from headstart.cli.main import main
 from headstart.config import load_config
 from headstart.errors import ConfigError
 from headstart.studies.cv import Summary, cross_validate, fold_indices, write_cv
-from salt import copy_demo
 
-CLASSES = ("hat", "pants", "shoes")
+CLASSES = TINY_CLASSES
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Three demo classes with train/validation/test folders and a module-private cache."""
-    root = tmp_path_factory.mktemp("cv")
+def data(tiny_data: Path, shared_cache: Path) -> Iterator[Path]:
+    """The session's four demo classes (train/validation/test); its cache is the default root
+    for the module's tests."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HEADSTART_CACHE", str(root / "cache"))
-        copy_demo(root / "data", CLASSES)
-        yield root / "data"
+        mp.setenv("HEADSTART_CACHE", str(shared_cache))
+        yield tiny_data
 
 
 def test_stratified_cv_covers_train_val_once_and_keeps_test_aside(
@@ -35,7 +34,7 @@ def test_stratified_cv_covers_train_val_once_and_keeps_test_aside(
 ) -> None:
     result = cross_validate(data, load_config(), folds=3, progress=False)
     assert len(result.folds) == 3
-    assert len(result.samples) == 3 * (20 + 6)  # train + validation; test kept aside
+    assert len(result.samples) == 4 * (20 + 6)  # train + validation; test kept aside
     assert all(result.manifest.samples[i].split != "test" for i in result.samples)
     assert sorted(set(result.fold_of[0].tolist())) == [0, 1, 2]
     assert not np.isnan(result.probabilities[0]).any()

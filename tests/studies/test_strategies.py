@@ -19,7 +19,6 @@ from statistics import mean
 import pytest
 import torch
 import yaml
-from safetensors.torch import save_file
 
 from headstart.backbones.model import build_backbone
 from headstart.backbones.registry import file_sha256, unweighted_ref
@@ -29,31 +28,20 @@ from headstart.demo import demo_data_dir
 from headstart.errors import ConfigError
 from headstart.studies.strategies import held_out
 from headstart.studies.strategy_stats import Estimate, Key, RowSummary, RunScore, contrast
-from salt import make_dataset
+from salt import copy_demo, make_dataset
 
 TINY = "timm:test_efficientnet"
 SEEDS = 2
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+def tiny(tiny_net: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """(data with train/ and validation/ folders only, a random tiny weights file)."""
-    import timm
-
     root = tmp_path_factory.mktemp("strategies")
-    torch.manual_seed(0)
-    state = timm.create_model("test_efficientnet", pretrained=False).state_dict()
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
-    data = root / "data"
-    for split, n in (("train", 6), ("validation", 3)):
-        for cls in ("hat", "shoes"):
-            (data / split / cls).mkdir(parents=True)
-            for f in sorted((demo_data_dir() / split / cls).iterdir())[:n]:
-                shutil.copy(f, data / split / cls / f.name)
+    data = copy_demo(root / "data", ("hat", "shoes"), {"train": 6, "validation": 3})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HEADSTART_CACHE", str(root / "cache"))
-        yield data, weights
+        yield data, tiny_net
 
 
 def _args(data: Path, weights: Path, out: Path, *extra: str) -> list[str]:

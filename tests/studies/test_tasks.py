@@ -22,6 +22,7 @@ from headstart.cache import CacheRoot
 from headstart.cli.main import main
 from headstart.config import FitConfig, load_config
 from headstart.data.manifest import indicator
+from headstart.data.splits import strata
 from headstart.embedding import embed_data
 from headstart.errors import ConfigError
 from headstart.model import Model
@@ -31,7 +32,6 @@ from headstart.stats.paired import compare_multilabel
 from headstart.studies.calibrate import calibrate_bundle
 from headstart.studies.compare import compare_models
 from headstart.studies.cv import cross_validate, task_folds, write_cv
-from headstart.studies.scoring import strata
 from headstart.studies.strategy_stats import Estimate, Key, RowSummary, RunScore, contrast
 from headstart.studies.tune import tune
 
@@ -81,7 +81,7 @@ def test_cv_of_a_multi_label_task_scores_map_on_rarest_label_folds(
     )
     assert result.summary["mean_ap"].mean > 0.7  # the composites are easy; chance is ~0.5
     # stratified on the rarest label: each stratum spread over the folds
-    by = np.array(strata(result.task, cells))
+    by = np.array(strata(cells))
     for stratum in set(by):
         counts = np.bincount(fold_of[by == stratum], minlength=3)
         assert counts.max() - counts.min() <= 1

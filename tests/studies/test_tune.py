@@ -21,20 +21,16 @@ from headstart.config import load_config
 from headstart.errors import ConfigError
 from headstart.heads import create_head
 from headstart.studies.tune import HEAD_KINDS, head_from_params, tune
-from salt import copy_demo
-
-CLASSES = ("hat", "shoes")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Two demo classes (train/validation/test), embedded once into a module-private cache."""
-    root = tmp_path_factory.mktemp("tune")
+def data(tiny_data: Path, shared_cache: Path) -> Iterator[Path]:
+    """The session's four demo classes, embedded once into the session cache (the default root
+    for the module's tests and the processes they start)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HEADSTART_CACHE", str(root / "cache"))
-        copy_demo(root / "data", CLASSES)
-        headstart.embed_data(root / "data", load_config(), progress=False)
-        yield root / "data"
+        mp.setenv("HEADSTART_CACHE", str(shared_cache))
+        headstart.embed_data(tiny_data, load_config(), progress=False)
+        yield tiny_data
 
 
 def _states(url: str) -> dict[int, tuple[str, float | None]]:
