@@ -183,14 +183,15 @@ class Model:
     def proba_from_features(self, features: np.ndarray) -> Probabilities:
         """Each task's probabilities for embeddings, with the stored calibration applied."""
         raw = self.uncalibrated_proba(features)
-        temperatures = self.temperatures
-        for task in self.tasks:
-            t = temperatures.get(task.name)
-            if isinstance(t, list):
-                raw[task.name] = apply_label_temperatures(raw[task.name], np.asarray(t))
-            elif t is not None:
-                raw[task.name] = apply_temperature(raw[task.name], t)
-        return raw
+        return {name: self.calibrated(name, proba) for name, proba in raw.items()}
+
+    def calibrated(self, task: str, proba: np.ndarray) -> np.ndarray:
+        """``task``'s head probabilities with its stored temperature(s) applied (as given when
+        the task is not calibrated)."""
+        t = self.temperatures.get(task)
+        if isinstance(t, list):
+            return apply_label_temperatures(proba, np.asarray(t))
+        return proba if t is None else apply_temperature(proba, t)
 
     def task_proba(
         self, paths: Sequence[Path], *, progress: bool = False, tta: str = "none"

@@ -131,7 +131,7 @@ def test_none_is_todays_path_and_flip_is_the_mean_of_views(run: tuple[Path, Path
     today, _ = model.predict_proba(paths)
     features, _ = model.embed(paths)
     assert np.array_equal(model.predict_proba(paths, tta="none")[0], today)
-    assert np.array_equal(today, model.uncalibrated_proba(features)["label"])
+    assert np.array_equal(today, model.proba_from_features(features)["label"])
 
     model.set_calibration({"method": "temperature", "temperature": 2.0})
     proba, failures = model.predict_proba(paths, tta="flip")

@@ -59,7 +59,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_fit_reports_ece(run: tuple[Path, Path]) -> None:
     metrics = json.loads((run[0] / "run" / "metrics.json").read_text())
-    assert metrics["val"]["tasks"]["label"]["ece"] is not None
+    assert metrics["cv"]["tasks"]["label"]["ece"] is not None
 
 
 def test_calibrate_stores_temperature_and_predictions_use_it(

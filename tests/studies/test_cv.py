@@ -45,7 +45,7 @@ def test_stratified_cv_covers_train_val_once_and_keeps_test_aside(
     out = write_cv(result, tmp_path / "out")
     with (out / "oof_predictions.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 78 and not any(r["path"].startswith("test/") for r in rows)
+    assert len(rows) == 104 and not any(r["path"].startswith("test/") for r in rows)
     assert {"path", "label", "fold", "predicted", "p:hat"} <= set(rows[0])
     assert json.loads((out / "cv.json").read_text())["summary"]["accuracy"]["mean"] == s.mean
 

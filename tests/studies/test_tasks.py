@@ -148,7 +148,7 @@ def test_tune_a_multi_label_task_then_refit_every_task(
     assert [t.name for t in model.tasks] == ["left", "items"]
     kind = result.fit.config.head.kind
     assert kind == (result.best_params["head"] if result.beat_default else "logistic")
-    assert result.fit.metrics["val"]["items"].mean_ap.value > 0.5
+    assert result.fit.metrics["cv"]["items"].mean_ap.value > 0.5
 
 
 def test_cli_tune_prints_the_fit_and_writes_its_report(

@@ -189,7 +189,8 @@ def _explain_images(
     prepared = _prepare(model, task)
     prep = prepared.preprocessing
     batch = torch.from_numpy(np.stack([prep(image) for image in images]))
-    maps, proba = _run_cam(prepared, batch, method, target)
+    maps, raw = _run_cam(prepared, batch, method, target)
+    proba = model.calibrated(task.name, raw)  # the probabilities predict reports
     out = []
     for i in range(len(images)):
         predicted = int(np.argmax(proba[i]))
