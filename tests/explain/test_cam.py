@@ -276,3 +276,57 @@ def test_each_task_of_a_two_task_model_is_explained(
     assert main(argv) == 0 and out.is_file()
     assert main([*argv[:-2], "--task", "colour", "-o", str(out)]) == 2
     assert "unknown task 'colour'" in capsys.readouterr().err
+
+
+def test_gradcam_of_a_linear_head_runs_without_torch_and_equals_the_torch_map(
+    model: Model, tmp_path: Path
+) -> None:
+    """A logistic head on average-pooled features: Grad-CAM is the CAM of the head's weights,
+    computed through onnxruntime from a cached activation export; the torch path agrees."""
+    from headstart.explain import linear
+
+    images = [load_rgb(_photo(c)) for c in ("hat", "shoes")]
+    task = model.task()
+    fast = linear.explain_linear(model, task, images)
+    assert fast is not None
+    slow = cam_module._explain_torch(model, task, images, "gradcam", None)
+    for a, b in zip(fast, slow, strict=True):
+        assert (a.label, a.predicted) == (b.label, b.predicted)
+        assert a.probability == pytest.approx(b.probability, abs=1e-4)
+        assert np.corrcoef(a.heatmap.ravel(), b.heatmap.ravel())[0, 1] > 0.98
+        assert np.abs(a.heatmap - b.heatmap).mean() < 0.03
+    target = linear.explain_linear(model, task, images[:1], CLASSES.index("pants"))
+    assert target is not None and target[0].label == "pants"
+
+
+def test_the_linear_path_declines_what_it_cannot_explain(model: Model) -> None:
+    from headstart.explain.linear import class_weights
+    from headstart.heads import KNNHead
+
+    rng = np.random.default_rng(0)
+    knn = KNNHead().fit(rng.normal(size=(12, 4)), ["a", "b", "c"] * 4)
+    assert class_weights(Task("label", ("a", "b", "c")), knn) is None
+    weights = class_weights(model.task(), model.heads["label"])
+    assert weights is not None and weights.shape == (3, 1280)
+
+
+def test_a_cached_explanation_needs_no_torch(model: Model) -> None:
+    """Once the activation export exists, a new process explains with onnxruntime alone."""
+    import subprocess
+    import sys
+
+    from headstart.explain.linear import activation_runner
+
+    assert activation_runner(model) is not None  # exported (or found) here
+    script = (
+        "import sys\n"
+        "from headstart.explain import explain\n"
+        "from headstart.model import load\n"
+        "from headstart.cache import CacheRoot\n"
+        f"m = load({str(model.path)!r}, cache=CacheRoot.of({str(model.cache.path)!r}))\n"
+        f"e = explain(m, {str(_photo('shoes'))!r})\n"
+        "print(e.label, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["shoes", "False"]

@@ -146,7 +146,7 @@ def test_real_server_refuses_bad_uploads_and_keeps_serving(server: str) -> None:
 
 
 def test_page_shows_one_block_per_task(
-    tasks_server: str, two_task: headstart.Model, tmp_path_factory: pytest.TempPathFactory
+    tasks_server: str, two_task: headstart.Model, composites: Path
 ) -> None:
     """Two tasks: a block each, the multi-label one with its chosen labels (or "(none)"), as
     the model answers; then the overlay of the task picked for it."""
@@ -154,8 +154,7 @@ def test_page_shows_one_block_per_task(
     sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         pytest.skip(f"no Chromium at {CHROMIUM}")
-    folder = tmp_path_factory.getbasetemp() / "task-composites" / "test"
-    photo = sorted(folder.glob("*.jpg"))[0]
+    photo = sorted((composites.parent / "test").glob("*.jpg"))[0]
     (expected,) = two_task.predict([photo], top_k=5)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

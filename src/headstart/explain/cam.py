@@ -1,7 +1,9 @@
 """Class activation maps (Grad-CAM, Grad-CAM++, EigenCAM) for a bundled model.
 
 The differentiable model is the bundle's backbone followed by :func:`head_to_torch`, so the map
-explains exactly the probabilities ``Model.predict`` reports.  It is built once per
+explains exactly the probabilities ``Model.predict`` reports.  Grad-CAM of a head linear in
+average-pooled features needs no gradients and runs through onnxruntime
+(:mod:`headstart.explain.linear`).  It is built once per
 :class:`~headstart.Model` and kept (weakly keyed on the model), so explaining many images pays
 for the build once.  The CAM itself comes from the ``grad-cam`` library (pytorch_grad_cam).
 """
@@ -19,8 +21,11 @@ import numpy as np
 from PIL import Image
 
 from headstart.data import load_rgb
-from headstart.data.manifest import DEFAULT_TASK, Task
+from headstart.data.manifest import Task
 from headstart.errors import ConfigError, HeadstartError, ImageError
+from headstart.explain.explanation import Explanation
+from headstart.explain.linear import explain_linear
+from headstart.explain.overlay import blend, crop_rgb
 
 if TYPE_CHECKING:
     import torch
@@ -39,29 +44,6 @@ METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "eigencam")
 BATCH_SIZE = 8
 
 ImageInput = str | Path | Image.Image
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """A class activation map of one image.
-
-    ``heatmap``: float32 (H, W) in [0, 1] at the model's input (crop) resolution.
-    ``overlay``: the preprocessed crop of the photo with the heatmap blended in (RGB).
-    ``label``/``probability``: the explained class and the model's probability for it.
-    ``predicted``/``predicted_probability``: the model's most probable class and its
-    probability (equal to ``label``/``probability`` unless another target was asked for).
-    ``method``: the CAM method used; ``task``: the task explained.  For a multi-label task the
-    probabilities are each label's own (sigmoid) and the map explains that label's score.
-    """
-
-    heatmap: np.ndarray
-    overlay: Image.Image
-    label: str
-    probability: float
-    predicted: str
-    predicted_probability: float
-    method: str
-    task: str = DEFAULT_TASK
 
 
 @dataclass
@@ -134,21 +116,6 @@ def _decode(image: Any, preprocessing: Preprocessing) -> Image.Image:
     raise ConfigError(f"explain needs an image path or a PIL image; got {type(image).__name__}")
 
 
-def _crop_rgb(x: torch.Tensor, preprocessing: Preprocessing) -> np.ndarray:
-    """The preprocessed input (3, H, W) back to uint8 RGB (H, W, 3): the pixels the model saw."""
-    arr = x.detach().numpy().transpose(1, 2, 0)
-    rgb = arr * np.asarray(preprocessing.std) + np.asarray(preprocessing.mean)
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
-
-
-def _blend(rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> Image.Image:
-    from matplotlib import colormaps
-
-    colour = colormaps["jet"](heatmap)[..., :3] * 255.0
-    mixed = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colour
-    return Image.fromarray(np.clip(np.rint(mixed), 0, 255).astype(np.uint8), "RGB")
-
-
 def _cam_class(method: str) -> Any:
     from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus
 
@@ -184,6 +151,16 @@ def _run_cam(
 def _explain_images(
     model: Model, task: Task, images: Sequence[Image.Image], method: str, target: int | None
 ) -> list[Explanation]:
+    if method == "gradcam":  # a linear head: the same map through onnxruntime, no torch
+        fast = explain_linear(model, task, images, target)
+        if fast is not None:
+            return fast
+    return _explain_torch(model, task, images, method, target)
+
+
+def _explain_torch(
+    model: Model, task: Task, images: Sequence[Image.Image], method: str, target: int | None
+) -> list[Explanation]:
     import torch
 
     prepared = _prepare(model, task)
@@ -199,7 +176,7 @@ def _explain_images(
         out.append(
             Explanation(
                 heatmap=heatmap,
-                overlay=_blend(_crop_rgb(batch[i], prep), heatmap),
+                overlay=blend(crop_rgb(batch[i].detach().numpy(), prep), heatmap),
                 label=task.classes[index],
                 probability=float(proba[i, index]),
                 predicted=task.classes[predicted],
