@@ -16,7 +16,7 @@ from headstart.data.manifest import Task, pick_task, predicted_labels
 from headstart.errors import ConfigError, DataError
 from headstart.features import Runner, extract, feature_runner
 from headstart.features.tta import check_tta, tta_proba
-from headstart.heads import task_proba, thresholds_of
+from headstart.heads import task_proba, task_weights, thresholds_of
 from headstart.inputs import expand_inputs
 from headstart.stats import TaskMetrics, task_metrics
 from headstart.stats.temperature import apply_label_temperatures, apply_temperature
@@ -184,6 +184,11 @@ class Model:
         """Each task's probabilities for embeddings, with the stored calibration applied."""
         raw = self.uncalibrated_proba(features)
         return {name: self.calibrated(name, proba) for name, proba in raw.items()}
+
+    def linear_weights(self, task: str) -> np.ndarray | None:
+        """(C, D) weights of ``task``'s logits on the pooled features, rows in the task's class
+        order, when its head is linear in them (logistic heads); None otherwise."""
+        return task_weights(self.task(task), self.heads[task])
 
     def calibrated(self, task: str, proba: np.ndarray) -> np.ndarray:
         """``task``'s head probabilities with its stored temperature(s) applied (as given when

@@ -299,14 +299,8 @@ def test_gradcam_of_a_linear_head_runs_without_torch_and_equals_the_torch_map(
     assert target is not None and target[0].label == "pants"
 
 
-def test_the_linear_path_declines_what_it_cannot_explain(model: Model) -> None:
-    from headstart.explain.linear import class_weights
-    from headstart.heads import KNNHead
-
-    rng = np.random.default_rng(0)
-    knn = KNNHead().fit(rng.normal(size=(12, 4)), ["a", "b", "c"] * 4)
-    assert class_weights(Task("label", ("a", "b", "c")), knn) is None
-    weights = class_weights(model.task(), model.heads["label"])
+def test_the_model_gives_its_linear_heads_weights(model: Model) -> None:
+    weights = model.linear_weights("label")
     assert weights is not None and weights.shape == (3, 1280)
 
 

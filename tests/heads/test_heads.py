@@ -11,6 +11,7 @@ from sklearn.datasets import make_classification
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from headstart import errors
+from headstart.data import Task
 from headstart.heads import (
     DEFAULT_CS,
     HEADS,
@@ -21,6 +22,7 @@ from headstart.heads import (
     create_head,
     export_head,
     import_head,
+    task_weights,
 )
 
 
@@ -189,3 +191,37 @@ def test_knn_distance_weighting_and_exact_match() -> None:
     assert proba[0, 0] > 0.99
     uniform = KNNHead(n_neighbors=3, weights="uniform").fit(X, ["a", "b", "b"])
     np.testing.assert_allclose(uniform.predict_proba([[2.0, 0.0]]), [[1 / 3, 2 / 3]])
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_task_weights_move_each_class_logit_as_the_head_does(n_classes: int) -> None:
+    """Grad-CAM's linear path weighs feature maps by these rows: moving the features by dx
+    moves every class's log-probability by dx @ w (plus one shared softmax constant), with
+    rows in the task's class order, not the head's."""
+    X, y = make_classification(120, 6, n_informative=4, n_classes=n_classes, random_state=0)
+    names = np.array(["a", "b", "c"])[y]
+    head = LogisticHead().fit(X, names)
+    task = Task("label", tuple(reversed(sorted(set(names)))))
+    weights = task_weights(task, head)
+    assert weights is not None and weights.shape == (n_classes, 6)
+    order = [list(head.classes_).index(c) for c in task.classes]
+    log_p = np.log(head.predict_proba(X))[:, order]
+    moved = log_p[:5] - log_p[5:10]
+    expected = (X[:5] - X[5:10]) @ weights.T
+    shift = moved - expected
+    assert np.allclose(shift, shift[:, :1], atol=1e-6)
+
+
+def test_task_weights_of_a_multi_label_head_and_of_a_non_linear_one() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 5))
+    Y = (X[:, :3] + 0.3 * rng.normal(size=(80, 3)) > 0).astype(int)
+    head = MultiLabelHead().fit(X, Y)
+    weights = task_weights(Task("tags", ("x", "y", "z"), multi_label=True), head)
+    assert weights is not None and weights.shape == (3, 5)
+    logit = np.log(head.predict_proba(X) / (1 - head.predict_proba(X)))
+    assert np.allclose(logit[:5] - logit[5:10], (X[:5] - X[5:10]) @ weights.T, atol=1e-6)
+    knn = KNNHead().fit(X, ["a", "b"] * 40)
+    assert task_weights(Task("label", ("a", "b")), knn) is None
+    knn_tags = MultiLabelHead("knn").fit(X, Y)
+    assert task_weights(Task("tags", ("x", "y", "z"), True), knn_tags) is None

@@ -8,6 +8,8 @@ import io
 import json
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -173,6 +175,25 @@ def test_a_cached_report_loads_no_model(
         again = html.split(f'id="{section}"')[1].split("</section>")[0]
         assert again == first.split(f'id="{section}"')[1].split("</section>")[0], section
     assert html.count('alt="Grad-CAM overlay"') == first.count('alt="Grad-CAM overlay"') > 0
+
+
+def test_headstart_report_on_a_cached_run_imports_no_model_library(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """What ``headstart report RUN`` costs a user once the fit cached its overlays: no
+    scikit-learn, torch or onnxruntime in the process (each costs seconds to import)."""
+    out = tmp_path / "fresh.html"
+    script = (
+        "import sys\n"
+        "from headstart.cli.main import main\n"
+        f"assert main(['report', {str(run_dir)!r}, '-o', {str(out)!r}]) == 0\n"
+        "heavy = ('sklearn', 'scipy', 'torch', 'onnxruntime', 'matplotlib', 'lightning')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+    assert out.exists()
 
 
 def test_a_damaged_map_cache_is_computed_again(run_dir: Path, tmp_path: Path) -> None:

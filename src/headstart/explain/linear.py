@@ -24,38 +24,15 @@ from headstart.explain.explanation import Explanation
 from headstart.explain.overlay import blend, crop_rgb
 from headstart.features import model_key
 from headstart.features.onnx_engine import OnnxFeatures, export_onnx
-from headstart.heads import LogisticHead, MultiLabelHead, task_proba
 
 if TYPE_CHECKING:
     from headstart.backbones import BackboneRef
     from headstart.model import Model
 
-__all__ = ["activation_runner", "class_weights", "explain_linear"]
+__all__ = ["activation_runner", "explain_linear"]
 
 _FORMAT = 1  # bump when the export or its check changes: it keys the cached file
 Runner = Callable[[np.ndarray], np.ndarray]
-
-
-def _logistic_rows(head: LogisticHead) -> np.ndarray:
-    """d(logit)/d(feature) of each of the head's classes (rows follow ``classes_``).  A binary
-    head has one score s for its second class; the first class's evidence is -s."""
-    coef = np.asarray(head.coef_, dtype=np.float64) / np.asarray(head.scale_, dtype=np.float64)
-    return np.vstack([-coef, coef]) if coef.shape[0] == 1 else coef
-
-
-def class_weights(task: Task, head: Any) -> np.ndarray | None:
-    """(C, D) feature weights of each of the task's classes (labels), in task order, or None
-    when the head is not linear in the features."""
-    if isinstance(head, MultiLabelHead):
-        subs = head.estimators_
-        if not all(isinstance(sub, LogisticHead) for sub in subs):
-            return None
-        return np.vstack([_logistic_rows(sub)[1] for sub in subs])
-    if isinstance(head, LogisticHead):
-        rows = _logistic_rows(head)
-        order = [list(head.classes_).index(c) for c in task.classes]
-        return rows[order]
-    return None
 
 
 def _export(ref: BackboneRef, path: Any) -> bool:
@@ -126,15 +103,14 @@ def explain_linear(
 ) -> list[Explanation] | None:
     """Grad-CAM of ``task`` (its predicted class, or ``target``) for decoded images through
     onnxruntime; None when the head or backbone needs the torch path."""
-    head = model.heads[task.name]
-    weights = class_weights(task, head)
+    weights = model.linear_weights(task.name)
     runner = activation_runner(model) if weights is not None else None
     if weights is None or runner is None:
         return None
     prep = model.backbone_ref.preprocessing
     batch = np.stack([prep(image) for image in images])
     acts = runner(batch).astype(np.float64)
-    proba = model.calibrated(task.name, task_proba(task, head, acts.mean(axis=(2, 3))))
+    proba = model.proba_from_features(acts.mean(axis=(2, 3)))[task.name]
     out = []
     for i in range(len(images)):
         predicted = int(np.argmax(proba[i]))

@@ -20,6 +20,7 @@ from headstart.heads.tasks import (
     task_head,
     task_proba,
     task_target,
+    task_weights,
     thresholds_of,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "task_head",
     "task_proba",
     "task_target",
+    "task_weights",
     "thresholds_of",
     "tune_thresholds",
 ]

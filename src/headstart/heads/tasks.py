@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from headstart.data.manifest import Task, indicator
 from headstart.errors import DataError
 from headstart.heads.kinds import create_head
+from headstart.heads.logistic import LogisticHead
 from headstart.heads.multilabel import MultiLabelHead
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "task_head",
     "task_proba",
     "task_target",
+    "task_weights",
     "thresholds_of",
 ]
 
@@ -74,3 +76,27 @@ def task_proba(task: Task, head: Any, X: NDArray[Any]) -> NDArray[np.float64]:
 def thresholds_of(task: Task, head: Any) -> NDArray[np.float64] | None:
     """A multi-label head's per-label thresholds; None for a multi-class task."""
     return np.asarray(head.thresholds_, dtype=np.float64) if task.multi_label else None
+
+
+def _coef(head: LogisticHead) -> np.ndarray:
+    """d(decision score)/d(raw feature): the head standardises features before its linear
+    model.  One row for a binary head (the score of its second class)."""
+    return np.asarray(head.coef_, dtype=np.float64) / np.asarray(head.scale_, dtype=np.float64)
+
+
+def task_weights(task: Task, head: Any) -> np.ndarray | None:
+    """(C, D) feature weights of each of the task's classes (labels), in task order, or None
+    when the head is not linear in the features: the gradient of each class's logit (each
+    label's log-odds).  A binary head has one score s; the softmax of (-s/2, s/2) gives its
+    probabilities, so those are its two classes' logits."""
+    if isinstance(head, MultiLabelHead):
+        subs = head.estimators_
+        if not all(isinstance(sub, LogisticHead) for sub in subs):
+            return None
+        return np.vstack([_coef(sub)[0] for sub in subs])
+    if isinstance(head, LogisticHead):
+        coef = _coef(head)
+        rows = np.vstack([-coef / 2, coef / 2]) if coef.shape[0] == 1 else coef
+        order = [list(head.classes_).index(c) for c in task.classes]
+        return rows[order]
+    return None

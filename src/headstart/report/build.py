@@ -20,7 +20,6 @@ from headstart.cache import CacheRoot
 from headstart.data import Task, load_rgb
 from headstart.errors import ConfigError, HeadstartError
 from headstart.explain import Explanation, explain_many
-from headstart.explain.linear import class_weights
 from headstart.fsutil import atomic_write_text
 from headstart.report import plots
 from headstart.report.card import card_section
@@ -73,7 +72,7 @@ def _overlay_key(info: dict[str, Any], task: Task, path: Path) -> str | None:
 
 
 def _explain(model: Model, task: Task, paths: list[Path]) -> list[Explanation | HeadstartError]:
-    if class_weights(task, model.heads[task.name]) is not None:
+    if model.linear_weights(task.name) is not None:
         return explain_many(model, paths, task=task.name)  # onnxruntime: no torch
     # the torch path: import it first, so the one-thread limit below reaches its thread pool
     import torch  # noqa: F401
