@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from headstart.backbones import BackboneRef, Preprocessing, resolve_backbone
 from headstart.data.manifest import DEFAULT_TASK, Task
@@ -87,8 +88,6 @@ def _sha256(path: Path) -> str:
 
 
 def _save_arrays(arrays: dict[str, np.ndarray], path: Path) -> None:
-    from safetensors.numpy import save_file
-
     save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
 
 
@@ -215,8 +214,6 @@ def _verified(path: Path, name: str, info: dict[str, Any]) -> Path:
 
 def read_bundle(path: Path) -> BundleContents:
     """Read and verify a bundle (file digests, format version); never unpickles anything."""
-    from safetensors.numpy import load_file
-
     path = Path(path)
     info = _read_info(path)
     try:

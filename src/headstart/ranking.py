@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from headstart.backbones import BackboneRef, list_backbones, resolve_backbone
 from headstart.config import FitConfig, load_config
@@ -115,6 +116,7 @@ def available_backbones() -> tuple[list[str], dict[str, str]]:
 def imagenet_head(ref: BackboneRef) -> tuple[np.ndarray, np.ndarray] | None:
     """(W, b) of the backbone's ImageNet classifier acting on its pooled features, or None when
     it has none (then LEEP and NCE are skipped)."""
+    # lazy: torch takes seconds to import; only this path needs it
     from torch import nn
 
     backbone = ref.build()
@@ -152,8 +154,6 @@ def score_embeddings(
 ) -> tuple[dict[str, float], dict[str, float]]:
     """All scores of one backbone's embeddings and the seconds each took.  ``head``: the
     ImageNet classifier (W, b) for LEEP and NCE (NaN without it)."""
-    from threadpoolctl import threadpool_limits
-
     y, _ = tr.encode(labels)
     x = np.asarray(features, dtype=np.float64)
     # One BLAS thread: on a few shared cores, threaded eigh/Gram products ran 10-30x slower.
@@ -205,6 +205,7 @@ def score_task(
 def _cv3_map(features: np.ndarray, task: Task, cells: Sequence[Sequence[str]]) -> float:
     """3-fold CV mAP of the default logistic head of a multi-label task (NaN when a fold's
     training part lacks a label's positives or negatives)."""
+    # lazy: scikit-learn's model selection only for this check
     from sklearn.model_selection import KFold
 
     Y = task_target(task, cells)

@@ -38,6 +38,7 @@ _LAZY = {"Backbone", "save_weights"}
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
+        # PEP 562: torch is imported only when one of these names is used
         from headstart.backbones import model
 
         return getattr(model, name)

@@ -40,6 +40,7 @@ HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 
 def timm_cfg(arch: str) -> Any:
     """timm's pretrained config for ``arch``; unknown models raise ``BackboneError``."""
+    # lazy: torch takes seconds to import; only this path needs it
     import timm
 
     if not timm.is_model(arch):
@@ -49,6 +50,7 @@ def timm_cfg(arch: str) -> Any:
 
 def torchvision_weights(arch: str) -> Any:
     """The DEFAULT weights enum of a torchvision model; unknown models raise ``BackboneError``."""
+    # lazy: torch takes seconds to import; only this path needs it
     import torchvision
 
     try:
@@ -105,6 +107,7 @@ def _cached(library: str, arch: str) -> Path | None:
     if library == "timm":
         cfg = timm_cfg(arch)
         if cfg.hf_hub_id:
+            # lazy: optional, only to download from the hub
             from huggingface_hub import try_to_load_from_cache
 
             for filename in HF_FILENAMES:
@@ -125,12 +128,14 @@ def _download(library: str, arch: str) -> Path:
     if library == "timm":
         cfg = timm_cfg(arch)
         if cfg.hf_hub_id:
+            # lazy: optional, only to download from the hub
             from huggingface_hub import hf_hub_download
 
             return Path(hf_hub_download(cfg.hf_hub_id, HF_FILENAMES[0]))
         url = cfg.url
     else:
         url = torchvision_weights(arch).url
+    # lazy: torch takes seconds to import; only this path needs it
     import torch.hub
 
     path = torch_hub_checkpoints() / Path(urlparse(url).path).name

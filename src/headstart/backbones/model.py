@@ -97,6 +97,7 @@ def _num_classes(model: nn.Module, library: str, head_path: str) -> int:
 
 
 def _imagenet_categories() -> list[str]:
+    # lazy: torch takes seconds to import; only this path needs it
     from torchvision.models._meta import _IMAGENET_CATEGORIES
 
     return list(_IMAGENET_CATEGORIES)
@@ -106,6 +107,7 @@ def load_state_file(path: Path) -> dict[str, Tensor]:
     """A state dict from safetensors or a ``torch.load(weights_only=True)`` file."""
     try:
         if path.suffix == ".safetensors":
+            # lazy: torch takes seconds to import; only this path needs it
             from safetensors.torch import load_file
 
             return dict(load_file(str(path)))
@@ -139,12 +141,14 @@ def load_into(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
 
 def _create(library: str, arch: str, pretrained_file: Path | None) -> nn.Module:
     if library == "timm":
+        # lazy: torch takes seconds to import; only this path needs it
         import timm
 
         if pretrained_file is not None:
             overlay = {"file": str(pretrained_file)}
             return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay)
         return timm.create_model(arch, pretrained=False)
+    # lazy: torch takes seconds to import; only this path needs it
     import torchvision
 
     if pretrained_file is not None:
@@ -179,6 +183,7 @@ def _is_library_cache(path: Path) -> bool:
 
 def save_weights(backbone: Backbone, path: Path) -> str:
     """Write ``backbone.model``'s state dict as safetensors, atomically; returns its sha256."""
+    # lazy: torch takes seconds to import; only this path needs it
     from safetensors.torch import save_file
 
     path = Path(path)

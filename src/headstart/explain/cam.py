@@ -117,6 +117,7 @@ def _decode(image: Any, preprocessing: Preprocessing) -> Image.Image:
 
 
 def _cam_class(method: str) -> Any:
+    # lazy: torch takes seconds to import; only this path needs it
     from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus
 
     return {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM}[method]
@@ -126,6 +127,7 @@ def _run_cam(
     prepared: _Prepared, batch: torch.Tensor, method: str, target: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """CAMs (N, H, W) and the task's probabilities (N, C) for a preprocessed batch."""
+    # lazy: torch takes seconds to import; only this path needs it
     import torch
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -161,6 +163,7 @@ def _explain_images(
 def _explain_torch(
     model: Model, task: Task, images: Sequence[Image.Image], method: str, target: int | None
 ) -> list[Explanation]:
+    # lazy: torch takes seconds to import; only this path needs it
     import torch
 
     prepared = _prepare(model, task)

@@ -41,6 +41,7 @@ def _export(ref: BackboneRef, path: Any) -> bool:
     # torch builds the export once per backbone; every later explanation reads the file
     import torch
 
+    # lazy: torch takes seconds to import; only this path needs it
     from headstart.explain.layers import cam_layer
 
     backbone = ref.build()

@@ -152,6 +152,7 @@ def _torch_probabilities(
     module: Classifier, contents: BundleContents, batch: np.ndarray
 ) -> tuple[Probabilities, Probabilities]:
     """Each task's (torch eager probabilities, the bundle's numpy head on the same features)."""
+    # lazy: torch takes seconds to import; only this path needs it
     import torch
 
     tasks = contents.tasks
@@ -172,6 +173,7 @@ def _torch_probabilities(
 def _split_outputs(path: Path, tasks: Sequence[Task]) -> None:
     """Turn the exporter's one joined output into one graph output per task (an ONNX Split on
     the class axis), named by :func:`~headstart.export.document.output_names`."""
+    # lazy: onnx/onnxruntime take a second to import; only this path needs them
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -281,6 +283,7 @@ def export_model(
     tasks = contents.tasks
     path = Path(output) if output is not None else bundle_path / "model.onnx"
     checks = check_images_for(contents, check_images)
+    # lazy: torch takes seconds to import; only this path needs it
     from headstart.export.torch_model import build_torch_model
 
     module = build_torch_model(contents)

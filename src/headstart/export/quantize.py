@@ -36,6 +36,7 @@ def _quiet_root_logger() -> Iterator[None]:
 def quantize_int8(source: Path, dest: Path) -> Path:
     """Write ``source`` (a float32 ONNX model) with int8 MatMul/Gemm weights to ``dest``,
     atomically; the metadata_props are kept."""
+    # lazy: onnx/onnxruntime take a second to import; only this path needs them
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -59,6 +60,7 @@ def quantize_int8(source: Path, dest: Path) -> Path:
 
 
 def _copy_metadata(source: object, path: Path) -> None:
+    # lazy: onnx/onnxruntime take a second to import; only this path needs them
     import onnx
 
     props = {p.key: p.value for p in getattr(source, "metadata_props", [])}

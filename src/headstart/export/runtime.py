@@ -163,6 +163,7 @@ class OnnxClassifier:
 
 def read_metadata(path: Path) -> dict[str, Any]:
     """The headstart document stored in an exported model's metadata_props."""
+    # lazy: onnx/onnxruntime take a second to import; only this path needs them
     import onnx
 
     if not path.is_file():

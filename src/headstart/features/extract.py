@@ -8,6 +8,7 @@ and nothing else.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -88,8 +89,6 @@ def _decode_batch(
 
 def _executor(workers: int, mode: str) -> Executor:
     if mode == "process":
-        import multiprocessing
-
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
     return ThreadPoolExecutor(workers, thread_name_prefix="headstart-decode")
@@ -117,6 +116,7 @@ def _onnx_runner(ref: BackboneRef, key: str, store: EmbeddingStore, threads: int
 
 
 def _torch_runner(ref: BackboneRef, threads: int) -> Runner:
+    # lazy: torch takes seconds to import; only this path needs it
     import torch
 
     torch.set_num_threads(threads)

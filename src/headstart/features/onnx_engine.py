@@ -65,6 +65,7 @@ def export_onnx(
 
     Written to a temp file and renamed, so a crash never leaves a half-written model.
     """
+    # lazy: torch takes seconds to import; only this path needs it
     import torch
 
     preprocessing = getattr(model, "preprocessing", None)
@@ -98,6 +99,7 @@ def export_onnx(
 
 
 def _set_metadata(path: Path, metadata: Mapping[str, str]) -> None:
+    # lazy: onnx/onnxruntime take a second to import; only this path needs them
     import onnx
 
     proto = onnx.load(str(path))
@@ -111,6 +113,7 @@ class OnnxFeatures:
     """An ONNX Runtime session computing features for float32 (N, 3, H, W) batches."""
 
     def __init__(self, path: Path, threads: int | None = None, spinning: bool = True) -> None:
+        # lazy: onnx/onnxruntime take a second to import; only this path needs them
         import onnxruntime as ort
 
         options = ort.SessionOptions()

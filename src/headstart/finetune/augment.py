@@ -69,6 +69,7 @@ def resolve(config: AugmentConfig) -> AugmentPlan:
 
 
 def _normalise(prep: Preprocessing) -> list[Callable[..., object]]:
+    # lazy: torch takes seconds to import; only this path needs it
     import torch
     from torchvision.transforms import v2
 
@@ -77,6 +78,7 @@ def _normalise(prep: Preprocessing) -> list[Callable[..., object]]:
 
 def train_transform(plan: AugmentPlan, prep: Preprocessing) -> Callable[[Tensor], Tensor]:
     """uint8 (3, H, W) → normalised float (3, crop, crop) with the plan's random transforms."""
+    # lazy: torch takes seconds to import; only this path needs it
     from torchvision.transforms import InterpolationMode, v2
 
     interpolation = InterpolationMode(prep.interpolation)
@@ -109,6 +111,7 @@ def train_transform(plan: AugmentPlan, prep: Preprocessing) -> Callable[[Tensor]
 def eval_transform(prep: Preprocessing) -> Callable[[Tensor], Tensor]:
     """uint8 (3, H, W) already resized like ``prep`` → the center-cropped, normalised input
     (the same numbers as ``prep`` on the original image, up to float rounding)."""
+    # lazy: torch takes seconds to import; only this path needs it
     from torchvision.transforms import v2
 
     composed = v2.Compose([v2.CenterCrop(prep.crop), *_normalise(prep)])

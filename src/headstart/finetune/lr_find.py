@@ -41,9 +41,11 @@ def lr_find(
     """Train for up to ``steps`` batches with an exponentially growing learning rate (the
     recipe's first phase: head-only when ``train.frozen_epochs`` > 0), suggest the rate of the
     steepest loss descent, and save ``lr_find.png`` and ``lr_find.json`` in ``output``."""
+    # lazy: matplotlib only to draw this plot
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: torch takes seconds to import; only this path needs it
     from lightning.pytorch import Trainer
     from lightning.pytorch.tuner import Tuner
 

@@ -184,6 +184,7 @@ class Parts:
 
 def build_parts(manifest: Manifest, cfg: FitConfig) -> Parts:
     """Seed, decode the images, decide the imbalance remedies, build the module and the data."""
+    # lazy: torch takes seconds to import; only this path needs it
     from lightning.pytorch import seed_everything
 
     seed = cfg.data.seed if cfg.train.seed is None else cfg.train.seed

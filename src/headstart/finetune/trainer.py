@@ -64,6 +64,7 @@ def _strategy(cfg: TrainConfig) -> Any:
 def _loggers(log_dir: Path) -> list[Logger]:
     loggers: list[Logger] = [CSVLogger(log_dir, name="lightning", version="")]
     if tensorboard_available():
+        # lazy: torch takes seconds to import; only this path needs it
         from lightning.pytorch.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(log_dir, name="tensorboard", version=""))
@@ -88,6 +89,7 @@ def build_trainer(
         HistoryWriter(run_dir / "logs" / "metrics.csv"),
     ]
     if cfg.ema:
+        # lazy: torch takes seconds to import; only this path needs it
         from lightning.pytorch.callbacks import EMAWeightAveraging
 
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load, save
 
 from headstart.fsutil import atomic_write_bytes, atomic_write_text
 from headstart.heads.registry import export_head, import_head, params_json
@@ -35,8 +36,6 @@ def _key(head: Any, X: np.ndarray, y: np.ndarray) -> str:
 
 
 def _load(folder: Path) -> Any | None:
-    from safetensors.numpy import load
-
     try:
         meta = json.loads((folder / "meta.json").read_text())
         files = meta.pop("files")
@@ -56,8 +55,6 @@ def _load(folder: Path) -> Any | None:
 
 def fit_cached(head: Any, X: np.ndarray, y: Any, cache_dir: Path | None) -> Any:
     """``head.fit(X, y)``, or the identical fitted head from ``cache_dir`` (None: no cache)."""
-    from safetensors.numpy import save
-
     target = np.asarray(y)
     if cache_dir is None:
         return head.fit(X, target)

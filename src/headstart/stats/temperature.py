@@ -74,6 +74,7 @@ def negative_log_likelihood(proba: np.ndarray, y: np.ndarray) -> float:
 
 def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
     """The ``T`` that minimises the NLL of ``apply_temperature(proba, T)`` on labels ``y``."""
+    # lazy: scipy.optimize only when a temperature is fitted
     from scipy.optimize import minimize_scalar
 
     p = np.asarray(proba, dtype=np.float64)

@@ -116,6 +116,7 @@ def cv_score(
         if trial is not None and step < len(splits) - 1:
             trial.report(float(np.mean(scores)), step)
             if trial.should_prune():
+                # lazy: optuna only for tuning
                 import optuna
 
                 raise optuna.TrialPruned()

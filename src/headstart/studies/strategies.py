@@ -194,6 +194,7 @@ def _probe(held: HeldOut, cfg: FitConfig, emb: _Embeddings, task: Task) -> _Scor
 
 
 def _finetune(held: HeldOut, cfg: FitConfig, run_dir: Path, progress: bool, task: Task) -> _Scored:
+    # lazy: torch takes seconds to import; only this path needs it
     from headstart.finetune import finetune
 
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -145,6 +145,7 @@ def _driver_url(url: str) -> str:
 
 
 def _storage(url: str) -> optuna.storages.BaseStorage:
+    # lazy: optuna only for tuning
     import optuna
 
     url = _driver_url(url)
@@ -167,6 +168,7 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def _load_study(url: str, name: str, seed: int, create: bool = False) -> optuna.Study:
+    # lazy: optuna only for tuning
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -197,6 +199,7 @@ def _worker(
     folds: int,
 ) -> None:  # fmt: skip
     """One worker: run trials until the study holds ``trials`` finished ones."""
+    # lazy: optuna only for tuning
     import optuna
 
     study = _load_study(url, name, seed)
