@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,10 +30,12 @@ from headstart.backbones.registry import file_sha256
 from headstart.cli.main import main
 from headstart.config import TrainConfig
 from headstart.data import Task
+from headstart.errors import WeightsError
 from headstart.finetune import backbone_blocks, linear_head_export, param_groups
 from headstart.finetune.data import EpochSampler, decide_imbalance
 from headstart.finetune.module import FinetuneModule
 from headstart.finetune.schedules import PhasePlan, lr_factors
+from headstart.finetune.trainer import read_checkpoint
 from salt import copy_demo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -224,6 +227,36 @@ def test_finetune_run_folder_and_bundle(tuned_run: Path, tiny: tuple[Path, Path]
     np.testing.assert_allclose(proba[:, 0], [logged[p.name] for p in val], atol=1e-3)
     tuned = load_file(str(tuned_run / "model" / "backbone.safetensors"))
     assert set(tuned) == set(load_file(str(weights)))
+
+
+class _RunsCode:
+    """Unpickling this touches a file: what a hostile checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_received_checkpoint_runs_no_code(
+    tuned_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run folder may come from someone else: resuming from a checkpoint that carries code
+    refuses it in one line and runs nothing; the run's real checkpoints read as plain tensors."""
+    assert "state_dict" in read_checkpoint(tuned_run / "checkpoints" / "last.ckpt")
+    run = tmp_path / "received"
+    shutil.copytree(tuned_run, run, ignore=shutil.ignore_patterns("model"))
+    (run / "resume.json").write_text(json.dumps({"data": "x", "strategy": "finetune"}))
+    marker = tmp_path / "ran"
+    torch.save({"state_dict": {}, "payload": _RunsCode(marker)}, run / "checkpoints" / "last.ckpt")
+    assert main(["fit", "--resume", str(run), "-q", "--no-report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "refused checkpoint" in err, err
+    assert not marker.exists()
+    with pytest.raises(WeightsError, match="not a Lightning checkpoint"):
+        torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.ckpt")
+        read_checkpoint(tmp_path / "plain.ckpt")
 
 
 def test_auto_strategy_says_what_it_chose(tiny: tuple[Path, Path], tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ from headstart.finetune.data import (
 from headstart.finetune.evaluation import evaluate_trained, split_targets
 from headstart.finetune.module import FinetuneModule
 from headstart.finetune.targets import batch_mixer
-from headstart.finetune.trainer import build_trainer, load_best, resolve_precision
+from headstart.finetune.trainer import build_trainer, load_best, read_checkpoint, resolve_precision
 from headstart.result import FitResult, write_result
 from headstart.runfolder import FinetuneRecord, ResumeRecord, RunFolder
 
@@ -221,7 +221,12 @@ def _train(
     timings: dict[str, float] = {"decode": parts.decode_seconds}
     trainer, checkpoint = build_trainer(cfg.train, run.path, progress=progress)
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=parts.datamodule, ckpt_path=str(ckpt) if ckpt else None)
+    trainer.fit(
+        module,
+        datamodule=parts.datamodule,
+        ckpt_path=str(ckpt) if ckpt else None,
+        weights_only=True,  # checked by read_checkpoint; never unpickle code
+    )
     timings["train"] = time.perf_counter() - t0
     if not trainer.is_global_zero:
         # DDP's other ranks are done once training is; only rank 0 evaluates and writes.
@@ -297,6 +302,8 @@ def finetune(
     ckpt = run.checkpoints / "last.ckpt"
     if resume and not ckpt.is_file():
         raise ConfigError(f"{run.path} has no checkpoint to resume from ({ckpt} is missing)")
+    if resume:
+        read_checkpoint(ckpt)  # a damaged or code-carrying checkpoint: one line, before training
     if not resume and write:
         run.check_output(overwrite)
     manifest = data if isinstance(data, Manifest) else scan_data(data, config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,17 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from headstart.config import TrainConfig
-from headstart.errors import ConfigError
+from headstart.errors import ConfigError, WeightsError
 from headstart.finetune.callbacks import AtomicCheckpointIO, HistoryWriter
 from headstart.finetune.module import FinetuneModule
 
-__all__ = ["build_trainer", "load_best", "resolve_precision", "tensorboard_available"]
+__all__ = [
+    "build_trainer",
+    "load_best",
+    "read_checkpoint",
+    "resolve_precision",
+    "tensorboard_available",
+]
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 
@@ -130,6 +137,24 @@ def load_best(module: FinetuneModule, checkpoint: ModelCheckpoint) -> int | None
     path = checkpoint.best_model_path
     if not path or not Path(path).is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(Path(path))
     module.load_state_dict(state["state_dict"])
     return int(state.get("epoch", -1))
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint of tensors and plain values (``weights_only``: a run folder may
+    come from someone else, so nothing in it runs code); one-line error otherwise."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsError(
+            f"refused checkpoint {path}: it holds more than tensors and plain values, and "
+            "loading it could run code"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"cannot read checkpoint {path}: {first}") from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise WeightsError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    return state
