@@ -43,14 +43,17 @@ def test_point_estimates_match_sklearn(seed: int) -> None:
 
 def test_bootstrap_replicates_match_sklearn_on_resamples() -> None:
     """The vectorised replicate scores equal sklearn's on the same resampled indices."""
-    from headstart.stats.metrics import _bootstrap
+    from headstart.stats.bootstrap import resample_chunks
+    from headstart.stats.metrics import resampled_scores
 
     true, pred = _labels(80, seed=3, accuracy=0.5)
     index = {c: i for i, c in enumerate(CLASSES)}
     t = np.array([index[c] for c in true])
     p = np.array([index[c] for c in pred])
-    acc, f1 = _bootstrap(t, p, len(CLASSES), n_boot=20, seed=7)
+    ((rows, drawn),) = resample_chunks(80, n_boot=20, seed=7)
+    acc, f1 = resampled_scores(t, p, drawn, len(CLASSES))
     idx = np.random.default_rng(7).integers(0, 80, size=(20, 80))
+    assert rows == slice(0, 20) and np.array_equal(drawn, idx)
     for r in range(20):
         assert acc[r] == pytest.approx(skm.accuracy_score(t[idx[r]], p[idx[r]]))
         assert f1[r] == pytest.approx(skm.f1_score(t[idx[r]], p[idx[r]], average="macro"))

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from headstart import errors
+from headstart.stats.bootstrap import Interval, percentile_interval, resample_chunks
 from headstart.stats.calibration import expected_calibration_error
 
 __all__ = [
@@ -24,19 +25,8 @@ __all__ = [
     "Interval",
     "Metrics",
     "evaluate_predictions",
+    "resampled_scores",
 ]
-
-#: Replicates are drawn in chunks of about this many indices to bound memory on big test sets.
-_CHUNK_ENTRIES = 1 << 22
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate with its 95% percentile-bootstrap interval ``[low, high]``."""
-
-    value: float
-    low: float
-    high: float
 
 
 @dataclass(frozen=True)
@@ -116,38 +106,19 @@ def _scores_from_counts(
     return accuracy, macro_f1
 
 
-def _bootstrap(
-    true: NDArray[np.intp], pred: NDArray[np.intp], k: int, n_boot: int, seed: int
+def resampled_scores(
+    true: NDArray[np.intp], pred: NDArray[np.intp], idx: NDArray[np.intp], k: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Accuracy and macro-F1 of ``n_boot`` resamples of the (true, pred) pairs."""
-    n = len(true)
-    rng = np.random.default_rng(seed)
-    hit = true == pred
-    accuracy = np.empty(n_boot)
-    macro_f1 = np.empty(n_boot)
-    chunk = max(1, _CHUNK_ENTRIES // n)
-    for start in range(0, n_boot, chunk):
-        m = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(m, n))
-        # Per replicate r and class c, count via bincount on the flat key r * k + c.
-        offset = (np.arange(m) * k)[:, None]
-        size = m * k
-        t_key, p_key = (offset + true[idx]).ravel(), (offset + pred[idx]).ravel()
-        n_true = np.bincount(t_key, minlength=size).reshape(m, k)
-        n_pred = np.bincount(p_key, minlength=size).reshape(m, k)
-        tp = np.bincount(t_key, weights=hit[idx].ravel(), minlength=size).reshape(m, k)
-        acc, f1 = _scores_from_counts(tp, n_true, n_pred, n)
-        accuracy[start : start + m], macro_f1[start : start + m] = acc, f1
-    return accuracy, macro_f1
-
-
-def _interval(value: float, replicates: NDArray[np.float64]) -> Interval:
-    if replicates.size == 0:
-        return Interval(value, value, value)
-    low, high = np.percentile(replicates, [2.5, 97.5])
-    # A percentile interval can miss a skewed statistic's point estimate (macro-F1 on rare
-    # classes); widening it to include the estimate keeps "value (low-high)" readable.
-    return Interval(float(value), float(min(low, value)), float(max(high, value)))
+    """Accuracy and macro-F1 of each resample (rows of ``idx``) of the (true, pred) pairs."""
+    m, n = idx.shape
+    # Per resample r and class c, count via bincount on the flat key r * k + c.
+    offset = (np.arange(m) * k)[:, None]
+    t_key, p_key = (offset + true[idx]).ravel(), (offset + pred[idx]).ravel()
+    hit = (true == pred)[idx].ravel()
+    n_true = np.bincount(t_key, minlength=m * k).reshape(m, k)
+    n_pred = np.bincount(p_key, minlength=m * k).reshape(m, k)
+    tp = np.bincount(t_key, weights=hit, minlength=m * k).reshape(m, k)
+    return _scores_from_counts(tp, n_true, n_pred, n)
 
 
 def evaluate_predictions(
@@ -184,7 +155,9 @@ def evaluate_predictions(
     confusion = np.bincount(true * k + pred, minlength=k * k).reshape(k, k)
     tp, n_true, n_pred = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
     accuracy, macro_f1 = _scores_from_counts(tp, n_true, n_pred, n)
-    boot_acc, boot_f1 = _bootstrap(true, pred, k, n_boot, seed)
+    boot_acc, boot_f1 = np.empty(n_boot), np.empty(n_boot)
+    for rows, idx in resample_chunks(n, n_boot, seed):
+        boot_acc[rows], boot_f1[rows] = resampled_scores(true, pred, idx, k)
     precision, recall = _safe_divide(tp, n_pred), _safe_divide(tp, n_true)
     f1 = _safe_divide(2.0 * tp, n_true + n_pred)
     per_class = [
@@ -194,8 +167,8 @@ def evaluate_predictions(
     return Metrics(
         n=n,
         classes=[str(c) for c in names],
-        accuracy=_interval(float(accuracy), boot_acc),
-        macro_f1=_interval(float(macro_f1), boot_f1),
+        accuracy=percentile_interval(float(accuracy), boot_acc),
+        macro_f1=percentile_interval(float(macro_f1), boot_f1),
         per_class=per_class,
         confusion=confusion.tolist(),
         ece=None if proba is None else _ece(proba, true),

@@ -17,7 +17,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from headstart.errors import DataError
-from headstart.stats.metrics import Interval
+from headstart.stats.bootstrap import (
+    Interval,
+    percentile_interval,
+    resample_chunks,
+    resample_weights,
+)
 
 __all__ = ["LabelMetrics", "MultiLabelMetrics", "f1_scores", "multilabel_metrics", "weighted_ap"]
 
@@ -115,11 +120,9 @@ def multilabel_metrics(
     if n == 0:
         raise DataError("cannot evaluate 0 predictions; the evaluation set is empty")
     pred = thresholds <= P
+    # row 0 weighs every image once (the point estimate); rows 1.. are the resamples
     weights = [np.ones((1, n))]
-    rng = np.random.default_rng(seed)
-    for start in range(0, n_boot, 200):
-        idx = rng.integers(0, n, size=(min(200, n_boot - start), n))
-        weights.append(np.stack([np.bincount(row, minlength=n) for row in idx]).astype(float))
+    weights += [resample_weights(idx, n) for _, idx in resample_chunks(n, n_boot, seed, 200)]
     W = np.concatenate(weights)
     with np.errstate(invalid="ignore"):
         ap = np.stack([weighted_ap(W, Y[:, j], P[:, j]) for j in range(Y.shape[1])], axis=1)
@@ -152,10 +155,5 @@ def multilabel_metrics(
 
 
 def _interval(values: NDArray[Any]) -> Interval:
-    """Point estimate (row 0) and the 2.5/97.5 percentiles of the replicates (rows 1..)."""
-    value = float(np.nan_to_num(values[0]))
-    replicates = values[1:][~np.isnan(values[1:])]
-    if replicates.size == 0:
-        return Interval(value, value, value)
-    low, high = np.percentile(replicates, [2.5, 97.5])
-    return Interval(value, float(min(low, value)), float(max(high, value)))
+    """Point estimate (row 0) and the interval of the replicates (rows 1..)."""
+    return percentile_interval(float(np.nan_to_num(values[0])), values[1:])

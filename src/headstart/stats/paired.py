@@ -32,7 +32,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from headstart.errors import ConfigError, DataError
-from headstart.stats.metrics import Interval, evaluate_predictions
+from headstart.stats.bootstrap import (
+    Interval,
+    percentile_interval,
+    resample_chunks,
+    resample_weights,
+)
+from headstart.stats.metrics import evaluate_predictions, resampled_scores
 
 # The weighted-AP and F1 kernels score many image-weight rows (bootstrap resamples) at once;
 # sharing them keeps compare's mAP the very number ``evaluate`` reports.
@@ -49,7 +55,6 @@ __all__ = [
 
 #: Significance level of the verdict.
 ALPHA = 0.05
-_CHUNK_ENTRIES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -119,46 +124,16 @@ def _check_n_boot(n_boot: int) -> None:
         raise ConfigError(f"n_boot must be an integer >= 0; got {n_boot!r}")
 
 
-def _scores(
-    true: NDArray[np.intp], pred: NDArray[np.intp], idx: NDArray[np.intp], k: int
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Accuracy and macro-F1 (over classes present in truth or prediction) per resample row."""
-    m, n = idx.shape
-    offset = (np.arange(m) * k)[:, None]
-    t_key, p_key = (offset + true[idx]).ravel(), (offset + pred[idx]).ravel()
-    hit = (true == pred)[idx].ravel()
-    n_true = np.bincount(t_key, minlength=m * k).reshape(m, k)
-    n_pred = np.bincount(p_key, minlength=m * k).reshape(m, k)
-    tp = np.bincount(t_key, weights=hit, minlength=m * k).reshape(m, k)
-    den = n_true + n_pred
-    f1 = np.divide(2.0 * tp, den, out=np.zeros((m, k)), where=den > 0)
-    present = den > 0
-    return tp.sum(axis=1) / n, (f1 * present).sum(axis=1) / present.sum(axis=1)
-
-
 def _paired_bootstrap(
     true: NDArray[np.intp], a: NDArray[np.intp], b: NDArray[np.intp], k: int, n_boot: int, seed: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """B - A accuracy and macro-F1 differences on ``n_boot`` shared resamples."""
-    rng = np.random.default_rng(seed)
-    n = len(true)
     acc, f1 = np.empty(n_boot), np.empty(n_boot)
-    chunk = max(1, _CHUNK_ENTRIES // n)
-    for start in range(0, n_boot, chunk):
-        m = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(m, n))
-        acc_a, f1_a = _scores(true, a, idx, k)
-        acc_b, f1_b = _scores(true, b, idx, k)
-        acc[start : start + m], f1[start : start + m] = acc_b - acc_a, f1_b - f1_a
+    for rows, idx in resample_chunks(len(true), n_boot, seed):
+        acc_a, f1_a = resampled_scores(true, a, idx, k)
+        acc_b, f1_b = resampled_scores(true, b, idx, k)
+        acc[rows], f1[rows] = acc_b - acc_a, f1_b - f1_a
     return acc, f1
-
-
-def _interval(value: float, replicates: NDArray[np.float64]) -> Interval:
-    replicates = replicates[~np.isnan(replicates)]
-    if replicates.size == 0:
-        return Interval(value, value, value)
-    low, high = np.percentile(replicates, [2.5, 97.5])
-    return Interval(value, float(min(low, value)), float(max(high, value)))
 
 
 def _verdict(acc: Interval, p: float, n_discordant: int) -> str:
@@ -198,8 +173,8 @@ def compare_predictions(
     only_a, only_b = _discordant(a == true, b == true)
     p = mcnemar_p(only_a, only_b)
     boot_acc, boot_f1 = _paired_bootstrap(true, a, b, len(index), n_boot, seed)
-    acc = _interval(mb.accuracy.value - ma.accuracy.value, boot_acc)
-    f1 = _interval(mb.macro_f1.value - ma.macro_f1.value, boot_f1)
+    acc = percentile_interval(mb.accuracy.value - ma.accuracy.value, boot_acc)
+    f1 = percentile_interval(mb.macro_f1.value - ma.macro_f1.value, boot_f1)
     per_class = [
         ClassDifference(ca.name, ca.f1, cb.f1, cb.f1 - ca.f1, ca.support)
         for ca, cb in zip(ma.per_class, mb.per_class, strict=True)
@@ -219,16 +194,10 @@ def _multilabel_bootstrap(
     seed: int,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """B - A mAP and macro-F1 differences on ``n_boot`` shared resamples (image weights)."""
-    rng = np.random.default_rng(seed)
     n, labels = Y.shape
     d_map, d_f1 = np.empty(n_boot), np.empty(n_boot)
-    chunk = max(1, _CHUNK_ENTRIES // n)
-    for start in range(0, n_boot, chunk):
-        m = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(m, n))
-        # W[r, i]: how often resample r drew image i (one bincount over the flat key r * n + i)
-        keys = (np.arange(m)[:, None] * n + idx).ravel()
-        W = np.bincount(keys, minlength=m * n).reshape(m, n).astype(np.float64)
+    for rows, idx in resample_chunks(n, n_boot, seed):
+        W = resample_weights(idx, n)
         maps, f1s = [], []
         with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
             # a tiny resample can hold no positive of any label: its mean is NaN, left out
@@ -237,8 +206,8 @@ def _multilabel_bootstrap(
                 ap = np.stack([weighted_ap(W, Y[:, j], p[:, j]) for j in range(labels)], axis=1)
                 maps.append(np.nanmean(ap, axis=1))
                 f1s.append(f1_scores(W, Y, chosen)[0])
-        d_map[start : start + m] = maps[1] - maps[0]
-        d_f1[start : start + m] = f1s[1] - f1s[0]
+        d_map[rows] = maps[1] - maps[0]
+        d_f1[rows] = f1s[1] - f1s[0]
     return d_map, d_f1
 
 
@@ -285,8 +254,8 @@ def compare_multilabel(
     only_a, only_b = _discordant((pred[0] == Y).all(axis=1), (pred[1] == Y).all(axis=1))
     p = mcnemar_p(only_a, only_b)
     boot_map, boot_f1 = _multilabel_bootstrap(Y, P, pred, n_boot, seed)
-    d_map = _interval(mb.mean_ap.value - ma.mean_ap.value, boot_map)
-    d_f1 = _interval(mb.macro_f1.value - ma.macro_f1.value, boot_f1)
+    d_map = percentile_interval(mb.mean_ap.value - ma.mean_ap.value, boot_map)
+    d_f1 = percentile_interval(mb.macro_f1.value - ma.macro_f1.value, boot_f1)
     per_label = [
         ClassDifference(
             la.name,
