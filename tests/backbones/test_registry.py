@@ -135,6 +135,10 @@ def test_the_quick_listing_finds_cached_files(
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"x")
     assert cached_file("torchvision:resnet18") == checkpoint
+    assert cached_file("timm:resnet18") is None  # torchvision's file is not timm's weights
+    named = checkpoint.parent / "efficientnet_b0_rwightman-7f5810bc.pth"
+    named.write_bytes(b"x")
+    assert cached_file("torchvision:efficientnet_b0") == named
     snapshot = tmp_path / "hf" / "models--timm--resnet18.a1_in1k" / "snapshots" / "abc"
     snapshot.mkdir(parents=True)
     (snapshot / "model.safetensors").write_bytes(b"x")

@@ -173,13 +173,16 @@ def _hf_hub_cache() -> Path:
 def cached_file(name: str) -> Path | None:
     """A weights file of ``name`` in its library's local cache, found by file name alone (no
     import of timm or torchvision): the Hugging Face hub cache for timm, torch.hub's
-    checkpoints for both.  A quick look for listings; :func:`generic_status` is exact."""
+    checkpoints for torchvision (``resnet18-f37072fd.pth``, ``efficientnet_b0_rwightman-
+    7f5810bc.pth``).  A quick look for listings; :func:`generic_status` is exact."""
     library, arch = split_name(name)
     candidates: list[Path] = []
-    if library == "timm":  # timm's weights live on the hub now; older ones on torch.hub
+    if library == "timm":  # timm's weights live on the hub (torch.hub names are torchvision's)
         for folder in sorted(_hf_hub_cache().glob(f"models--timm--{arch}.*")):
             candidates += [p for f in HF_FILENAMES for p in folder.glob(f"snapshots/*/{f}")]
-    candidates += sorted(torch_hub_checkpoints().glob(f"{arch}-*.pt*"))
+    else:
+        hub = torch_hub_checkpoints()
+        candidates += sorted(hub.glob(f"{arch}-*.pth")) + sorted(hub.glob(f"{arch}_*-*.pth"))
     return next((p for p in candidates if p.is_file()), None)
 
 

@@ -61,7 +61,7 @@ def fit(
     kind = strategy or cfg.strategy.kind
     if kind not in STRATEGIES:
         raise ConfigError(f"unknown strategy {kind!r}; valid: {', '.join(STRATEGIES)}")
-    cfg = cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update={"kind": kind})})
+    cfg = _with_strategy(cfg, kind)
     run = RunFolder(output)
     if kind == "probe":
         result = _fit_probe(data, run, cfg, overwrite=overwrite, progress=progress)
@@ -80,9 +80,17 @@ def resume(run_dir: str | Path, *, progress: bool = True, report: bool = True) -
         )
     if record.finished:
         raise ConfigError(f"{run.path} finished already; its model is in {run.bundle}")
-    cfg = run.read_config()
+    if record.strategy not in ("finetune", "auto"):
+        raise ConfigError(
+            f"{run.path} resume.json names strategy {record.strategy!r}; resumable: finetune, auto"
+        )
+    cfg = _with_strategy(run.read_config(), record.strategy)  # what resume.json says it was
     result = _fit_tuned(record.data, run, cfg, overwrite=False, progress=progress, resume=True)
     return _with_report(result, report)
+
+
+def _with_strategy(cfg: FitConfig, kind: str) -> FitConfig:
+    return cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update={"kind": kind})})
 
 
 def _with_report(result: FitResult, report: bool) -> FitResult:
@@ -94,7 +102,7 @@ def _with_report(result: FitResult, report: bool) -> FitResult:
 
 
 def _fit_probe(
-    data: str | Path | Manifest,
+    data: str | Path | Manifest | EmbeddedData,
     run: RunFolder,
     cfg: FitConfig,
     *,
@@ -102,21 +110,26 @@ def _fit_probe(
     progress: bool,
     ranking: dict[str, Any] | None = None,
 ) -> FitResult:
-    """The probe's run: scan (no val carved), embed, check leakage, fit, write."""
+    """The probe's run: scan (no val carved), embed, check leakage, fit, write; data already
+    embedded (``auto`` keeping its probe) goes straight to the leakage check."""
     run.check_output(overwrite)
     # fail fast on a bad head or backbone, before any scanning or extraction
     create_head(cfg.head.kind, **cfg.head.params)
     check_pretrained(cfg)
+    source = data.manifest if isinstance(data, EmbeddedData) else data
     if cfg.backbone.name == "auto":
-        cfg, ranking = _resolve_auto_backbone(data, cfg, progress)
+        cfg, ranking = _resolve_auto_backbone(source, cfg, progress)
     ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
     cache = CacheRoot.for_config(cfg)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    manifest = data if isinstance(data, Manifest) else scan_data(data, cfg, carve_val=False)
+    manifest = source if isinstance(source, Manifest) else scan_data(source, cfg, carve_val=False)
     for task in manifest.targets:  # before the images are embedded: fail fast
         check_label_coverage(task, [s.labels[task.name] for s in manifest.split("train")])
-    embedded = embed_data(manifest, cfg, progress=progress, ref=ref)
+    if isinstance(data, EmbeddedData):
+        embedded = data
+    else:
+        embedded = embed_data(manifest, cfg, progress=progress, ref=ref)
     timings["embed"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     embedded, near, deduped = _check_leakage(embedded, cfg, cache)
@@ -221,7 +234,7 @@ def _fit_tuned(
                 "fine-tuning skipped"
             ),
         )
-        return _keep_probe(embedded.manifest, run, cfg, record, progress, ranking)
+        return _keep_probe(embedded, run, cfg, record, progress, ranking)
     if not resume:
         start_record(data, cfg, run, "auto")
     tuned = finetune(
@@ -243,24 +256,22 @@ def _fit_tuned(
         return tuned
     facts.chosen = "probe"
     facts.reason = f"probe val score {probe_score:.3f} >= fine-tune {tuned_score:.3f}"
-    return _keep_probe(embedded.manifest, run, cfg, facts, progress, ranking)
+    return _keep_probe(embedded, run, cfg, facts, progress, ranking)
 
 
 def _keep_probe(
-    manifest: Manifest,
+    embedded: EmbeddedData,
     run: RunFolder,
     cfg: FitConfig,
     record: FinetuneRecord,
     progress: bool,
     ranking: dict[str, Any] | None,
 ) -> FitResult:
-    """The probe refitted on every training image of ``manifest`` (its val split joins train
+    """The probe refitted on every training image of ``embedded`` (its val split joins train
     where a test split exists), written with the auto decision."""
-    probe_cfg = cfg.model_copy(
-        update={"strategy": cfg.strategy.model_copy(update={"kind": "probe"})}
-    )
+    probe_cfg = _with_strategy(cfg, "probe")
     result = _fit_probe(
-        manifest, run, probe_cfg, overwrite=True, progress=progress, ranking=ranking
+        embedded, run, probe_cfg, overwrite=True, progress=progress, ranking=ranking
     )
     result.finetune = record
     run.write_finetune(record)
