@@ -21,6 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import torch
+from torchvision.transforms import InterpolationMode, v2
+
 from headstart.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -69,18 +72,11 @@ def resolve(config: AugmentConfig) -> AugmentPlan:
 
 
 def _normalise(prep: Preprocessing) -> list[Callable[..., object]]:
-    # lazy: torch takes seconds to import; only this path needs it
-    import torch
-    from torchvision.transforms import v2
-
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(prep.mean), list(prep.std))]
 
 
 def train_transform(plan: AugmentPlan, prep: Preprocessing) -> Callable[[Tensor], Tensor]:
     """uint8 (3, H, W) → normalised float (3, crop, crop) with the plan's random transforms."""
-    # lazy: torch takes seconds to import; only this path needs it
-    from torchvision.transforms import InterpolationMode, v2
-
     interpolation = InterpolationMode(prep.interpolation)
     steps: list[Callable[..., object]] = []
     if plan.random_crop:
@@ -111,9 +107,6 @@ def train_transform(plan: AugmentPlan, prep: Preprocessing) -> Callable[[Tensor]
 def eval_transform(prep: Preprocessing) -> Callable[[Tensor], Tensor]:
     """uint8 (3, H, W) already resized like ``prep`` → the center-cropped, normalised input
     (the same numbers as ``prep`` on the original image, up to float rounding)."""
-    # lazy: torch takes seconds to import; only this path needs it
-    from torchvision.transforms import v2
-
     composed = v2.Compose([v2.CenterCrop(prep.crop), *_normalise(prep)])
 
     def apply(image: Tensor) -> Tensor:

@@ -8,6 +8,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning.pytorch import Trainer
+from lightning.pytorch.tuner import Tuner
+
 from headstart.config import FitConfig
 from headstart.embedding import scan_data
 from headstart.errors import DataError
@@ -45,10 +48,6 @@ def lr_find(
     import matplotlib
 
     matplotlib.use("Agg")
-    # lazy: torch takes seconds to import; only this path needs it
-    from lightning.pytorch import Trainer
-    from lightning.pytorch.tuner import Tuner
-
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     parts = build_parts(scan_data(data, config), config)

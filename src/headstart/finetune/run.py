@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lightning.pytorch import seed_everything
 
 from headstart.allocator import keep_freed_memory
 from headstart.backbones import BackboneRef, resolve_backbone
@@ -184,9 +185,6 @@ class Parts:
 
 def build_parts(manifest: Manifest, cfg: FitConfig) -> Parts:
     """Seed, decode the images, decide the imbalance remedies, build the module and the data."""
-    # lazy: torch takes seconds to import; only this path needs it
-    from lightning.pytorch import seed_everything
-
     seed = cfg.data.seed if cfg.train.seed is None else cfg.train.seed
     seed_everything(seed, workers=True, verbose=False)
     keep_freed_memory()

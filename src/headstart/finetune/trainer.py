@@ -10,8 +10,14 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.callbacks import (
+    EarlyStopping,
+    EMAWeightAveraging,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.strategies import DDPStrategy
 
 from headstart.config import TrainConfig
 from headstart.errors import ConfigError, WeightsError
@@ -60,8 +66,6 @@ def resolve_precision(cfg: TrainConfig) -> str:
 def _strategy(cfg: TrainConfig) -> Any:
     if cfg.distributed.startswith("ddp") and cfg.frozen_epochs > 0:
         # The backbone gets no gradient during the head-only epochs: DDP must allow that.
-        from lightning.pytorch.strategies import DDPStrategy
-
         if cfg.distributed == "ddp_spawn":
             return DDPStrategy(find_unused_parameters=True, start_method="spawn")
         return DDPStrategy(find_unused_parameters=True)
@@ -71,9 +75,6 @@ def _strategy(cfg: TrainConfig) -> Any:
 def _loggers(log_dir: Path) -> list[Logger]:
     loggers: list[Logger] = [CSVLogger(log_dir, name="lightning", version="")]
     if tensorboard_available():
-        # lazy: torch takes seconds to import; only this path needs it
-        from lightning.pytorch.loggers import TensorBoardLogger
-
         loggers.append(TensorBoardLogger(log_dir, name="tensorboard", version=""))
     return loggers
 
@@ -96,9 +97,6 @@ def build_trainer(
         HistoryWriter(run_dir / "logs" / "metrics.csv"),
     ]
     if cfg.ema:
-        # lazy: torch takes seconds to import; only this path needs it
-        from lightning.pytorch.callbacks import EMAWeightAveraging
-
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
@@ -146,7 +144,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     """A Lightning checkpoint of tensors and plain values (``weights_only``: a run folder may
     come from someone else, so nothing in it runs code); one-line error otherwise."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: the check before resuming maps the tensors instead of reading them twice
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError:
         raise WeightsError(
             f"refused checkpoint {path}: it holds more than tensors and plain values, and "
