@@ -19,7 +19,7 @@ from headstart.features.tta import check_tta, tta_proba
 from headstart.heads import task_proba, task_weights, thresholds_of
 from headstart.inputs import expand_inputs
 from headstart.stats import TaskMetrics, task_metrics
-from headstart.stats.temperature import apply_label_temperatures, apply_temperature
+from headstart.stats.temperature import Temperature, apply_calibration, read_temperatures
 
 __all__ = [
     "Model",
@@ -193,10 +193,7 @@ class Model:
     def calibrated(self, task: str, proba: np.ndarray) -> np.ndarray:
         """``task``'s head probabilities with its stored temperature(s) applied (as given when
         the task is not calibrated)."""
-        t = self.temperatures.get(task)
-        if isinstance(t, list):
-            return apply_label_temperatures(proba, np.asarray(t))
-        return proba if t is None else apply_temperature(proba, t)
+        return apply_calibration(proba, self.temperatures.get(task))
 
     def task_proba(
         self, paths: Sequence[Path], *, progress: bool = False, tta: str = "none"
@@ -303,7 +300,7 @@ class Model:
 
     # -- calibration ---------------------------------------------------------------------
     @property
-    def temperatures(self) -> dict[str, float | list[float]]:
+    def temperatures(self) -> dict[str, Temperature]:
         """The stored temperature of each calibrated task (a list, one per label, for a
         multi-label task); empty when the model is not calibrated."""
         record = self._contents.info.get("calibration")
@@ -311,13 +308,7 @@ class Model:
             return {}
         if "tasks" not in record:  # bundles of format 1: one task, one temperature
             return {self.tasks[0].name: float(record["temperature"])}
-        out: dict[str, float | list[float]] = {}
-        for name, entry in record["tasks"].items():
-            if "temperatures" in entry:
-                out[name] = [float(t) for t in entry["temperatures"]]
-            else:
-                out[name] = float(entry["temperature"])
-        return out
+        return read_temperatures(record["tasks"])
 
     def set_calibration(self, record: dict[str, Any] | None) -> None:
         """Set (or with None remove) the calibration record; :meth:`save` writes it."""

@@ -39,10 +39,10 @@ from headstart.heads.cache import fit_cached
 from headstart.runfolder import MetricsRecord
 from headstart.stats import headline, task_metrics
 from headstart.stats.temperature import (
-    apply_label_temperatures,
-    apply_temperature,
-    fit_label_temperatures,
-    fit_temperature,
+    apply_calibration,
+    fit_calibration,
+    read_temperatures,
+    temperature_entry,
 )
 
 __all__ = ["CV_FOLDS", "ProbeOutcome", "fit_heads", "held_out_split", "probe", "val_score"]
@@ -88,16 +88,6 @@ def fit_heads(
     return heads
 
 
-def _fold_proba(task: Task, head: Any, X: np.ndarray) -> np.ndarray:
-    """Task-ordered probabilities of a fold's head (a class its part never saw gets 0)."""
-    if task.multi_label:
-        return task_proba(task, head, X)
-    raw = np.asarray(head.predict_proba(X), dtype=np.float64)
-    out = np.zeros((len(X), len(task.classes)))
-    out[:, [task.classes.index(str(c)) for c in head.classes_]] = raw
-    return out
-
-
 def out_of_fold(task: Task, head: Any, X: np.ndarray, cells: Cells) -> np.ndarray | None:
     """Out-of-fold probabilities of the training rows (columns in task order): the head's own
     (logistic C search) or those of ``CV_FOLDS`` refits with its parameters; None when the data
@@ -118,7 +108,7 @@ def out_of_fold(task: Task, head: Any, X: np.ndarray, cells: Cells) -> np.ndarra
     try:
         for train, test in splitter.split(X, strata):
             fold_head = clone(head).fit(X[train], target[train])
-            out[test] = _fold_proba(task, fold_head, X[test])
+            out[test] = task_proba(task, fold_head, X[test])
     except ValueError:  # a fold lost every example of a label: no estimate, not an error
         return None
     return out
@@ -128,18 +118,11 @@ def _calibrate(task: Task, oof: np.ndarray, cells: Cells) -> tuple[dict[str, Any
     """The task's temperature record fitted on its out-of-fold probabilities, and those
     probabilities calibrated."""
     if task.multi_label:
-        temperatures = fit_label_temperatures(oof, indicator(cells, task.classes))
-        record = {"temperatures": [float(t) for t in temperatures]}
-        return record, apply_label_temperatures(oof, temperatures)
-    y = np.array([task.classes.index(cell[0]) for cell in cells], dtype=np.intp)
-    temperature = fit_temperature(oof, y)
-    return {"temperature": temperature}, apply_temperature(oof, temperature)
-
-
-def _apply(task: Task, record: dict[str, Any], proba: np.ndarray) -> np.ndarray:
-    if "temperatures" in record:
-        return apply_label_temperatures(proba, np.asarray(record["temperatures"]))
-    return apply_temperature(proba, float(record["temperature"]))
+        truth = indicator(cells, task.classes)
+    else:
+        truth = np.array([task.classes.index(cell[0]) for cell in cells], dtype=np.intp)
+    temperature = fit_calibration(oof, truth, task.multi_label)
+    return temperature_entry(temperature), apply_calibration(oof, temperature)
 
 
 def probe(embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot | None) -> ProbeOutcome:
@@ -165,12 +148,10 @@ def probe(embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot | None) -> Pr
     if held is not None:
         held_rows = embedded.rows(held)
         probabilities[held] = {}
+        stored = read_temperatures(temperatures)
         for task in manifest.targets:
             proba = task_proba(task, heads[task.name], embedded.features[held_rows])
-            record = temperatures.get(task.name)
-            probabilities[held][task.name] = (
-                proba if record is None else _apply(task, record, proba)
-            )
+            probabilities[held][task.name] = apply_calibration(proba, stored.get(task.name))
     metrics: MetricsRecord = {}
     n_boot, seed = cfg.eval.n_boot, cfg.data.seed
     if len(cv_proba) == len(manifest.targets):

@@ -21,6 +21,7 @@ from headstart.data.manifest import DEFAULT_TASK, Task
 from headstart.errors import BundleError
 from headstart.heads import thresholds_of
 from headstart.model import Model
+from headstart.stats.temperature import Temperature, read_temperatures, temperature_entry
 
 __all__ = [
     "DOC_FORMAT",
@@ -64,7 +65,7 @@ def _meaning(task: Task) -> str:
     return f"'{task.name}' class probabilities (softmax), columns in the order of its classes"
 
 
-def _temperatures(contents: BundleContents) -> dict[str, float | list[float]]:
+def _temperatures(contents: BundleContents) -> dict[str, Temperature]:
     return Model(contents).temperatures
 
 
@@ -75,7 +76,7 @@ def calibration_block(contents: BundleContents) -> dict[str, Any] | None:
         return None
     tasks: dict[str, Any] = {}
     for name, t in temperatures.items():
-        tasks[name] = {"temperatures": t} if isinstance(t, list) else {"temperature": t}
+        tasks[name] = temperature_entry(t)
     return {
         "method": "temperature",
         "in_graph": False,
@@ -181,18 +182,12 @@ def exported_tasks(doc: Mapping[str, Any]) -> list[ExportedTask]:
     return out
 
 
-def temperatures_of(doc: Mapping[str, Any]) -> dict[str, float | list[float]]:
+def temperatures_of(doc: Mapping[str, Any]) -> dict[str, Temperature]:
     """The calibration temperatures a document records (empty when none)."""
     block = doc.get("calibration")
     if not isinstance(block, dict):
         return {}
-    out: dict[str, float | list[float]] = {}
     try:
-        for name, entry in (block.get("tasks") or {}).items():
-            if "temperatures" in entry:
-                out[str(name)] = [float(t) for t in entry["temperatures"]]
-            else:
-                out[str(name)] = float(entry["temperature"])
+        return read_temperatures(block.get("tasks") or {})
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BundleError(f"bad calibration in headstart metadata ({exc})") from None
-    return out

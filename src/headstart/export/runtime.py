@@ -32,7 +32,7 @@ from headstart.features.onnx_engine import INPUT_NAME, OnnxFeatures
 from headstart.features.tta import check_tta, decode_views, tta_views
 from headstart.inputs import expand_inputs
 from headstart.model import Prediction, make_predictions, split_columns
-from headstart.stats.temperature import apply_label_temperatures, apply_temperature
+from headstart.stats.temperature import apply_calibration
 
 __all__ = ["OnnxClassifier", "load_onnx", "read_metadata"]
 
@@ -93,16 +93,9 @@ class OnnxClassifier:
         outputs = self._session.run(self._outputs, feed)
         out: Probabilities = {}
         for task, raw in zip(self.tasks, outputs, strict=True):
-            out[task.name] = self._calibrated(task, np.asarray(raw, dtype=np.float64))
+            raw = np.asarray(raw, dtype=np.float64)
+            out[task.name] = apply_calibration(raw, self.temperatures.get(task.name))
         return out
-
-    def _calibrated(self, task: Task, proba: np.ndarray) -> np.ndarray:
-        t = self.temperatures.get(task.name)
-        if t is None:
-            return proba
-        if isinstance(t, list):  # a multi-label task: one temperature per label
-            return apply_label_temperatures(proba, np.asarray(t, dtype=np.float64))
-        return apply_temperature(proba, t)
 
     def _joined(self, batch: np.ndarray) -> np.ndarray:
         per_task = self.predict_batch(batch)

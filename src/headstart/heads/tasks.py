@@ -65,12 +65,14 @@ def check_label_coverage(task: Task, cells: Cells) -> None:
 
 def task_proba(task: Task, head: Any, X: NDArray[Any]) -> NDArray[np.float64]:
     """Probabilities with columns in ``task.classes`` order: softmax rows (multi-class) or
-    per-label probabilities (multi-label)."""
+    per-label probabilities (multi-label).  A class the head never saw (a cross-validation
+    fold whose training part lacks it) keeps probability 0."""
     raw = np.asarray(head.predict_proba(X), dtype=np.float64)
     if task.multi_label:
         return raw
-    order = [list(head.classes_).index(c) for c in task.classes]
-    return raw[:, order]
+    proba = np.zeros((len(raw), len(task.classes)))
+    proba[:, [task.classes.index(str(c)) for c in head.classes_]] = raw
+    return proba
 
 
 def thresholds_of(task: Task, head: Any) -> NDArray[np.float64] | None:

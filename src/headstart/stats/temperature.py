@@ -10,18 +10,27 @@ two-column distribution ``[1 - p, p]``: then ``p_T = sigmoid(logit(p) / T)``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from headstart.errors import ConfigError, DataError
 from headstart.stats.calibration import reliability_bins
 
 __all__ = [
+    "Temperature",
+    "apply_calibration",
     "apply_label_temperatures",
     "apply_temperature",
+    "binary_columns",
+    "fit_calibration",
     "fit_label_temperatures",
     "fit_temperature",
     "negative_log_likelihood",
+    "read_temperatures",
     "reliability_rows",
+    "temperature_entry",
 ]
 
 #: Search bounds on log T: T in [e^-4, e^4] covers every real head we have seen by far.
@@ -46,7 +55,41 @@ def apply_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
     return out
 
 
-def _pairs(p: np.ndarray) -> np.ndarray:
+#: A task's stored temperature: one for a multi-class task, one per label for a multi-label one.
+Temperature = float | list[float]
+
+
+def apply_calibration(proba: np.ndarray, temperature: Temperature | None) -> np.ndarray:
+    """``proba`` with a task's stored temperature applied (as given when there is none)."""
+    if temperature is None:
+        return proba
+    if isinstance(temperature, list):
+        return apply_label_temperatures(proba, np.asarray(temperature, dtype=np.float64))
+    return apply_temperature(proba, temperature)
+
+
+def temperature_entry(temperature: Temperature) -> dict[str, Temperature]:
+    """A task's entry in a calibration record: ``{"temperature": T}`` or, for a multi-label
+    task, ``{"temperatures": [T per label]}`` (:func:`read_temperatures` reads it back)."""
+    key = "temperatures" if isinstance(temperature, list) else "temperature"
+    return {key: temperature}
+
+
+def read_temperatures(tasks: Mapping[str, Any]) -> dict[str, Temperature]:
+    """Each task's temperature from a calibration record's ``tasks`` entries
+    (``{"temperature": T}`` or ``{"temperatures": [T, ...]}``); a malformed entry raises
+    KeyError, TypeError, ValueError or AttributeError for the caller to name."""
+    out: dict[str, Temperature] = {}
+    for name, entry in tasks.items():
+        if "temperatures" in entry:
+            out[str(name)] = [float(t) for t in entry["temperatures"]]
+        else:
+            out[str(name)] = float(entry["temperature"])
+    return out
+
+
+def binary_columns(p: np.ndarray) -> np.ndarray:
+    """A label's probabilities ``p`` as the two-column distribution ``[1 - p, p]``."""
     return np.stack([1.0 - p, p], axis=-1)
 
 
@@ -55,7 +98,7 @@ def apply_label_temperatures(proba: np.ndarray, temperatures: np.ndarray) -> np.
     p = np.asarray(proba, dtype=np.float64)
     out = np.empty_like(p)
     for j, t in enumerate(temperatures):
-        out[:, j] = apply_temperature(_pairs(p[:, j]), float(t))[:, 1]
+        out[:, j] = apply_temperature(binary_columns(p[:, j]), float(t))[:, 1]
     return out
 
 
@@ -63,7 +106,7 @@ def fit_label_temperatures(proba: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """One ``T`` per label (column) of multi-label probabilities against the 0/1 truth ``Y``."""
     p = np.asarray(proba, dtype=np.float64)
     y = np.asarray(Y, dtype=np.intp)
-    return np.array([fit_temperature(_pairs(p[:, j]), y[:, j]) for j in range(p.shape[1])])
+    return np.array([fit_temperature(binary_columns(p[:, j]), y[:, j]) for j in range(p.shape[1])])
 
 
 def negative_log_likelihood(proba: np.ndarray, y: np.ndarray) -> float:
@@ -104,3 +147,11 @@ def reliability_rows(
         label = f"{bins.edges[i]:.1f}-{bins.edges[i + 1]:.1f}"
         rows.append((label, int(bins.count[i]), float(bins.confidence[i]), float(bins.accuracy[i])))
     return rows
+
+
+def fit_calibration(proba: np.ndarray, truth: np.ndarray, multi_label: bool) -> Temperature:
+    """A task's temperature fitted on uncalibrated ``proba`` against ``truth``: one (class
+    indices) for a multi-class task, one per label (a 0/1 matrix) for a multi-label one."""
+    if multi_label:
+        return [float(t) for t in fit_label_temperatures(proba, truth)]
+    return fit_temperature(proba, truth)

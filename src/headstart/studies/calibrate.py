@@ -14,7 +14,7 @@ changes no predicted label of any task.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,10 @@ from headstart.evaluation import label_columns
 from headstart.model import Model, load
 from headstart.stats.calibration import expected_calibration_error
 from headstart.stats.temperature import (
+    apply_calibration,
     apply_label_temperatures,
-    apply_temperature,
-    fit_label_temperatures,
-    fit_temperature,
+    binary_columns,
+    fit_calibration,
     negative_log_likelihood,
 )
 
@@ -84,26 +84,24 @@ class BundleCalibration:
     """The whole calibration record now stored in the bundle (other tasks' entries kept)."""
 
 
-def _binary(p: NDArray[np.float64]) -> NDArray[np.float64]:
-    return np.stack([1.0 - p, p], axis=-1)
+def _per_label(
+    score: Callable[[NDArray[np.float64], NDArray[np.intp]], float],
+    proba: NDArray[np.float64],
+    Y: NDArray[Any],
+) -> float:
+    """Mean over labels of ``score`` on the label's ``[1 - p, p]`` against its 0/1 truth."""
+    y = np.asarray(Y, dtype=np.intp)
+    return float(np.mean([score(binary_columns(proba[:, j]), y[:, j]) for j in range(y.shape[1])]))
 
 
 def _label_nll(proba: NDArray[np.float64], Y: NDArray[Any]) -> float:
     """Mean over labels of the binary cross-entropy of the label's probabilities."""
-    y = np.asarray(Y, dtype=np.intp)
-    return float(
-        np.mean([negative_log_likelihood(_binary(proba[:, j]), y[:, j]) for j in range(y.shape[1])])
-    )
+    return _per_label(negative_log_likelihood, proba, Y)
 
 
 def _label_ece(proba: NDArray[np.float64], Y: NDArray[Any]) -> float:
     """Mean over labels of the top-label ECE of ``[1 - p, p]``."""
-    y = np.asarray(Y, dtype=np.intp)
-    return float(
-        np.mean(
-            [expected_calibration_error(_binary(proba[:, j]), y[:, j]) for j in range(y.shape[1])]
-        )
-    )
+    return _per_label(expected_calibration_error, proba, Y)
 
 
 def calibrate_task(
@@ -111,18 +109,16 @@ def calibrate_task(
 ) -> TaskCalibration:
     """Fit ``task``'s temperature(s) on uncalibrated ``proba`` against ``truth`` (class
     indices, or the 0/1 matrix of a multi-label task)."""
-    if task.multi_label:
-        temperatures = fit_label_temperatures(proba, truth)
-        after = apply_label_temperatures(proba, temperatures)
+    fitted = fit_calibration(proba, truth, task.multi_label)
+    after = apply_calibration(proba, fitted)
+    if isinstance(fitted, list):
         return TaskCalibration(
-            task.name, True, [float(t) for t in temperatures], len(proba),
+            task.name, True, fitted, len(proba),
             _label_nll(proba, truth), _label_nll(after, truth),
             _label_ece(proba, truth), _label_ece(after, truth), data, split,
         )  # fmt: skip
-    t = fit_temperature(proba, truth)
-    after = apply_temperature(proba, t)
     return TaskCalibration(
-        task.name, False, [t], len(proba),
+        task.name, False, [fitted], len(proba),
         negative_log_likelihood(proba, truth), negative_log_likelihood(after, truth),
         expected_calibration_error(proba, truth), expected_calibration_error(after, truth),
         data, split,

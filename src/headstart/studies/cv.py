@@ -39,12 +39,11 @@ from headstart.data.splits import strata
 from headstart.embedding import embed_data, scan_data
 from headstart.errors import ConfigError, DataError
 from headstart.fsutil import atomic_write_text
-from headstart.heads import create_head
+from headstart.heads import create_head, task_proba
 from headstart.stats.summary import Summary
 from headstart.studies.scoring import (
     Cells,
     fit_fold_head,
-    fold_proba,
     fold_scores,
     main_metric,
 )
@@ -320,7 +319,7 @@ def cross_validate(
         head = fit_fold_head(
             chosen, cfg.head.kind, cfg.head.params, X[train], [cells[i] for i in train]
         )
-        proba = fold_proba(chosen, head, X[test])
+        proba = task_proba(chosen, head, X[test])
         probabilities[r][test], fold_of[r][test] = proba, f
         fold = fold_scores(chosen, [cells[i] for i in test], proba)
         scores.append(FoldScore(r, f, len(train), len(test), fold))

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from headstart.data import Task
 from headstart.errors import DataError
-from headstart.heads import check_label_coverage, task_head, task_target
+from headstart.heads import check_label_coverage, task_head, task_proba, task_target
 from headstart.stats import headline, task_metrics
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ __all__ = [
     "Cells",
     "cv_score",
     "fit_fold_head",
-    "fold_proba",
     "fold_scores",
     "label_text",
     "main_metric",
@@ -78,17 +77,6 @@ def fit_fold_head(
         return task_head(task, kind, params).fit(X, task_target(task, cells))
 
 
-def fold_proba(task: Task, head: Any, X: NDArray[Any]) -> NDArray[np.float64]:
-    """Probabilities with columns in ``task.classes`` order.  A multi-class fold whose training
-    part lacks a class (group k-fold) leaves that class's column at 0."""
-    raw = np.asarray(head.predict_proba(X), dtype=np.float64)
-    if task.multi_label:
-        return raw
-    proba = np.zeros((len(X), len(task.classes)))
-    proba[:, [task.classes.index(str(c)) for c in head.classes_]] = raw
-    return proba
-
-
 def fold_scores(task: Task, cells: Cells, proba: NDArray[np.float64]) -> dict[str, float]:
     """The main score and macro-F1 of ``proba`` against ``cells`` (multi-label: thresholds
     0.5), keyed ``accuracy``/``mean_ap`` and ``macro_f1``."""
@@ -111,7 +99,7 @@ def cv_score(
     scores = []
     for step, (train, test) in enumerate(splits):
         head = fit_fold_head(task, kind, params, X[train], [cells[i] for i in train])
-        proba = fold_proba(task, head, X[test])
+        proba = task_proba(task, head, X[test])
         scores.append(fold_scores(task, [cells[i] for i in test], proba)[main_metric(task)])
         if trial is not None and step < len(splits) - 1:
             trial.report(float(np.mean(scores)), step)
