@@ -118,7 +118,9 @@ def main() -> None:
         assert result.int8 is not None
         contents = read_bundle(bundle)
         task = contents.tasks[0]  # accuracy: the first task's, as the export check reports it
-        checks = check_images(images, contents.backbone.preprocessing, task.classes)
+        checks = check_images(images, contents.backbone.preprocessing)
+        labels = checks.labels_for(task.classes)
+        n_labelled = sum(label is not None for label in labels)
         reps = -(-args.n // len(checks.batch))
         timed = np.concatenate([checks.batch] * reps)[: args.n]
         module = build_torch_model(contents)
@@ -138,13 +140,13 @@ def main() -> None:
         for (name, run), rate in zip(runners, rates, strict=True):
             proba = _proba(run, checks.batch, args.batch_size)
             first = split_columns(contents.tasks, proba)[task.name]
-            acc = math.nan if task.multi_label else accuracy(first, checks.labels, task.classes)
+            acc = math.nan if task.multi_label else accuracy(first, labels, task.classes)
             rows.append((name, rate, acc, float(np.abs(proba - reference).max())))
 
     print(
         f"\n{platform.processor() or platform.machine()}, {threads} threads, "
         f"{len(timed)} images (best of {args.repeat}), {_tasks_text(contents.tasks)}, backbone "
-        f"{contents.backbone.name}, accuracy on {checks.n_labelled} labelled images"
+        f"{contents.backbone.name}, accuracy on {n_labelled} labelled images"
     )
     print(f"{'runtime':<44} {'img/s':>8} {'x eager':>8} {'accuracy':>9} {'max|dp|':>9}")
     base = rows[0][1]

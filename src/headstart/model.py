@@ -12,6 +12,7 @@ import numpy as np
 from headstart.backbones import BackboneRef
 from headstart.bundle import BundleContents, read_bundle, write_bundle
 from headstart.cache import CacheRoot
+from headstart.data.labelled import check_known_labels
 from headstart.data.manifest import Task, pick_task, predicted_labels
 from headstart.errors import ConfigError, DataError
 from headstart.features import Runner, extract, feature_runner
@@ -273,15 +274,7 @@ class Model:
     ) -> tuple[dict[str, TaskMetrics], dict[int, str]]:
         """Metrics per task with bootstrap intervals: ``cells[task][i]`` holds image i's labels
         of that task.  Unreadable images are left out and returned as {index: reason}."""
-        for task in self.tasks:
-            seen = {label for cell in cells[task.name] for label in cell}
-            unknown = sorted(seen - set(task.classes))
-            if unknown:
-                where = "" if len(self.tasks) == 1 else f" in '{task.name}'"
-                raise DataError(
-                    f"labels the model does not know{where}: {', '.join(unknown)}; "
-                    f"model classes: {', '.join(task.classes)}"
-                )
+        check_known_labels(self.tasks, cells)
         probas, failures = self.task_proba(paths, progress=progress, tta=tta)
         keep = [i for i in range(len(paths)) if i not in failures]
         if not keep:

@@ -18,12 +18,17 @@ from headstart.data.leakage import NearDuplicate
 from headstart.features import Extraction
 from headstart.heads import indicator, thresholds_of, tune_thresholds
 from headstart.model import Model, load
-from headstart.runfolder import FinetuneRecord, MetricsRecord, RunFolder, RunRecord
+from headstart.runfolder import (
+    FinetuneRecord,
+    MetricsRecord,
+    Probabilities,
+    RunFolder,
+    RunRecord,
+)
 from headstart.stats import task_metrics
 
 __all__ = ["FitResult", "score_splits", "write_result"]
 
-Probabilities = dict[str, dict[str, np.ndarray]]
 """split -> task -> (N, C) probabilities, rows following the split's samples."""
 
 
@@ -147,7 +152,7 @@ def write_result(result: FitResult) -> None:
     m = result.manifest
     run.write_data(m, result.near_duplicates)
     run.write_config(result.config)
-    run.write_predictions(m, result.heads, result.probabilities, result.thresholds())
+    run.write_predictions(m, result.probabilities, result.thresholds())
     metrics = run.write_metrics(result.metrics)
     record = _run_record(result)
     run.write_run(record)

@@ -27,7 +27,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import yaml
@@ -43,6 +43,7 @@ from headstart.stats import TaskMetrics, metrics_from_dict
 __all__ = [
     "FinetuneRecord",
     "MetricsRecord",
+    "Probabilities",
     "ResumeRecord",
     "RunFolder",
     "RunRecord",
@@ -54,11 +55,17 @@ MetricsRecord = dict[str, dict[str, TaskMetrics]]
 """split -> task -> metrics."""
 Probabilities = dict[str, dict[str, np.ndarray]]
 """split -> task -> (N, C) probabilities, rows following the split's samples."""
+_R = TypeVar("_R")
 
 
-def _known(cls: type, d: Mapping[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in d.items() if k in names}
+def _record(cls: type[_R], d: Mapping[str, Any], what: str) -> _R:
+    """``cls`` from a JSON object, unknown keys ignored (a newer release's); missing or bad
+    fields are a one-line DataError naming ``what``."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    try:
+        return cls(**{k: v for k, v in d.items() if k in names})
+    except TypeError as exc:
+        raise DataError(f"{what} is malformed: {exc}") from None
 
 
 @dataclass
@@ -89,10 +96,7 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunRecord:
-        try:
-            return cls(**_known(cls, d))
-        except TypeError as exc:
-            raise DataError(f"run.json is malformed: {exc}") from None
+        return _record(cls, d, "run.json")
 
 
 @dataclass
@@ -120,10 +124,7 @@ class FinetuneRecord:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FinetuneRecord:
-        try:
-            return cls(**_known(cls, d))
-        except TypeError as exc:
-            raise DataError(f"finetune.json is malformed: {exc}") from None
+        return _record(cls, d, "finetune.json")
 
 
 @dataclass
@@ -218,7 +219,6 @@ class RunFolder:
     def write_predictions(
         self,
         manifest: Manifest,
-        heads: Mapping[str, Any],
         probabilities: Probabilities,
         thresholds: Mapping[str, np.ndarray | None],
     ) -> None:
@@ -301,10 +301,7 @@ class RunFolder:
         doc = self._read_json("resume.json")
         if doc is None:
             return None
-        try:
-            return ResumeRecord(**_known(ResumeRecord, doc))
-        except TypeError as exc:
-            raise DataError(f"{self._file('resume.json')} is malformed: {exc}") from None
+        return _record(ResumeRecord, doc, str(self._file("resume.json")))
 
     def mark_finished(self) -> None:
         """Mark the resume record (when there is one) finished."""

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from headstart.data.manifest import Manifest, Sample, Task
 from headstart.data.scan import scan
 from headstart.errors import ConfigError, DataError
 
-__all__ = ["labelled_split"]
+__all__ = ["check_known_labels", "labelled_split"]
 
 
 def labelled_split(
@@ -42,8 +42,15 @@ def labelled_split(
             "model's columns)"
         )
     samples = manifest.split(split)
+    check_known_labels(tasks, {t.name: [s.labels[t.name] for s in samples] for t in tasks})
+    return manifest, split, samples
+
+
+def check_known_labels(tasks: Sequence[Task], cells: Mapping[str, Sequence[Sequence[str]]]) -> None:
+    """A one-line :class:`DataError` naming the labels of ``cells[task]`` outside the task's
+    classes (the model could never predict them)."""
     for task in tasks:
-        seen = {label for s in samples for label in s.labels[task.name]}
+        seen = {label for cell in cells[task.name] for label in cell}
         unknown = sorted(seen - set(task.classes))
         if unknown:
             where = "" if len(tasks) == 1 else f" in '{task.name}'"
@@ -51,4 +58,3 @@ def labelled_split(
                 f"labels the model does not know{where}: {', '.join(unknown)}; "
                 f"model classes: {', '.join(task.classes)}"
             )
-    return manifest, split, samples

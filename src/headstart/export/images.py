@@ -25,21 +25,15 @@ DEFAULT_LIMIT = 200
 
 @dataclass(frozen=True)
 class CheckImages:
-    """Decoded check images: the batch, their paths, and each label among the classes they
-    were decoded for (``None`` when unknown)."""
+    """Decoded check images: the batch, their paths, and the files that could not be read."""
 
     paths: list[Path]
     batch: np.ndarray
-    labels: list[str | None]
     skipped: dict[Path, str]
 
-    @property
-    def n_labelled(self) -> int:
-        return sum(label is not None for label in self.labels)
-
     def labels_for(self, classes: Sequence[str]) -> list[str | None]:
-        """Each image's label among ``classes`` (its folder's name when that is one of them,
-        else None): the labels of another multi-class task than the one ``labels`` is for."""
+        """Each image's label among a multi-class task's ``classes``: its folder's name when
+        that is one of them, else None."""
         known = set(classes)
         return [p.parent.name if p.parent.name in known else None for p in self.paths]
 
@@ -67,12 +61,11 @@ def _spread(paths: list[Path], limit: int) -> list[Path]:
 def check_images(
     images: Images | None,
     prep: Preprocessing,
-    classes: Sequence[str],
     *,
     limit: int = DEFAULT_LIMIT,
 ) -> CheckImages:
-    """Decode the check images (default: the demo test photos).  An image is labelled when its
-    parent folder is named after one of ``classes``; at most ``limit`` images are used."""
+    """Decode the check images (default: the demo test photos); at most ``limit`` images are
+    used, spread evenly over the sorted list."""
     if images is None:
         images = default_check_dir()
     items = [images] if isinstance(images, str | Path) else list(images)
@@ -84,10 +77,8 @@ def check_images(
         raise DataError(
             f"none of the {len(paths)} check images can be read (e.g. {paths[0]}: {failed[0]})"
         )
-    known = set(classes)
     used = [paths[i] for i in kept]
-    labels = [p.parent.name if p.parent.name in known else None for p in used]
-    return CheckImages(used, batch, labels, {paths[i]: why for i, why in failed.items()})
+    return CheckImages(used, batch, {paths[i]: why for i, why in failed.items()})
 
 
 def accuracy(proba: np.ndarray, labels: Sequence[str | None], classes: Sequence[str]) -> float:

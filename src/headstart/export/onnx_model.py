@@ -348,7 +348,7 @@ def json_text(doc: Mapping[str, Any]) -> str:
 
 def check_images_for(contents: BundleContents, images: Images | None) -> CheckImages:
     """The decoded check images for a bundle (its preprocessing; labels of its first task)."""
-    return check_images(images, contents.backbone.preprocessing, contents.tasks[0].classes)
+    return check_images(images, contents.backbone.preprocessing)
 
 
 def _check_parity(parity: Mapping[str, TaskParity], tolerance: float, n: int) -> None:
