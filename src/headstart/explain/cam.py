@@ -24,7 +24,7 @@ from headstart.data import load_rgb
 from headstart.data.manifest import Task
 from headstart.errors import ConfigError, HeadstartError, ImageError
 from headstart.explain.explanation import Explanation
-from headstart.explain.linear import explain_linear
+from headstart.explain.linear import explain_linear, linear_path
 from headstart.explain.overlay import blend, crop_rgb
 
 if TYPE_CHECKING:
@@ -54,11 +54,22 @@ class _Prepared:
     layer: CamLayer
     preprocessing: Preprocessing
     task: Task
-    # CAM hooks live on the shared network: one explanation at a time per model.
+    # CAM hooks live on the model's shared layer: one explanation at a time per model.
+    lock: threading.Lock
+
+
+@dataclass
+class _Shared:
+    """One :class:`Model`'s backbone and CAM layer, shared by its tasks' networks."""
+
+    backbone: nn.Module
+    layer: CamLayer
+    preprocessing: Preprocessing
     lock: threading.Lock
 
 
 _PREPARED: weakref.WeakKeyDictionary[Model, dict[str, _Prepared]] = weakref.WeakKeyDictionary()
+_SHARED: weakref.WeakKeyDictionary[Model, _Shared] = weakref.WeakKeyDictionary()
 _PREPARE_LOCK = threading.Lock()
 
 
@@ -90,19 +101,30 @@ def _prepare(model: Model, task: Task) -> _Prepared:
 
 
 def _build(model: Model, task: Task) -> _Prepared:
+    """The network of one task: the model's shared backbone and the task's head (called under
+    ``_PREPARE_LOCK``)."""
     # torch and the CAM library load on the first explanation, never on import
     from torch import nn
 
-    from headstart.explain.layers import cam_layer
     from headstart.heads.torch_head import task_module
 
-    backbone = model.backbone_ref.build()
-    network = nn.Sequential(backbone, task_module(task, model.heads[task.name])).eval()
+    shared = _SHARED.get(model)
+    if shared is None:
+        shared = _SHARED[model] = _build_backbone(model)
+    network = nn.Sequential(shared.backbone, task_module(task, model.heads[task.name])).eval()
     # Gradients are wanted w.r.t. activations only, never the weights.
     for param in network.parameters():
         param.requires_grad_(False)
+    return _Prepared(network, shared.layer, shared.preprocessing, task, shared.lock)
+
+
+def _build_backbone(model: Model) -> _Shared:
+    # lazy: torch takes seconds to import; only this path needs it
+    from headstart.explain.layers import cam_layer
+
+    backbone = model.backbone_ref.build()
     layer = cam_layer(backbone.model, backbone.library)
-    return _Prepared(network, layer, backbone.preprocessing, task, threading.Lock())
+    return _Shared(backbone, layer, backbone.preprocessing, threading.Lock())
 
 
 def _decode(image: Any, preprocessing: Preprocessing) -> Image.Image:
@@ -153,7 +175,8 @@ def _run_cam(
 def _explain_images(
     model: Model, task: Task, images: Sequence[Image.Image], method: str, target: int | None
 ) -> list[Explanation]:
-    if method == "gradcam":  # a linear head: the same map through onnxruntime, no torch
+    if method == "gradcam" and linear_path(model, task):
+        # a linear head: the same map through onnxruntime, no torch
         fast = explain_linear(model, task, images, target)
         if fast is not None:
             return fast

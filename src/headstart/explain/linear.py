@@ -13,6 +13,8 @@ transformers) and heads that are not linear (kNN, MLP) go back to the torch path
 from __future__ import annotations
 
 import hashlib
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +31,14 @@ if TYPE_CHECKING:
     from headstart.backbones import BackboneRef
     from headstart.model import Model
 
-__all__ = ["activation_runner", "explain_linear"]
+__all__ = ["activation_runner", "explain_linear", "linear_path"]
 
 _FORMAT = 1  # bump when the export or its check changes: it keys the cached file
 Runner = Callable[[np.ndarray], np.ndarray]
+
+# One runner (an onnxruntime session) per Model, None included, made on first use.
+_RUNNERS: weakref.WeakKeyDictionary[Model, Runner | None] = weakref.WeakKeyDictionary()
+_RUNNERS_LOCK = threading.Lock()
 
 
 def _export(ref: BackboneRef, path: Any) -> bool:
@@ -75,7 +81,21 @@ def _export(ref: BackboneRef, path: Any) -> bool:
 
 def activation_runner(model: Model) -> Runner | None:
     """The cached activation export of the model's backbone (made on first use), or None when
-    its CAM layer does not feed the pooled features directly."""
+    its CAM layer does not feed the pooled features directly.  Kept per model (weakly), so
+    explaining many images opens one onnxruntime session."""
+    with _RUNNERS_LOCK:
+        if model not in _RUNNERS:
+            _RUNNERS[model] = _open_runner(model)
+        return _RUNNERS[model]
+
+
+def linear_path(model: Model, task: Task) -> bool:
+    """Whether Grad-CAM of ``task`` runs through onnxruntime (:func:`explain_linear`): a head
+    linear in the pooled features and a backbone whose CAM layer feeds them directly."""
+    return model.linear_weights(task.name) is not None and activation_runner(model) is not None
+
+
+def _open_runner(model: Model) -> Runner | None:
     base = model_key(model.backbone_ref, "onnx")
     key = hashlib.sha256(f"{base}|cam-activations|{_FORMAT}".encode()).hexdigest()[:24]
     path = model.cache.store.onnx_path(key)
@@ -106,7 +126,7 @@ def explain_linear(
     onnxruntime; None when the head or backbone needs the torch path."""
     weights = model.linear_weights(task.name)
     runner = activation_runner(model) if weights is not None else None
-    if weights is None or runner is None:
+    if weights is None or runner is None:  # the same test as linear_path
         return None
     prep = model.backbone_ref.preprocessing
     batch = np.stack([prep(image) for image in images])

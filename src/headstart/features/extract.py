@@ -7,7 +7,6 @@ and nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import time
 from collections import deque
@@ -21,6 +20,7 @@ import numpy as np
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import BackboneRef
+from headstart.backbones.spec import file_sha256
 from headstart.data.images import load_rgb
 from headstart.errors import ConfigError, ImageError
 from headstart.features.onnx_engine import (
@@ -32,7 +32,15 @@ from headstart.features.onnx_engine import (
 from headstart.features.progress import ExtractProgress
 from headstart.features.store import EmbeddingStore, model_key
 
-__all__ = ["ENGINES", "Extraction", "Runner", "extract", "feature_runner", "resolve_engine"]
+__all__ = [
+    "ENGINES",
+    "Extraction",
+    "Runner",
+    "extract",
+    "feature_runner",
+    "hash_files",
+    "resolve_engine",
+]
 
 ENGINES = ("auto", "onnx", "torch")
 ORT_SPINNING = False  # measured: spinning threads starve the decode threads on 2 cores
@@ -59,11 +67,6 @@ def resolve_engine(engine: str) -> str:
     if engine == "auto":
         return "onnx" if onnxruntime_available() else "torch"
     return engine
-
-
-def _file_sha(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()
 
 
 def _decode_batch(
@@ -211,7 +214,7 @@ def extract(
     paths = [Path(p) for p in paths]
     failures: dict[int, str] = {}
     if shas is None:
-        shas = _hash_all(paths, failures)
+        shas = hash_files(paths, failures)
     elif len(shas) != len(paths):
         raise ConfigError(f"got {len(shas)} sha256 values for {len(paths)} paths")
     key = model_key(ref, engine)
@@ -243,11 +246,12 @@ def extract(
     )
 
 
-def _hash_all(paths: list[Path], failures: dict[int, str]) -> list[str]:
+def hash_files(paths: Sequence[Path], failures: dict[int, str]) -> list[str]:
+    """Each file's sha256 ("" for one that cannot be read, its reason put in ``failures``)."""
     shas = []
     for i, path in enumerate(paths):
         try:
-            shas.append(_file_sha(path))
+            shas.append(file_sha256(path))
         except OSError as exc:
             failures[i] = f"unreadable: {exc.strerror or exc}"
             shas.append("")

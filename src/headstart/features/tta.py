@@ -32,10 +32,10 @@ import numpy as np
 from PIL import Image
 
 from headstart.backbones.preprocessing import INTERPOLATIONS, Preprocessing
-from headstart.backbones.registry import BackboneRef, file_sha256
+from headstart.backbones.registry import BackboneRef
 from headstart.data.images import decode_each
 from headstart.errors import ConfigError
-from headstart.features.extract import extract, feature_runner, resolve_engine
+from headstart.features.extract import extract, feature_runner, hash_files, resolve_engine
 from headstart.features.onnx_engine import physical_cores
 from headstart.features.progress import ExtractProgress
 from headstart.features.store import EmbeddingStore, model_key
@@ -147,14 +147,24 @@ def view_embeddings(
     views = tta_views(tta)
     engine = resolve_engine(engine)
     paths = [Path(p) for p in paths]
-    plain = extract(paths, None, ref, store=store, engine=engine, progress=progress)
-    failures = dict(plain.failures)
-    out = np.full((len(views), *plain.features.shape), np.nan, dtype=np.float32)
-    out[0] = plain.features
+    failures: dict[int, str] = {}
+    shas = hash_files(paths, failures)  # once, for the plain pass and the other views
+    readable = [i for i in range(len(paths)) if i not in failures]
+    plain = extract(
+        [paths[i] for i in readable],
+        [shas[i] for i in readable],
+        ref,
+        store=store,
+        engine=engine,
+        progress=progress,
+    )
+    failures.update((readable[j], reason) for j, reason in plain.failures.items())
+    out = np.full((len(views), len(paths), plain.features.shape[1]), np.nan, dtype=np.float32)
+    out[0, readable] = plain.features
     ok = [i for i in range(len(paths)) if i not in failures]
     if len(views) > 1 and ok:
         extra = _Extra(ref, views[1:], store, engine, batch_size, progress)
-        extra.fill(paths, ok, out[1:], failures)
+        extra.fill(paths, {i: shas[i] for i in ok}, out[1:], failures)
     out[:, sorted(failures)] = np.nan
     return out, dict(sorted(failures.items()))
 
@@ -191,17 +201,13 @@ class _Extra:
     progress: bool
 
     def fill(
-        self, paths: list[Path], ok: list[int], out: np.ndarray, failures: dict[int, str]
+        self, paths: list[Path], shas: dict[int, str], out: np.ndarray, failures: dict[int, str]
     ) -> None:
+        """Embeddings of the files ``shas`` maps (index -> sha256) into ``out`` (V-1, N, D)."""
         base = model_key(self.ref, self.engine)
         keys = [view_key(base, view) for view in self.views]
         todo: dict[str, list[int]] = {}  # sha -> indices still missing a view
-        for i in ok:
-            try:
-                sha = file_sha256(paths[i])
-            except OSError as exc:
-                failures[i] = f"unreadable: {exc.strerror or exc}"
-                continue
+        for i, sha in shas.items():
             cached = [self.store.get(key, sha) for key in keys]
             if any(vec is None for vec in cached):
                 todo.setdefault(sha, []).append(i)

@@ -20,6 +20,7 @@ from headstart.cache import CacheRoot
 from headstart.data import Task, load_rgb
 from headstart.errors import ConfigError, HeadstartError
 from headstart.explain import Explanation, explain_many
+from headstart.explain.linear import linear_path
 from headstart.fsutil import atomic_write_text
 from headstart.report import plots
 from headstart.report.card import card_section
@@ -72,7 +73,7 @@ def _overlay_key(info: dict[str, Any], task: Task, path: Path) -> str | None:
 
 
 def _explain(model: Model, task: Task, paths: list[Path]) -> list[Explanation | HeadstartError]:
-    if model.linear_weights(task.name) is not None:
+    if linear_path(model, task):
         return explain_many(model, paths, task=task.name)  # onnxruntime: no torch
     # the torch path: import it first, so the one-thread limit below reaches its thread pool
     import torch  # noqa: F401

@@ -85,7 +85,8 @@ def _reduce(features: np.ndarray, method: str) -> tuple[np.ndarray, str]:
 def _embedding_rows(run: RunFiles, max_points: int) -> list[dict[str, str]]:
     rows = [r for r in run.manifest if r.get("sha256")]
     if len(rows) > max_points:
-        rows = sorted(random.Random(0).sample(rows, max_points), key=rows.index)
+        picked = sorted(random.Random(0).sample(range(len(rows)), max_points))
+        rows = [rows[i] for i in picked]
     return rows
 
 

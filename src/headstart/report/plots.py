@@ -25,6 +25,7 @@ from headstart.report.svg import (
     short,
     text,
     text_width,
+    tick_label,
 )
 from headstart.stats import ReliabilityBins
 
@@ -114,7 +115,7 @@ def class_balance(counts: Mapping[str, Mapping[str, int]], classes: Sequence[str
     ticks = nice_ticks(0, max(totals, default=0) or 1)
     # room for the tick labels, and for the first class name when it is tilted to the left
     first = text_width(short(classes[0])) * 0.77 - slot / 2 + 6 if classes else 0.0
-    left = max(14 + text_width(_label(ticks[-1])) + 22, first)
+    left = max(14 + text_width(tick_label(ticks[-1])) + 22, first)
     ax = Axes(left, 10, slot * k, 170, (0, k), (0, ticks[-1]))
     body = ax.frame(None, ticks, ylabel="images")
     bottom = np.zeros(len(classes))
@@ -134,10 +135,6 @@ def class_balance(counts: Mapping[str, Mapping[str, int]], classes: Sequence[str
     body.append(legend(ax.left + ax.width + 16, ax.top + 6, swatches))
     width = ax.left + ax.width + 16 + 80
     return canvas(width, ax.bottom + height + 4, "class balance: images per class and split", body)
-
-
-def _label(value: float) -> str:
-    return f"{value:g}"
 
 
 def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "short",
     "text",
     "text_width",
+    "tick_label",
 ]
 
 INK = "#1f2328"
@@ -125,7 +126,7 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return ticks
 
 
-def _tick_label(value: float) -> str:
+def tick_label(value: float) -> str:
     return f"{value:g}"
 
 
@@ -170,11 +171,11 @@ class Axes:
             if grid:
                 out.append(line(self.left, yy, self.left + self.width, yy, GRID))
             out.append(line(self.left - 4, yy, self.left, yy, INK))
-            out.append(text(self.left - 6, yy + 4, _tick_label(v), anchor="end"))
+            out.append(text(self.left - 6, yy + 4, tick_label(v), anchor="end"))
         for v in xticks or ():
             xx = self.x(v)
             out.append(line(xx, self.bottom, xx, self.bottom + 4, INK))
-            out.append(text(xx, self.bottom + 15, _tick_label(v)))
+            out.append(text(xx, self.bottom + 15, tick_label(v)))
         if box:
             out.append(
                 f'<rect x="{fmt(self.left)}" y="{fmt(self.top)}" width="{fmt(self.width)}" '
@@ -187,7 +188,7 @@ class Axes:
             out.append(text(self.left + self.width / 2, self.bottom + 31, xlabel))
         if ylabel:
             yy = self.top + self.height / 2
-            widest = max((text_width(_tick_label(v)) for v in yticks), default=0.0)
+            widest = max((text_width(tick_label(v)) for v in yticks), default=0.0)
             out.append(text(self.left - widest - 15, yy, ylabel, rotate=-90))
         return out
 

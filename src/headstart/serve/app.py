@@ -16,7 +16,6 @@ import asyncio
 import base64
 import functools
 import hmac
-import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from headstart.data import Task
 from headstart.errors import ConfigError, HeadstartError
 from headstart.explain import explain as explain_image
+from headstart.explain import overlay_png
 from headstart.model import Model, answer
 from headstart.serve.batching import Batcher, TaskRows, per_image
 from headstart.serve.page import CSP, render_page
@@ -267,11 +267,10 @@ def _explain_route(app: FastAPI, svc: _Service) -> None:
             raise ApiError(422, " ".join(str(exc).split())) from None
         except ImportError as exc:  # grad-cam or torch missing from this installation
             raise ApiError(501, f"explanations are not available here: {exc}") from None
-        buffer = io.BytesIO()
-        result.overlay.save(buffer, format="PNG")
+        png = overlay_png(result)
         label, probability = str(result.label), round(float(result.probability), 6)
         if fmt == "json":
-            encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+            encoded = base64.b64encode(png).decode("ascii")
             body = {"label": label, "probability": probability, "method": method}
             return JSONResponse({**body, "task": chosen.name, "overlay_png_base64": encoded})
         headers = {
@@ -279,7 +278,7 @@ def _explain_route(app: FastAPI, svc: _Service) -> None:
             "X-Headstart-Probability": str(probability),
             "X-Headstart-Task": quote(chosen.name),
         }
-        return Response(buffer.getvalue(), media_type="image/png", headers=headers)
+        return Response(png, media_type="image/png", headers=headers)
 
 
 def _explained_task(svc: _Service, task: str | None, target: str | None) -> Task:
