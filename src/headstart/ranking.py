@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 from headstart.backbones import BackboneRef, list_backbones, resolve_backbone
 from headstart.config import FitConfig, load_config
 from headstart.data import Manifest, Task
-from headstart.embedding import EmbeddedData, embed_data
+from headstart.embedding import EmbeddedData, check_pretrained, embed_data, scan_data
 from headstart.errors import BackboneError, ConfigError
 from headstart.heads import task_head, task_proba, task_target, thresholds_of
 from headstart.stats import headline, task_metrics
@@ -151,25 +151,28 @@ def score_embeddings(
     features: np.ndarray,
     labels: Sequence[str],
     head: tuple[np.ndarray, np.ndarray] | None = None,
+    shared: tr.Shared | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """All scores of one backbone's embeddings and the seconds each took.  ``head``: the
-    ImageNet classifier (W, b) for LEEP and NCE (NaN without it)."""
+    ImageNet classifier (W, b) for LEEP and NCE (NaN without it).  ``shared``: the
+    label-independent work on these ``features`` (``transferability.Shared``), done by the
+    first call that needs it, whose scores' seconds include it."""
     y, _ = tr.encode(labels)
     x = np.asarray(features, dtype=np.float64)
     # One BLAS thread: on a few shared cores, threaded eigh/Gram products ran 10-30x slower.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _all_scores(x, y, head)
+        return _all_scores(x, y, head, tr.Shared() if shared is None else shared)
 
 
 def _all_scores(
-    x: np.ndarray, y: np.ndarray, head: tuple[np.ndarray, np.ndarray] | None
+    x: np.ndarray, y: np.ndarray, head: tuple[np.ndarray, np.ndarray] | None, shared: tr.Shared
 ) -> tuple[dict[str, float], dict[str, float]]:
     scores: dict[str, float] = {}
     seconds: dict[str, float] = {}
-    scores["logme"], seconds["logme"] = _timed(lambda: tr.logme(x, y))
+    scores["logme"], seconds["logme"] = _timed(lambda: tr.logme(x, y, shared))
     if head is not None:
         t0 = time.perf_counter()
-        proba = _softmax(x @ head[0].T + head[1])
+        proba = shared.get("source", lambda: _softmax(x @ head[0].T + head[1]))
         source = time.perf_counter() - t0  # shared by LEEP and NCE; charged to both
         scores["leep"], seconds["leep"] = _timed(lambda: tr.leep(proba, y))
         scores["nce"], seconds["nce"] = _timed(lambda: tr.nce(proba, y))
@@ -178,8 +181,8 @@ def _all_scores(
     else:
         scores["leep"] = scores["nce"] = float("nan")
         seconds["leep"] = seconds["nce"] = 0.0
-    scores["h_score"], seconds["h_score"] = _timed(lambda: tr.shrinkage_h_score(x, y))
-    scores["knn"], seconds["knn"] = _timed(lambda: tr.knn_accuracy(x, y))
+    scores["h_score"], seconds["h_score"] = _timed(lambda: tr.shrinkage_h_score(x, y, shared))
+    scores["knn"], seconds["knn"] = _timed(lambda: tr.knn_accuracy(x, y, shared=shared))
     return scores, seconds
 
 
@@ -190,12 +193,15 @@ def score_task(
     head: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """:func:`score_embeddings` for one task's labels; a multi-label task scores each label
-    as a yes/no question and averages (as LogME's authors do for multi-label data)."""
+    as a yes/no question and averages (as LogME's authors do for multi-label data), doing the
+    label-independent work (source softmax, spectra, nearest neighbours) once."""
     if not task.multi_label:
         return score_embeddings(features, [cell[0] for cell in cells], head)
     Y = task_target(task, cells)
+    x = np.asarray(features, dtype=np.float64)
+    shared = tr.Shared()
     per_label = [
-        score_embeddings(features, [str(v) for v in Y[:, j]], head) for j in range(Y.shape[1])
+        score_embeddings(x, [str(v) for v in Y[:, j]], head, shared) for j in range(Y.shape[1])
     ]
     scores = {k: float(np.nanmean([s[k] for s, _ in per_label])) for k in SCORES}
     seconds = {k: float(sum(t[k] for _, t in per_label)) for k in SCORES}
@@ -282,10 +288,14 @@ def rank_backbones(
     start = time.perf_counter()
     rows, embedded_by = [], {}
     chosen_task: Task | None = None
+    manifest: Manifest | None = None
     for name in names:
         t0 = time.perf_counter()
         ref = resolve_backbone(name)
-        embedded = embed_data(data, cfg, progress=progress, ref=ref)
+        if manifest is None:  # scanned (every file read and hashed) once, for all backbones
+            check_pretrained(cfg)  # as embed_data would, before its scan
+            manifest = data if isinstance(data, Manifest) else scan_data(data, cfg)
+        embedded = embed_data(manifest, cfg, progress=progress, ref=ref)
         chosen_task = embedded.manifest.task(task)
         embed_seconds = time.perf_counter() - t0
         train = embedded.rows("train")

@@ -80,6 +80,17 @@ def test_knn_accuracy_is_perfect_on_separated_clusters_and_leaves_each_image_out
     assert tr.knn_accuracy(np.eye(3), np.arange(3), k=1) == 0.0
 
 
+@pytest.mark.parametrize("n", [40, 150])  # N < D and N > D
+def test_shared_work_across_labelings_gives_the_same_scores(n: int) -> None:
+    x, _ = _clusters(n, 60, 3, 1.0)
+    labelings = [np.random.default_rng(j).integers(0, 2 + j, size=n) for j in range(3)]
+    shared = tr.Shared()
+    for y in labelings:
+        assert tr.logme(x, y, shared) == tr.logme(x, y)
+        assert tr.shrinkage_h_score(x, y, shared) == tr.shrinkage_h_score(x, y)
+        assert tr.knn_accuracy(x, y, block=16, shared=shared) == tr.knn_accuracy(x, y, block=16)
+
+
 def test_leep_and_nce_reward_source_classes_that_determine_the_target() -> None:
     y = np.arange(90) % 3
     informative = np.full((90, 10), 0.01)

@@ -3,13 +3,13 @@
 mAP is the mean over labels of average precision (scikit-learn's definition: precision at each
 distinct score, weighted by the recall it adds), over the labels with at least one positive in
 the evaluated set.  F1 uses each label's tuned threshold; micro-F1 pools every (image, label)
-decision, macro-F1 averages the labels' F1.  Intervals resample images with replacement, all
-replicates at once (weights per image), like :mod:`headstart.stats.metrics`.
+decision, macro-F1 averages the labels' F1.  Intervals resample images with replacement, 200
+replicates at a time (weights per image), like :mod:`headstart.stats.metrics`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -120,23 +120,21 @@ def multilabel_metrics(
     if n == 0:
         raise DataError("cannot evaluate 0 predictions; the evaluation set is empty")
     pred = thresholds <= P
-    # row 0 weighs every image once (the point estimate); rows 1.. are the resamples
-    weights = [np.ones((1, n))]
-    weights += [resample_weights(idx, n) for _, idx in resample_chunks(n, n_boot, seed, 200)]
-    W = np.concatenate(weights)
-    with np.errstate(invalid="ignore"):
-        ap = np.stack([weighted_ap(W, Y[:, j], P[:, j]) for j in range(Y.shape[1])], axis=1)
-    macro, micro, per_label_f1 = f1_scores(W, Y, pred)
-    with np.errstate(invalid="ignore"):
-        mean_ap = np.nanmean(ap, axis=1)
+    replicates = np.empty((3, n_boot + 1))  # mean AP, macro-F1, micro-F1 of each row
+    for part, W in _weight_chunks(n, n_boot, seed):
+        scores = _scores(W, Y, P, pred)
+        if part.start == 0:
+            ap, per_label_f1 = scores[0][0], scores[3][0]  # the point estimate's
+        replicates[:, part] = _summary(scores)
+    mean_ap, macro, micro = replicates
     tp, fp, fn = ((Y & pred).sum(0), (~Y & pred).sum(0), (Y & ~pred).sum(0))
     rows = [
         LabelMetrics(
             name=str(label),
-            average_precision=None if np.isnan(ap[0, j]) else float(ap[0, j]),
+            average_precision=None if np.isnan(ap[j]) else float(ap[j]),
             precision=float(tp[j] / max(tp[j] + fp[j], 1)),
             recall=float(tp[j] / max(tp[j] + fn[j], 1)),
-            f1=0.0 if np.isnan(per_label_f1[0, j]) else float(per_label_f1[0, j]),
+            f1=0.0 if np.isnan(per_label_f1[j]) else float(per_label_f1[j]),
             threshold=float(thresholds[j]),
             support=int(Y[:, j].sum()),
         )
@@ -152,6 +150,38 @@ def multilabel_metrics(
         hamming_loss=float((pred != Y).mean()),
         per_label=rows,
     )
+
+
+def _weight_chunks(n: int, n_boot: int, seed: int) -> Iterator[tuple[slice, NDArray[np.float64]]]:
+    """Image weights, a chunk of rows at a time, and which rows they are: row 0 weighs every
+    image once (the point estimate), rows 1.. are the resamples.  Row 0 rides with the first
+    chunk: numpy sums a lone row in another order, which would move its last bits."""
+    ones = np.ones((1, n))
+    chunks = resample_chunks(n, n_boot, seed, 200)
+    first = next(chunks, None)
+    if first is None:
+        yield slice(0, 1), ones
+        return
+    yield slice(0, first[0].stop + 1), np.concatenate([ones, resample_weights(first[1], n)])
+    for part, idx in chunks:
+        yield slice(part.start + 1, part.stop + 1), resample_weights(idx, n)
+
+
+def _scores(
+    W: NDArray[np.float64], Y: NDArray[np.bool_], P: NDArray[np.float64], pred: NDArray[np.bool_]
+) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any]]:
+    """Per row of image weights ``W``: per-label AP (B, L), macro-F1, micro-F1, per-label F1."""
+    with np.errstate(invalid="ignore"):
+        ap = np.stack([weighted_ap(W, Y[:, j], P[:, j]) for j in range(Y.shape[1])], axis=1)
+    return (ap, *f1_scores(W, Y, pred))
+
+
+def _summary(scores: tuple[NDArray[Any], ...]) -> NDArray[np.float64]:
+    """(3, B): mean AP (over the labels that have one), macro-F1 and micro-F1 of each row."""
+    ap, macro, micro, _ = scores
+    with np.errstate(invalid="ignore"):
+        mean_ap = np.nanmean(ap, axis=1)
+    return np.stack([mean_ap, macro, micro])
 
 
 def _interval(values: NDArray[Any]) -> Interval:

@@ -15,27 +15,50 @@ estimated without training a head.  All work on cached embeddings (numpy, vector
   their peculiarities, stability and performance", ECML-PKDD 2022.
 - :func:`knn_accuracy` -- leave-one-out accuracy of a cosine k-nearest-neighbour classifier.
 
-Higher is better for every score.
+Higher is better for every score.  Scoring several labelings of the same features (a multi-label
+task's labels, one yes/no question each) passes one :class:`Shared` to every call: the work that
+does not depend on the labels (spectra, shrinkage, nearest neighbours) is then done once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from headstart.errors import DataError
 
-__all__ = ["encode", "knn_accuracy", "leep", "logme", "nce", "shrinkage_h_score"]
+__all__ = ["Shared", "encode", "knn_accuracy", "leep", "logme", "nce", "shrinkage_h_score"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
+T = TypeVar("T")
 
 #: Fixed-point iterations and relative tolerance on alpha/beta, as in the reference code.
 _LOGME_ITERATIONS = 11
 _LOGME_TOL = 1e-3
 _LOGME_EPS = 1e-5
+
+
+class Shared:
+    """The label-independent intermediate results of the scores on ONE feature matrix, each
+    computed on first use and kept.  Pass the same instance to the scores of several labelings
+    of the same features (never of other features); the numbers are those without it."""
+
+    def __init__(self) -> None:
+        self._memo: dict[Hashable, Any] = {}
+
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+        """The result stored under ``key``, made by ``make()`` the first time."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return cast(T, self._memo[key])
+
+
+def _shared(shared: Shared | None, key: Hashable, make: Callable[[], T]) -> T:
+    return make() if shared is None else shared.get(key, make)
 
 
 def encode(labels: Sequence[str]) -> tuple[IntArray, list[str]]:
@@ -70,16 +93,17 @@ def _spectrum(x: FloatArray) -> tuple[FloatArray, FloatArray]:
     return sigma[keep], u[:, keep]
 
 
-def logme(features: np.ndarray, y: IntArray) -> float:
+def logme(features: np.ndarray, y: IntArray, shared: Shared | None = None) -> float:
     """LogME: mean over classes of the per-sample log evidence of a one-vs-rest linear model.
 
     Unlike the reference fixed-point code, ``log|A|`` counts all ``D`` eigenvalues of
     ``alpha I + beta F^T F`` (the ``D - k`` zero ones add ``log alpha``); the reference drops
-    them when ``N < D``, which inflates the score for small data sets.
+    them when ``N < D``, which inflates the score for small data sets.  ``shared``: see
+    :class:`Shared`.
     """
     x = _check(features, y)
     n, d = x.shape
-    sigma_k, u = _spectrum(x)
+    sigma_k, u = _shared(shared, "spectrum", lambda: _spectrum(x))
     targets = (y[:, None] == np.arange(int(y.max()) + 1)[None, :]).astype(np.float64)
     proj = u.T @ targets  # (k, C)
     x2 = proj**2
@@ -165,19 +189,27 @@ def _ledoit_wolf_shrinkage(xc: FloatArray) -> tuple[float, float]:
     return (0.0 if beta == 0 else beta / delta), mu
 
 
-def shrinkage_h_score(features: np.ndarray, y: IntArray) -> float:
+def _centred_spectrum(
+    x: FloatArray,
+) -> tuple[FloatArray, tuple[float, float], tuple[FloatArray, FloatArray]]:
+    """The centred features, their Ledoit-Wolf shrinkage and their spectrum (the H-score's
+    label-independent part)."""
+    xc = x - x.mean(axis=0)
+    return xc, _ledoit_wolf_shrinkage(xc), _spectrum(xc)
+
+
+def shrinkage_h_score(features: np.ndarray, y: IntArray, shared: Shared | None = None) -> float:
     """H-score tr(Sigma^-1 Sigma_g) with Sigma the Ledoit-Wolf shrunk feature covariance
     (1 - s) S + s mu I and Sigma_g the covariance of the class-conditional means, scaled by
-    (1 - s) as in Ibrahim et al.'s code."""
+    (1 - s) as in Ibrahim et al.'s code.  ``shared``: see :class:`Shared`."""
     x = _check(features, y)
     n = len(x)
-    xc = x - x.mean(axis=0)
-    shrink, mu = _ledoit_wolf_shrinkage(xc)
+    xc, (shrink, mu), (sigma, u) = _shared(shared, "centred", lambda: _centred_spectrum(x))
     counts = np.bincount(y)
     present = np.flatnonzero(counts)
     means = np.stack([xc[y == c].mean(axis=0) for c in present])  # (C, D), centred
     weights = counts[present] / (n - 1)
-    sigma, u = _spectrum(xc)  # eigenvalues of Xc^T Xc and the left basis
+    # sigma, u: eigenvalues of Xc^T Xc and the left basis
     lam = sigma / n  # eigenvalues of S = Xc^T Xc / n
     # coordinates of each class mean on S's eigenvectors v_i = Xc^T u_i / sqrt(sigma_i)
     coords = (means @ xc.T @ u) / np.sqrt(np.clip(sigma, 1e-300, None))  # (C, k)
@@ -188,23 +220,36 @@ def shrinkage_h_score(features: np.ndarray, y: IntArray) -> float:
     return float((1.0 - shrink) * (weights * quad).sum())
 
 
-def knn_accuracy(features: np.ndarray, y: IntArray, k: int = 5, block: int = 2048) -> float:
-    """Leave-one-out accuracy of a cosine kNN classifier (majority vote, ties to the nearer)."""
-    x = _check(features, y)
+def _neighbours(x: FloatArray, k: int, block: int) -> tuple[IntArray, FloatArray]:
+    """Each row's ``k`` most cosine-similar other rows (N, k) and their similarities (N, k)."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     x = x / np.clip(norms, 1e-12, None)
-    n = len(x)
-    k = max(1, min(k, n - 1))
-    c = int(y.max()) + 1
-    correct = 0
-    for start in range(0, n, block):
+    nearest, near_sims = [], []
+    for start in range(0, len(x), block):
         sims = x[start : start + block] @ x.T
         rows = np.arange(sims.shape[0])
         sims[rows, start + rows] = -np.inf  # leave the image itself out
-        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        near_sims = np.take_along_axis(sims, nearest, axis=1)
+        nearest.append(np.argpartition(-sims, k - 1, axis=1)[:, :k])
+        near_sims.append(np.take_along_axis(sims, nearest[-1], axis=1))
+    return np.concatenate(nearest), np.concatenate(near_sims)
+
+
+def knn_accuracy(
+    features: np.ndarray, y: IntArray, k: int = 5, block: int = 2048, shared: Shared | None = None
+) -> float:
+    """Leave-one-out accuracy of a cosine kNN classifier (majority vote, ties to the nearer).
+    ``shared``: see :class:`Shared`."""
+    x = _check(features, y)
+    n = len(x)
+    k = max(1, min(k, n - 1))
+    c = int(y.max()) + 1
+    nearest, near_sims = _shared(shared, ("knn", k, block), lambda: _neighbours(x, k, block))
+    correct = 0
+    for start in range(0, n, block):
+        near, sims = nearest[start : start + block], near_sims[start : start + block]
+        rows = np.arange(len(near))
         votes = np.zeros((len(rows), c))
         # each neighbour votes 1, plus a tiny similarity bonus so ties go to the nearer class
-        np.add.at(votes, (np.repeat(rows, k), y[nearest].ravel()), 1.0 + 1e-6 * near_sims.ravel())
+        np.add.at(votes, (np.repeat(rows, k), y[near].ravel()), 1.0 + 1e-6 * sims.ravel())
         correct += int((votes.argmax(axis=1) == y[start : start + block]).sum())
     return correct / n

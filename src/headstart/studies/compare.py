@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from headstart.cache import CacheRoot
 from headstart.data import Task
 from headstart.data.labelled import labelled_split
@@ -72,10 +70,11 @@ def compare_models(
     cells = [samples[i].labels[ta.name] for i in keep]
     pa, pb = proba_a[keep], proba_b[keep][:, order]
     if ta.multi_label:
-        cut_a, cut_b = _cut(a.thresholds(ta), ta), _cut(b.thresholds(tb), tb)[order]
+        cut_a, cut_b = a.thresholds(ta), b.thresholds(tb)
+        assert cut_a is not None and cut_b is not None  # every multi-label head has thresholds
         Y = indicator(cells, ta.classes)
         return compare_multilabel(
-            Y, pa, pb, cut_a, cut_b, ta.classes, n_boot=n_boot, seed=seed, task=ta.name
+            Y, pa, pb, cut_a, cut_b[order], ta.classes, n_boot=n_boot, seed=seed, task=ta.name
         )
     pred_a = [ta.classes[int(j)] for j in pa.argmax(axis=1)]
     pred_b = [ta.classes[int(j)] for j in pb.argmax(axis=1)]
@@ -83,8 +82,3 @@ def compare_models(
     return compare_predictions(
         truth, pred_a, pred_b, ta.classes, n_boot=n_boot, seed=seed, task=ta.name
     )
-
-
-def _cut(thresholds: np.ndarray | None, task: Task) -> np.ndarray:
-    """A multi-label head's thresholds, 0.5 per label where it has none."""
-    return np.full(len(task.classes), 0.5) if thresholds is None else np.asarray(thresholds)
