@@ -1,8 +1,10 @@
-"""Safe decoding: probe reasons, load_rgb modes, EXIF orientation, draft mode, bytes input."""
+"""Safe decoding: probe reasons, load_rgb modes, EXIF orientation, draft mode, bytes input,
+paths that are no image file, and the 8-bit scaling table."""
 
 from __future__ import annotations
 
 import io
+import os
 import re
 import warnings
 from pathlib import Path
@@ -11,7 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from headstart.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, load_rgb, probe_image
+from headstart.data.images import (
+    DEFAULT_MAX_PIXELS,
+    GREY_RANGES,
+    IMAGE_EXTENSIONS,
+    STRETCH_FLOOR,
+    load_rgb,
+    probe_image,
+)
 from headstart.errors import ImageError
 from salt import make_bad_files, make_image, png_with_size
 
@@ -156,3 +165,42 @@ def test_bad_draft_size_is_a_config_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="draft_size"):
         load_rgb(make_image(tmp_path / "x.jpg"), draft_size=0)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (np.array([[0, 255]], np.int32), [0, 255]),  # 0..255: as they are
+        (np.array([[0, 256, 65535]], np.int32), [0, 1, 255]),  # 0..65535: 16-bit full scale
+        (np.array([[-2, 0, 2]], np.int32), [0, 128, 255]),  # neither: stretched
+        (np.array([[0.0, 0.5, 1.0]], np.float32), [0, 128, 255]),  # 0..1
+        (np.array([[0.0, 2.0, 255.0]], np.float32), [0, 2, 255]),  # 0..255
+        (np.array([[-1.0, 1.0]], np.float32), [0, 255]),  # stretched
+        (np.array([[7, 7]], np.int32), [7, 7]),
+        (np.array([[-7.0, -7.0]], np.float32), [0, 0]),  # flat and negative: the floor
+    ],
+)
+def test_grey_samples_scale_by_the_published_ranges(
+    tmp_path: Path, values: np.ndarray, expected: list[int]
+) -> None:
+    assert GREY_RANGES["integer"][-1] == (0, 65535) and STRETCH_FLOOR["float"] == 1e-12
+    path = tmp_path / "grey.tif"
+    Image.fromarray(values).save(path)  # int32: mode I, float32: mode F
+    assert np.asarray(load_rgb(path))[0, :, 0].tolist() == expected
+
+
+def test_paths_that_are_no_image_file(tmp_path: Path) -> None:
+    photo = make_image(tmp_path / "photo.png")
+    (tmp_path / "photo.svg").write_bytes(photo.read_bytes())  # decodable, but not by its name
+    os.mkfifo(tmp_path / "pipe.png")  # opening it to read would block
+    reasons = {
+        "photo.svg": "unsupported format (.svg): convert to JPEG/PNG",
+        "pipe.png": "not a regular file (a pipe, socket or device)",
+        "folder.png": "a folder, not an image file",
+        "missing.png": "unreadable: No such file or directory",
+    }
+    (tmp_path / "folder.png").mkdir()
+    for name, reason in reasons.items():
+        assert probe_image(tmp_path / name) == reason, name
+        with pytest.raises(ImageError, match=f"^{re.escape(reason)}$"):
+            load_rgb(str(tmp_path / name))

@@ -9,34 +9,118 @@ limit is checked here, per call.
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import re
+import stat
 import struct
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
 from headstart.errors import ConfigError, ImageError
 
 __all__ = [
+    "BACKGROUND",
     "DEFAULT_MAX_PIXELS",
+    "DRAFT_MODE",
+    "GREY_RANGES",
     "IMAGE_EXTENSIONS",
+    "STRETCH_FLOOR",
+    "TRANSPARENT_MODES",
     "ImageSource",
     "decode_each",
     "load_rgb",
+    "path_problem",
     "probe_image",
     "to_rgb",
+    "unsupported_format",
 ]
 
 DEFAULT_MAX_PIXELS: int = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS
+# How load_rgb / to_rgb turn pixels into 8-bit RGB; the ONNX export's preprocessing recipe
+# (headstart.export.recipe) states these same constants.
+#: The mode load_rgb asks a JPEG's reduced-size decode for (``im.draft(DRAFT_MODE, ...)``).
+DRAFT_MODE = "RGB"
+#: Modes composited over :data:`BACKGROUND` (so is any image with a "transparency" entry).
+TRANSPARENT_MODES: frozenset[str] = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+#: Opaque white (RGBA): what transparent pixels become.
+BACKGROUND: tuple[int, int, int, int] = (255, 255, 255, 255)
+#: One-channel integer / float samples to 8 bit: the first (low, high) range holding every
+#: sample makes ``high`` the full scale; when none does, the samples are shifted by their minimum
+#: and the full scale is max(max - min, :data:`STRETCH_FLOOR`).
+GREY_RANGES: Mapping[str, tuple[tuple[float, float], ...]] = {
+    "integer": ((0, 255), (0, 65535)),
+    "float": ((0.0, 1.0), (0.0, 255.0)),
+}
+STRETCH_FLOOR: Mapping[str, float] = {"integer": 1.0, "float": 1e-12}
+# Image file extensions and their format.  A data set's file is taken (by the scan, and by
+# ``predict FOLDER``) when this Pillow, with any plugin installed, decodes its format; a file of a
+# format it cannot decode is reported as unsupported, never skipped silently.
+_FORMATS: dict[str, str] = {
+    **dict.fromkeys((".jpg", ".jpeg", ".jpe", ".jfif"), "JPEG"),
+    ".png": "PNG",
+    ".bmp": "BMP",
+    ".gif": "GIF",
+    ".webp": "WEBP",
+    **dict.fromkeys((".tif", ".tiff"), "TIFF"),
+    **dict.fromkeys((".pbm", ".pgm", ".ppm", ".pnm"), "PPM"),
+    **dict.fromkeys((".jp2", ".j2k"), "JPEG2000"),
+    **dict.fromkeys((".avif", ".avifs"), "AVIF"),
+    **dict.fromkeys((".heic", ".heif", ".hif"), "HEIF"),
+    ".jxl": "JXL",
+}
+# Modules that give Pillow the format, tried in order; a third-party plugin registers on import.
+_PLUGINS: dict[str, tuple[str, ...]] = {
+    "JPEG": ("PIL.JpegImagePlugin",),
+    "PNG": ("PIL.PngImagePlugin",),
+    "BMP": ("PIL.BmpImagePlugin",),
+    "GIF": ("PIL.GifImagePlugin",),
+    "WEBP": ("PIL.WebPImagePlugin",),
+    "TIFF": ("PIL.TiffImagePlugin",),
+    "PPM": ("PIL.PpmImagePlugin",),
+    "JPEG2000": ("PIL.Jpeg2KImagePlugin",),
+    "AVIF": ("PIL.AvifImagePlugin", "pillow_avif"),
+    "HEIF": ("pillow_heif",),
+    "JXL": ("pillow_jxl",),
+}
+# Pillow's own plugins for these exist even when Pillow was built without the library.
+_PILLOW_FEATURE = {"WEBP": "webp", "JPEG2000": "jpg_2000", "AVIF": "avif"}
+_INSTALL_HINT = {
+    "AVIF": "install pillow-avif-plugin (or a Pillow built with AVIF)",
+    "HEIF": "install pillow-heif",
+    "JXL": "install pillow-jxl-plugin",
+}
+# Camera raw and vector files: no Pillow plugin here reads them.
+_FOREIGN_EXTENSIONS = frozenset(
+    {".svg", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".raw"}
+)
+
+
+def _decodable(fmt: str) -> bool:
+    """Whether this Pillow (with the plugins installed here) can decode ``fmt``."""
+    for name in _PLUGINS[fmt]:
+        try:
+            module = importlib.import_module(name)
+            if name == "pillow_heif":  # the one plugin that registers on request, not on import
+                module.register_heif_opener()
+        except Exception:  # missing, or broken against this Pillow: not usable here
+            continue
+        feature = _PILLOW_FEATURE.get(fmt) if name.startswith("PIL.") else None
+        if feature is None or features.check(feature):
+            return True
+    return False
+
+
+_DECODABLE: dict[str, bool] = {fmt: _decodable(fmt) for fmt in _PLUGINS}
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+    ext for ext, fmt in _FORMATS.items() if _DECODABLE[fmt]
 )
 
 ImageSource = str | os.PathLike[str] | bytes | BinaryIO
@@ -59,7 +143,6 @@ _PNG_KINDS = frozenset(
     | {(3, d) for d in (1, 2, 4, 8)}
     | {(c, d) for c in (2, 4, 6) for d in (8, 16)}
 )
-_TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError)
 
 
@@ -69,9 +152,12 @@ def probe_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> st
     Reasons: ``'empty file (0 bytes)'``, ``'not an image (cannot identify format)'``,
     ``'decompression bomb: 30000x30000 px > limit 89,478,485 px'``, ``'unreadable: <os error>'``
     and, for a JPEG/PNG/GIF that does not end with its format's trailer,
-    ``'truncated or corrupt image data'`` (only after a full decode confirms it).
+    ``'truncated or corrupt image data'`` (only after a full decode confirms it).  A path is also
+    refused for its name (:func:`unsupported_format`), or for not being a regular file.
     """
     if isinstance(source, str | os.PathLike):
+        if (reason := unsupported_format(os.fspath(source))) is not None:
+            return reason
         source = _small_file_bytes(Path(source)) or source
     if isinstance(source, bytes | bytearray | memoryview):
         size = _fast_size(bytes(source))
@@ -100,7 +186,8 @@ def load_rgb(
     ``draft_size`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale while both sides stay at least
     ``draft_size`` (a 12 MP photo bound for a 224 px model decodes many times faster).  EXIF
     orientation is applied; transparent images are composited over white; 16/32-bit images are
-    scaled (not clipped) to 8 bit.
+    scaled (not clipped) to 8 bit.  A path of a format this Pillow cannot decode
+    (:func:`unsupported_format`), a folder or a pipe is refused with that reason.
     """
     if draft_size is not None and draft_size < 1:
         raise ConfigError(f"draft_size must be a positive number of pixels, got {draft_size}")
@@ -109,7 +196,7 @@ def load_rgb(
         if reason is not None:
             raise ImageError(reason)
         if draft_size is not None:
-            im.draft("RGB", (draft_size, draft_size))  # no-op for anything but JPEG
+            im.draft(DRAFT_MODE, (draft_size, draft_size))  # no-op for anything but JPEG
         try:
             im.load()
         except _DECODE_ERRORS as exc:
@@ -121,6 +208,22 @@ def load_rgb(
         return to_rgb(image)
 
 
+def unsupported_format(name: str) -> str | None:
+    """Why a file named ``name`` is an image this Pillow cannot decode, or None.
+
+    None for a decodable format (see ``IMAGE_EXTENSIONS``) and for files that are not images by
+    their extension (notes, CSVs).  The reason names the extension and what would add support.
+    """
+    ext = os.path.splitext(name)[1].lower()
+    fmt = _FORMATS.get(ext)
+    if fmt is not None and not _DECODABLE[fmt]:
+        hint = _INSTALL_HINT.get(fmt, f"this Pillow was built without {fmt}")
+        return f"unsupported format ({ext}): {hint}, or convert to JPEG/PNG"
+    if ext in _FOREIGN_EXTENSIONS:
+        return f"unsupported format ({ext}): convert to JPEG/PNG"
+    return None
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert a loaded image of any Pillow mode to 8-bit RGB (see :func:`load_rgb`)."""
     mode = image.mode
@@ -128,37 +231,38 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image
     if mode.startswith("I") or mode == "F":
         return Image.fromarray(_to_uint8(np.asarray(image)), mode="L").convert("RGB")
-    if mode in _TRANSPARENT_MODES or "transparency" in image.info:
+    if mode in TRANSPARENT_MODES or "transparency" in image.info:
         rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+        background = Image.new("RGBA", rgba.size, BACKGROUND)
+        return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
-    """Scale integer or float samples into 0..255 by the range their type implies."""
+    """Scale integer or float samples into 0..255 by :data:`GREY_RANGES`."""
     arr = values.astype(np.float64)
     if arr.ndim == 3:  # e.g. multi-channel I;16 variants: keep the first channel
         arr = arr[..., 0]
     low, high = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
-    if values.dtype.kind == "f":
-        scale = 1.0 if (low >= 0.0 and high <= 1.0) else 255.0
-        if low < 0.0 or high > 255.0:
-            arr, scale = arr - low, max(high - low, 1e-12)
-    elif low >= 0 and high <= 255:
-        scale = 255.0
-    elif low >= 0 and high <= 65535:
-        scale = 65535.0
+    kind = "float" if values.dtype.kind == "f" else "integer"
+    for range_low, range_high in GREY_RANGES[kind]:
+        if low >= range_low and high <= range_high:
+            scale = float(range_high)
+            break
     else:
-        arr, scale = arr - low, max(high - low, 1.0)
+        if np.isnan(low):  # a NaN sample: the widest range, unshifted (NaN pixels end as 0)
+            scale = float(range_high)
+        else:
+            arr, scale = arr - low, max(high - low, STRETCH_FLOOR[kind])
     return np.clip(np.rint(arr * (255.0 / scale)), 0, 255).astype(np.uint8)
 
 
 def _small_file_bytes(path: Path) -> bytes | None:
     """A small file's bytes (one read serves the header and the trailer), else None."""
     try:
-        if path.stat().st_size > _READ_WHOLE_LIMIT:
-            return None
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _READ_WHOLE_LIMIT:
+            return None  # a pipe's read would block, a folder's fail: _open says why
         return path.read_bytes() or None  # empty: let _open say so
     except OSError:
         return None  # _open reports it
@@ -233,7 +337,7 @@ def _has_trailer(im: ImageFile.ImageFile) -> bool:
 def _open(source: ImageSource) -> Iterator[ImageFile.ImageFile]:
     """Image.open with our reasons for failure; Pillow's bomb warning is silenced, not printed."""
     fp = io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
-    _check_not_empty(fp)
+    _check_source(fp)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -250,18 +354,37 @@ def _open(source: ImageSource) -> Iterator[ImageFile.ImageFile]:
         yield im
 
 
-def _check_not_empty(fp: str | os.PathLike[str] | BinaryIO) -> None:
+def _check_source(fp: str | os.PathLike[str] | BinaryIO) -> None:
+    """Refuse before Pillow reads: an empty source, and a path that cannot be an image file."""
     if isinstance(fp, str | os.PathLike):
-        try:
-            size = Path(fp).stat().st_size
-        except OSError as exc:
-            raise ImageError(f"unreadable: {exc.strerror or exc}") from None
+        reason = unsupported_format(os.fspath(fp)) or path_problem(Path(fp))
     elif isinstance(fp, io.BytesIO):
-        size = len(fp.getbuffer())
+        reason = None if len(fp.getbuffer()) else _EMPTY
     else:
         return
-    if size == 0:
-        raise ImageError(_EMPTY)
+    if reason is not None:
+        raise ImageError(reason)
+
+
+def path_problem(path: Path) -> str | None:
+    """Why ``path`` is no image file to read, without reading it: missing or unreadable, a folder
+    (``'unreadable folder: <os error>'`` when it cannot be listed either), a pipe or device
+    (opening one would block), or empty; None for a regular file with bytes."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if stat.S_ISDIR(info.st_mode):
+        # ``predict FOLDER`` lists a sub-folder it could not read, so that it gets an error row.
+        try:
+            with os.scandir(path):
+                pass
+        except OSError as exc:
+            return f"unreadable folder: {exc.strerror or exc}"
+        return "a folder, not an image file"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a pipe, socket or device)"
+    return None if info.st_size else _EMPTY
 
 
 def _bomb_reason(message: str) -> str:

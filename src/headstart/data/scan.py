@@ -3,7 +3,9 @@
 The scan never decodes pixels: each file gets a header probe (:func:`probe_image`) and a sha256 of
 its bytes, so a rescan of a few thousand JPEGs takes a fraction of a second.  Unusable files become
 :class:`Problem` rows and the scan goes on; mistakes in the data set's *shape* (no classes, one
-class, a bad CSV) raise a :class:`~headstart.errors.DataError` naming what to fix.
+class, a bad CSV) raise a :class:`~headstart.errors.DataError` naming what to fix.  Folders are
+walked by :mod:`headstart.data.walk`, which holds the symlink policy and reports every path it
+could not read or chose not to follow; a class folder lost that way is a ``DataError`` too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from headstart.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, probe_image
+from headstart.data.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    probe_image,
+    unsupported_format,
+)
 from headstart.data.manifest import (
     DEFAULT_TASK,
     LABEL_SEPARATOR,
@@ -31,6 +38,7 @@ from headstart.data.manifest import (
 )
 from headstart.data.splits import check_fractions, normalise_split, stratified_assign
 from headstart.data.splits import strata as stratify
+from headstart.data.walk import UNREADABLE, ClassFolder, check_class_folders, class_folders
 from headstart.errors import DataError, PathNotFoundError
 
 __all__ = ["scan"]
@@ -77,10 +85,17 @@ def scan(
     """
     check_fractions(val_fraction, test_fraction)
     path = Path(source).expanduser()
-    if not path.exists():
+    try:
+        exists = path.exists()
+        path = path.resolve()
+        is_file = path.is_file()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop, on Python < 3.13
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise DataError(f"cannot read data path '{source}': {why}") from None
+    if not exists:
         raise PathNotFoundError(f"data path '{source}' does not exist")
-    path = path.resolve()
-    if path.is_file():
+    folders: list[ClassFolder] = []
+    if is_file:
         if path.suffix.lower() != ".csv":
             raise DataError(
                 f"'{source}' is a file; expected a folder of class sub-folders or a .csv file"
@@ -91,10 +106,12 @@ def scan(
         strays: list[Problem] = []
         root, folder_classes = path.parent, None
     else:
-        candidates, strays, folder_classes = _folder_candidates(path)
+        candidates, strays, folders = _folder_candidates(path)
+        folder_classes = sorted({f.name for f in folders})
         root, base, multi_label = path, "folders", ()
     tasks = tuple(candidates[0].labels) if candidates else (DEFAULT_TASK,)
     kept, problems = _inspect(candidates, max_pixels)
+    check_class_folders(folders, {c.path for c, _ in kept}, [*strays, *problems], path)
     targets = tuple(
         Task(
             task,
@@ -120,73 +137,13 @@ def scan(
 # ---------------------------------------------------------------- folders
 
 
-def _folder_candidates(root: Path) -> tuple[list[_Candidate], list[Problem], list[str]]:
-    """Candidates, stray images (not in a class folder) and the class folder names."""
-    subdirs = _subdirs(root)
-    split_dirs: dict[Path, str] = {}
-    for d in subdirs:
-        split = normalise_split(d.name)
-        if split is not None:
-            split_dirs[d] = split
-    if split_dirs:
-        others = [d.name for d in subdirs if d not in split_dirs]
-        if others:
-            raise DataError(
-                f"{root} mixes split folders ({', '.join(d.name for d in split_dirs)}) with "
-                f"other folders ({', '.join(others)}); put class folders inside the split folders"
-            )
-        seen: dict[str, str] = {}
-        for d, name in split_dirs.items():
-            if name in seen:
-                raise DataError(
-                    f"{root} has two folders for split '{name}': {seen[name]}, {d.name}"
-                )
-            seen[name] = d.name
-        bases: list[tuple[Path, str | None]] = [(d, s) for d, s in split_dirs.items()]
-    else:
-        bases = [(root, None)]
-    candidates: list[_Candidate] = []
-    strays: list[Problem] = []
-    classes: set[str] = set()
-    for base, split in bases:
-        strays += [Problem(p, "not inside a class folder") for p in _images_in(base)]
-        for class_dir in _subdirs(base):
-            classes.add(class_dir.name)
-            for path in _images_under(class_dir):
-                candidates.append(_Candidate(path, {DEFAULT_TASK: (class_dir.name,)}, split))
-    if not classes:
-        where = "split folders of " if split_dirs else ""
-        raise DataError(
-            f"no class sub-folders in {where}{root}; expected {root}/<class>/<image> "
-            f"(or a .csv file with path and label columns)"
-        )
-    return candidates, strays, sorted(classes)
-
-
-def _subdirs(folder: Path) -> list[Path]:
-    with os.scandir(folder) as entries:
-        return sorted(Path(e.path) for e in entries if e.is_dir() and not _hidden(e.name))
-
-
-def _images_in(folder: Path) -> list[Path]:
-    with os.scandir(folder) as entries:
-        return sorted(Path(e.path) for e in entries if e.is_file() and _is_image_name(e.name))
-
-
-def _images_under(folder: Path) -> list[Path]:
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not _hidden(d)]
-        found += [Path(dirpath, f) for f in filenames if _is_image_name(f)]
-    return sorted(found)
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith((".", "__"))
-
-
-def _is_image_name(name: str) -> bool:
-    return not _hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+def _folder_candidates(root: Path) -> tuple[list[_Candidate], list[Problem], list[ClassFolder]]:
+    """One candidate per image of each class folder, the problems found, the class folders."""
+    folders, problems = class_folders(root)
+    candidates = [
+        _Candidate(path, {DEFAULT_TASK: (f.name,)}, f.split) for f in folders for path in f.images
+    ]
+    return candidates, problems, folders
 
 
 # ---------------------------------------------------------------- CSV
@@ -203,17 +160,22 @@ def _csv_candidates(
     if not label_columns or len(set(label_columns)) != len(label_columns):
         raise DataError(f"label columns must be distinct and non-empty; got {list(label_columns)}")
     tasks = [DEFAULT_TASK] if len(label_columns) == 1 else list(label_columns)
-    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        missing = [c for c in ("path", *label_columns) if c not in columns]
-        if missing:
-            raise DataError(
-                f"{name} is missing column(s) {', '.join(repr(c) for c in missing)}; "
-                f"found: {', '.join(repr(c) for c in columns) or 'no header'}"
-            )
-        reader.fieldnames = columns
-        rows = [(reader.line_num, row) for row in reader]
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            missing = [c for c in ("path", *label_columns) if c not in columns]
+            if missing:
+                raise DataError(
+                    f"{name} is missing column(s) {', '.join(repr(c) for c in missing)}; "
+                    f"found: {', '.join(repr(c) for c in columns) or 'no header'}"
+                )
+            reader.fieldnames = columns
+            rows = [(reader.line_num, row) for row in reader]
+    except OSError as exc:
+        raise DataError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{name} is not UTF-8 text; save it as UTF-8 CSV") from None
     multi = tuple(
         task
         for task, column in zip(tasks, label_columns, strict=True)
@@ -236,7 +198,7 @@ def _csv_candidates(
             for task, column in zip(tasks, label_columns, strict=True)
         }
         split = _split_cell(row.get("split"), name, line) if has_split else None
-        if not path.is_file():
+        if not _exists(path):
             absent.append(cell)
         candidates.append(_Candidate(path, labels, split))
     if absent:
@@ -245,6 +207,13 @@ def _csv_candidates(
     if not candidates:
         raise DataError(f"{name} has a header but no rows")
     return candidates, multi
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return True  # there, but not ours to see (permissions): the read reports why
 
 
 def _parts(cell: str | None) -> set[str]:
@@ -293,7 +262,12 @@ def _inspect(
             if index + _READ_AHEAD < len(chunks):
                 pending.append(pool.submit(_read_chunk, chunks[index + _READ_AHEAD]))
             for candidate, (data, digest) in zip(chunk, results, strict=True):
-                reason = probe_image(data, max_pixels) if isinstance(data, bytes) else data
+                if isinstance(data, str):
+                    reason: str | None = data
+                else:  # a CSV may name a .heic: say so, as the folder walk does
+                    reason = unsupported_format(candidate.path.name) or probe_image(
+                        data, max_pixels
+                    )
                 if reason is None:
                     reason = _placeholder_reason(candidate.path, digest)
                 if reason is None:
@@ -312,7 +286,7 @@ def _read_and_hash(path: Path) -> tuple[bytes | str, str]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return f"unreadable: {exc.strerror or exc}", ""
+        return f"{UNREADABLE}: {exc.strerror or exc}", ""
     return data, hashlib.sha256(data).hexdigest()
 
 
