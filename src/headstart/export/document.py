@@ -7,7 +7,9 @@ before tasks had); a model of several tasks has one output per task, in task ord
 output holds softmax probabilities (rows sum to 1); a multi-label output holds each label's own
 sigmoid probability.  The graph gives *uncalibrated* probabilities: a bundle's calibration
 temperatures are recorded here and applied by the runtime (:class:`~headstart.export.runtime.
-OnnxClassifier`), exactly as :meth:`headstart.Model.proba_from_features` applies them.
+OnnxClassifier`), exactly as :meth:`headstart.Model.proba_from_features` applies them.  The
+preprocessing block's ``steps`` say how an image file becomes the graph's input, every parameter
+included (:mod:`headstart.export.recipe`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from headstart.bundle import BundleContents
 from headstart.data.manifest import DEFAULT_TASK, Task
 from headstart.errors import BundleError
+from headstart.export.recipe import preprocessing_steps
 from headstart.heads import thresholds_of
 from headstart.model import Model
 from headstart.stats.temperature import Temperature, read_temperatures, temperature_entry
@@ -41,8 +44,9 @@ __all__ = [
 OUTPUT_NAME = "probabilities"
 METADATA_KEY = "headstart"
 DOC_FORMAT = "headstart-onnx"
-#: 1: one task (``classes``, output ``probabilities``); 2: ``tasks``, ``outputs``, calibration.
-DOC_VERSION = 2
+#: 1: one task (``classes``, output ``probabilities``); 2: ``tasks``, ``outputs``, calibration;
+#: 3: ``preprocessing.steps`` are objects with every parameter (see :mod:`.recipe`).
+DOC_VERSION = 3
 OPSET = 17
 
 ExportedTask = tuple[Task, str, list[float] | None]
@@ -126,16 +130,7 @@ def describe(contents: BundleContents, opset: int = OPSET) -> dict[str, Any]:
         "classes": list(tasks[0].classes),
         "tasks": task_docs,
         "calibration": calibration_block(contents),
-        "preprocessing": {
-            **prep.to_dict(),
-            "steps": [
-                "decode the image and convert it to RGB (apply its EXIF orientation)",
-                f"resize so the shorter side is {prep.resize} px ({prep.interpolation})",
-                f"center-crop {prep.crop} x {prep.crop}",
-                "scale pixel values to [0, 1], subtract mean and divide by std per channel",
-                "transpose HWC -> CHW and stack images into a float32 batch",
-            ],
-        },
+        "preprocessing": {**prep.to_dict(), "steps": preprocessing_steps(prep)},
         "opset": opset,
         "backbone": {"name": contents.backbone.name, "sha256": contents.backbone.weights_sha256},
         "head": {"kind": contents.info.get("head", {}).get("kind")},
@@ -144,6 +139,8 @@ def describe(contents: BundleContents, opset: int = OPSET) -> dict[str, Any]:
             "headstart predict MODEL_DIR IMAGES --runtime onnx",
             "python: session = onnxruntime.InferenceSession('model.onnx'); "
             "outputs = session.run(None, {'images': batch})  # one array per task, in order",
+            "batch: each image file through preprocessing.steps, in order (every parameter is "
+            "in the step; its text says the same in words)",
         ],
     }
     return doc

@@ -39,7 +39,7 @@ from headstart.export.document import (
 from headstart.export.images import CheckImages, Images, accuracy, check_images
 from headstart.export.quantize import QUANTIZATIONS, quantize_int8
 from headstart.features.onnx_engine import INPUT_NAME, OnnxFeatures, export_onnx
-from headstart.fsutil import atomic_write_text
+from headstart.fsutil import FILE_MODE, atomic_write_text
 from headstart.heads import task_proba
 from headstart.model import split_columns
 
@@ -212,6 +212,13 @@ def _temp_beside(path: Path) -> Path:
     return Path(tmp)
 
 
+def _publish(tmp: Path, path: Path) -> None:
+    """Give a finished temp file its final name, with the mode of the bundle's other files
+    (mkstemp makes it private, 0600)."""
+    os.chmod(tmp, FILE_MODE)
+    os.replace(tmp, path)
+
+
 def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b))) if a.size else 0.0
 
@@ -238,7 +245,7 @@ def _int8(
     try:
         quantize_int8(path, tmp)
         int8 = split_columns(tasks, onnx_probabilities(tmp, checks.batch))
-        os.replace(tmp, dest)
+        _publish(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -306,7 +313,7 @@ def export_model(
             for t, name in zip(tasks, names, strict=True)
         }
         _check_parity(parity, tolerance, len(checks.paths))
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from headstart.fsutil import FILE_MODE
+
 __all__ = ["INT8_OP_TYPES", "QUANTIZATIONS", "quantize_int8"]
 
 QUANTIZATIONS = ("int8",)
@@ -52,6 +54,7 @@ def quantize_int8(source: Path, dest: Path) -> Path:
                 op_types_to_quantize=list(INT8_OP_TYPES),
             )
         _copy_metadata(onnx.load(str(source)), Path(tmp))
+        os.chmod(tmp, FILE_MODE)  # mkstemp's 0600 -> the mode of the bundle's other files
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

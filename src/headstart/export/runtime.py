@@ -21,6 +21,7 @@ from headstart.bundle import read_bundle
 from headstart.data.manifest import Task, pick_task
 from headstart.errors import BundleError, ConfigError
 from headstart.export.document import (
+    DOC_VERSION,
     METADATA_KEY,
     describe,
     exported_tasks,
@@ -184,7 +185,9 @@ def _stale(onnx_path: Path, fresh: dict[str, Any]) -> str | None:
     doc = read_metadata(onnx_path)
     if doc.get("bundle", {}).get("head_sha256") != fresh["bundle"]["head_sha256"]:
         return "made from another version of this bundle"
-    if "tasks" not in doc:
+    version = doc.get("format_version")
+    if "tasks" not in doc or not isinstance(version, int) or version < DOC_VERSION:
+        # e.g. format 2 described the preprocessing too loosely to reproduce it
         return "exported by an older headstart"
     if doc["tasks"] != fresh["tasks"] or doc.get("calibration") != fresh["calibration"]:
         return "the bundle's tasks, thresholds or calibration changed since"
