@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import struct
 import time
-import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import typer
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -30,13 +29,22 @@ from headstart.cli.main import main
 from headstart.demo import demo_data_dir
 from headstart.errors import HeadstartError
 from headstart.result import FitResult
-from headstart.serve import ALLOWED_FORMATS, Batcher, Limits, create_app, decode_upload
+from headstart.serve import ALLOWED_FORMATS, Batcher, Limits, decode_upload
+from headstart.serve import create_app as create_served_app
+from serving import files, photo, png_claiming
 
+#: The Host TestClient sends: allowed on purpose, like a name given with --allow-host.
+TEST_HOST = "testserver"
 CLASSES = TINY_CLASSES
 EASY = ("hat", "shoes")  # photos the four-class model gets right
 TOKEN = "correct-horse-battery"
 #: The demo classes the composites are made of (each composite shows two of them).
 ITEMS = TINY_CLASSES
+
+
+def create_app(model: headstart.Model, **kwargs: Any) -> FastAPI:
+    """The service as the tests' clients reach it (``Host: testserver``)."""
+    return create_served_app(model, allow_hosts=[TEST_HOST], **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -45,30 +53,10 @@ def model(plain_run: FitResult) -> headstart.Model:
     return plain_run.model
 
 
-def photo(cls: str, i: int = 0) -> bytes:
-    return sorted((demo_data_dir() / "test" / cls).glob("*.jpg"))[i].read_bytes()
-
-
 def encoded(fmt: str, size: tuple[int, int] = (40, 30)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, (200, 30, 30)).save(buffer, format=fmt)
     return buffer.getvalue()
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height (a decompression bomb's calling card)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body)
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
-def files(*items: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [("files", (name, data, "application/octet-stream")) for name, data in items]
 
 
 @pytest.fixture(scope="module")
@@ -417,7 +405,7 @@ def test_concurrent_requests_are_batched_with_independent_answers(model: headsta
 
     async def run() -> list[dict[str, Any]]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{TEST_HOST}") as c:
             posts = [
                 c.post("/v1/predict", files=files((f"{i}.jpg", p)))
                 for i, (_, p) in enumerate(photos)
@@ -515,7 +503,7 @@ def test_cli_serves_with_the_token_from_the_file(
     assert main(argv) == 0
     assert "http://127.0.0.1:8123/" in capsys.readouterr().out
     assert started["host"] == "127.0.0.1" and started["port"] == 8123
-    with TestClient(started["app"]) as c:
+    with TestClient(started["app"], base_url="http://127.0.0.1:8123") as c:
         assert c.get("/v1/model").status_code == 401
         good = c.get("/v1/model", headers={"Authorization": f"Bearer {TOKEN}"})
         assert good.json()["classes"] == list(CLASSES)

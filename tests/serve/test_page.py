@@ -5,8 +5,6 @@ per task; headless Chromium driven by Playwright, real uvicorn on a free loopbac
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +12,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 
 import headstart
 from browser import CHROMIUM, CHROMIUM_ARGS
 from headstart.demo import demo_data_dir
 from headstart.result import FitResult
 from headstart.serve import create_app
+from serving import serving
 
 SCREENSHOT_FOR_REVIEW = Path("/tmp/serve_page.png")
 TASKS_SCREENSHOT_FOR_REVIEW = Path("/tmp/serve_page_tasks.png")
@@ -34,12 +32,6 @@ def model(plain_run: FitResult) -> headstart.Model:
     return plain_run.model
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def two_task(two_task_run: FitResult) -> headstart.Model:
     """The session's two-task model (``left`` multi-class, ``items`` multi-label)."""
@@ -47,18 +39,8 @@ def two_task(two_task_run: FitResult) -> headstart.Model:
 
 
 def _serve(app: Any) -> Iterator[str]:
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    for port in serving(app):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

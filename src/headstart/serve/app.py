@@ -3,11 +3,14 @@
 Every model is served, whatever its tasks: each answer holds every task's chosen labels and
 top-k (``tasks``), and ``top`` (the first task's top-k, the whole answer of a plain model).
 
-Every error is JSON ``{"error": "..."}`` with 400, 401, 404, 413, 415 or 422; bad input never
-reaches the model and never costs a 500.  Request bodies are capped while they stream in (the
-``Content-Length`` is checked first), so an oversized upload is refused without being held in
-memory.  Images are sniffed by their magic bytes against the allowed formats, then decoded with
-:func:`headstart.data.load_rgb` under a pixel limit.
+Every error is JSON ``{"error": "..."}`` with 400, 401, 403, 404, 408, 413, 415 or 422; bad
+input never reaches the model and never costs a 500.  Request bodies are capped while they stream
+in (the ``Content-Length`` is checked first), so an oversized upload is refused without being held
+in memory, and must keep arriving (408 when stalled; see :mod:`headstart.serve.guard`).  Images
+are sniffed by their magic bytes against the allowed formats, then decoded with
+:func:`headstart.data.load_rgb` under a pixel limit.  Requests naming a host that is not allowed
+(DNS rebinding, other sites' pages) are refused, and every response carries ``nosniff`` and
+no-framing headers.  A client that hangs up mid-upload costs one quiet log line, no traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import asyncio
 import base64
 import functools
 import hmac
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +33,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from headstart.data import Task
 from headstart.errors import ConfigError, HeadstartError
@@ -36,6 +41,13 @@ from headstart.explain import explain as explain_image
 from headstart.explain import overlay_png
 from headstart.model import Model, answer
 from headstart.serve.batching import Batcher, TaskRows, per_image
+from headstart.serve.guard import (
+    HostAllowList,
+    HostGuard,
+    ReadTimeout,
+    SecurityHeaders,
+    security_headers,
+)
 from headstart.serve.page import CSP, render_page
 from headstart.serve.uploads import (
     ALLOWED_FORMATS,
@@ -49,6 +61,8 @@ from headstart.serve.uploads import (
 )
 
 __all__ = ["ALLOWED_FORMATS", "ApiError", "Limits", "create_app", "decode_upload", "sniff_format"]
+
+_log = logging.getLogger("headstart.serve")
 
 
 def _title(model: Model) -> str:
@@ -83,7 +97,13 @@ def _lifespan(model: Model, batcher: Batcher[TaskRows]) -> Callable[[FastAPI], A
 def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return json_error(exc.status, exc.message)
+        return json_error(exc.status, exc.message, exc.headers)
+
+    async def gone(request: Request, exc: Exception) -> Response:
+        # The client hung up mid-request: nobody reads an answer, and it is no server error.
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        _log.info("%s went away before its request was read (%s)", client, request.url.path)
+        return Response(status_code=499)  # nginx's "client closed request"; never sent
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -96,12 +116,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def bug(request: Request, exc: Exception) -> JSONResponse:
         # Bad input never gets here; this is a bug in headstart, answered as JSON all the same.
-        return json_error(500, f"internal error ({type(exc).__name__}); see the server log")
+        # (Answered outside the middleware, so the security headers are added here.)
+        message = f"internal error ({type(exc).__name__}); see the server log"
+        return json_error(500, message, security_headers())
 
     app.add_exception_handler(Exception, bug)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(ClientDisconnect, gone)
 
 
 def _auth(token: str | None) -> Callable[[Request], None]:
@@ -156,12 +179,19 @@ def create_app(
     token: str | None = None,
     limits: Limits = Limits(),
     explain: bool = True,
+    allow_hosts: Iterable[str] = (),
 ) -> FastAPI:
     """The web service for ``model``: ``POST /v1/predict``, ``POST /v1/explain``,
-    ``GET /v1/model``, ``GET /healthz`` and the page at ``/``.  With ``token``, the ``/v1``
-    endpoints need ``Authorization: Bearer <token>``."""
+    ``GET /v1/model``, ``GET /healthz``, ``GET /openapi.json`` and the page at ``/``.  With
+    ``token``, the ``/v1`` endpoints and the OpenAPI schema need ``Authorization: Bearer
+    <token>``.
+
+    Requests must name a loopback host (``localhost``, ``127.0.0.1``, ``[::1]``, any port) or one
+    of ``allow_hosts`` (names, ``*.domain``; ``"*"`` turns the check off) in ``Host``, and in
+    ``Origin`` when they carry one; see :class:`~headstart.serve.guard.HostGuard`."""
     if token is not None and not token.strip():
         raise ConfigError("the token is empty; give a non-empty token or none")
+    allowed = HostAllowList.of(allow_hosts)
     batcher = Batcher(
         per_image(model.predict_images),
         max_batch=limits.max_batch,
@@ -172,9 +202,14 @@ def create_app(
         lifespan=_lifespan(model, batcher),
         docs_url=None,  # the Swagger page loads from a CDN; this service works offline
         redoc_url=None,
+        openapi_url=None,  # served below, behind the token like the API
     )
     app.state.batcher = batcher
+    # The last added runs first: headers on every answer, then the host check, then the body.
     app.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
+    app.add_middleware(ReadTimeout, timeout_s=limits.timeout_s)
+    app.add_middleware(HostGuard, allow=allowed)
+    app.add_middleware(SecurityHeaders)
     _install_error_handlers(app)
     # JPEGs decode at reduced scale down to the model's resize: the rule fitting and
     # `headstart predict` use, so the service gives the same probabilities.
@@ -198,6 +233,10 @@ def _info_routes(app: FastAPI, svc: _Service, page: str) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page, headers={"Content-Security-Policy": CSP})
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=svc.auth)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

@@ -50,11 +50,21 @@ class Limits:
     formats: frozenset[str] = ALLOWED_FORMATS
     max_batch: int = 16
     max_wait_ms: float = 5.0
+    timeout_s: float = 30.0
+    """How long the server waits for a request's headers or the next part of its body."""
 
     def __post_init__(self) -> None:
         for name in ("max_request_bytes", "max_pixels", "max_files", "max_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.timeout_s > 0:
+            raise ConfigError(f"timeout_s must be more than 0 seconds, got {self.timeout_s}")
+        hard = pillow_pixel_limit()
+        if hard is not None and self.max_pixels > hard:
+            raise ConfigError(
+                f"max_pixels {self.max_pixels:,} is above Pillow's own limit of {hard:,} px "
+                "(twice PIL.Image.MAX_IMAGE_PIXELS), which would refuse such images first"
+            )
         unknown = sorted(set(self.formats) - ALLOWED_FORMATS)
         if unknown:
             known = ", ".join(sorted(ALLOWED_FORMATS))
@@ -67,12 +77,26 @@ class Limits:
 
 
 class ApiError(Exception):
-    """An error answered as ``{"error": message}`` with ``status``."""
+    """An error answered as ``{"error": message}`` with ``status`` (and ``headers``)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
+
+
+def pillow_pixel_limit() -> int | None:
+    """The size (pixels) above which Pillow itself refuses to open an image, before our own
+    check sees it: twice ``PIL.Image.MAX_IMAGE_PIXELS`` (None when that is turned off)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return 2 * int(limit) if limit else None
+
+
+def pixel_limit(limits: Limits) -> int:
+    """The pixel limit in force: ``limits.max_pixels``, or Pillow's if that is lower."""
+    hard = pillow_pixel_limit()
+    return limits.max_pixels if hard is None else min(limits.max_pixels, hard)
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -98,8 +122,19 @@ def decode_upload(data: bytes, limits: Limits, draft_size: int | None = None) ->
     try:
         return load_rgb(data, draft_size=draft_size, max_pixels=limits.max_pixels)
     except ImageError as exc:
-        status = 413 if str(exc).startswith("decompression bomb") else 422
-        raise ApiError(status, str(exc)) from None
+        reason = str(exc)
+        if reason.startswith("decompression bomb"):
+            raise ApiError(413, _over_pixel_limit(reason, pixel_limit(limits))) from None
+        raise ApiError(422, reason) from None
+
+
+def _over_pixel_limit(reason: str, limit: int) -> str:
+    """``reason`` quoting ``limit``: a huge image is refused by Pillow before our own check, and
+    Pillow's message quotes Pillow's limit, not the server's."""
+    size, over, _ = reason.partition(" > limit ")
+    if not over:  # no size known: "decompression bomb: image too large"
+        return f"{reason} (limit {limit:,} px)"
+    return f"{size} > limit {limit:,} px"
 
 
 class BodyLimit:
