@@ -21,7 +21,6 @@ Readers accept every format version up to their own and refuse newer ones with a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -39,10 +38,11 @@ from safetensors.numpy import load_file, save_file
 from headstart.backbones import BackboneRef, Preprocessing, resolve_backbone
 from headstart.data.manifest import DEFAULT_TASK, Task
 from headstart.errors import BundleError, HeadstartError, PathNotFoundError
-from headstart.fsutil import FILE_MODE, FOLDER_MODE
+from headstart.fsutil import FILE_MODE, FOLDER_MODE, entry_digest, file_digest
 from headstart.heads import MultiLabelHead, export_head, import_head
 
 __all__ = [
+    "BACKBONE_FILE",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "BundleContents",
@@ -82,11 +82,6 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def _save_arrays(arrays: dict[str, np.ndarray], path: Path) -> None:
     save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
 
@@ -119,10 +114,9 @@ def write_bundle(
     os.chmod(tmp, FOLDER_MODE)
     try:
         _save_arrays(arrays, tmp / HEAD_FILE)
-        files = {HEAD_FILE: _sha256(tmp / HEAD_FILE)}
+        files = {HEAD_FILE: file_digest(tmp / HEAD_FILE)}
         if backbone_weights is not None:
-            _link_or_copy(backbone_weights, tmp / BACKBONE_FILE)
-            files[BACKBONE_FILE] = _sha256(tmp / BACKBONE_FILE)
+            files[BACKBONE_FILE] = _copy_weights(backbone_weights, tmp / BACKBONE_FILE)
         info: dict[str, Any] = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -157,12 +151,21 @@ def head_summary(head: Any) -> dict[str, Any]:
     return {"kind": meta["kind"], "params": meta["params"]}
 
 
-def _link_or_copy(source: Path, dest: Path) -> None:
-    """Hard-link when possible (weights files are never modified in place), else copy."""
+def _copy_weights(source: Path, dest: Path) -> str:
+    """Copy the weights into the bundle (its own file: a hard link would let an edit of the
+    bundle edit the cache it came from) and return the copy's sha256, which must match the
+    digest the cache recorded for ``source`` when it has one."""
     try:
-        os.link(source, dest)
-    except OSError:
         shutil.copyfile(source, dest)
+    except OSError as exc:  # a full or read-only disk is the destination's, not the cache's
+        raise OSError(exc.errno, exc.strerror, str(dest)) from None
+    sha = file_digest(dest)
+    expected = entry_digest(source)
+    if expected is not None and sha != expected:
+        raise BundleError(
+            f"cached weights {source} do not match their sha256; remove the file and fit again"
+        )
+    return sha
 
 
 def _replace_dir(new: Path, dest: Path) -> None:
@@ -207,7 +210,7 @@ def _verified(path: Path, name: str, info: dict[str, Any]) -> Path:
     if not file.is_file():
         raise BundleError(f"bundle {path} is incomplete: {name} is missing")
     expected = info.get("files", {}).get(name)
-    if expected and _sha256(file) != expected:
+    if not isinstance(expected, str) or file_digest(file) != expected:
         raise BundleError(f"bundle {path} is damaged: {name} does not match its sha256")
     return file
 

@@ -16,17 +16,18 @@ decides where it is.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from headstart.backbones import BackboneRef
 from headstart.features.store import EmbeddingStore
+from headstart.fsutil import check_entry, entry_digest, seal
 
 if TYPE_CHECKING:
     from headstart.config import FitConfig
 
-__all__ = ["CacheRoot", "default_cache_root", "portable_weights"]
+__all__ = ["CacheRoot", "default_cache_root", "loaded_backbone", "portable_weights"]
 
 
 def default_cache_root() -> Path:
@@ -84,14 +85,25 @@ class CacheRoot:
 
 def portable_weights(ref: BackboneRef, cache: CacheRoot) -> Path:
     """The backbone's weights as a safetensors file of the module's own state dict, converted
-    once per weights hash and kept in ``cache``, so bundles carry them without rebuilding the
-    model."""
+    once per weights hash and kept in ``cache`` (verified on every use), so bundles carry them
+    without rebuilding the model."""
     if ref.weights_path is not None and ref.weights_path.suffix == ".safetensors":
         return ref.weights_path
     cached = cache.weights(ref.weights_sha256)
-    if not cached.is_file():
+    if not check_entry(cached):
         # torch is imported only when a backbone must really be built (once per weights hash)
         from headstart.backbones.model import save_weights
 
         save_weights(ref.build(), cached)
+        seal(cached)
     return cached
+
+
+def loaded_backbone(ref: BackboneRef, file_sha256: str, cache: CacheRoot) -> BackboneRef:
+    """``ref`` (a bundle's backbone, whose weights file has ``file_sha256``) keyed by the bytes
+    actually loaded: its recorded weights hash stands only when the file is those weights (or
+    this cache's own conversion of them); otherwise the file's digest replaces it, so no bundle
+    can write into another backbone's cache entries."""
+    if file_sha256 in (ref.weights_sha256, entry_digest(cache.weights(ref.weights_sha256))):
+        return ref
+    return replace(ref, weights_sha256=file_sha256)

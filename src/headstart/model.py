@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from headstart.backbones import BackboneRef
-from headstart.bundle import BundleContents, read_bundle, write_bundle
-from headstart.cache import CacheRoot
+from headstart.bundle import BACKBONE_FILE, BundleContents, read_bundle, write_bundle
+from headstart.cache import CacheRoot, loaded_backbone
 from headstart.data.labelled import check_known_labels
 from headstart.data.manifest import Task, pick_task, predicted_labels
 from headstart.errors import ConfigError, DataError
@@ -124,9 +124,13 @@ class Model:
     def __init__(
         self, contents: BundleContents, path: Path | None = None, cache: CacheRoot | None = None
     ) -> None:
-        self._contents = contents
         self.path = path
         self.cache = cache or CacheRoot.of()
+        weights_sha = contents.info.get("files", {}).get(BACKBONE_FILE)
+        if weights_sha and contents.backbone.weights_path is not None:  # verified on reading
+            backbone = loaded_backbone(contents.backbone, weights_sha, self.cache)
+            contents = replace(contents, backbone=backbone)
+        self._contents = contents
         self._runner: Runner | None = None
 
     # -- what the model is ---------------------------------------------------------------

@@ -148,7 +148,11 @@ def _run_record(result: FitResult) -> RunRecord:
 def write_result(result: FitResult) -> None:
     """Write the run folder: data files, config, predictions, metrics, run.json, finetune.json
     (fine-tuning) and the bundle."""
-    run = RunFolder(result.run_dir)
+    with RunFolder(result.run_dir).staged() as run:
+        _write_files(result, run)
+
+
+def _write_files(result: FitResult, run: RunFolder) -> None:
     m = result.manifest
     run.write_data(m, result.near_duplicates)
     run.write_config(result.config)

@@ -22,9 +22,14 @@ Readers accept what older releases wrote (metrics.json of a one-task run without
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
-from collections.abc import Mapping, Sequence
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,6 +61,8 @@ MetricsRecord = dict[str, dict[str, TaskMetrics]]
 Probabilities = dict[str, dict[str, np.ndarray]]
 """split -> task -> (N, C) probabilities, rows following the split's samples."""
 _R = TypeVar("_R")
+LOCK_FILE = ".lock"
+"""Held (``flock``) by the fit writing the folder."""
 
 
 def _record(cls: type[_R], d: Mapping[str, Any], what: str) -> _R:
@@ -182,6 +189,56 @@ class RunFolder:
 
     def _file(self, name: str) -> Path:
         return self.path / name
+
+    # -- writing safely --------------------------------------------------------------------
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold this run folder for one fit: a second fit into it ends at once with a one-line
+        error.  The lock goes with the process (``flock``), so a killed fit leaves none behind;
+        the worker processes a DDP launch starts run inside their parent's lock."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"output {self.path} exists and is not a folder")
+        if os.environ.get("LOCAL_RANK", "0") != "0":
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(
+                    f"{self.path} is being written by another fit; wait for it to end or "
+                    "choose another -o"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def staged(self) -> Iterator[RunFolder]:
+        """A run folder in a temp folder inside this one.  What is written there moves into
+        place only when the block ends without error (renames need no space), so a full disk
+        or a crash never leaves metrics beside no model, or a new model beside old metrics:
+        an old model goes first, the new one (the mark of a finished run) comes last."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        for left in self.path.glob(".staging-*"):  # a killed fit's (the lock makes it safe)
+            shutil.rmtree(left, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.path))
+        old = self.path / ".model.old"
+        try:
+            yield RunFolder(tmp)
+            shutil.rmtree(old, ignore_errors=True)
+            if (tmp / "model").exists() and self.bundle.exists():
+                self.bundle.rename(old)
+            for entry in sorted(tmp.iterdir(), key=lambda p: p.name == "model"):
+                dest = self.path / entry.name
+                if dest.is_dir() and not dest.is_symlink():
+                    shutil.rmtree(dest)
+                os.replace(entry, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
 
     # -- guard -----------------------------------------------------------------------------
     def check_output(self, overwrite: bool) -> None:

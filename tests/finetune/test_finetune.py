@@ -259,6 +259,47 @@ def test_a_received_checkpoint_runs_no_code(
         read_checkpoint(tmp_path / "plain.ckpt")
 
 
+def _resumable_copy(tuned_run: Path, dest: Path) -> Path:
+    shutil.copytree(tuned_run, dest, ignore=shutil.ignore_patterns("model"))
+    record = json.loads((dest / "resume.json").read_text())
+    (dest / "resume.json").write_text(json.dumps({**record, "finished": False}))
+    return dest
+
+
+@pytest.mark.parametrize("where", ["inside", "outside"])
+def test_resumed_state_cannot_name_a_code_carrying_best_checkpoint(
+    tuned_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """A valid ``last.ckpt`` whose checkpoint-callback state names a pickled best checkpoint
+    (with a score no epoch beats) gets it refused in one line: nothing is unpickled, and a
+    best checkpoint outside the run's own folder is not even read."""
+    run = _resumable_copy(tuned_run, tmp_path / "received")
+    marker = tmp_path / "ran"
+    evil = (run / "checkpoints" if where == "inside" else tmp_path) / "best.ckpt"
+    torch.save({"state_dict": {}, "payload": _RunsCode(marker)}, evil)
+    last = run / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    (name,) = [k for k in state["callbacks"] if k.startswith("ModelCheckpoint")]
+    record = {"dirpath": str(run / "checkpoints"), "best_model_path": str(evil)}
+    state["callbacks"][name].update(record, best_model_score=torch.tensor(9.0))
+    torch.save(state, last)
+    assert main(["fit", "--resume", str(run), "-q", "--no-report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "refused" in err and "best.ckpt" in err, err
+    assert not marker.exists()
+
+
+def test_a_damaged_last_checkpoint_is_one_line(
+    tuned_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _resumable_copy(tuned_run, tmp_path / "damaged")
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:5000])
+    assert main(["fit", "--resume", str(run), "-q", "--no-report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot read checkpoint" in err and str(last) in err
+
+
 def test_auto_strategy_says_what_it_chose(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     """auto: the probe first; fine-tuning only below the skip threshold; the better one on
     validation is the model, and finetune.json says which and why."""

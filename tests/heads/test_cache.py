@@ -44,14 +44,30 @@ def test_changed_inputs_fit_again(tmp_path: Path, data: tuple[np.ndarray, list[s
     assert len(list((tmp_path / "heads").iterdir())) == 4
 
 
-def test_damaged_entry_is_refitted(tmp_path: Path, data: tuple[np.ndarray, list[str]]) -> None:
+@pytest.mark.parametrize("damage", ["head.safetensors", "meta.json", "meta.json.sha256"])
+def test_damaged_entry_is_reported_and_refitted(
+    tmp_path: Path,
+    data: tuple[np.ndarray, list[str]],
+    damage: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A damaged array file or a damaged record (one flipped bit in the JSON could swap the
+    classes or the parameters and still parse): the entry is reported, fitted again and
+    rewritten."""
     x, y = data
     first = _fit(x, y, tmp_path)
     (entry,) = (tmp_path / "heads").iterdir()
-    (entry / "head.safetensors").write_bytes(b"garbage")
-    again = _fit(x, y, tmp_path)
+    target = entry / damage
+    raw = bytearray(target.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    target.write_bytes(bytes(raw))
+    with caplog.at_level("WARNING", logger="headstart"):
+        again = _fit(x, y, tmp_path)
+    assert [r for r in caplog.records if str(entry) in r.getMessage()], caplog.text
     np.testing.assert_allclose(again.predict_proba(x), first.predict_proba(x), atol=1e-12)  # type: ignore[attr-defined]
-    assert (entry / "head.safetensors").stat().st_size > 100  # rewritten
+    caplog.clear()
+    _fit(x, y, tmp_path)  # rewritten whole: the next read is clean
+    assert not caplog.records
 
 
 def test_a_multi_label_head_is_cached_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

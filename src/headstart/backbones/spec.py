@@ -4,7 +4,6 @@ generic (timm/torchvision) resolution, so neither needs the other at import time
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING
 from headstart.backbones.builtin import BUILTINS
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.errors import BackboneError
+from headstart.fsutil import file_digest
 
 if TYPE_CHECKING:
     from headstart.backbones.model import Backbone
@@ -106,11 +106,7 @@ def file_sha256(path: Path) -> str:
     st = path.stat()
     memo_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if memo_key not in _SHA_MEMO:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        _SHA_MEMO[memo_key] = digest.hexdigest()
+        _SHA_MEMO[memo_key] = file_digest(path)
     return _SHA_MEMO[memo_key]
 
 

@@ -44,6 +44,12 @@ for module in _COMMANDS:
     module.register(app)
 
 
+def disk_fault(exc: OSError) -> str:
+    """One line naming the path and the cause of an operating-system error."""
+    cause = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    return cause if exc.filename is None else f"{exc.filename}: {cause}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` and return the exit status (2 for a user error)."""
     try:
@@ -68,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("headstart: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the disk or the OS said no: full, read-only, permissions
+        print(f"headstart: error: {disk_fault(exc)}", file=sys.stderr)
+        return 2
     return result if isinstance(result, int) else 0
 
 

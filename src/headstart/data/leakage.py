@@ -31,7 +31,7 @@ from PIL import Image, ImageFilter
 from headstart.data.images import load_rgb
 from headstart.data.manifest import SPLITS, Manifest
 from headstart.errors import ConfigError, ImageError
-from headstart.fsutil import atomic_write_text
+from headstart.fsutil import atomic_write_text, read_entry, write_entry
 
 __all__ = [
     "DEFAULT_PIXEL_THRESHOLD",
@@ -47,7 +47,7 @@ DEFAULT_THRESHOLD = 0.86
 DEFAULT_PIXEL_THRESHOLD = 0.87
 _THUMB = 32
 _OFFSETS = (0.0, 0.05)
-_CACHE_VERSION = "v2"
+_CACHE_VERSION = "v3"  # v3: entries carry their digest
 _BLOCK = 1024
 _TOP_K = 3
 
@@ -121,14 +121,15 @@ class _PairCache:
     def get(self, sha_a: str, sha_b: str) -> float | None:
         if self.root is None:
             return None
+        data = read_entry(self._path(sha_a, sha_b))
         try:
-            return float(self._path(sha_a, sha_b).read_text())
-        except (OSError, ValueError):
+            return float(data.decode()) if data is not None else None
+        except (UnicodeDecodeError, ValueError):
             return None
 
     def put(self, sha_a: str, sha_b: str, value: float) -> None:
         if self.root is not None and value == value:  # NaN (undecodable) is not cached
-            atomic_write_text(self._path(sha_a, sha_b), repr(value))
+            write_entry(self._path(sha_a, sha_b), repr(value).encode())
 
 
 def _candidate_pairs(

@@ -25,7 +25,8 @@ from headstart.data import Task
 from headstart.explain.explanation import Explanation
 from headstart.explain.overlay import blend, crop_rgb
 from headstart.features import model_key
-from headstart.features.onnx_engine import OnnxFeatures, export_onnx
+from headstart.features.onnx_engine import OnnxFeatures, cached_export, export_onnx
+from headstart.fsutil import read_entry, write_entry
 
 if TYPE_CHECKING:
     from headstart.backbones import BackboneRef
@@ -100,13 +101,13 @@ def _open_runner(model: Model) -> Runner | None:
     key = hashlib.sha256(f"{base}|cam-activations|{_FORMAT}".encode()).hexdigest()[:24]
     path = model.cache.store.onnx_path(key)
     refused = path.with_suffix(".not-pooled")
-    if refused.is_file():
+    if read_entry(refused) is not None:
         return None
-    if not path.is_file() and not _export(model.backbone_ref, path):
-        refused.parent.mkdir(parents=True, exist_ok=True)
-        refused.write_text("the CAM layer's spatial mean is not the pooled features\n")
+    onnx = cached_export(path, lambda target: _export(model.backbone_ref, target))
+    if onnx is None:
+        write_entry(refused, b"the CAM layer's spatial mean is not the pooled features\n")
         return None
-    return OnnxFeatures(path)
+    return OnnxFeatures(onnx)
 
 
 def _heatmap(weights: np.ndarray, acts: np.ndarray, size: int) -> np.ndarray:

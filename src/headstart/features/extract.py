@@ -21,10 +21,11 @@ import numpy as np
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import BackboneRef
 from headstart.backbones.spec import file_sha256
-from headstart.data.images import load_rgb
+from headstart.data.images import load_rgb, path_problem
 from headstart.errors import ConfigError, ImageError
 from headstart.features.onnx_engine import (
     OnnxFeatures,
+    cached_export,
     export_onnx,
     onnxruntime_available,
     physical_cores,
@@ -112,10 +113,9 @@ def _decoded_batches(
 
 
 def _onnx_runner(ref: BackboneRef, key: str, store: EmbeddingStore, threads: int) -> Runner:
-    path = store.onnx_path(key)
-    if not path.is_file():
-        export_onnx(ref.build(), path)
-    return OnnxFeatures(path, threads=threads, spinning=ORT_SPINNING)
+    model = cached_export(store.onnx_path(key), lambda path: export_onnx(ref.build(), path))
+    assert model is not None  # export_onnx returns its path or raises
+    return OnnxFeatures(model, threads=threads, spinning=ORT_SPINNING)
 
 
 def _torch_runner(ref: BackboneRef, threads: int) -> Runner:
@@ -183,7 +183,9 @@ def _compute(
                 plan.store.put(plan.key, shas[index], feats[row])
             for index, reason in failed.items():
                 failures[shas[index]] = reason
-                if not reason.startswith("unreadable"):
+                # not cached: an unreadable file may become readable, and which formats
+                # decode depends on the plugins installed, not on the file's bytes
+                if not reason.startswith(("unreadable", "unsupported format")):
                     plan.store.put_failure(plan.key, shas[index], reason)
             bar.advance(len(kept) + len(failed))
     return vectors, failures
@@ -250,6 +252,11 @@ def hash_files(paths: Sequence[Path], failures: dict[int, str]) -> list[str]:
     """Each file's sha256 ("" for one that cannot be read, its reason put in ``failures``)."""
     shas = []
     for i, path in enumerate(paths):
+        problem = path_problem(path)  # a folder, a pipe (hashing it would block), a .heic
+        if problem is not None:
+            failures[i] = problem
+            shas.append("")
+            continue
         try:
             shas.append(file_sha256(path))
         except OSError as exc:

@@ -6,22 +6,31 @@ runs need neither torch nor the model build: only onnxruntime.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from headstart.fsutil import read_entry, seal
 
 if TYPE_CHECKING:
     from torch import nn
 
     from headstart.backbones.model import Backbone
 
-__all__ = ["OnnxFeatures", "export_onnx", "onnxruntime_available", "physical_cores"]
+__all__ = [
+    "OnnxFeatures",
+    "cached_export",
+    "export_onnx",
+    "onnxruntime_available",
+    "physical_cores",
+]
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "features"
@@ -92,6 +101,9 @@ def export_onnx(
         if metadata:
             _set_metadata(Path(tmp), metadata)
         os.replace(tmp, path)
+    except OSError as exc:  # a full or read-only disk: name the file being written
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -109,10 +121,27 @@ def _set_metadata(path: Path, metadata: Mapping[str, str]) -> None:
     onnx.save(proto, str(path))
 
 
-class OnnxFeatures:
-    """An ONNX Runtime session computing features for float32 (N, 3, H, W) batches."""
+def cached_export(path: Path, export: Callable[[Path], object]) -> bytes | None:
+    """The bytes of the cached ONNX file at ``path``, checked against the digest recorded when
+    it was written; a missing, unfinished or damaged one is exported again by ``export(path)``
+    (then sealed; None when ``export`` returns False: nothing to export).  Sessions are built
+    from these bytes, so what runs is what was checked."""
+    model = read_entry(path)
+    if model is None:
+        if export(path) is False:
+            return None
+        model = path.read_bytes()
+        seal(path, hashlib.sha256(model).hexdigest())
+    return model
 
-    def __init__(self, path: Path, threads: int | None = None, spinning: bool = True) -> None:
+
+class OnnxFeatures:
+    """An ONNX Runtime session computing features for float32 (N, 3, H, W) batches, from an
+    ONNX file or its bytes."""
+
+    def __init__(
+        self, model: Path | bytes, threads: int | None = None, spinning: bool = True
+    ) -> None:
         # lazy: onnx/onnxruntime take a second to import; only this path needs them
         import onnxruntime as ort
 
@@ -125,7 +154,9 @@ class OnnxFeatures:
             "session.intra_op.allow_spinning", "1" if spinning else "0"
         )
         self.session: Any = ort.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
+            model if isinstance(model, bytes) else str(model),
+            options,
+            providers=["CPUExecutionProvider"],
         )
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The on-disk embedding cache: one small file per (model key, image sha256).
 
 An entry is ``magic | length | blake2b digest | float32 payload``.  A truncated or bit-flipped
-entry fails its size or digest check, is removed and reads as missing, so it is recomputed.
+entry fails its size or digest check, is removed (and reported) and reads as missing, so it is
+recomputed.
 Writes go to a temp file in the same folder and are renamed into place, so readers never see a
 half-written entry (no fsync: the digest already catches data lost in a power cut).
 Decode failures are cached too (``.fail`` files), so a broken image is not re-decoded every run.
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from headstart.fsutil import discard_entry
 
 if TYPE_CHECKING:
     from headstart.backbones.registry import BackboneRef
@@ -49,6 +52,21 @@ def _digest(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=16).digest()
 
 
+def _seal(payload: bytes) -> bytes:
+    """An entry: header (magic, length in float32 units, digest) then ``payload``."""
+    return _HEADER.pack(_MAGIC, (len(payload) + 3) // 4, _digest(payload)) + payload
+
+
+def _unseal(data: bytes) -> bytes | None:
+    """An entry's payload when its header, length and digest all check out, else None."""
+    if len(data) < _HEADER.size:
+        return None
+    magic, n, digest = _HEADER.unpack_from(data)
+    payload = data[_HEADER.size :]
+    ok = magic == _MAGIC and (len(payload) + 3) // 4 == n and _digest(payload) == digest
+    return payload if ok else None
+
+
 def _write_atomic(path: str, data: bytes) -> None:
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
@@ -57,6 +75,9 @@ def _write_atomic(path: str, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
+    except OSError as exc:  # name the entry: a full cache disk is one line naming it
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -88,12 +109,10 @@ class EmbeddingStore:
                 data = fh.read()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if len(data) >= _HEADER.size:
-            magic, n, digest = _HEADER.unpack_from(data)
-            payload = data[_HEADER.size :]
-            if magic == _MAGIC and len(payload) == 4 * n and _digest(payload) == digest:
-                return np.frombuffer(payload, dtype="<f4").copy()
-        Path(path).unlink(missing_ok=True)
+        payload = _unseal(data)
+        if payload is not None and len(payload) % 4 == 0:
+            return np.frombuffer(payload, dtype="<f4").copy()
+        discard_entry(Path(path), "is damaged")
         return None
 
     def get_many(self, key: str, shas: Sequence[str]) -> list[np.ndarray | None]:
@@ -103,25 +122,33 @@ class EmbeddingStore:
     def put(self, key: str, sha: str, vec: np.ndarray) -> None:
         """Store one vector (written as little-endian float32), atomically."""
         payload = np.ascontiguousarray(vec, dtype="<f4").reshape(-1).tobytes()
-        header = _HEADER.pack(_MAGIC, len(payload) // 4, _digest(payload))
-        _write_atomic(self._path(key, sha, ".emb"), header + payload)
+        _write_atomic(self._path(key, sha, ".emb"), _seal(payload))
 
     def put_failure(self, key: str, sha: str, reason: str) -> None:
         """Remember that the file with this sha cannot be decoded, and why."""
         text = json.dumps({"reason": reason})
-        _write_atomic(self._path(key, sha, ".fail"), text.encode())
+        _write_atomic(self._path(key, sha, ".fail"), _seal(text.encode()))
 
     def get_failure(self, key: str, sha: str) -> str | None:
-        """The cached decode failure reason, or None (a damaged record is removed)."""
+        """The cached decode failure reason, or None (a damaged record is removed; one of an
+        older release, without a digest, is simply decoded again)."""
         path = self._path(key, sha, ".fail")
         try:
             with open(path, "rb") as fh:
-                return str(json.loads(fh.read().decode())["reason"])
+                data = fh.read()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        payload = _unseal(data)
+        try:
+            if payload is not None:
+                return str(json.loads(payload.decode())["reason"])
         except (ValueError, KeyError, TypeError):
+            pass
+        if data.startswith(b"{"):  # an older release's record: no digest to check
             Path(path).unlink(missing_ok=True)
-            return None
+        else:
+            discard_entry(Path(path), "is damaged")
+        return None
 
     def write_info(self, key: str, info: dict[str, object]) -> None:
         """Describe a model key in ``embeddings/<key>/info.json`` (for people)."""

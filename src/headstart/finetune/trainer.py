@@ -131,10 +131,16 @@ def build_trainer(
 
 def load_best(module: FinetuneModule, checkpoint: ModelCheckpoint) -> int | None:
     """Load the best checkpoint's weights into ``module``; returns its epoch (None when no
-    checkpoint was written, and the final weights stay)."""
+    checkpoint was written, and the final weights stay).  The path comes from state a resumed
+    ``last.ckpt`` restored, so it must name a file in this run's checkpoint folder."""
     path = checkpoint.best_model_path
     if not path or not Path(path).is_file():
         return None
+    folder = Path(checkpoint.dirpath or "").resolve()
+    if Path(path).resolve().parent != folder:
+        raise WeightsError(
+            f"refused best checkpoint {path}: the resumed state names a file outside {folder}"
+        )
     state = read_checkpoint(Path(path))
     module.load_state_dict(state["state_dict"])
     return int(state.get("epoch", -1))

@@ -4,8 +4,9 @@ A head's fit is deterministic given its class, parameters, training embeddings a
 heads seed their own randomness), so refitting the same data with the same config loads the
 stored arrays instead of searching again.  Entries are the same safetensors + JSON pair the
 bundle uses (no pickle), plus the head's out-of-fold probabilities (``oof_proba_``) when its fit
-made them; the JSON records the files' sha256, so a damaged entry is detected on read, ignored
-and rewritten.
+made them; the JSON records the files' sha256 and is itself a verified entry
+(:mod:`headstart.fsutil`), so a damaged entry is detected on read, reported, removed and fitted
+again.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load, save
 
-from headstart.fsutil import atomic_write_bytes, atomic_write_text
+from headstart.fsutil import atomic_write_bytes, discard_entry, read_entry, write_entry
 from headstart.heads.registry import export_head, import_head, params_json
 
 __all__ = ["fit_cached"]
@@ -36,20 +37,24 @@ def _key(head: Any, X: np.ndarray, y: np.ndarray) -> str:
 
 
 def _load(folder: Path) -> Any | None:
+    document = read_entry(folder / "meta.json")
+    if document is None:
+        return None
     try:
-        meta = json.loads((folder / "meta.json").read_text())
+        meta = json.loads(document)
         files = meta.pop("files")
         arrays = {}
         for name, sha in files.items():
             data = (folder / name).read_bytes()
             if hashlib.sha256(data).hexdigest() != sha:
-                return None
+                raise ValueError(f"{name} does not match its sha256")
             arrays[name] = load(data)
         head = import_head(arrays["head.safetensors"], meta)
         if "oof.safetensors" in arrays:
             head.oof_proba_ = arrays["oof.safetensors"]["oof"]
         return head
-    except Exception:  # a damaged entry of any kind is a cache miss, never an error
+    except Exception as exc:  # a damaged entry of any kind is a cache miss, never an error
+        discard_entry(folder / "meta.json", f"is unusable ({exc})")
         return None
 
 
@@ -59,7 +64,7 @@ def fit_cached(head: Any, X: np.ndarray, y: Any, cache_dir: Path | None) -> Any:
     if cache_dir is None:
         return head.fit(X, target)
     folder = cache_dir / _key(head, X, target)
-    cached = _load(folder) if (folder / "meta.json").is_file() else None
+    cached = _load(folder)
     if cached is not None:
         return cached
     head.fit(X, target)
@@ -71,5 +76,5 @@ def fit_cached(head: Any, X: np.ndarray, y: Any, cache_dir: Path | None) -> Any:
     for name, data in files.items():
         atomic_write_bytes(folder / name, data)
     digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
-    atomic_write_text(folder / "meta.json", json.dumps({**meta, "files": digests}))  # marks done
+    write_entry(folder / "meta.json", json.dumps({**meta, "files": digests}).encode())  # done
     return head

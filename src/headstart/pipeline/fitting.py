@@ -63,11 +63,15 @@ def fit(
         raise ConfigError(f"unknown strategy {kind!r}; valid: {', '.join(STRATEGIES)}")
     cfg = _with_strategy(cfg, kind)
     run = RunFolder(output)
-    if kind == "probe":
-        result = _fit_probe(data, run, cfg, overwrite=overwrite, progress=progress)
-    else:
-        result = _fit_tuned(data, run, cfg, overwrite=overwrite, progress=progress, resume=False)
-    return _with_report(result, report)
+    _check_outside(Path(output), data)
+    with run.lock():
+        if kind == "probe":
+            result = _fit_probe(data, run, cfg, overwrite=overwrite, progress=progress)
+        else:
+            result = _fit_tuned(
+                data, run, cfg, overwrite=overwrite, progress=progress, resume=False
+            )
+        return _with_report(result, report)
 
 
 def resume(run_dir: str | Path, *, progress: bool = True, report: bool = True) -> FitResult:
@@ -85,8 +89,22 @@ def resume(run_dir: str | Path, *, progress: bool = True, report: bool = True) -
             f"{run.path} resume.json names strategy {record.strategy!r}; resumable: finetune, auto"
         )
     cfg = _with_strategy(run.read_config(), record.strategy)  # what resume.json says it was
-    result = _fit_tuned(record.data, run, cfg, overwrite=False, progress=progress, resume=True)
-    return _with_report(result, report)
+    with run.lock():
+        result = _fit_tuned(record.data, run, cfg, overwrite=False, progress=progress, resume=True)
+        return _with_report(result, report)
+
+
+def _check_outside(output: Path, data: object) -> None:
+    """Refuse a run folder inside the image folder it is fitted on: the next fit on that data
+    would scan the run's files (report thumbnails, the error gallery) as training images."""
+    if not isinstance(data, (str, Path)) or not Path(data).is_dir():
+        return
+    root, out = Path(data).resolve(), output.resolve()
+    if out == root or root in out.parents:
+        raise ConfigError(
+            f"output {output} is inside the data folder {data}; the next fit on that data "
+            "would read the run's files as images: choose an -o outside it"
+        )
 
 
 def _with_strategy(cfg: FitConfig, kind: str) -> FitConfig:

@@ -10,6 +10,7 @@ written.
 from __future__ import annotations
 
 import hashlib
+import json
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from headstart.data import Task, load_rgb
 from headstart.errors import ConfigError, HeadstartError
 from headstart.explain import Explanation, explain_many
 from headstart.explain.linear import linear_path
-from headstart.fsutil import atomic_write_text
+from headstart.fsutil import atomic_write_text, read_entry, write_entry
 from headstart.report import plots
 from headstart.report.card import card_section
 from headstart.report.maps import MAP_METHODS, MAX_MAP_POINTS, TSNE_MAX_POINTS, map_section
@@ -58,17 +59,17 @@ class _ModelOnDemand:
 
 
 def _overlay_key(info: dict[str, Any], task: Task, path: Path) -> str | None:
-    """Cache key of one overlay: the model's weights and head (as model.json records them:
-    loading checks the files against those digests), the task, the image's bytes."""
+    """Cache key of one overlay: the model's backbone and head (as model.json records them,
+    with the digests of its weights and head files: loading checks the files against those),
+    the task, the image's bytes."""
     try:
         with path.open("rb") as fh:
             image_sha = hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:
         return None
-    weights = info.get("backbone", {}).get("weights_sha256")
-    files = info.get("files", {})
-    parts = [str(weights), str(files.get("head.safetensors")), image_sha]
-    text = f"gradcam-thumb-v2:{task.name}:{':'.join(parts)}"
+    backbone = json.dumps(info.get("backbone"), sort_keys=True)
+    files = json.dumps(info.get("files"), sort_keys=True)
+    text = f"gradcam-thumb-v3:{task.name}:{backbone}:{files}:{image_sha}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -96,8 +97,9 @@ def _overlays(
     keys = [_overlay_key(run.info, task, p) for p in paths]
     out: dict[int, str] = {}
     for i, key in enumerate(keys):
-        if key and (folder / f"{key}.txt").is_file():
-            out[i] = (folder / f"{key}.txt").read_text()
+        cached = read_entry(folder / f"{key}.txt") if key else None
+        if cached is not None:
+            out[i] = cached.decode("utf-8", errors="replace")
     todo = [i for i in range(len(paths)) if i not in out]
     if not todo:
         return [out[i] for i in range(len(paths))]
@@ -117,7 +119,7 @@ def _overlays(
         out[i] = f'<img src="{plots.image_uri(result.overlay)}" alt="Grad-CAM overlay">'
         key = keys[i]
         if key:
-            atomic_write_text(folder / f"{key}.txt", out[i])
+            write_entry(folder / f"{key}.txt", out[i].encode())
     return [out[i] for i in range(len(paths))]
 
 

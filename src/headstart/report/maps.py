@@ -22,7 +22,7 @@ import numpy as np
 from headstart.cache import CacheRoot
 from headstart.data.manifest import LABEL_SEPARATOR
 from headstart.features import extract
-from headstart.fsutil import atomic_write_bytes
+from headstart.fsutil import read_entry, write_entry
 from headstart.report import plots
 from headstart.report.run import RunFiles
 from headstart.report.template import Section, figure, note
@@ -110,9 +110,11 @@ def _read_points(
 ) -> tuple[np.ndarray, np.ndarray, str] | None:
     """The cached (kept rows, points, method) of ``key``; None when absent or damaged (then
     they are computed again)."""
-    path = cache.overlays / f"map-{key}.npz"
+    data = read_entry(cache.overlays / f"map-{key}.npz")
+    if data is None:
+        return None
     try:
-        with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as saved:
+        with np.load(io.BytesIO(data), allow_pickle=False) as saved:
             keep, points, method = saved["keep"], saved["points"], str(saved["method"])
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
         return None
@@ -126,7 +128,7 @@ def _write_points(
 ) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, keep=keep.astype(np.int32), points=points.astype(np.float32), method=method)
-    atomic_write_bytes(cache.overlays / f"map-{key}.npz", buffer.getvalue())
+    write_entry(cache.overlays / f"map-{key}.npz", buffer.getvalue())
 
 
 def _compute(
