@@ -15,7 +15,7 @@ import headstart
 from conftest import FIXTURES
 from headstart.bundle import FORMAT_VERSION, read_bundle, write_bundle
 from headstart.demo import demo_data_dir
-from headstart.errors import BundleError, PathNotFoundError
+from headstart.errors import BundleError, ConfigError, PathNotFoundError
 from headstart.fsutil import file_digest
 from headstart.result import FitResult
 
@@ -36,6 +36,15 @@ def test_format_v1_fixture_loads_and_predicts_as_when_written() -> None:
     assert not failures
     np.testing.assert_allclose(proba, expected["probabilities"], atol=2e-4)
     assert [t.name for t in model.tasks] == ["label"] and not model.tasks[0].multi_label
+    # written before bundles had an OOD scorer: it predicts as before, with no OOD score
+    assert model.ood is None and model.ood_threshold is None
+    predictions = model.predict(photos)
+    assert [p.top[0][0] for p in predictions] == ["hat", "shoes"]
+    assert all(p.ood_score is None and p.ood is None for p in predictions)
+    row = predictions[0].to_dict()
+    assert row["ood_score"] is None and row["ood"] is None
+    with pytest.raises(ConfigError, match="no out-of-distribution scorer"):
+        model.ood_scores(photos)
 
 
 def test_newer_format_is_refused_with_upgrade_hint(bundle: Path) -> None:
@@ -124,6 +133,26 @@ def test_every_kind_of_model_round_trips(
     theirs, _ = copy.task_proba(photos)
     for name in mine:
         np.testing.assert_allclose(theirs[name], mine[name])
+    # Model.save keeps the OOD scorer: the same bank, threshold and scores
+    assert model.ood is not None and copy.ood == model.ood
+    np.testing.assert_array_equal(copy.ood_scores(photos)[0], model.ood_scores(photos)[0])
+
+
+def test_the_ood_scorer_is_a_listed_verified_file(plain_run: FitResult, tmp_path: Path) -> None:
+    dest = tmp_path / "model"
+    shutil.copytree(plain_run.bundle_dir, dest)
+    info = json.loads((dest / "model.json").read_text())
+    assert info["files"]["ood.safetensors"] == file_digest(dest / "ood.safetensors")
+    assert info["ood"]["method"] == "knn" and info["ood"]["pass_rate"] == 0.95
+    assert info["ood"]["train_rows"] == info["ood"]["bank_rows"] == plain_run.trained_on
+    assert 0.0 < info["ood"]["threshold"] < 2.0
+    assert read_bundle(dest).ood == plain_run.model.ood
+    (dest / "ood.safetensors").write_bytes(b"\0" * 64)
+    with pytest.raises(BundleError, match=r"ood\.safetensors does not match its sha256"):
+        read_bundle(dest)
+    (dest / "ood.safetensors").unlink()
+    with pytest.raises(BundleError, match=r"ood\.safetensors is missing"):
+        read_bundle(dest)
 
 
 def test_format_2_multi_label_bundles_still_load(multilabel_run: FitResult, tmp_path: Path) -> None:

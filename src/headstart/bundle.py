@@ -9,6 +9,9 @@ Layout (format version 3)::
       head.safetensors       every task's learned arrays, keyed ``<task index>/<array>``
       backbone.safetensors   the backbone's weights (optional: without it the registry's weights
                              are used, and must have the recorded sha256)
+      ood.safetensors        the out-of-distribution scorer's bank of training embeddings
+                             (optional; its settings and threshold are ``"ood"`` in model.json,
+                             see :mod:`headstart.heads.ood`); bundles without it have no OOD score
 
 Every model is written the same way, whatever its tasks: a plain classifier is one multi-class
 task.  Readers also load the older layouts: format 1 (one head, ``classes``; the committed test
@@ -39,12 +42,13 @@ from headstart.backbones import BackboneRef, Preprocessing, resolve_backbone
 from headstart.data.manifest import DEFAULT_TASK, Task
 from headstart.errors import BundleError, HeadstartError, PathNotFoundError
 from headstart.fsutil import FILE_MODE, FOLDER_MODE, entry_digest, file_digest
-from headstart.heads import MultiLabelHead, export_head, import_head
+from headstart.heads import MultiLabelHead, OodScorer, export_head, import_head
 
 __all__ = [
     "BACKBONE_FILE",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "OOD_FILE",
     "BundleContents",
     "library_versions",
     "read_bundle",
@@ -56,6 +60,7 @@ FORMAT_VERSION = 3
 MODEL_JSON = "model.json"
 HEAD_FILE = "head.safetensors"
 BACKBONE_FILE = "backbone.safetensors"
+OOD_FILE = "ood.safetensors"
 _VERSIONED = ("headstart", "torch", "torchvision", "timm", "onnxruntime", "scikit-learn", "numpy")
 
 
@@ -69,6 +74,8 @@ class BundleContents:
     """The fitted head of each task, by task name."""
     backbone: BackboneRef
     info: dict[str, Any]
+    ood: OodScorer | None = None
+    """The out-of-distribution scorer (None for bundles written without one)."""
 
 
 def library_versions() -> dict[str, str]:
@@ -94,13 +101,15 @@ def write_bundle(
     backbone: BackboneRef,
     backbone_weights: Path | None = None,
     extra: dict[str, Any] | None = None,
+    ood: OodScorer | None = None,
 ) -> Path:
     """Write a bundle folder at ``path`` atomically and return it.
 
     ``heads`` maps each task's name to its fitted head.  ``backbone_weights``: a safetensors
     file of the backbone module's state dict, copied into the bundle so it ships
     self-contained; when None, the bundle records only the weights hash and loading uses the
-    registry's weights (which must match it).
+    registry's weights (which must match it).  ``ood``: the out-of-distribution scorer, kept
+    in ``ood.safetensors`` and model.json's ``"ood"``.
     """
     arrays: dict[str, np.ndarray] = {}
     entries = []
@@ -117,6 +126,9 @@ def write_bundle(
         files = {HEAD_FILE: file_digest(tmp / HEAD_FILE)}
         if backbone_weights is not None:
             files[BACKBONE_FILE] = _copy_weights(backbone_weights, tmp / BACKBONE_FILE)
+        if ood is not None:
+            _save_arrays(ood.arrays(), tmp / OOD_FILE)
+            files[OOD_FILE] = file_digest(tmp / OOD_FILE)
         info: dict[str, Any] = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -131,7 +143,8 @@ def write_bundle(
             "head": head_summary(heads[tasks[0].name]),
             "files": files,
             "versions": library_versions(),
-            **(extra or {}),
+            **{k: v for k, v in (extra or {}).items() if k != "ood"},
+            **({"ood": ood.meta()} if ood is not None else {}),
         }
         (tmp / MODEL_JSON).write_text(json.dumps(info, indent=2, sort_keys=False) + "\n")
         for file in tmp.iterdir():
@@ -228,6 +241,7 @@ def read_bundle(path: Path) -> BundleContents:
             tasks, heads = _read_tasks(arrays, info["tasks"])
         bb = info["backbone"]
         preprocessing = Preprocessing.from_dict(bb["preprocessing"])
+        ood = _read_ood(path, info)
     except HeadstartError:
         raise
     except Exception as exc:  # a damaged or hand-edited bundle: say so, in one line
@@ -242,7 +256,19 @@ def read_bundle(path: Path) -> BundleContents:
         )
     else:
         ref = _registry_ref(bb, path)
-    return BundleContents(tasks=tasks, heads=heads, backbone=ref, info=info)
+    return BundleContents(tasks=tasks, heads=heads, backbone=ref, info=info, ood=ood)
+
+
+def _read_ood(path: Path, info: dict[str, Any]) -> OodScorer | None:
+    """The bundle's OOD scorer; None for bundles written before there was one."""
+    meta = info.get("ood")
+    if meta is None:
+        return None
+    scorer = OodScorer.from_stored(load_file(str(_verified(path, OOD_FILE, info))), meta)
+    width = info["backbone"].get("feature_dim")
+    if width is not None and scorer.feature_dim != width:
+        raise BundleError(f"OOD bank has {scorer.feature_dim} columns, the backbone {width}")
+    return scorer
 
 
 def _prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

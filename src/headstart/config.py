@@ -40,6 +40,9 @@ class DataConfig(_Frozen):
     """The CSV label column; several make a multi-task data set (one task per column)."""
     dedupe: bool = False
     """Remove the later member of each cross-split (near-)duplicate pair before fitting."""
+    drop_label_issues: bool = False
+    """Leave out the training images whose label confident learning calls wrong (the ones
+    ``headstart explore`` flags); they are listed in problems.csv with the suggested label."""
     near_duplicate_threshold: float = Field(0.86, gt=0.0, le=1.0)
 
 

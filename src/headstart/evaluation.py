@@ -1,4 +1,5 @@
-"""``evaluate``: a fitted model against labelled images (a folder or a CSV)."""
+"""``evaluate``: a fitted model against labelled images (a folder or a CSV), and optionally how
+well its OOD score tells them from foreign images (AUROC, FPR at 95% TPR)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 from headstart.data import Manifest
 from headstart.data.labelled import labelled_split
 from headstart.features.tta import check_tta
+from headstart.inputs import expand_inputs
 from headstart.model import Model, load
-from headstart.stats import TaskMetrics
+from headstart.stats import OodMetrics, TaskMetrics, ood_metrics
 
 __all__ = ["EvaluationResult", "evaluate_data", "label_columns"]
 
@@ -21,6 +23,10 @@ class EvaluationResult:
     metrics: dict[str, TaskMetrics]
     split: str
     manifest: Manifest
+    ood: OodMetrics | None = None
+    """With ``ood_data``: the evaluated images (in-distribution) against those (foreign)."""
+    ood_failures: dict[Path, str] | None = None
+    """With ``ood_data``: its files that could not be read, and why."""
 
 
 def label_columns(model: Model) -> str | list[str]:
@@ -37,13 +43,18 @@ def evaluate_data(
     n_boot: int = 1000,
     progress: bool = True,
     tta: str = "none",
+    ood_data: str | Path | None = None,
 ) -> EvaluationResult:
     """Evaluate ``model`` on labelled images: every task, with 95% intervals.  A folder with
     split folders is evaluated on ``split`` (default: test, else val); a plain class-folder
     tree or CSV is used whole.  ``tta``: test-time augmentation (see
-    :meth:`Model.task_proba`)."""
+    :meth:`Model.task_proba`).  ``ood_data``: a folder (or file, or glob) of images unlike the
+    training data; its OOD scores against those of the evaluated images give AUROC and FPR at
+    95% TPR (the model must have an OOD scorer: ``ConfigError`` otherwise)."""
     check_tta(tta)
     loaded = model if isinstance(model, Model) else load(model)
+    if ood_data is not None:
+        loaded.require_ood()  # a model without one fails before any image is read
     manifest, split, samples = labelled_split(
         data, loaded.tasks, split, label_column=label_columns(loaded)
     )
@@ -52,4 +63,13 @@ def evaluate_data(
         [s.path for s in samples], cells, n_boot=n_boot, progress=progress, tta=tta
     )
     reasons = {samples[i].path: r for i, r in failures.items()}
-    return EvaluationResult(metrics, split, manifest.without(reasons, reasons))
+    result = EvaluationResult(metrics, split, manifest.without(reasons, reasons))
+    if ood_data is None:
+        return result
+    inside, _ = loaded.ood_scores([s.path for s in samples], progress=False)
+    foreign = expand_inputs([ood_data])
+    outside, unread = loaded.ood_scores(foreign, progress=progress)
+    threshold = loaded.require_ood().threshold
+    result.ood = ood_metrics(inside, outside, threshold=threshold, n_boot=n_boot)
+    result.ood_failures = {foreign[i]: why for i, why in unread.items()}
+    return result

@@ -16,8 +16,8 @@ from headstart.data.labelled import check_known_labels
 from headstart.data.manifest import Task, pick_task, predicted_labels
 from headstart.errors import ConfigError, DataError
 from headstart.features import Runner, extract, feature_runner
-from headstart.features.tta import check_tta, tta_proba
-from headstart.heads import task_proba, task_weights, thresholds_of
+from headstart.features.tta import check_tta, view_embeddings
+from headstart.heads import OodScorer, task_proba, task_weights, thresholds_of
 from headstart.inputs import expand_inputs
 from headstart.stats import TaskMetrics, task_metrics
 from headstart.stats.temperature import Temperature, apply_calibration, read_temperatures
@@ -51,11 +51,16 @@ class TaskPrediction:
 @dataclass(frozen=True)
 class Prediction:
     """Every task's answer for one image, or the reason it could not be read.  ``top`` is the
-    first task's top-k (the whole answer of a one-task model)."""
+    first task's top-k (the whole answer of a one-task model).  ``ood_score``: how unlike the
+    training images it is (higher = more unusual, see :mod:`headstart.heads.ood`) and ``ood``
+    whether that is above the model's threshold; both None for a model without an OOD scorer
+    (bundles written before there was one) and for unreadable files."""
 
     path: Path
     tasks: dict[str, TaskPrediction] = field(default_factory=dict)
     error: str | None = None
+    ood_score: float | None = None
+    ood: bool | None = None
 
     @property
     def top(self) -> list[tuple[str, float]]:
@@ -67,7 +72,13 @@ class Prediction:
             "top": _top_json(self.top),
             "error": self.error,
             "tasks": {name: t.to_dict() for name, t in self.tasks.items()},
+            **ood_json(self.ood_score, self.ood),
         }
+
+
+def ood_json(score: float | None, flagged: bool | None) -> dict[str, Any]:
+    """``ood_score`` (rounded) and ``ood`` as JSON answers carry them (null when unknown)."""
+    return {"ood_score": None if score is None else round(score, 6), "ood": flagged}
 
 
 def _top_json(top: list[tuple[str, float]]) -> list[dict[str, Any]]:
@@ -94,16 +105,22 @@ def make_predictions(
     tasks: Sequence[Task],
     thresholds: Mapping[str, np.ndarray | None],
     top_k: int,
+    ood: tuple[np.ndarray, float] | None = None,
 ) -> list[Prediction]:
     """One :class:`Prediction` per path from per-task probabilities, or its failure (shared by
-    every runtime, so they report alike)."""
+    every runtime, so they report alike); ``ood``: (N,) OOD scores and the threshold above
+    which one is flagged (None: the model has no OOD scorer)."""
     out = []
     for i, path in enumerate(paths):
         if i in failures:
             out.append(Prediction(path, {}, failures[i]))
             continue
         answers = {t.name: answer(t, probas[t.name][i], thresholds[t.name], top_k) for t in tasks}
-        out.append(Prediction(path, answers))
+        if ood is None:
+            out.append(Prediction(path, answers))
+            continue
+        score = float(ood[0][i])
+        out.append(Prediction(path, answers, ood_score=score, ood=score > ood[1]))
     return out
 
 
@@ -171,6 +188,37 @@ class Model:
         """A multi-label task's decision thresholds (None for a multi-class task)."""
         return thresholds_of(task, self.heads[task.name])
 
+    @property
+    def ood(self) -> OodScorer | None:
+        """The out-of-distribution scorer (None for bundles written before there was one)."""
+        return self._contents.ood
+
+    @property
+    def ood_threshold(self) -> float | None:
+        """The OOD score above which an image is flagged (None without a scorer)."""
+        return None if self.ood is None else self.ood.threshold
+
+    def ood_scores(
+        self, paths: Sequence[Path], *, progress: bool = False
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """(N,) OOD scores of image files (NaN for unreadable ones) and {index: reason};
+        ``ConfigError`` when the model has no OOD scorer."""
+        scorer = self.require_ood()
+        features, failures = self.embed(paths, progress=progress)
+        out = np.full(len(paths), np.nan)
+        ok = np.array([i not in failures for i in range(len(paths))], dtype=bool)
+        if ok.any():
+            out[ok] = scorer.score(features[ok])
+        return out, failures
+
+    def require_ood(self) -> OodScorer:
+        """The OOD scorer (``ood.score(features)``: (N,) scores, higher = more unlike the
+        training images); ``ConfigError`` (one line) when the model has none."""
+        if self.ood is None:
+            where = self.path or "this model"
+            raise ConfigError(f"{where} has no out-of-distribution scorer: fit it again")
+        return self.ood
+
     # -- probabilities -------------------------------------------------------------------
     def embed(
         self, paths: Sequence[Path], *, progress: bool = False
@@ -206,24 +254,36 @@ class Model:
         """Each task's probabilities for image files (NaN rows for unreadable ones) and
         {index: reason}.  ``tta``: test-time augmentation, ``none``, ``flip``, ``crops`` or
         ``flip+crops``; the mean of per-view probabilities (see :mod:`headstart.features.tta`)."""
+        probas, _, failures = self.scored(paths, progress=progress, tta=tta)
+        return probas, failures
+
+    def scored(
+        self, paths: Sequence[Path], *, progress: bool = False, tta: str = "none"
+    ) -> tuple[Probabilities, np.ndarray | None, dict[int, str]]:
+        """:meth:`task_proba`'s probabilities and failures with the (N,) OOD scores between
+        them (NaN for unreadable files; None without a scorer).  With ``tta`` the OOD score is
+        the plain centre view's, the view its threshold was set on."""
         width = sum(len(t.classes) for t in self.tasks)
-
-        def concatenated(features: np.ndarray) -> np.ndarray:
-            per_task = self.proba_from_features(features)
-            return np.concatenate([per_task[t.name] for t in self.tasks], axis=1)
-
         if check_tta(tta) != "none":
-            proba, failures = tta_proba(
-                paths, self.backbone_ref, concatenated, width, tta,
-                store=self.cache.store, progress=progress,
-            )  # fmt: skip
-            return split_columns(self.tasks, proba), failures
-        features, failures = self.embed(paths, progress=progress)
+            views, failures = view_embeddings(
+                paths, self.backbone_ref, tta, store=self.cache.store, progress=progress
+            )
+        else:
+            plain, failures = self.embed(paths, progress=progress)
+            views = plain[None]
         proba = np.full((len(paths), width), np.nan, dtype=np.float64)
+        scorer, ood = self.ood, None if self.ood is None else np.full(len(paths), np.nan)
         ok = np.array([i not in failures for i in range(len(paths))], dtype=bool)
         if ok.any():
-            proba[ok] = concatenated(features[ok])
-        return split_columns(self.tasks, proba), failures
+            # calibrated per view, then the mean over views (headstart.features.tta's rule)
+            proba[ok] = np.mean([self._joined(view[ok]) for view in views], axis=0)
+            if ood is not None and scorer is not None:
+                ood[ok] = scorer.score(views[0][ok])
+        return split_columns(self.tasks, proba), ood, failures
+
+    def _joined(self, features: np.ndarray) -> np.ndarray:
+        per_task = self.proba_from_features(features)
+        return np.concatenate([per_task[t.name] for t in self.tasks], axis=1)
 
     def predict_proba(
         self,
@@ -240,13 +300,22 @@ class Model:
     def predict_images(self, images: Sequence[Any], *, engine: str = "auto") -> Probabilities:
         """Each task's probabilities for decoded RGB PIL images (e.g. uploads); the backbone is
         kept warm between calls."""
+        return self.score_images(images, engine=engine)[0]
+
+    def score_images(
+        self, images: Sequence[Any], *, engine: str = "auto"
+    ) -> tuple[Probabilities, np.ndarray | None]:
+        """:meth:`predict_images`' probabilities and the images' (N,) OOD scores (None without
+        a scorer), from one backbone pass."""
         if not images:
-            return {t.name: np.empty((0, len(t.classes))) for t in self.tasks}
+            empty = {t.name: np.empty((0, len(t.classes))) for t in self.tasks}
+            return empty, None if self.ood is None else np.empty(0)
         if self._runner is None:
             self._runner = feature_runner(self.backbone_ref, self.cache.store, engine)
         prep = self.backbone_ref.preprocessing
-        batch = np.stack([prep(image) for image in images])
-        return self.proba_from_features(self._runner(batch))
+        features = self._runner(np.stack([prep(image) for image in images]))
+        ood = None if self.ood is None else self.ood.score(features)
+        return self.proba_from_features(features), ood
 
     def predict(
         self,
@@ -262,9 +331,11 @@ class Model:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
         check_tta(tta)
         paths = expand_inputs(images)
-        probas, failures = self.task_proba(paths, progress=progress, tta=tta)
+        probas, ood, failures = self.scored(paths, progress=progress, tta=tta)
         thresholds = {t.name: self.thresholds(t) for t in self.tasks}
-        return make_predictions(paths, probas, failures, self.tasks, thresholds, top_k)
+        cut = self.ood_threshold
+        scored = None if ood is None or cut is None else (ood, cut)
+        return make_predictions(paths, probas, failures, self.tasks, thresholds, top_k, scored)
 
     # -- metrics -------------------------------------------------------------------------
     def evaluate(
@@ -327,6 +398,7 @@ class Model:
             backbone=c.backbone,
             backbone_weights=weights if weights and weights.suffix == ".safetensors" else None,
             extra=extra,
+            ood=c.ood,
         )
 
 

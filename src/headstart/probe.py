@@ -10,6 +10,8 @@ out-of-fold predictions, so no image is set aside for them.
 - Calibration: a temperature per multi-class task (per label for a multi-label task) fitted on
   those out-of-fold probabilities and stored in the bundle; a multi-label task's thresholds are
   then tuned on them (F1-best per label).
+- Out-of-distribution scorer (:mod:`headstart.heads.ood`): a bank of the training embeddings,
+  its threshold set on the same images left out one at a time.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from headstart.data.manifest import indicator
 from headstart.data.splits import strata as stratify
 from headstart.embedding import EmbeddedData
 from headstart.heads import (
+    OodScorer,
     check_label_coverage,
+    fit_ood,
     task_head,
     task_proba,
     task_target,
@@ -63,6 +67,8 @@ class ProbeOutcome:
     validation: str = ""
     trained_on: int = 0
     """How many images the heads were fitted on."""
+    ood: OodScorer | None = None
+    """The out-of-distribution scorer of the training embeddings."""
 
 
 def held_out_split(embedded: EmbeddedData) -> str | None:
@@ -195,7 +201,8 @@ def probe(embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot | None) -> Pr
         if temperatures
         else None
     )
-    return ProbeOutcome(heads, probabilities, metrics, calibration, validation, len(rows))
+    ood = fit_ood(X, seed=cfg.data.seed)
+    return ProbeOutcome(heads, probabilities, metrics, calibration, validation, len(rows), ood)
 
 
 def val_score(embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot | None) -> float:

@@ -16,7 +16,7 @@ from headstart.config import FitConfig
 from headstart.data import Manifest, Task
 from headstart.data.leakage import NearDuplicate
 from headstart.features import Extraction
-from headstart.heads import indicator, thresholds_of, tune_thresholds
+from headstart.heads import OodScorer, indicator, thresholds_of, tune_thresholds
 from headstart.model import Model, load
 from headstart.runfolder import (
     FinetuneRecord,
@@ -96,8 +96,13 @@ class FitResult:
     """Cross-split near-duplicate pairs."""
     deduped: int = 0
     """Images removed by ``data.dedupe``."""
+    label_issues_dropped: int = 0
+    """Training images left out by ``data.drop_label_issues``."""
     ranking: dict[str, Any] | None = None
     """The backbone ranking when ``backbone.name`` was ``auto``."""
+    ood: OodScorer | None = None
+    """The out-of-distribution scorer the bundle carries (training embeddings of the bundled
+    backbone, threshold on held-out in-distribution scores)."""
 
     @property
     def tasks(self) -> tuple[Task, ...]:
@@ -140,6 +145,7 @@ def _run_record(result: FitResult) -> RunRecord:
         versions=library_versions(),
         near_duplicates=len(result.near_duplicates),
         deduped=result.deduped,
+        label_issues_dropped=result.label_issues_dropped,
         validation=result.validation,
         backbone_ranking=result.ranking,
     )
@@ -179,4 +185,5 @@ def _write_files(result: FitResult, run: RunFolder) -> None:
         backbone=result.backbone,
         backbone_weights=weights,
         extra=extra,
+        ood=result.ood,
     )

@@ -91,6 +91,7 @@ class RunRecord:
     versions: dict[str, str] = field(default_factory=dict)
     near_duplicates: int = 0
     deduped: int = 0
+    label_issues_dropped: int = 0
     validation: str = ""
     """How the ``val`` (or ``cv``) metrics were obtained, in words."""
     backbone_ranking: dict[str, Any] | None = None

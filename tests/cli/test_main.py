@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import headstart
+from conftest import FIXTURES
 from headstart.cli.main import main
 from headstart.demo import demo_data_dir
 
@@ -55,6 +56,9 @@ def test_user_errors_exit_2_with_one_line(
     _one_line_error(capsys, ["fit", str(data), "-b", "resnet1"], "resnet1")
     _one_line_error(capsys, ["fit", str(data), "--set", "head.kind=svm"], "svm")
     _one_line_error(capsys, ["predict", str(tmp_path / "nomodel"), "x.jpg"], "nomodel")
+    old = str(FIXTURES / "bundle_v1")  # written before bundles had an OOD scorer
+    argv = ["evaluate", old, str(data), "--ood-data", str(data)]
+    _one_line_error(capsys, argv, "has no out-of-distribution scorer")
 
 
 def test_fit_predict_evaluate_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -70,10 +74,24 @@ def test_fit_predict_evaluate_via_cli(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["predict", str(run / "model"), str(photo), "-f", "csv", "-k", "2"]) == 0
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert table[0]["label_1"] == "shoes" and float(table[0]["probability_1"]) > 0.5
+    assert float(table[0]["ood_score"]) >= 0 and table[0]["ood"] in ("true", "false")
     assert (
         main(["evaluate", str(run / "model"), str(data), "-q", "-o", str(tmp_path / "m.json")]) == 0
     )
     assert json.loads((tmp_path / "m.json").read_text())["tasks"]["label"]["n"] == 40
+    capsys.readouterr()
+    # other demo classes as the foreign images: how well the OOD score tells them apart
+    foreign = tmp_path / "foreign"
+    shutil.copytree(demo_data_dir() / "test" / "dress", foreign / "dress")
+    argv = ["evaluate", str(run / "model"), str(data), "-q", "--ood-data", str(foreign)]
+    assert main([*argv, "-o", str(tmp_path / "ood.json")]) == 0
+    out = capsys.readouterr().out
+    assert "Out-of-distribution" in out and "AUROC" in out and "FPR at 95% TPR" in out
+    record = json.loads((tmp_path / "ood.json").read_text())["ood"]
+    assert record["n_in"] == 40 and record["n_out"] == len(list(foreign.rglob("*.jpg")))
+    assert 0.5 < record["auroc"]["value"] <= 1.0
+    assert main(["predict", str(run / "model"), str(foreign)]) == 0
+    assert "ood score" in capsys.readouterr().out
 
 
 def test_backbones_lists_the_builtins(capsys: pytest.CaptureFixture[str]) -> None:
@@ -143,7 +161,7 @@ def test_two_task_model_predicts_as_csv_and_json(
     photo = str(sorted((composites.parent / "test").glob("*.jpg"))[0])
     assert main(["predict", bundle, photo, "-f", "csv"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "path,left,left:top,items,items:top,error"
+    assert out[0] == "path,left,left:top,items,items:top,ood_score,ood,error"
     assert main(["predict", bundle, photo, "-f", "json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert set(row["tasks"]) == {"left", "items"} and row["top"] == row["tasks"]["left"]["top"]

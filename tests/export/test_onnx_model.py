@@ -80,7 +80,14 @@ def test_whole_model_export_matches_torch_and_documents_itself(
     assert doc["input"]["shape"] == ["batch", 3, 224, 224]
     # a one-task model: the one output "probabilities", as every export before tasks had
     assert doc["output"]["name"] == "probabilities" and doc["output"]["shape"] == ["batch", 3]
-    assert [o["name"] for o in doc["outputs"]] == ["probabilities"]
+    assert [o["name"] for o in doc["outputs"]] == ["probabilities", "ood_score"]
+    # the OOD score in the graph, checked like the probabilities; its threshold in the document
+    bundled = headstart.load(runs["logistic"])
+    assert bundled.ood is not None and exported.ood is not None
+    assert exported.ood.max_abs_diff <= 1e-4 and exported.ood.scorer_max_abs_diff <= 1e-4
+    assert doc["ood"]["output"] == "ood_score" and doc["ood"]["in_graph"] is True
+    assert doc["ood"]["threshold"] == bundled.ood.threshold and doc["ood"]["method"] == "knn"
+    assert doc["parity"]["ood"]["max_abs_diff"] == exported.ood.max_abs_diff
     assert doc["tasks"] == [
         {"name": "label", "classes": classes, "multi_label": False, "output": "probabilities"}
     ]
@@ -98,11 +105,12 @@ def test_whole_model_export_matches_torch_and_documents_itself(
     assert {"headstart", "classes", "preprocessing"} <= props
     # one graph, probabilities out, any batch size
     session = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == ["probabilities"]
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "ood_score"]
     for n in (1, 3):
         x = np.random.default_rng(n).normal(size=(n, 3, 224, 224)).astype(np.float32)
-        (p,) = session.run(None, {"images": x})
+        p, ood = session.run(None, {"images": x})
         assert p.shape == (n, len(classes)) and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
+        assert ood.shape == (n,) and (ood > bundled.ood.threshold).all()  # noise: foreign
     leftovers = [p.name for p in exported.path.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
 
@@ -129,6 +137,10 @@ def test_predict_runtime_onnx_agrees_with_default(
         if a["error"] is None:
             assert a["top"][0]["label"] == b["top"][0]["label"]
             assert abs(a["top"][0]["probability"] - b["top"][0]["probability"]) < 1e-3
+            assert b["ood_score"] == pytest.approx(a["ood_score"], abs=1e-4)
+            assert a["ood"] == b["ood"]
+        else:
+            assert a["ood_score"] is b["ood_score"] is None
     assert sum(r["error"] is not None for r in rows["onnx"]) == 1
 
 
@@ -140,7 +152,7 @@ def test_an_export_of_format_1_still_predicts_and_is_renewed(
     proto = onnx.load(str(exported.path))
     props = {p.key: p.value for p in proto.metadata_props}
     doc = json.loads(props["headstart"])
-    old = {k: v for k, v in doc.items() if k not in ("outputs", "tasks", "calibration")}
+    old = {k: v for k, v in doc.items() if k not in ("outputs", "tasks", "calibration", "ood")}
     del proto.metadata_props[:]
     for key, value in {"headstart": json.dumps({**old, "format_version": 1})}.items():
         entry = proto.metadata_props.add()
@@ -158,6 +170,16 @@ def test_an_export_of_format_1_still_predicts_and_is_renewed(
     fresh = json.loads(json.dumps(headstart.export.describe(read_bundle(runs["logistic"]))))
     assert _stale(tmp_path / "old.onnx", fresh) == "exported by an older headstart"
     assert _stale(exported.path, fresh) is None
+    assert prediction.ood_score is None  # its document names no OOD output
+    # an export made before bundles had an OOD scorer is made anew for the scorer
+    proto = onnx.load(str(exported.path))
+    for prop in proto.metadata_props:
+        if prop.key == "headstart":
+            prop.value = json.dumps({k: v for k, v in doc.items() if k != "ood"})
+    onnx.save(proto, str(tmp_path / "no-ood.onnx"))
+    assert _stale(tmp_path / "no-ood.onnx", fresh) == (
+        "the bundle's out-of-distribution scorer changed since"
+    )
 
 
 def test_knn_head_exports_on_first_onnx_predict(runs: dict[str, Path], check_dir: Path) -> None:
@@ -193,6 +215,10 @@ def test_int8_export_via_cli_reports_accuracy_change(
     assert int8["accuracy_int8"] >= int8["accuracy_fp32"] - 0.2
     assert int8["tasks"]["label"]["top1_agreement"] == int8["top1_agreement"]
     assert read_metadata(tmp_path / "out" / "clf.int8.onnx")["classes"] == doc["classes"]
+    # the OOD score's matmul stays float32: its scores do not move against their threshold
+    assert int8["ood_max_abs_diff"] <= 1e-4
+    quantized = onnx.load(str(tmp_path / "out" / "clf.int8.onnx")).graph.node
+    assert any(n.op_type == "MatMul" and n.name.startswith("/ood/") for n in quantized)
 
 
 def test_bad_format_and_quantization_are_one_line_errors(
@@ -296,15 +322,17 @@ def test_two_tasks_export_as_one_graph_with_an_output_each(task_runs: dict[str, 
     ]
     for parity in result.tasks.values():  # onnxruntime vs torch, torch vs the numpy heads
         assert parity.max_abs_diff <= 1e-4 and parity.head_max_abs_diff <= 1e-4
+    assert result.ood is not None and result.ood.max_abs_diff <= 1e-4
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == names
+    assert [o.name for o in session.get_outputs()] == [*names, "ood_score"]
     x = np.random.default_rng(0).normal(size=(3, 3, 224, 224)).astype(np.float32)
-    left, items = session.run(None, {"images": x})
+    left, items, ood = session.run(None, {"images": x})
+    assert ood.shape == (3,)  # one OOD score per image, whatever the tasks
     assert left.shape == items.shape == (3, len(ITEMS))
     assert np.allclose(left.sum(axis=1), 1.0, atol=1e-5)  # softmax
     assert ((items > 0) & (items < 1)).all()  # independent sigmoids
     doc = json.loads(result.metadata_path.read_text())
-    assert "output" not in doc and [o["name"] for o in doc["outputs"]] == names
+    assert "output" not in doc and [o["name"] for o in doc["outputs"]] == [*names, "ood_score"]
     assert doc["classes"] == list(ITEMS)  # the first task's
     left_doc, items_doc = doc["tasks"]
     assert left_doc == {
@@ -323,7 +351,8 @@ def test_two_tasks_export_as_one_graph_with_an_output_each(task_runs: dict[str, 
     assert agreement is not None and agreement >= 0.8
     assert int8.tasks["items"].top1_agreement is None  # multi-label: the largest change only
     assert 0 <= int8.tasks["items"].max_abs_diff < 0.1
-    assert [o.name for o in ort.InferenceSession(str(int8.path)).get_outputs()] == names
+    outputs = ort.InferenceSession(str(int8.path)).get_outputs()
+    assert [o.name for o in outputs] == [*names, "ood_score"]
     assert doc["int8"]["tasks"]["items"]["accuracy_fp32"] is None
 
 
@@ -354,15 +383,19 @@ def test_onnx_runtime_answers_like_torch(
     for a, b in zip(rows["torch"], rows["onnx"], strict=True):
         assert (a["error"] is None) == (b["error"] is None)
         _same_tasks(a["tasks"], b["tasks"])
+        if a["error"] is None:
+            assert b["ood_score"] == pytest.approx(a["ood_score"], abs=1e-4)
     classifier = load_onnx(task_runs[name])  # exported: no new export
     model = _model(task_runs, name)
     assert classifier.tasks == model.tasks
+    assert classifier.ood_threshold == model.ood_threshold is not None
     for tta in ("none", "flip"):
-        got, failures = classifier.task_proba(_photos(task_runs, 4), tta=tta)
-        want, _ = model.task_proba(_photos(task_runs, 4), tta=tta)
-        assert failures == {}
+        got, ood, failures = classifier.scored(_photos(task_runs, 4), tta=tta)
+        want, want_ood, _ = model.scored(_photos(task_runs, 4), tta=tta)
+        assert failures == {} and ood is not None and want_ood is not None
         for task in model.tasks:
             np.testing.assert_allclose(got[task.name], want[task.name], atol=1e-4)
+        np.testing.assert_allclose(ood, want_ood, atol=1e-4)  # the centre view's, with TTA
 
 
 @pytest.mark.slow

@@ -229,6 +229,28 @@ def test_finetune_run_folder_and_bundle(tuned_run: Path, tiny: tuple[Path, Path]
     assert set(tuned) == set(load_file(str(weights)))
 
 
+def test_finetune_bundles_an_ood_scorer_of_its_own_backbone(
+    tuned_run: Path, tiny: tuple[Path, Path]
+) -> None:
+    """The bank holds the training images' features from the fine-tuned backbone (what the
+    bundle embeds with), the threshold is set on the val split: about 95% of its images pass."""
+    data, _ = tiny
+    model = headstart.load(tuned_run / "model")
+    assert model.ood is not None
+    info = json.loads((tuned_run / "model" / "model.json").read_text())["ood"]
+    assert info["train_rows"] == info["bank_rows"] == 16  # 8 hats + 8 shoes
+    assert info["fitted_on"] == "the val split (6 images)"
+    val = sorted((data / "validation").rglob("*.jpg"))
+    scores, failures = model.ood_scores(val)
+    assert not failures
+    assert np.mean(scores <= model.ood.threshold) >= 0.8  # 6 images: 95% means all but one
+    train = sorted((data / "train").rglob("*.jpg"))
+    # bank rows scored by the shipped model: each is its own nearest neighbour
+    np.testing.assert_allclose(model.ood_scores(train)[0], 0.0, atol=2e-3)
+    (prediction,) = model.predict(val[:1])
+    assert prediction.ood_score is not None and prediction.ood is not None
+
+
 class _RunsCode:
     """Unpickling this touches a file: what a hostile checkpoint would do."""
 
@@ -498,3 +520,4 @@ def test_two_task_finetune_trains_exports_and_predicts(composites: Path, tmp_pat
     probas, _ = model.task_proba(test)
     expected = [logged[p.name] for p in test]
     np.testing.assert_allclose(probas["items"][:, 0], expected, atol=1e-3)
+    assert model.ood is not None and model.ood.feature_dim == model.backbone_ref.feature_dim

@@ -238,3 +238,71 @@ def test_unsplit_data_gets_train_and_test_only_for_the_probe(
         s.path
         for s in result.manifest.split("test")  # type: ignore[attr-defined]
     }
+
+
+def _foreign_images(folder: Path) -> Path:
+    """Flat colours and noise: images that are no photo of any of the trained classes."""
+    from PIL import Image
+
+    from salt import make_image
+
+    for i, colour in enumerate([(0, 0, 0), (250, 250, 250), (20, 150, 40)]):
+        make_image(folder / f"flat{i}.png", (120, 90), colour)
+    noise = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "noise.png")
+    return folder
+
+
+def test_predictions_and_evaluation_carry_the_ood_score(
+    plain_run: FitResult, tiny_data: Path, tmp_path: Path
+) -> None:
+    from headstart.evaluation import evaluate_data
+
+    model = plain_run.model
+    assert model.ood is not None and model.ood_threshold == model.ood.threshold
+    foreign = _foreign_images(tmp_path / "foreign")
+    tests = tiny_data / "test"
+    predictions = model.predict([tests, foreign])
+    for p in predictions:
+        assert p.ood_score is not None and p.ood == (p.ood_score > model.ood.threshold)
+        assert p.to_dict()["ood"] is p.ood and isinstance(p.to_dict()["ood_score"], float)
+    inside = [p for p in predictions if foreign not in p.path.parents]
+    outside = [p for p in predictions if foreign in p.path.parents]
+    assert len(outside) == 4 and all(p.ood for p in outside)
+    assert np.mean([p.ood for p in inside]) <= 0.2
+    # with test-time augmentation the score is the centre view's: the view the threshold knows
+    flipped = model.predict([foreign], tta="flip")
+    centre = [p.ood_score for p in outside]
+    assert [p.ood_score for p in flipped] == pytest.approx(centre, abs=1e-6)
+
+    result = evaluate_data(model, tiny_data, progress=False, n_boot=100, ood_data=foreign)
+    assert result.ood is not None and result.ood.n_out == 4 and result.ood.n_in == len(inside)
+    assert result.ood.auroc.value == 1.0 and result.ood.fpr_at_95_tpr.value == 0.0
+    assert result.ood.out_flagged == 1.0 and result.ood.in_passed is not None
+    assert result.ood.in_passed >= 0.8
+
+
+def test_drop_label_issues_leaves_out_the_mislabelled_training_images(
+    tiny_data: Path, shared_cache: Path, tmp_path: Path
+) -> None:
+    """Hats filed as shoes in train: ``data.drop_label_issues`` leaves them out of training,
+    lists each in problems.csv with the suggested label, and counts them in run.json; the
+    held-out split is never judged."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    moved = sorted((data / "train" / "hat").glob("*.jpg"))[:3]
+    for photo in moved:
+        photo.rename(data / "train" / "shoes" / photo.name)
+    result = fit_run(data, tmp_path / "run", shared_cache, "data.drop_label_issues=true")
+    assert isinstance(result, FitResult)
+    with (tmp_path / "run" / "problems.csv").open(newline="") as fh:
+        reasons = {Path(r["path"]).name: r["reason"] for r in csv.DictReader(fh)}
+    caught = [p.name for p in moved if "label issue" in reasons.get(p.name, "")]
+    assert len(caught) >= 2, reasons
+    assert "suggest 'hat'" in reasons[caught[0]]
+    assert result.label_issues_dropped == sum("label issue" in r for r in reasons.values())
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["label_issues_dropped"] == result.label_issues_dropped
+    kept = {s.path.name for s in result.manifest.samples}
+    assert not kept & set(caught)
+    assert len(result.manifest.split("test")) == len(list((data / "test").rglob("*.jpg")))

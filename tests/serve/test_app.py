@@ -141,6 +141,42 @@ def test_predict_one_photo_matches_the_library(client: TestClient, model: headst
     assert [t["label"] for t in one["results"][0]["top"]] == ["shoes"]
 
 
+def test_predict_says_how_unlike_the_training_images_an_upload_is(
+    client: TestClient, model: headstart.Model
+) -> None:
+    """``ood_score`` as the library scores the same file, ``ood`` above the stored threshold; a
+    flat colour is flagged; ``/v1/model`` describes the scorer; a failed file has nulls."""
+    assert model.ood is not None
+    info = client.get("/v1/model").json()["ood"]
+    assert info["method"] == "knn" and info["threshold"] == model.ood.threshold
+    flat = encoded("PNG", (200, 150))
+    sent = files(("hat.jpg", photo("hat")), ("flat.png", flat), ("no.txt", b"hello"))
+    hat, foreign, failed = client.post("/v1/predict", files=sent).json()["results"]
+    path = sorted((demo_data_dir() / "test" / "hat").glob("*.jpg"))[0]
+    want = float(model.ood_scores([path])[0][0])
+    assert hat["ood_score"] == pytest.approx(want, abs=1e-5)
+    assert hat["ood"] is (hat["ood_score"] > model.ood.threshold)
+    assert foreign["ood"] is True and foreign["ood_score"] > model.ood.threshold
+    assert foreign["top"]  # it still gets an answer: the flag says how far to trust it
+    assert failed["ood_score"] is None and failed["ood"] is None
+
+
+def test_a_model_without_an_ood_scorer_answers_null(tmp_path: Path) -> None:
+    from conftest import FIXTURES
+
+    old = headstart.load(FIXTURES / "bundle_v1")  # written before bundles had a scorer
+    with TestClient(create_app(old, explain=False)) as c:
+        assert c.get("/v1/model").json()["ood"] is None
+        (result,) = c.post("/v1/predict", files=files(("h.jpg", photo("hat")))).json()["results"]
+    assert result["top"][0]["label"] == "hat"
+    assert result["ood_score"] is None and result["ood"] is None
+
+
+def test_the_page_warns_about_images_unlike_the_training_ones(client: TestClient) -> None:
+    page = client.get("/").text
+    assert "This image looks unlike the training images" in page and "r.ood" in page
+
+
 def test_every_allowed_format_decodes() -> None:
     for fmt in sorted(ALLOWED_FORMATS):
         assert decode_upload(encoded(fmt), Limits()).size == (40, 30), fmt

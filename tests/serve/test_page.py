@@ -22,6 +22,7 @@ from serving import serving
 
 SCREENSHOT_FOR_REVIEW = Path("/tmp/serve_page.png")
 TASKS_SCREENSHOT_FOR_REVIEW = Path("/tmp/serve_page_tasks.png")
+OOD_SCREENSHOT_FOR_REVIEW = Path("/tmp/serve_page_ood.png")
 TOKEN = "page-test-token"
 ITEMS = ("hat", "pants", "shoes", "t-shirt")
 
@@ -99,6 +100,43 @@ def test_page_predicts_a_dropped_photo_and_shows_the_overlay(server: str, tmp_pa
             assert shot.stat().st_size > 10_000
             shutil.copyfile(shot, SCREENSHOT_FOR_REVIEW)
             assert failed == []  # everything the page loaded came from this server
+        finally:
+            browser.close()
+
+
+def test_page_warns_when_an_image_is_unlike_the_training_images(
+    server: str, model: headstart.Model, tmp_path: Path
+) -> None:
+    """A flat grey picture gets the warning above its (still shown) answer; a photo of a
+    trained class gets none when the model passes it."""
+    from PIL import Image
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    flat = tmp_path / "flat.png"
+    Image.new("RGB", (300, 200), (120, 120, 120)).save(flat)
+    hat = sorted((demo_data_dir() / "test" / "hat").glob("*.jpg"))[0]
+    (flagged,) = model.predict([hat])
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 760})
+            page.goto(server + "/")
+            page.fill("#token", TOKEN)
+            page.click("#save-token")
+            sync_api.expect(page.locator("#subtitle")).to_contain_text("4 classes")
+            page.set_input_files("#file", str(flat))
+            page.wait_for_selector("#answers .row", timeout=60_000)
+            warning = page.locator("#ood-warning")
+            sync_api.expect(warning).to_be_visible()
+            assert "unlike the training images" in (warning.text_content() or "")
+            assert page.locator("#answers .task").count() == 1  # the answer is still shown
+            page.screenshot(path=str(tmp_path / "ood.png"), full_page=True)
+            shutil.copyfile(tmp_path / "ood.png", OOD_SCREENSHOT_FOR_REVIEW)
+            page.set_input_files("#file", str(hat))
+            sync_api.expect(page.locator("#answers .top")).to_contain_text("hat", timeout=60_000)
+            assert page.locator("#ood-warning").count() == int(bool(flagged.ood))
         finally:
             browser.close()
 

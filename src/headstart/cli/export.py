@@ -33,8 +33,8 @@ def command(
         1e-4, "--tolerance", help="Largest allowed probability difference onnxruntime vs torch."
     ),
 ) -> None:
-    """Export the model (backbone + every task's head) as one ONNX graph, one output per task,
-    with a parity check."""
+    """Export the model (backbone + every task's head) as one ONNX graph, one output per task
+    (and ood_score when the model has an OOD scorer), with a parity check."""
     from headstart.export import export_model  # the library: when it runs
 
     result = export_model(
@@ -55,6 +55,8 @@ def command(
     if len(result.tasks) > 1:
         for name, p in result.tasks.items():
             _say(f"  {name}: output '{p.output}', max abs difference {p.max_abs_diff:.2e}")
+    if result.ood is not None:
+        _say(f"  ood_score (out of distribution): max abs difference {result.ood.max_abs_diff:.2e}")
     q = result.int8
     if q is None:
         return

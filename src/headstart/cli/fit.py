@@ -65,6 +65,11 @@ def _show_leakage(result: FitResult) -> None:
         show_near_duplicates(result.near_duplicates, result.manifest)
     if result.deduped:
         console.print(f"--dedupe: removed {result.deduped} image(s) from the evaluation splits")
+    if result.config.data.drop_label_issues:
+        console.print(
+            f"--drop-label-issues: left out {result.label_issues_dropped} training image(s) "
+            "whose label the embeddings contradict (problems.csv lists them)"
+        )
 
 
 def command(
@@ -89,6 +94,12 @@ def command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     dedupe: bool = typer.Option(
         False, "--dedupe", help="Drop the later copy of cross-split (near-)duplicates."
+    ),
+    drop_label_issues: bool = typer.Option(
+        False,
+        "--drop-label-issues",
+        help="Leave out training images whose label the embeddings contradict (as explore "
+        "flags them; listed in problems.csv).",
     ),
     no_report: bool = typer.Option(
         False, "--no-report", help="Skip the HTML report (RUN/report.html)."
@@ -120,6 +131,7 @@ def command(
         raise ConfigError("fit needs DATA (an image folder or CSV), or --resume RUN")
     extra = _train_overrides(strategy, devices, num_nodes, precision)
     extra += ["data.dedupe=true"] if dedupe else []
+    extra += ["data.drop_label_issues=true"] if drop_label_issues else []
     cfg = build_config(config, set_, backbone=backbone, weights=weights, head=head, extra=extra)
     result = fit(
         data, output, config=cfg, overwrite=overwrite, progress=not quiet, report=not no_report

@@ -17,6 +17,7 @@ from headstart.cli import (
     demo,
     evaluate,
     explain,
+    explore,
     export,
     fit,
     lr_find,
@@ -39,7 +40,7 @@ app = typer.Typer(
 )
 _COMMANDS: tuple[ModuleType, ...] = (fit, predict, evaluate, backbones, demo, report, explain)
 _COMMANDS += (serve, export, cv, tune, rank_backbones, calibrate, compare)
-_COMMANDS += (lr_find, compare_strategies)
+_COMMANDS += (lr_find, compare_strategies, explore)
 for module in _COMMANDS:
     module.register(app)
 

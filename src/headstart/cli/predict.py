@@ -1,4 +1,6 @@
-"""``headstart predict MODEL IMAGES...``: every task's answer per image as a table, CSV or JSON."""
+"""``headstart predict MODEL IMAGES...``: every task's answer per image as a table, CSV or JSON,
+with each image's OOD score and whether it is unlike the training images (models that have an
+OOD scorer: ``ood_score``/``ood`` columns and keys; JSON says null for models without one)."""
 
 from __future__ import annotations
 
@@ -36,22 +38,37 @@ def _one_task(tasks: list[Task]) -> bool:
     return len(tasks) == 1 and not tasks[0].multi_label
 
 
-def write_csv(predictions: list[Prediction], tasks: list[Task], k: int) -> None:
+#: What the table and the service's page say of an image flagged as out of distribution.
+UNLIKE = "unlike the training images"
+
+
+def _ood_cells(p: Prediction) -> list[str]:
+    """``ood_score`` and ``ood`` CSV cells (empty for an unreadable file)."""
+    if p.ood_score is None:
+        return ["", ""]
+    return [f"{p.ood_score:.6f}", "true" if p.ood else "false"]
+
+
+def write_csv(predictions: list[Prediction], tasks: list[Task], k: int, ood: bool = False) -> None:
     """CSV on stdout.  One multi-class task: ``label_i, probability_i`` for the top k; else per
-    task its chosen labels (joined with ``|``) and its ``label=score`` top list."""
+    task its chosen labels (joined with ``|``) and its ``label=score`` top list; with ``ood``
+    (the model has a scorer) ``ood_score`` and ``ood`` (true/false) before ``error``."""
     writer = csv.writer(sys.stdout)
+    extra = ["ood_score", "ood"] if ood else []
     if _one_task(tasks):
         ranks = [f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "probability")]
-        writer.writerow(["path", *ranks, "error"])
+        writer.writerow(["path", *ranks, *extra, "error"])
         for p in predictions:
             cells: list[str] = []
             for i in range(k):
                 label, prob = p.top[i] if i < len(p.top) else ("", None)
                 cells += [label, "" if prob is None else f"{prob:.6f}"]
-            writer.writerow([str(p.path), *cells, p.error or ""])
+            scored = _ood_cells(p) if ood else []
+            writer.writerow([str(p.path), *cells, *scored, p.error or ""])
         return
     names = [t.name for t in tasks]
-    writer.writerow(["path", *(f"{t}{suffix}" for t in names for suffix in ("", ":top")), "error"])
+    header = [f"{t}{suffix}" for t in names for suffix in ("", ":top")]
+    writer.writerow(["path", *header, *extra, "error"])
     for p in predictions:
         cells = []
         for t in names:
@@ -60,12 +77,22 @@ def write_csv(predictions: list[Prediction], tasks: list[Task], k: int) -> None:
                 cells += ["", ""]
                 continue
             cells += ["|".join(answer.labels), " ".join(f"{c}={q:.6f}" for c, q in answer.top)]
-        writer.writerow([str(p.path), *cells, p.error or ""])
+        scored = _ood_cells(p) if ood else []
+        writer.writerow([str(p.path), *cells, *scored, p.error or ""])
 
 
-def show_table(predictions: list[Prediction], tasks: list[Task]) -> None:
+def _ood_text(p: Prediction) -> str:
+    if p.ood_score is None:
+        return ""
+    if p.ood:
+        return f"[bold yellow]{p.ood_score:.3f} {UNLIKE}[/]"
+    return f"{p.ood_score:.3f}"
+
+
+def show_table(predictions: list[Prediction], tasks: list[Task], ood: bool = False) -> None:
     """A table: one multi-class task shows the prediction, its probability and the runners-up;
-    otherwise a column per task with its chosen labels and their scores."""
+    otherwise a column per task with its chosen labels and their scores; with ``ood`` (the
+    model has a scorer) an ``ood score`` column that marks images unlike the training ones."""
     table = Table()
     table.add_column("image", overflow="fold")
     if _one_task(tasks):
@@ -75,15 +102,19 @@ def show_table(predictions: list[Prediction], tasks: list[Task]) -> None:
     else:
         for t in tasks:
             table.add_column(t.name, overflow="fold")
+    if ood:
+        table.add_column("ood score", overflow="fold")
+    flagged = sum(bool(p.ood) for p in predictions)
     for p in predictions:
         if p.error:
-            blanks = [""] * (2 if _one_task(tasks) else len(tasks) - 1)
+            blanks = [""] * ((2 if _one_task(tasks) else len(tasks) - 1) + int(ood))
             table.add_row(display_path(p.path), f"[red]error[/] {p.error}", *blanks)
             continue
+        scored = [_ood_text(p)] if ood else []
         if _one_task(tasks):
             (label, prob), rest = p.top[0], p.top[1:]
             rest_text = ", ".join(f"{c} {q:.3f}" for c, q in rest)
-            table.add_row(display_path(p.path), label, f"{prob:.3f}", rest_text)
+            table.add_row(display_path(p.path), label, f"{prob:.3f}", rest_text, *scored)
             continue
         cells = []
         for t in tasks:
@@ -91,7 +122,12 @@ def show_table(predictions: list[Prediction], tasks: list[Task]) -> None:
             scores = dict(answer.top)
             chosen = ", ".join(f"{c} {scores[c]:.3f}" if c in scores else c for c in answer.labels)
             cells.append(chosen or "[dim](none)[/]")
-        table.add_row(display_path(p.path), *cells)
+        table.add_row(display_path(p.path), *cells, *scored)
+    if flagged:
+        table.caption = (
+            f"{flagged} image(s) {UNLIKE}: their answers are guesses among classes they may "
+            "not belong to"
+        )
     console.print(table)
 
 
@@ -123,13 +159,14 @@ def command(
         loaded = load(model)
     predictions = loaded.predict(images, top_k=top_k, tta=tta)
     tasks = list(loaded.tasks)
+    scored = loaded.ood_threshold is not None
     if fmt is Format.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
     elif fmt is Format.csv:
         k = min(top_k, len(tasks[0].classes))
-        write_csv(predictions, tasks, k)
+        write_csv(predictions, tasks, k, scored)
     else:
-        show_table(predictions, tasks)
+        show_table(predictions, tasks, scored)
 
 
 def register(app: typer.Typer) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_PIXEL_THRESHOLD",
     "DEFAULT_THRESHOLD",
     "NearDuplicate",
+    "PairCache",
     "dedupe",
     "find_near_duplicates",
     "pixel_similarity",
@@ -106,7 +107,7 @@ def pixel_similarity(a: Path, b: Path, crops: dict[Path, np.ndarray | None] | No
     return float(max((ca @ cb[0]).max(), (cb @ ca[0]).max()))
 
 
-class _PairCache:
+class PairCache:
     """Pixel similarities on disk, keyed by the two files' sha256: refitting the same data (or
     adding images) re-checks no pair it has seen.  ``folder`` None keeps nothing."""
 
@@ -173,7 +174,7 @@ def find_near_duplicates(
     splits = np.array([s.split for s in samples])
     found = []
     crops: dict[Path, np.ndarray | None] = {}
-    cache = _PairCache(pixel_cache)
+    cache = PairCache(pixel_cache)
     for i, j, cos in _candidate_pairs(features, splits, threshold):
         a, b = samples[i], samples[j]
         if a.sha256 == b.sha256:

@@ -1,6 +1,6 @@
 """Export a fitted model as one ONNX graph (backbone -> every task's head -> probabilities, one
-output per task), check it against torch on real images, optionally quantize it to int8, and
-predict with it in onnxruntime.
+output per task, and the OOD score), check it against torch on real images, optionally quantize
+it to int8, and predict with it in onnxruntime.
 
 >>> from headstart.export import export_model           # doctest: +SKIP
 >>> result = export_model("runs/x/model", quantize="int8")
@@ -15,6 +15,7 @@ from headstart.export.onnx_model import (
     ExportError,
     ExportResult,
     Int8Report,
+    OodParity,
     TaskInt8,
     TaskParity,
     export_model,
@@ -30,6 +31,7 @@ __all__ = [
     "ExportResult",
     "Int8Report",
     "OnnxClassifier",
+    "OodParity",
     "TaskInt8",
     "TaskParity",
     "describe",

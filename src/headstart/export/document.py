@@ -1,5 +1,6 @@
-"""What an exported model says about itself: inputs, one output per task, preprocessing,
-thresholds and calibration (``model.onnx.json`` and the file's own ``metadata_props``).
+"""What an exported model says about itself: inputs, one output per task, the OOD score,
+preprocessing, thresholds and calibration (``model.onnx.json`` and the file's own
+``metadata_props``).
 
 Output naming rule: a one-task model has the single output ``probabilities`` (as every export
 before tasks had); a model of several tasks has one output per task, in task order, named
@@ -10,6 +11,12 @@ temperatures are recorded here and applied by the runtime (:class:`~headstart.ex
 OnnxClassifier`), exactly as :meth:`headstart.Model.proba_from_features` applies them.  The
 preprocessing block's ``steps`` say how an image file becomes the graph's input, every parameter
 included (:mod:`headstart.export.recipe`).
+
+A bundle with an out-of-distribution scorer (:mod:`headstart.heads.ood`) adds the output
+``ood_score`` (N,) after the task outputs, computed in the graph from the same pooled features
+(normalise, one matmul with the stored bank, top-k): higher = more unlike the training images.
+The ``ood`` block records the method, ``k`` and the ``threshold`` above which an image is
+flagged (the runtime compares; the graph gives the score).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ __all__ = [
     "DOC_FORMAT",
     "DOC_VERSION",
     "METADATA_KEY",
+    "OOD_OUTPUT",
     "OPSET",
     "OUTPUT_NAME",
     "ExportedTask",
@@ -37,11 +45,14 @@ __all__ = [
     "describe",
     "exported_tasks",
     "metadata_props",
+    "ood_block",
     "output_names",
     "temperatures_of",
 ]
 
 OUTPUT_NAME = "probabilities"
+#: The graph output holding each image's OOD score (bundles with a scorer).
+OOD_OUTPUT = "ood_score"
 METADATA_KEY = "headstart"
 DOC_FORMAT = "headstart-onnx"
 #: 1: one task (``classes``, output ``probabilities``); 2: ``tasks``, ``outputs``, calibration;
@@ -90,6 +101,13 @@ def calibration_block(contents: BundleContents) -> dict[str, Any] | None:
     }
 
 
+def ood_block(contents: BundleContents) -> dict[str, Any] | None:
+    """The bundle's OOD scorer as the export records it (None when it has none)."""
+    if contents.ood is None:
+        return None
+    return {**contents.ood.meta(), "output": OOD_OUTPUT, "in_graph": True}
+
+
 def describe(contents: BundleContents, opset: int = OPSET) -> dict[str, Any]:
     """The document that says how to call the exported model (input, one output per task,
     preprocessing, classes, thresholds, calibration)."""
@@ -106,6 +124,17 @@ def describe(contents: BundleContents, opset: int = OPSET) -> dict[str, Any]:
         }
         for task, name in zip(tasks, names, strict=True)
     ]
+    if contents.ood is not None:
+        outputs.append(
+            {
+                "name": OOD_OUTPUT,
+                "dtype": "float32",
+                "shape": ["batch"],
+                "meaning": "how unlike the training images each image is (distance of its "
+                "L2-normalised embedding to the k-th nearest training embedding); above "
+                "ood.threshold it is flagged",
+            }
+        )
     task_docs = []
     for task, name in zip(tasks, names, strict=True):
         entry: dict[str, Any] = {**task.to_dict(), "output": name}
@@ -123,13 +152,14 @@ def describe(contents: BundleContents, opset: int = OPSET) -> dict[str, Any]:
             "layout": "NCHW, RGB channels",
         },
     }
-    if len(outputs) == 1:
+    if len(tasks) == 1:  # the one task output, as every export before tasks had
         doc["output"] = {k: v for k, v in outputs[0].items() if k != "task"}
     doc |= {
         "outputs": outputs,
         "classes": list(tasks[0].classes),
         "tasks": task_docs,
         "calibration": calibration_block(contents),
+        "ood": ood_block(contents),
         "preprocessing": {**prep.to_dict(), "steps": preprocessing_steps(prep)},
         "opset": opset,
         "backbone": {"name": contents.backbone.name, "sha256": contents.backbone.weights_sha256},

@@ -8,7 +8,8 @@ on real images and compares every task's probabilities with torch's; torch's are
 the bundle's numpy heads on the same features.  The file gets its final name only after both
 checks pass.  The graph has one output per task (see :mod:`headstart.export.document` for the
 naming rule and the document written beside the model, ``model.onnx.json``, and stored in its
-own ``metadata_props``).
+own ``metadata_props``), and ``ood_score`` when the bundle has an OOD scorer: checked the same
+way, onnxruntime against torch and torch against the bundle's numpy scorer.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from headstart.bundle import BundleContents, read_bundle
 from headstart.data.manifest import Task
-from headstart.errors import ConfigError, HeadstartError
+from headstart.errors import ConfigError
 from headstart.export.document import (
     METADATA_KEY,
+    OOD_OUTPUT,
     OPSET,
     OUTPUT_NAME,
     describe,
@@ -37,14 +39,19 @@ from headstart.export.document import (
     output_names,
 )
 from headstart.export.images import CheckImages, Images, accuracy, check_images
+from headstart.export.parity import (
+    ExportError,
+    OodParity,
+    TaskParity,
+    check_ood_parity,
+    check_parity,
+    max_diff,
+    torch_reference,
+)
 from headstart.export.quantize import QUANTIZATIONS, quantize_int8
 from headstart.features.onnx_engine import INPUT_NAME, OnnxFeatures, export_onnx
 from headstart.fsutil import FILE_MODE, atomic_write_text
-from headstart.heads import task_proba
 from headstart.model import split_columns
-
-if TYPE_CHECKING:
-    from headstart.export.torch_model import Classifier
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -53,6 +60,7 @@ __all__ = [
     "ExportError",
     "ExportResult",
     "Int8Report",
+    "OodParity",
     "TaskInt8",
     "TaskParity",
     "describe",
@@ -65,22 +73,6 @@ _BATCH = 32
 #: The exporter's one output of a several-task model before it is split into one per task (a
 #: name no task output can have: those all start with "probabilities").
 _JOINED = "joined_probabilities"
-
-Probabilities = dict[str, np.ndarray]
-
-
-class ExportError(HeadstartError, RuntimeError):
-    """An exported model does not reproduce the bundle's predictions within the tolerance."""
-
-
-@dataclass(frozen=True)
-class TaskParity:
-    """How closely one task's output matches: onnxruntime vs torch eager, torch head module vs
-    the bundle's numpy head (same features)."""
-
-    output: str
-    max_abs_diff: float
-    head_max_abs_diff: float
 
 
 @dataclass(frozen=True)
@@ -111,6 +103,8 @@ class Int8Report:
     accuracy_int8: float
     n_labelled: int
     tasks: dict[str, TaskInt8] = field(default_factory=dict)
+    ood_max_abs_diff: float | None = None
+    """The largest change of the OOD score (its matmul stays float32; None without one)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +121,8 @@ class ExportResult:
     seconds: float
     int8: Int8Report | None = None
     tasks: dict[str, TaskParity] = field(default_factory=dict)
+    ood: OodParity | None = None
+    """The OOD score's parity (None when the bundle has no scorer)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (paths as strings)."""
@@ -139,40 +135,27 @@ class ExportResult:
 
 def onnx_probabilities(path: Path, batch: np.ndarray) -> np.ndarray:
     """Run an exported model with onnxruntime on a preprocessed batch, in chunks: every output
-    side by side (N, sum of widths), in the graph's output order (= task order)."""
+    side by side (N, sum of widths), in the graph's output order (= task order, then the OOD
+    score's one column when the graph has it)."""
     session = OnnxFeatures(path).session
     chunks = []
     for i in range(0, len(batch), _BATCH):
         outputs = session.run(None, {INPUT_NAME: np.ascontiguousarray(batch[i : i + _BATCH])})
-        chunks.append(np.concatenate([np.asarray(o) for o in outputs], axis=1))
+        columns = [np.asarray(o).reshape(len(o), -1) for o in outputs]
+        chunks.append(np.concatenate(columns, axis=1))
     return np.concatenate(chunks).astype(np.float64)
 
 
-def _torch_probabilities(
-    module: Classifier, contents: BundleContents, batch: np.ndarray
-) -> tuple[Probabilities, Probabilities]:
-    """Each task's (torch eager probabilities, the bundle's numpy head on the same features)."""
-    # lazy: torch takes seconds to import; only this path needs it
-    import torch
-
-    tasks = contents.tasks
-    probs: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
-    feats = []
-    with torch.inference_mode():
-        for i in range(0, len(batch), _BATCH):
-            f = module.backbone(torch.from_numpy(batch[i : i + _BATCH]))
-            for task, p in zip(tasks, module.task_probabilities(f), strict=True):
-                probs[task.name].append(p.double().numpy())
-            feats.append(f.float().numpy())
-    features = np.concatenate(feats)
-    eager = {name: np.concatenate(chunks) for name, chunks in probs.items()}
-    reference = {t.name: task_proba(t, contents.heads[t.name], features) for t in tasks}
-    return eager, reference
+def _ood_column(outputs: np.ndarray, tasks: Sequence[Task]) -> np.ndarray | None:
+    """The OOD scores after the tasks' columns (None when the graph has none)."""
+    width = sum(len(t.classes) for t in tasks)
+    return outputs[:, width] if outputs.shape[1] > width else None
 
 
-def _split_outputs(path: Path, tasks: Sequence[Task]) -> None:
+def _split_outputs(path: Path, tasks: Sequence[Task], ood: bool) -> None:
     """Turn the exporter's one joined output into one graph output per task (an ONNX Split on
-    the class axis), named by :func:`~headstart.export.document.output_names`."""
+    the class axis), named by :func:`~headstart.export.document.output_names`, and with
+    ``ood`` the last column into the (N,) output ``ood_score``."""
     # lazy: onnx/onnxruntime take a second to import; only this path needs them
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -180,18 +163,28 @@ def _split_outputs(path: Path, tasks: Sequence[Task]) -> None:
     proto = onnx.load(str(path))
     graph = proto.graph
     (joined,) = [o.name for o in graph.output]
-    widths = [len(t.classes) for t in tasks]
+    widths = [len(t.classes) for t in tasks] + ([1] if ood else [])
     sizes = numpy_helper.from_array(np.asarray(widths, dtype=np.int64), "headstart_task_widths")
     graph.initializer.append(sizes)
     names = output_names(tasks)
+    parts = names + ([f"{OOD_OUTPUT}_column"] if ood else [])
     graph.node.append(
-        helper.make_node("Split", [joined, sizes.name], names, axis=1, name="headstart_tasks")
+        helper.make_node("Split", [joined, sizes.name], parts, axis=1, name="headstart_tasks")
     )
     del graph.output[:]
     graph.output.extend(
         helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", width])
-        for name, width in zip(names, widths, strict=True)
+        for name, width in zip(names, widths, strict=False)
     )
+    if ood:
+        axes = numpy_helper.from_array(np.asarray([1], dtype=np.int64), "headstart_ood_axes")
+        graph.initializer.append(axes)
+        graph.node.append(
+            helper.make_node(
+                "Squeeze", [parts[-1], axes.name], [OOD_OUTPUT], name="headstart_ood_score"
+            )
+        )
+        graph.output.append(helper.make_tensor_value_info(OOD_OUTPUT, TensorProto.FLOAT, ["batch"]))
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
 
@@ -219,12 +212,8 @@ def _publish(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.max(np.abs(a - b))) if a.size else 0.0
-
-
 def _task_int8(task: Task, fp32: np.ndarray, int8: np.ndarray, checks: CheckImages) -> TaskInt8:
-    diff = _max_diff(int8, fp32)
+    diff = max_diff(int8, fp32)
     if task.multi_label:
         return TaskInt8(diff, None, None, None, 0)
     labels = checks.labels_for(task.classes)
@@ -238,13 +227,19 @@ def _task_int8(task: Task, fp32: np.ndarray, int8: np.ndarray, checks: CheckImag
 
 
 def _int8(
-    path: Path, fp32: Mapping[str, np.ndarray], checks: CheckImages, tasks: Sequence[Task]
+    path: Path,
+    fp32: Mapping[str, np.ndarray],
+    checks: CheckImages,
+    tasks: Sequence[Task],
+    fp32_ood: np.ndarray | None,
 ) -> Int8Report:
     dest = path.with_name(f"{path.name.removesuffix('.onnx')}.int8.onnx")
     tmp = _temp_beside(dest)
     try:
         quantize_int8(path, tmp)
-        int8 = split_columns(tasks, onnx_probabilities(tmp, checks.batch))
+        outputs = onnx_probabilities(tmp, checks.batch)
+        int8 = split_columns(tasks, outputs)
+        int8_ood = _ood_column(outputs, tasks)
         _publish(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -260,6 +255,9 @@ def _int8(
         accuracy_int8=math.nan if first.accuracy_int8 is None else first.accuracy_int8,
         n_labelled=first.n_labelled,
         tasks=per_task,
+        ood_max_abs_diff=None
+        if fp32_ood is None or int8_ood is None
+        else max_diff(int8_ood, fp32_ood),
     )
 
 
@@ -294,25 +292,32 @@ def export_model(
     from headstart.export.torch_model import build_torch_model
 
     module = build_torch_model(contents)
-    eager, reference = _torch_probabilities(module, contents, checks.batch)
+    ref = torch_reference(module, contents, checks.batch)
     doc = describe(contents)
     names = output_names(tasks)
     tmp = _temp_beside(path)
     try:
-        joined = names[0] if len(tasks) == 1 else _JOINED
+        joined = names[0] if len(tasks) == 1 and contents.ood is None else _JOINED
         export_onnx(module, tmp, OPSET, output_name=joined, metadata=metadata_props(doc))
-        if len(tasks) > 1:
-            _split_outputs(tmp, tasks)
-        fp32 = split_columns(tasks, onnx_probabilities(tmp, checks.batch))
+        if joined == _JOINED:
+            _split_outputs(tmp, tasks, ood=contents.ood is not None)
+        outputs = onnx_probabilities(tmp, checks.batch)
+        fp32, fp32_ood = split_columns(tasks, outputs), _ood_column(outputs, tasks)
         parity = {
             t.name: TaskParity(
                 output=name,
-                max_abs_diff=_max_diff(fp32[t.name], eager[t.name]),
-                head_max_abs_diff=_max_diff(eager[t.name], reference[t.name]),
+                max_abs_diff=max_diff(fp32[t.name], ref.eager[t.name]),
+                head_max_abs_diff=max_diff(ref.eager[t.name], ref.reference[t.name]),
             )
             for t, name in zip(tasks, names, strict=True)
         }
-        _check_parity(parity, tolerance, len(checks.paths))
+        ood = None
+        if fp32_ood is not None and ref.eager_ood is not None and ref.reference_ood is not None:
+            ood = OodParity(
+                max_diff(fp32_ood, ref.eager_ood), max_diff(ref.eager_ood, ref.reference_ood)
+            )
+        check_parity(parity, tolerance, len(checks.paths))
+        check_ood_parity(ood, tolerance, len(checks.paths))
         _publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -325,8 +330,9 @@ def export_model(
         "head_max_abs_diff": head_diff,
         "tolerance": tolerance,
         "tasks": {name: asdict(p) for name, p in parity.items()},
+        "ood": None if ood is None else asdict(ood),
     }
-    report = _int8(path, fp32, checks, tasks) if quantize == "int8" else None
+    report = _int8(path, fp32, checks, tasks, fp32_ood) if quantize == "int8" else None
     if report is not None:
         doc["int8"] = {k: v for k, v in asdict(report).items() if k != "path"}
         doc["int8"]["file"] = report.path.name
@@ -334,7 +340,7 @@ def export_model(
     atomic_write_text(meta_path, json_text(doc))
     return ExportResult(
         path, meta_path, len(checks.paths), diff, head_diff, tolerance,
-        time.perf_counter() - start, report, parity,
+        time.perf_counter() - start, report, parity, ood,
     )  # fmt: skip
 
 
@@ -356,21 +362,3 @@ def json_text(doc: Mapping[str, Any]) -> str:
 def check_images_for(contents: BundleContents, images: Images | None) -> CheckImages:
     """The decoded check images for a bundle (its preprocessing; labels of its first task)."""
     return check_images(images, contents.backbone.preprocessing)
-
-
-def _check_parity(parity: Mapping[str, TaskParity], tolerance: float, n: int) -> None:
-    several = len(parity) > 1
-    for name, p in parity.items():
-        where = f" (task '{name}', output '{p.output}')" if several else ""
-        if p.max_abs_diff > tolerance:
-            raise ExportError(
-                f"ONNX export does not match torch{where}: max abs probability difference "
-                f"{p.max_abs_diff:.3g} on {n} images exceeds the tolerance {tolerance:g}; "
-                "the file was not written"
-            )
-        if p.head_max_abs_diff > tolerance:
-            raise ExportError(
-                f"the torch head{where} differs from the bundle's head by "
-                f"{p.head_max_abs_diff:.3g} (tolerance {tolerance:g}) on {n} images; the file "
-                "was not written"
-            )

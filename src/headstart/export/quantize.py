@@ -3,7 +3,9 @@
 Only MatMul/Gemm weights are quantized.  Measured on mobilenet_v2 (batch 32, 2 threads, this
 project's CPU): with Conv added, dynamic quantization turns every convolution into ConvInteger,
 which ran ~10x slower (24.5 -> 2.5 img/s) and moved the features by up to 0.73; so Conv stays
-float32.  See ``benchmarks/export.py`` for the whole-model figures.
+float32.  See ``benchmarks/export.py`` for the whole-model figures.  The OOD score's matmul (the
+nodes the exporter names under ``/ood/``) stays float32 too: its scores are compared with a
+threshold set in float32, and an int8 bank would move them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ __all__ = ["INT8_OP_TYPES", "QUANTIZATIONS", "quantize_int8"]
 
 QUANTIZATIONS = ("int8",)
 INT8_OP_TYPES = ("MatMul", "Gemm")
+#: Nodes whose names start with this stay float32 (the OOD scorer's, see the module docstring).
+FLOAT_SCOPE = "/ood/"
 
 
 @contextmanager
@@ -45,6 +49,7 @@ def quantize_int8(source: Path, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
+    keep = [n.name for n in onnx.load(str(source)).graph.node if n.name.startswith(FLOAT_SCOPE)]
     try:
         with _quiet_root_logger():
             quantize_dynamic(
@@ -52,6 +57,7 @@ def quantize_int8(source: Path, dest: Path) -> Path:
                 tmp,
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=list(INT8_OP_TYPES),
+                nodes_to_exclude=keep,
             )
         _copy_metadata(onnx.load(str(source)), Path(tmp))
         os.chmod(tmp, FILE_MODE)  # mkstemp's 0600 -> the mode of the bundle's other files

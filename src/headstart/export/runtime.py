@@ -2,8 +2,9 @@
 
 The file carries its tasks (classes, thresholds), calibration and preprocessing in its metadata,
 so it runs without the bundle and answers exactly as :meth:`headstart.Model.predict` does: the
-same per-task probabilities (calibration applied to each view, before any TTA mean) and the
-same :class:`~headstart.model.Prediction` objects.  Given a bundle folder, its ``model.onnx`` is
+same per-task probabilities (calibration applied to each view, before any TTA mean), the same
+OOD scores (the graph's ``ood_score`` output, of the centre view) and the same
+:class:`~headstart.model.Prediction` objects.  Given a bundle folder, its ``model.onnx`` is
 exported first when missing or made from another version of the bundle.
 """
 
@@ -23,6 +24,7 @@ from headstart.errors import BundleError, ConfigError
 from headstart.export.document import (
     DOC_VERSION,
     METADATA_KEY,
+    OOD_OUTPUT,
     describe,
     exported_tasks,
     temperatures_of,
@@ -65,8 +67,11 @@ class OnnxClassifier:
             for task, _, cut in exported
         }
         self.temperatures = temperatures_of(self.info)
+        self.ood_threshold = _ood_threshold(self.info, self.path)
+        """The OOD score above which an image is flagged (None: the model has no scorer)."""
         self._session = OnnxFeatures(self.path, threads=threads).session
-        missing = sorted(set(self._outputs) - {o.name for o in self._session.get_outputs()})
+        wanted = self._outputs + ([OOD_OUTPUT] if self.ood_threshold is not None else [])
+        missing = sorted(set(wanted) - {o.name for o in self._session.get_outputs()})
         if missing:
             raise BundleError(f"{self.path}: the graph lacks the outputs {', '.join(missing)}")
 
@@ -90,38 +95,62 @@ class OnnxClassifier:
     def predict_batch(self, batch: np.ndarray) -> Probabilities:
         """Each task's calibrated probabilities for a preprocessed float32 batch
         (N, 3, crop, crop), columns in the task's class order."""
+        return self.score_batch(batch)[0]
+
+    def score_batch(self, batch: np.ndarray) -> tuple[Probabilities, np.ndarray | None]:
+        """:meth:`predict_batch`'s probabilities and the batch's (N,) OOD scores (None when
+        the model has no scorer), from one run of the graph."""
         feed = {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
-        outputs = self._session.run(self._outputs, feed)
+        scored = self.ood_threshold is not None
+        outputs = self._session.run(self._outputs + ([OOD_OUTPUT] if scored else []), feed)
         out: Probabilities = {}
-        for task, raw in zip(self.tasks, outputs, strict=True):
+        for task, raw in zip(self.tasks, outputs, strict=False):
             raw = np.asarray(raw, dtype=np.float64)
             out[task.name] = apply_calibration(raw, self.temperatures.get(task.name))
-        return out
+        return out, np.asarray(outputs[-1], dtype=np.float64).ravel() if scored else None
 
-    def _joined(self, batch: np.ndarray) -> np.ndarray:
-        per_task = self.predict_batch(batch)
-        return np.concatenate([per_task[t.name] for t in self.tasks], axis=1)
+    def _joined(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        per_task, ood = self.score_batch(batch)
+        return np.concatenate([per_task[t.name] for t in self.tasks], axis=1), ood
 
     def task_proba(
         self, paths: Sequence[Path], tta: str = "none"
     ) -> tuple[Probabilities, dict[int, str]]:
         """Each task's probabilities per file (NaN rows for unreadable ones) and
         {index: reason}; ``tta`` averages views as :meth:`headstart.Model.task_proba` does."""
+        probas, _, failures = self.scored(paths, tta)
+        return probas, failures
+
+    def scored(
+        self, paths: Sequence[Path], tta: str = "none"
+    ) -> tuple[Probabilities, np.ndarray | None, dict[int, str]]:
+        """:meth:`task_proba`'s probabilities and failures with the (N,) OOD scores between
+        them (NaN for unreadable files; None without a scorer), as
+        :meth:`headstart.Model.scored` gives them."""
         paths = list(paths)
         proba = np.full((len(paths), self._width), np.nan)
+        ood = np.full(len(paths), np.nan) if self.ood_threshold is not None else None
         failures: dict[int, str] = {}
         if check_tta(tta) != "none":
-            self._tta_into(proba, failures, paths, tta)
-            return split_columns(self.tasks, proba), failures
+            self._tta_into(proba, ood, failures, paths, tta)
+            return split_columns(self.tasks, proba), ood, failures
         for start in range(0, len(paths), _BATCH):
             kept, batch, failed = decode_batch(paths[start : start + _BATCH], self.preprocessing)
             failures.update({start + i: why for i, why in failed.items()})
             if kept:
-                proba[[start + i for i in kept]] = self._joined(batch)
-        return split_columns(self.tasks, proba), failures
+                rows = [start + i for i in kept]
+                proba[rows], scores = self._joined(batch)
+                if ood is not None and scores is not None:
+                    ood[rows] = scores
+        return split_columns(self.tasks, proba), ood, failures
 
     def _tta_into(
-        self, proba: np.ndarray, failures: dict[int, str], paths: list[Path], tta: str
+        self,
+        proba: np.ndarray,
+        ood: np.ndarray | None,
+        failures: dict[int, str],
+        paths: list[Path],
+        tta: str,
     ) -> None:
         views, size = tta_views(tta), self.preprocessing.crop
         step = max(1, _BATCH // len(views))
@@ -130,9 +159,12 @@ class OnnxClassifier:
             kept, arrays, failed = decode_views(chunk, self.preprocessing, views)
             failures.update({start + i: why for i, why in failed.items()})
             if kept:
+                rows = [start + i for i in kept]
                 # calibrated per view, then averaged: the rule of headstart.features.tta
-                p = self._joined(arrays.reshape(-1, 3, size, size))
-                proba[[start + i for i in kept]] = p.reshape(len(kept), len(views), -1).mean(1)
+                p, scores = self._joined(arrays.reshape(-1, 3, size, size))
+                proba[rows] = p.reshape(len(kept), len(views), -1).mean(1)
+                if ood is not None and scores is not None:  # the centre view's (view 0)
+                    ood[rows] = scores.reshape(len(kept), len(views))[:, 0]
 
     def predict_proba(
         self, paths: Sequence[Path], tta: str = "none", *, task: str | None = None
@@ -151,8 +183,22 @@ class OnnxClassifier:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
         check_tta(tta)  # a bad mode fails before any decoding
         paths = expand_inputs(images)
-        probas, failures = self.task_proba(paths, tta)
-        return make_predictions(paths, probas, failures, self.tasks, self._thresholds, top_k)
+        probas, ood, failures = self.scored(paths, tta)
+        scored = None if ood is None or self.ood_threshold is None else (ood, self.ood_threshold)
+        return make_predictions(
+            paths, probas, failures, self.tasks, self._thresholds, top_k, scored
+        )
+
+
+def _ood_threshold(doc: dict[str, Any], path: Path) -> float | None:
+    """The threshold of the document's OOD block (None: the model has no scorer)."""
+    block = doc.get("ood")
+    if block is None:
+        return None
+    try:
+        return float(block["threshold"])
+    except (KeyError, TypeError, ValueError):
+        raise BundleError(f"{path}: bad OOD block in the headstart metadata") from None
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -191,6 +237,8 @@ def _stale(onnx_path: Path, fresh: dict[str, Any]) -> str | None:
         return "exported by an older headstart"
     if doc["tasks"] != fresh["tasks"] or doc.get("calibration") != fresh["calibration"]:
         return "the bundle's tasks, thresholds or calibration changed since"
+    if doc.get("ood") != fresh["ood"]:
+        return "the bundle's out-of-distribution scorer changed since"
     return None
 
 

@@ -8,13 +8,14 @@ from torch import Tensor, nn
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.bundle import BundleContents
 from headstart.data.manifest import Task
-from headstart.heads.torch_head import task_module
+from headstart.heads.torch_head import ood_module, task_module
 
 __all__ = ["Classifier", "build_torch_model"]
 
 
 class Classifier(nn.Module):
-    """Preprocessed images (N, 3, crop, crop) -> every task's probabilities, concatenated.
+    """Preprocessed images (N, 3, crop, crop) -> every task's probabilities, concatenated,
+    then the OOD score (one column) when the bundle has a scorer.
 
     Each task's columns follow its classes, tasks in order: softmax for a multi-class task,
     one sigmoid per label for a multi-label task.  :meth:`task_probabilities` gives them apart.
@@ -26,6 +27,7 @@ class Classifier(nn.Module):
         heads: list[nn.Module],
         tasks: list[Task],
         preprocessing: Preprocessing,
+        ood: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -33,6 +35,7 @@ class Classifier(nn.Module):
         self.heads = nn.ModuleList(heads)
         self.tasks = list(tasks)
         self.preprocessing = preprocessing
+        self.ood = ood
 
     def task_probabilities(self, features: Tensor) -> list[Tensor]:
         """Each task's probabilities (N, C_t) from backbone features, in task order."""
@@ -43,14 +46,20 @@ class Classifier(nn.Module):
         return out
 
     def forward(self, x: Tensor) -> Tensor:
-        """Every task's probabilities side by side (N, sum of C_t), tasks in order."""
-        per_task = self.task_probabilities(self.backbone(x))
-        return per_task[0] if len(per_task) == 1 else torch.cat(per_task, dim=1)
+        """Every task's probabilities side by side (N, sum of C_t), tasks in order, and the OOD
+        score as a last column when there is a scorer."""
+        features = self.backbone(x)
+        columns = self.task_probabilities(features)
+        if self.ood is not None:
+            columns.append(self.ood(features))
+        return columns[0] if len(columns) == 1 else torch.cat(columns, dim=1)
 
 
 def build_torch_model(contents: BundleContents) -> Classifier:
-    """The bundle's backbone + one head module per task, in eval mode; each task's columns
-    follow its classes."""
+    """The bundle's backbone + one head module per task (+ its OOD scorer), in eval mode; each
+    task's columns follow its classes."""
     heads = [task_module(task, contents.heads[task.name]) for task in contents.tasks]
     backbone = contents.backbone.build()
-    return Classifier(backbone, heads, contents.tasks, contents.backbone.preprocessing).eval()
+    ood = None if contents.ood is None else ood_module(contents.ood)
+    prep = contents.backbone.preprocessing
+    return Classifier(backbone, heads, contents.tasks, prep, ood).eval()

@@ -1,4 +1,7 @@
-"""A trained fine-tuning module → one exportable head per task, probabilities and metrics."""
+"""A trained fine-tuning module → one exportable head per task, probabilities and metrics, and
+the out-of-distribution scorer of the trained backbone's embeddings: its bank the pooled
+features of the training images (at most :data:`~headstart.heads.ood.MAX_BANK`, a seeded
+subsample, embedded with the evaluation transform), its threshold set on the val split's."""
 
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from headstart.finetune.augment import eval_transform
 from headstart.finetune.data import DecodedImages
 from headstart.finetune.module import FinetuneModule
 from headstart.finetune.targets import task_targets
-from headstart.heads import LogisticHead, MultiLabelHead
+from headstart.heads import LogisticHead, MultiLabelHead, OodScorer, fit_ood
+from headstart.heads.ood import bank_rows
 from headstart.model import split_columns
 from headstart.result import score_splits
 from headstart.runfolder import MetricsRecord
@@ -62,22 +66,38 @@ def split_targets(manifest: Manifest, split: str) -> tuple[list[int], list[torch
 
 
 @torch.inference_mode()
-def _probabilities(
-    module: FinetuneModule, manifest: Manifest, images: DecodedImages, batch_size: int
-) -> dict[str, np.ndarray]:
+def _forward(
+    module: FinetuneModule, images: DecodedImages, rows: list[int], batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled features and every task's probabilities (concatenated) of ``rows``."""
     module.eval()
     transform = eval_transform(images.prep)
-    out: dict[str, np.ndarray] = {}
-    for split in ("val", "test"):
-        rows = manifest.rows(split)
-        if not rows:
-            continue
-        chunks = []
-        for start in range(0, len(rows), batch_size):
-            batch = torch.stack([transform(images[i]) for i in rows[start : start + batch_size]])
-            chunks.append(module.predictions(module(batch)).double().numpy())
-        out[split] = np.concatenate(chunks)
-    return out
+    features, probs = [], []
+    for start in range(0, len(rows), batch_size):
+        batch = torch.stack([transform(images[i]) for i in rows[start : start + batch_size]])
+        # what module(batch) computes, with the features kept on the way
+        pooled = module.backbone(batch.contiguous(memory_format=torch.channels_last))
+        probs.append(module.predictions(module.head(pooled)).double().numpy())
+        features.append(pooled.float().numpy())
+    return np.concatenate(features), np.concatenate(probs)
+
+
+def _ood(
+    module: FinetuneModule,
+    manifest: Manifest,
+    images: DecodedImages,
+    val_features: np.ndarray,
+    cfg: FitConfig,
+) -> OodScorer:
+    """The scorer of the trained backbone: a bank of training images' features, the
+    threshold on the val split's."""
+    train = manifest.rows("train")
+    kept = [train[j] for j in bank_rows(len(train), seed=cfg.data.seed)]
+    features, _ = _forward(module, images, kept, cfg.train.batch_size * 2)
+    where = f"the val split ({len(val_features)} images)"
+    return fit_ood(
+        features, held_out=val_features, seed=cfg.data.seed, fitted_on=where, n_train=len(train)
+    )
 
 
 @dataclass
@@ -87,14 +107,23 @@ class Evaluated:
     heads: dict[str, Any]
     probabilities: dict[str, dict[str, np.ndarray]]
     metrics: MetricsRecord
+    ood: OodScorer | None = None
 
 
 def evaluate_trained(
     module: FinetuneModule, manifest: Manifest, images: DecodedImages, cfg: FitConfig
 ) -> Evaluated:
     """Each task's slice of the trained ``Linear`` as its own head (a binary head per label
-    for a multi-label task), thresholds tuned on val, metrics on val and test."""
-    concatenated = _probabilities(module, manifest, images, cfg.train.batch_size * 2)
+    for a multi-label task), thresholds tuned on val, metrics on val and test, and the OOD
+    scorer (module docstring)."""
+    concatenated: dict[str, np.ndarray] = {}
+    features: dict[str, np.ndarray] = {}
+    for split in ("val", "test"):
+        rows = manifest.rows(split)
+        if rows:
+            features[split], concatenated[split] = _forward(
+                module, images, rows, cfg.train.batch_size * 2
+            )
     linear = module.linear_layer()
     weight = linear.weight.detach().double().numpy()
     bias = linear.bias.detach().double().numpy()
@@ -108,4 +137,5 @@ def evaluate_trained(
     metrics = score_splits(
         manifest, heads, probabilities, n_boot=cfg.eval.n_boot, seed=cfg.data.seed
     )
-    return Evaluated(heads, probabilities, metrics)
+    ood = _ood(module, manifest, images, features["val"], cfg) if "val" in features else None
+    return Evaluated(heads, probabilities, metrics, ood)

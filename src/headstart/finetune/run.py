@@ -271,6 +271,7 @@ def _train(
         weights=weights_file,
         validation="the val split (it also picked the best epoch)",
         finetune=record,
+        ood=evaluated.ood,
     )
 
 

@@ -1,5 +1,5 @@
-"""Scikit-learn compatible classifiers on embeddings ("heads"), their factory, export and the
-helpers that fit and read one head per task.
+"""Scikit-learn compatible classifiers on embeddings ("heads"), their factory, export, the
+helpers that fit and read one head per task, and the out-of-distribution scorer.
 
 >>> from headstart.heads import create_head
 >>> head = create_head("logistic")   # or "knn", "mlp"
@@ -13,6 +13,7 @@ from headstart.heads.knn import KNNHead
 from headstart.heads.logistic import DEFAULT_CS, LogisticHead
 from headstart.heads.mlp import MLPHead
 from headstart.heads.multilabel import MultiLabelHead, tune_thresholds
+from headstart.heads.ood import OodScorer, fit_ood
 from headstart.heads.registry import HEAD_FORMAT_VERSION, export_head, import_head
 from headstart.heads.tasks import (
     check_label_coverage,
@@ -34,9 +35,11 @@ __all__ = [
     "LogisticHead",
     "MLPHead",
     "MultiLabelHead",
+    "OodScorer",
     "check_label_coverage",
     "create_head",
     "export_head",
+    "fit_ood",
     "import_head",
     "indicator",
     "task_head",

@@ -22,9 +22,10 @@ from torch import Tensor, nn
 
 from headstart import errors
 from headstart.data.manifest import Task
+from headstart.heads.ood import OodScorer
 from headstart.heads.registry import MULTILABEL, export_head
 
-__all__ = ["head_module_from_state", "head_to_torch", "task_module"]
+__all__ = ["OodModule", "head_module_from_state", "head_to_torch", "ood_module", "task_module"]
 
 #: The kNN head adds this to cosine distances before inverting them (same as ``KNNHead``).
 _KNN_EPS = 1e-6
@@ -229,3 +230,28 @@ def task_module(task: Task, head: Any) -> nn.Module:
     if task.multi_label:
         return head_to_torch(head)
     return head_to_torch(head, classes=list(task.classes))
+
+
+class OodModule(nn.Module):
+    """The OOD score of :class:`~headstart.heads.ood.OodScorer` in torch: features (N, D) ->
+    (N, 1) cosine distance to the k-th nearest bank row (normalise, one matmul, ``topk``), the
+    same float32 arithmetic as ``OodScorer.score``."""
+
+    bank_t: Tensor
+
+    def __init__(self, scorer: OodScorer) -> None:
+        super().__init__()
+        # kept float16 (an ONNX graph stores it at the bundle's size) and widened in forward
+        self.register_buffer("bank_t", torch.from_numpy(scorer.bank.T.copy()))
+        self.k = scorer.k
+
+    def forward(self, x: Tensor) -> Tensor:
+        """OOD scores (N, 1), higher = more unlike the training images."""
+        x = torch.nn.functional.normalize(x.float(), dim=1, eps=1e-12)
+        kth = torch.topk(x @ self.bank_t.float(), self.k, dim=1).values[:, self.k - 1 :]
+        return 1.0 - kth
+
+
+def ood_module(scorer: OodScorer) -> nn.Module:
+    """The scorer as a torch module in eval mode (ONNX-exportable, opset 17)."""
+    return OodModule(scorer).eval()

@@ -29,8 +29,9 @@ from headstart.embedding import (
     scan_data,
 )
 from headstart.errors import ConfigError
+from headstart.explore.labels import label_issues
 from headstart.heads import check_label_coverage, create_head
-from headstart.probe import probe, val_score
+from headstart.probe import held_out_split, probe, val_score
 from headstart.ranking import rank_backbones
 from headstart.report import build_report
 from headstart.result import FitResult, write_result
@@ -127,9 +128,11 @@ def _fit_probe(
     overwrite: bool,
     progress: bool,
     ranking: dict[str, Any] | None = None,
+    dropped: int = 0,
 ) -> FitResult:
     """The probe's run: scan (no val carved), embed, check leakage, fit, write; data already
-    embedded (``auto`` keeping its probe) goes straight to the leakage check."""
+    embedded (``auto`` keeping its probe, ``dropped`` label issues already left out) goes
+    straight to the leakage check."""
     run.check_output(overwrite)
     # fail fast on a bad head or backbone, before any scanning or extraction
     create_head(cfg.head.kind, **cfg.head.params)
@@ -152,6 +155,8 @@ def _fit_probe(
     t0 = time.perf_counter()
     embedded, near, deduped = _check_leakage(embedded, cfg, cache)
     timings["leakage"] = time.perf_counter() - t0
+    if not isinstance(data, EmbeddedData):  # ``auto`` hands over data it already judged
+        embedded, dropped = _drop_label_issues(embedded, cfg)
     t0 = time.perf_counter()
     outcome = probe(embedded, cfg, cache)
     timings["head"] = time.perf_counter() - t0
@@ -170,7 +175,9 @@ def _fit_probe(
         calibration=outcome.calibration,
         near_duplicates=near,
         deduped=deduped,
+        label_issues_dropped=dropped,
         ranking=ranking,
+        ood=outcome.ood,
     )
     t0 = time.perf_counter()
     write_result(result)
@@ -206,6 +213,34 @@ def _check_leakage(
     return embedded.subset(rows, manifest), near, len(embedded.manifest.samples) - len(rows)
 
 
+def _drop_label_issues(embedded: EmbeddedData, cfg: FitConfig) -> tuple[EmbeddedData, int]:
+    """With ``data.drop_label_issues``: the data without the training images whose label
+    confident learning calls wrong (out-of-fold probabilities of a logistic probe on the
+    images that train the model: every split but the held-out one), recorded as problems."""
+    if not cfg.data.drop_label_issues:
+        return embedded, 0
+    m = embedded.manifest
+    task = next((t for t in m.targets if not t.multi_label), None)
+    if task is None:
+        raise ConfigError("--drop-label-issues needs a multi-class task; this data has none")
+    held = held_out_split(embedded)
+    rows = [i for i, s in enumerate(m.samples) if s.split != held]
+    found = label_issues(embedded, task=task.name, rows=rows, seed=cfg.data.seed)
+    reasons = {
+        m.samples[int(found.rows[i])].path: (
+            f"label issue: given '{found.given[i]}', the embeddings suggest "
+            f"'{found.suggested[i]}' (--drop-label-issues)"
+        )
+        for i in found.ranked
+    }
+    if not reasons:
+        return embedded, 0
+    manifest = m.without(reasons, reasons)
+    check_trainable(manifest)
+    kept = [i for i, s in enumerate(m.samples) if s.path not in reasons]
+    return embedded.subset(kept, manifest), len(reasons)
+
+
 # ------------------------------------------------------------------ fine-tuning and auto
 
 
@@ -232,7 +267,19 @@ def _fit_tuned(
     from headstart.finetune import finetune, start_record
 
     if cfg.strategy.kind == "finetune":
-        return finetune(data, cfg, run.path, overwrite=overwrite, progress=progress, resume=resume)
+        dropped = 0
+        source: str | Path | Manifest = data
+        if cfg.data.drop_label_issues and not resume:
+            run.check_output(overwrite)
+            judged, dropped = _drop_label_issues(
+                embed_data(scan_data(data, cfg), cfg, progress=progress), cfg
+            )
+            source = judged.manifest
+        tuned = finetune(
+            source, cfg, run.path, overwrite=overwrite, progress=progress, resume=resume
+        )
+        tuned.label_issues_dropped = dropped
+        return tuned
     if not resume:
         run.check_output(overwrite)
     create_head(cfg.head.kind, **cfg.head.params)
@@ -241,6 +288,7 @@ def _fit_tuned(
     ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
     manifest = scan_data(data, cfg)
     embedded = embed_data(manifest, cfg, progress=progress, ref=ref)
+    embedded, dropped = _drop_label_issues(embedded, cfg)
     probe_score = val_score(embedded, cfg, CacheRoot.for_config(cfg))
     skip = cfg.strategy.auto_skip_above
     record = FinetuneRecord("auto", probe_val_score=probe_score)
@@ -252,7 +300,7 @@ def _fit_tuned(
                 "fine-tuning skipped"
             ),
         )
-        return _keep_probe(embedded, run, cfg, record, progress, ranking)
+        return _keep_probe(embedded, run, cfg, record, progress, ranking, dropped)
     if not resume:
         start_record(data, cfg, run, "auto")
     tuned = finetune(
@@ -269,12 +317,13 @@ def _fit_tuned(
         facts.chosen = "finetune"
         facts.reason = f"fine-tune val score {tuned_score:.3f} > probe {probe_score:.3f}"
         tuned.finetune, tuned.ranking = facts, ranking
+        tuned.label_issues_dropped = dropped
         write_result(tuned)
         run.mark_finished()
         return tuned
     facts.chosen = "probe"
     facts.reason = f"probe val score {probe_score:.3f} >= fine-tune {tuned_score:.3f}"
-    return _keep_probe(embedded, run, cfg, facts, progress, ranking)
+    return _keep_probe(embedded, run, cfg, facts, progress, ranking, dropped)
 
 
 def _keep_probe(
@@ -284,12 +333,19 @@ def _keep_probe(
     record: FinetuneRecord,
     progress: bool,
     ranking: dict[str, Any] | None,
+    dropped: int,
 ) -> FitResult:
     """The probe refitted on every training image of ``embedded`` (its val split joins train
     where a test split exists), written with the auto decision."""
     probe_cfg = _with_strategy(cfg, "probe")
     result = _fit_probe(
-        embedded, run, probe_cfg, overwrite=True, progress=progress, ranking=ranking
+        embedded,
+        run,
+        probe_cfg,
+        overwrite=True,
+        progress=progress,
+        ranking=ranking,
+        dropped=dropped,
     )
     result.finetune = record
     run.write_finetune(record)

@@ -1,7 +1,9 @@
 """The HTTP service: predict, model info, health, Grad-CAM explanations and a page to try it.
 
 Every model is served, whatever its tasks: each answer holds every task's chosen labels and
-top-k (``tasks``), and ``top`` (the first task's top-k, the whole answer of a plain model).
+top-k (``tasks``), and ``top`` (the first task's top-k, the whole answer of a plain model), and
+``ood_score``/``ood``: how unlike the training images the upload is and whether that is above
+the model's threshold (null for models without an OOD scorer).
 
 Every error is JSON ``{"error": "..."}`` with 400, 401, 403, 404, 408, 413, 415 or 422; bad
 input never reaches the model and never costs a 500.  Request bodies are capped while they stream
@@ -20,7 +22,7 @@ import base64
 import functools
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -39,8 +41,8 @@ from headstart.data import Task
 from headstart.errors import ConfigError, HeadstartError
 from headstart.explain import explain as explain_image
 from headstart.explain import overlay_png
-from headstart.model import Model, answer
-from headstart.serve.batching import Batcher, TaskRows, per_image
+from headstart.model import Model, answer, ood_json
+from headstart.serve.batching import Batcher, TaskRows
 from headstart.serve.guard import (
     HostAllowList,
     HostGuard,
@@ -64,6 +66,23 @@ __all__ = ["ALLOWED_FORMATS", "ApiError", "Limits", "create_app", "decode_upload
 
 _log = logging.getLogger("headstart.serve")
 
+Scored = tuple[TaskRows, float | None]
+"""One upload's probability row of each task and its OOD score (None without a scorer)."""
+
+
+def _scored_rows(model: Model) -> Callable[[Sequence[Any]], list[Scored]]:
+    """Images -> one (task rows, OOD score) per image from one backbone pass: what the
+    :class:`Batcher` hands each caller."""
+
+    def run(images: Sequence[Any]) -> list[Scored]:
+        probas, ood = model.score_images(images)
+        return [
+            ({name: p[i] for name, p in probas.items()}, None if ood is None else float(ood[i]))
+            for i in range(len(images))
+        ]
+
+    return run
+
 
 def _title(model: Model) -> str:
     tasks = model.tasks
@@ -83,7 +102,7 @@ def _task_info(task: Task, thresholds: np.ndarray | None) -> dict[str, Any]:
     return info
 
 
-def _lifespan(model: Model, batcher: Batcher[TaskRows]) -> Callable[[FastAPI], Any]:
+def _lifespan(model: Model, batcher: Batcher[Scored]) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Load the backbone engine once, before the first request has to wait for it.
@@ -150,7 +169,7 @@ class _Service:
 
     model: Model
     limits: Limits
-    batcher: Batcher[TaskRows]
+    batcher: Batcher[Scored]
     decode: Callable[[bytes], Image.Image]
     auth: list[Any]
     explain: bool
@@ -171,6 +190,11 @@ class _Service:
             t.name: answer(t, rows[t.name], self.thresholds[t.name], top_k).to_dict()
             for t in self.tasks
         }
+
+    def ood(self, score: float | None) -> dict[str, Any]:
+        """``ood_score`` and ``ood`` of one image (null without a scorer)."""
+        cut = self.model.ood_threshold
+        return ood_json(score, None if score is None or cut is None else score > cut)
 
 
 def create_app(
@@ -193,7 +217,7 @@ def create_app(
         raise ConfigError("the token is empty; give a non-empty token or none")
     allowed = HostAllowList.of(allow_hosts)
     batcher = Batcher(
-        per_image(model.predict_images),
+        _scored_rows(model),
         max_batch=limits.max_batch,
         max_wait_s=limits.max_wait_ms / 1000,
     )
@@ -253,6 +277,7 @@ def _info_routes(app: FastAPI, svc: _Service, page: str) -> None:
             "metrics": info.get("metrics", {}),
             "limits": svc.limits.to_dict(),
             "explain": svc.explain,
+            "ood": _ood_info(svc.model),
         }
 
 
@@ -267,10 +292,12 @@ def _predict_route(app: FastAPI, svc: _Service) -> None:
                 image = await asyncio.to_thread(svc.decode, await upload.read())
             except ApiError as exc:
                 failed = {"top": [], "tasks": {}, "error": exc.message, "status": exc.status}
-                return {"filename": name, **failed}
-            answers = svc.answers(await svc.batcher.predict(image), top_k)
+                return {"filename": name, **failed, **svc.ood(None)}
+            rows, score = await svc.batcher.predict(image)
+            answers = svc.answers(rows, top_k)
             top = answers[svc.tasks[0].name]["top"]
-            return {"filename": name, "top": top, "tasks": answers, "error": None, "status": 200}
+            done = {"top": top, "tasks": answers, "error": None, "status": 200}
+            return {"filename": name, **done, **svc.ood(score)}
 
         results = await asyncio.gather(*(one(f) for f in files))
         failed = [r for r in results if r["error"]]
@@ -279,6 +306,14 @@ def _predict_route(app: FastAPI, svc: _Service) -> None:
             body = {"error": f"{first['filename'] or 'file'}: {first['error']}", "results": results}
             return JSONResponse(body, status_code=first["status"])
         return JSONResponse({"results": results})
+
+
+def _ood_info(model: Model) -> dict[str, Any] | None:
+    """The OOD scorer as ``/v1/model`` describes it (None without one)."""
+    if model.ood is None:
+        return None
+    meta = model.ood.meta()
+    return {k: meta[k] for k in ("method", "k", "threshold", "pass_rate", "fitted_on", "score")}
 
 
 def _explain_route(app: FastAPI, svc: _Service) -> None:

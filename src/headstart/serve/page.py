@@ -1,6 +1,8 @@
 """The page at ``/``: drop or choose an image, see every task's answer with bars, and the Grad-CAM
 overlay.  A plain classifier shows its top class and the top-k; a model of several tasks shows
 one block per task; a multi-label task shows its chosen labels with their scores, or "(none)".
+An upload the model's OOD scorer flags gets a warning above the answers: it looks unlike the
+training images, so the answer is a guess among classes it may not belong to.
 
 One self-contained document (inline CSS and JS, system fonts, no CDN), so it works offline and
 under a strict Content-Security-Policy.  It talks to ``/v1/model``, ``/v1/predict`` and
@@ -54,6 +56,10 @@ img.shot{display:block;max-width:100%;max-height:340px;margin:12px auto 0;border
 .row.chosen .bar div{background:#13915f}
 .p{text-align:right;font-variant-numeric:tabular-nums}
 #status{min-height:1.3em;color:#5b6478;font-size:13px}
+.warning{background:#fff4d6;border:1px solid #e8b730;color:#6b4e00;border-radius:8px;
+ padding:10px 12px;margin-bottom:12px;font-size:14px}
+.warning strong{display:block;font-size:15px;margin-bottom:2px}
+.ood-score{color:#8a93a6;font-size:12px;margin-top:10px}
 #status.error{color:#b3261e}
 #auth{display:none;gap:8px;align-items:center;margin-bottom:10px}
 #auth input{flex:1;padding:6px 8px;border:1px solid #9aa5bb;border-radius:6px}
@@ -143,9 +149,20 @@ function headline(task, answer) {
   }
   return top;
 }
-function showAnswers(tasks) {
+function oodWarning(r) {
+  // the model's OOD scorer flagged the image: above its threshold (null: no scorer)
+  const w = el('div', 'warning'); w.id = 'ood-warning'; w.setAttribute('role', 'alert');
+  w.appendChild(el('strong', '', 'This image looks unlike the training images'));
+  const cut = MODEL && MODEL.ood ? ' > threshold ' + MODEL.ood.threshold.toFixed(3) : '';
+  w.appendChild(document.createTextNode(
+    'The answer below is a guess among classes it may not belong to (OOD score ' +
+    r.ood_score.toFixed(3) + cut + ').'));
+  return w;
+}
+function showAnswers(tasks, r) {
   const box = $('answers'); box.textContent = '';
   box.className = plain() ? '' : 'several';
+  if (r && r.ood) box.appendChild(oodWarning(r));
   for (const task of MODEL.tasks) {
     const answer = tasks[task.name];
     if (!answer) continue;
@@ -159,6 +176,10 @@ function showAnswers(tasks) {
     }
     block.append(headline(task, answer), bars(answer.top, answer.labels));
     box.appendChild(block);
+  }
+  if (r && r.ood_score !== null && r.ood_score !== undefined && !r.ood) {
+    box.appendChild(el('div', 'ood-score', 'OOD score ' + r.ood_score.toFixed(3) +
+      ': like the training images'));
   }
 }
 function figure(metrics, task) {
@@ -220,7 +241,7 @@ async function handle(file) {
     const out = await api('/v1/predict?top_k=5', form);
     const r = out.results[0];
     if (r.error) throw new Error(r.error);
-    showAnswers(r.tasks);
+    showAnswers(r.tasks, r);
     status('');
   } catch (e) { status(e.message, true); return; }
   await explain(file);

@@ -1,5 +1,6 @@
 """Statistics below every study: metrics with intervals (multi-class and multi-label, one entry
-point per task), calibration, temperature scaling, paired tests and transferability scores."""
+point per task), calibration, temperature scaling, paired tests, transferability scores and
+out-of-distribution detection (AUROC, FPR at 95% TPR)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from headstart.stats.calibration import (
 )
 from headstart.stats.metrics import ClassMetrics, Interval, Metrics, evaluate_predictions
 from headstart.stats.multilabel import LabelMetrics, MultiLabelMetrics, multilabel_metrics
+from headstart.stats.ood import OodMetrics, auroc, fpr_at_tpr, ood_metrics
 
 __all__ = [
     "ClassMetrics",
@@ -23,13 +25,17 @@ __all__ = [
     "LabelMetrics",
     "Metrics",
     "MultiLabelMetrics",
+    "OodMetrics",
     "ReliabilityBins",
     "TaskMetrics",
+    "auroc",
     "evaluate_predictions",
     "expected_calibration_error",
+    "fpr_at_tpr",
     "headline",
     "metrics_from_dict",
     "multilabel_metrics",
+    "ood_metrics",
     "reliability_bins",
     "task_metrics",
 ]

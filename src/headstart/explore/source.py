@@ -1,0 +1,146 @@
+"""Read what explore looks at: labelled data (a class-folder tree or a CSV, scanned as ``fit``
+scans it) or a folder of unlabelled images, embedded through the shared cache.
+
+The data scan insists on labels (class sub-folders, at least two classes), so an unlabelled
+folder is read here: every image below it (the scan's own walk: same image names, hidden
+names and symlink policy), hashed, and embedded by :func:`headstart.features.extract` with the
+config's cache store, so a later ``fit`` of the same images reuses the embeddings.
+
+``labelled=None`` decides by trying the scan: a CSV, or a folder the scan reads as classes, is
+labelled; a folder the scan refuses (no class sub-folders, a single class) is read unlabelled
+and the scan's reason kept as a note.  A folder of sub-folders that are not classes (dates,
+cameras) scans as classes: pass ``labelled=False``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from headstart.backbones import BackboneRef, resolve_backbone
+from headstart.cache import CacheRoot
+from headstart.config import FitConfig
+from headstart.data.walk import walk
+from headstart.embedding import EmbeddedData, check_pretrained, embed_data, scan_data
+from headstart.errors import DataError, PathNotFoundError
+from headstart.features import extract
+from headstart.features.extract import hash_files
+
+__all__ = ["Source", "read_source"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Rows to explore: paths, each row's label (None when unlabelled), sha256 and embedding."""
+
+    root: Path
+    paths: list[Path]
+    labels: list[str | None]
+    shas: list[str]
+    features: np.ndarray
+    task: str | None = None
+    embedded: EmbeddedData | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def read_source(
+    data: str | Path,
+    config: FitConfig,
+    *,
+    labelled: bool | None = None,
+    task: str | None = None,
+    progress: bool = True,
+    ref: BackboneRef | None = None,
+) -> Source:
+    """Embed ``data`` (see the module docstring for ``labelled``); ``task``: which task of a
+    multi-task data set gives the labels (None: the first multi-class one)."""
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise PathNotFoundError(f"no such file or folder: '{path}'")
+    if labelled is False:
+        return _unlabelled(path, config, progress, ref, [])
+    try:
+        manifest = scan_data(path, config)
+    except DataError as exc:  # only the scan decides; an embedding error is an error
+        if labelled or not path.is_dir():
+            raise
+        note = f"read as unlabelled images: {exc}"
+        return _unlabelled(path, config, progress, ref, [note])
+    return _labelled(embed_data(manifest, config, progress=progress, ref=ref), task)
+
+
+def _labelled(embedded: EmbeddedData, task: str | None) -> Source:
+    manifest = embedded.manifest
+    notes = [f"left out {len(manifest.problems)} unusable files"] if manifest.problems else []
+    multi_class = [t for t in manifest.targets if not t.multi_label]
+    if task is not None:
+        chosen = manifest.task(task)
+        if chosen.multi_label:
+            raise DataError(f"task '{chosen.name}' is multi-label; explore needs a multi-class one")
+    elif multi_class:
+        chosen = multi_class[0]
+    else:
+        names = ", ".join(t.name for t in manifest.targets)
+        notes.append(f"no multi-class task ({names} multi-label): explored without labels")
+        return Source(
+            manifest.root,
+            [s.path for s in manifest.samples],
+            [None] * len(manifest.samples),
+            [s.sha256 for s in manifest.samples],
+            embedded.features,
+            None,
+            embedded,
+            notes,
+        )
+    return Source(
+        manifest.root,
+        [s.path for s in manifest.samples],
+        [s.labels[chosen.name][0] for s in manifest.samples],
+        [s.sha256 for s in manifest.samples],
+        embedded.features,
+        chosen.name,
+        embedded,
+        notes,
+    )
+
+
+def _unlabelled(
+    folder: Path, config: FitConfig, progress: bool, ref: BackboneRef | None, notes: list[str]
+) -> Source:
+    if not folder.is_dir():
+        raise DataError(f"unlabelled data must be a folder of images, not the file '{folder}'")
+    check_pretrained(config)
+    root = folder.resolve()
+    tree, problems = walk(root)
+    paths = tree.all_images()
+    failures: dict[int, str] = {}
+    shas = hash_files(paths, failures)
+    extraction = extract(
+        paths,
+        shas,
+        ref or resolve_backbone(config.backbone.name, config.backbone.weights),
+        store=CacheRoot.for_config(config).store,
+        engine=config.extract.engine,
+        batch_size=config.extract.batch_size,
+        workers=config.extract.workers,
+        progress=progress,
+    )
+    failures.update(extraction.failures)
+    keep = [i for i in range(len(paths)) if i not in failures]
+    if len(keep) < 2:
+        raise DataError(f"found {len(keep)} usable image(s) under '{folder}'; need at least two")
+    left_out = len(problems) + len(failures)
+    if left_out:
+        notes = [*notes, f"left out {left_out} unusable or unreadable files"]
+    return Source(
+        root,
+        [paths[i] for i in keep],
+        [None] * len(keep),
+        [shas[i] for i in keep],
+        extraction.features[keep],
+        None,
+        None,
+        notes,
+    )
