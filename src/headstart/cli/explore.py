@@ -41,6 +41,9 @@ def show_exploration(e: Exploration, output: Path) -> None:
         console.print(f"Label issues: {len(e.label_issues)} images flagged (label_issues.csv)")
     top = sorted(range(len(e.paths)), key=lambda i: -float(e.outlier_score[i]))[:5]
     console.print("Most unusual: " + ", ".join(e.relative(i) for i in top))
+    if e.class_overlap:
+        pairs = ", ".join(f"{o.class_a}/{o.class_b} ({o.score:.2f})" for o in e.class_overlap[:3])
+        console.print(f"Most confused classes: {pairs} (class_overlap.csv)")
     if e.near_duplicates:
         console.print(f"Near-duplicates: {len(e.near_duplicates)} pairs (near_duplicates.csv)")
     for note in e.notes:

@@ -33,7 +33,7 @@ from headstart.explore.outliers import outlier_scores
 
 __all__ = ["ClassOverlap", "Exploration", "NearDuplicatePair", "analyse"]
 
-_NEIGHBOURS = 20
+_NEIGHBOURS = 50  # the kNN outlier score averages 50 (explore.outliers)
 _T = TypeVar("_T")
 
 
