@@ -6,7 +6,9 @@ Real data under ../shared/data is used when present and skipped otherwise."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import errno
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,19 @@ def tiny_net(tmp_path_factory: pytest.TempPathFactory) -> Path:
     weights = tmp_path_factory.mktemp("tiny-net") / "tiny.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
     return weights
+
+
+@pytest.fixture()
+def deny_folder(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], None]:
+    """Make listing the given folders fail with EACCES, as chmod 000 does for a user (tests
+    may run as root, where chmod stops nothing)."""
+    denied: set[str] = set()
+    real = os.scandir
+
+    def scandir(path: str | os.PathLike[str] = ".") -> Iterator[os.DirEntry[str]]:
+        if os.fspath(path) in denied:
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real(path)  # type: ignore[return-value]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    return lambda path: denied.add(str(path))

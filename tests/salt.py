@@ -10,12 +10,15 @@ import random
 import shutil
 import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
-__all__ = ["BAD_KINDS", "make_bad_files", "make_dataset", "make_image", "png_with_size"]
+__all__ = ["BAD_KINDS", "Deny", "make_bad_files", "make_dataset", "make_image", "png_with_size"]
+
+Deny = Callable[[Path], None]
+"""The ``deny_folder`` fixture (tests/conftest.py): makes listing a folder fail."""
 
 # filename -> substring of the reason probe_image / scan gives for it
 BAD_KINDS: dict[str, str] = {

@@ -5,9 +5,7 @@ so that decoding gives it an error row with its reason, rather than the path van
 
 from __future__ import annotations
 
-import errno
 import os
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,31 +16,13 @@ from headstart.data.images import IMAGE_EXTENSIONS, decode_each, load_rgb
 from headstart.errors import ImageError, PathNotFoundError
 from headstart.export.images import check_images
 from headstart.inputs import expand_inputs
-from salt import copy_demo
-
-Deny = Callable[[Path], None]
+from salt import Deny, copy_demo
 
 
 @pytest.fixture()
 def photos(tmp_path: Path) -> Path:
     """Real demo photos in ``photos/train/<class>/`` (two classes, two each); resolved."""
     return copy_demo(tmp_path.resolve() / "photos", ["hat", "shoes"], {"train": 2})
-
-
-@pytest.fixture()
-def deny_folder(monkeypatch: pytest.MonkeyPatch) -> Deny:
-    """Make listing the given folders fail with EACCES, as chmod 000 does for a user (tests
-    may run as root, where chmod stops nothing)."""
-    denied: set[str] = set()
-    real = os.scandir
-
-    def scandir(path: str | os.PathLike[str] = ".") -> Iterator[os.DirEntry[str]]:
-        if os.fspath(path) in denied:
-            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
-        return real(path)  # type: ignore[return-value]
-
-    monkeypatch.setattr(os, "scandir", scandir)
-    return lambda path: denied.add(str(path))
 
 
 def _jpegs(root: Path) -> list[Path]:

@@ -12,7 +12,7 @@ import errno
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,9 +22,7 @@ from headstart.data import Manifest, scan
 from headstart.data.images import IMAGE_EXTENSIONS, load_rgb
 from headstart.errors import DataError, PathNotFoundError
 from headstart.inputs import expand_inputs
-from salt import copy_demo, make_dataset, make_image
-
-Deny = Callable[[Path], None]
+from salt import Deny, copy_demo, make_dataset, make_image
 
 
 @pytest.fixture()
@@ -36,21 +34,6 @@ def data(tmp_path: Path) -> Path:
     make_dataset(root / "train", {"a": 4, "b": 4})
     make_dataset(root / "val", {"a": 2, "b": 2})
     return root
-
-
-@pytest.fixture()
-def deny_folder(monkeypatch: pytest.MonkeyPatch) -> Deny:
-    """Make listing the given folders fail with EACCES, as chmod 000 does for a user."""
-    denied: set[str] = set()
-    real = os.scandir
-
-    def scandir(path: str | os.PathLike[str] = ".") -> Iterator[os.DirEntry[str]]:
-        if os.fspath(path) in denied:
-            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
-        return real(path)  # type: ignore[return-value]
-
-    monkeypatch.setattr(os, "scandir", scandir)
-    return lambda path: denied.add(str(path))
 
 
 @pytest.fixture()

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from headstart.errors import ConfigError
+from headstart.explore.neighbours import normalise
 from headstart.fsutil import read_entry, write_entry
 
 __all__ = [
@@ -164,8 +165,7 @@ def _normalised(features: np.ndarray) -> np.ndarray:
         raise ConfigError(f"features must be a 2-D (rows, dims) array, got shape {x.shape}")
     if not np.all(np.isfinite(x)):
         raise ConfigError("features contain NaN or infinite values: re-extract the embeddings")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.asarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+    return normalise(x)
 
 
 def _pca(x: np.ndarray, k: int, seed: int) -> np.ndarray:
