@@ -64,8 +64,8 @@ def test_unknown_name_lists_known() -> None:
     with pytest.raises(BackboneError) as info:
         get_spec("resnet1")
     assert str(info.value) == (
-        "unknown backbone 'resnet1'; known: efficientnet_lite0, mobilenet_v2, "
-        "timm:NAME, torchvision:NAME"
+        "unknown backbone 'resnet1'; known: efficientnet_lite0, efficientnet_lite1, "
+        "efficientnet_lite2, mobilenet_v2, timm:NAME, torchvision:NAME"
     )
     with pytest.raises(BackboneError):
         resolve_backbone("timm:")

