@@ -1,6 +1,6 @@
 """The model bundle: one folder that holds everything needed to predict, and nothing pickled.
 
-Layout (format version 3)::
+Layout (format version 3; 4 for a fused backbone)::
 
     model/
       model.json             tasks (each task's name, classes, multi-label flag and head meta),
@@ -12,6 +12,12 @@ Layout (format version 3)::
       ood.safetensors        the out-of-distribution scorer's bank of training embeddings
                              (optional; its settings and threshold are ``"ood"`` in model.json,
                              see :mod:`headstart.heads.ood`); bundles without it have no OOD score
+
+A fused backbone (several backbones whose features are concatenated, ``-b a+b``) is written as
+format 4, the first that can hold one: model.json's backbone record lists its ``parts`` (each a
+record like a single backbone's, in column order) and the weights are ``backbone-0.safetensors``,
+``backbone-1.safetensors``, ... (one per part, each optional as above).  A single backbone's
+bundle is still written as format 3, unchanged, so older readers keep reading it.
 
 Every model is written the same way, whatever its tasks: a plain classifier is one multi-class
 task.  Readers also load the older layouts: format 1 (one head, ``classes``; the committed test
@@ -29,6 +35,7 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -38,7 +45,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from headstart.backbones import BackboneRef, Preprocessing, resolve_backbone
+from headstart.backbones import BackboneRef, Preprocessing, fuse, resolve_backbone
 from headstart.data.manifest import DEFAULT_TASK, Task
 from headstart.errors import BundleError, HeadstartError, PathNotFoundError
 from headstart.fsutil import FILE_MODE, FOLDER_MODE, entry_digest, file_digest
@@ -49,14 +56,19 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "OOD_FILE",
+    "SINGLE_FORMAT_VERSION",
     "BundleContents",
     "library_versions",
     "read_bundle",
+    "weights_files",
     "write_bundle",
 ]
 
 FORMAT_NAME = "headstart-bundle"
-FORMAT_VERSION = 3
+#: The newest format this headstart reads and writes (4: fused backbones; see the module doc).
+FORMAT_VERSION = 4
+#: The format of a bundle with a single backbone (its layout did not change in format 4).
+SINGLE_FORMAT_VERSION = 3
 MODEL_JSON = "model.json"
 HEAD_FILE = "head.safetensors"
 BACKBONE_FILE = "backbone.safetensors"
@@ -89,6 +101,47 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+Weights = Path | Sequence[Path | None] | None
+"""The backbone's weights to copy into a bundle: a file, or one (or None) per fused part."""
+
+
+def weights_files(backbone: BackboneRef) -> list[str]:
+    """The bundle file names of the backbone's weights, one per part (one for a single
+    backbone: ``backbone.safetensors``)."""
+    if not backbone.is_fused:
+        return [BACKBONE_FILE]
+    return weights_files_for(len(backbone.parts))
+
+
+def _per_part(backbone: BackboneRef, weights: Weights) -> list[Path | None]:
+    """``weights`` as one file (or None) per part, in order."""
+    if weights is None or isinstance(weights, Path):
+        if weights is not None and backbone.is_fused:
+            raise BundleError(
+                f"the fused backbone '{backbone.name}' needs one weights file per part, got one"
+            )
+        return [weights] * len(backbone.members)
+    files = list(weights)
+    if len(files) != len(backbone.members):
+        raise BundleError(
+            f"backbone '{backbone.name}' has {len(backbone.members)} part(s), got "
+            f"{len(files)} weights file(s)"
+        )
+    return files
+
+
+def _backbone_record(backbone: BackboneRef) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "name": backbone.name,
+        "weights_sha256": backbone.weights_sha256,
+        "feature_dim": backbone.feature_dim,
+        "preprocessing": backbone.preprocessing.to_dict(),
+    }
+    if backbone.is_fused:
+        record["parts"] = [_backbone_record(part) for part in backbone.parts]
+    return record
+
+
 def _save_arrays(arrays: dict[str, np.ndarray], path: Path) -> None:
     save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
 
@@ -99,7 +152,7 @@ def write_bundle(
     tasks: list[Task],
     heads: dict[str, Any],
     backbone: BackboneRef,
-    backbone_weights: Path | None = None,
+    backbone_weights: Weights = None,
     extra: dict[str, Any] | None = None,
     ood: OodScorer | None = None,
 ) -> Path:
@@ -108,9 +161,11 @@ def write_bundle(
     ``heads`` maps each task's name to its fitted head.  ``backbone_weights``: a safetensors
     file of the backbone module's state dict, copied into the bundle so it ships
     self-contained; when None, the bundle records only the weights hash and loading uses the
-    registry's weights (which must match it).  ``ood``: the out-of-distribution scorer, kept
-    in ``ood.safetensors`` and model.json's ``"ood"``.
+    registry's weights (which must match it).  A fused backbone takes one such file (or None)
+    per part, in order.  ``ood``: the out-of-distribution scorer, kept in ``ood.safetensors``
+    and model.json's ``"ood"``.
     """
+    per_part = _per_part(backbone, backbone_weights)
     arrays: dict[str, np.ndarray] = {}
     entries = []
     for t, task in enumerate(tasks):
@@ -124,22 +179,18 @@ def write_bundle(
     try:
         _save_arrays(arrays, tmp / HEAD_FILE)
         files = {HEAD_FILE: file_digest(tmp / HEAD_FILE)}
-        if backbone_weights is not None:
-            files[BACKBONE_FILE] = _copy_weights(backbone_weights, tmp / BACKBONE_FILE)
+        for name, source in zip(weights_files(backbone), per_part, strict=True):
+            if source is not None:
+                files[name] = _copy_weights(source, tmp / name)
         if ood is not None:
             _save_arrays(ood.arrays(), tmp / OOD_FILE)
             files[OOD_FILE] = file_digest(tmp / OOD_FILE)
         info: dict[str, Any] = {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if backbone.is_fused else SINGLE_FORMAT_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "tasks": entries,
-            "backbone": {
-                "name": backbone.name,
-                "weights_sha256": backbone.weights_sha256,
-                "feature_dim": backbone.feature_dim,
-                "preprocessing": backbone.preprocessing.to_dict(),
-            },
+            "backbone": _backbone_record(backbone),
             "head": head_summary(heads[tasks[0].name]),
             "files": files,
             "versions": library_versions(),
@@ -240,23 +291,43 @@ def read_bundle(path: Path) -> BundleContents:
         else:
             tasks, heads = _read_tasks(arrays, info["tasks"])
         bb = info["backbone"]
-        preprocessing = Preprocessing.from_dict(bb["preprocessing"])
+        records = bb.get("parts", [bb])
+        preps = [Preprocessing.from_dict(record["preprocessing"]) for record in records]
         ood = _read_ood(path, info)
     except HeadstartError:
         raise
     except Exception as exc:  # a damaged or hand-edited bundle: say so, in one line
         raise BundleError(f"bundle {path} cannot be read: {type(exc).__name__}: {exc}") from None
-    if BACKBONE_FILE in info.get("files", {}):
-        ref = BackboneRef(
-            name=bb["name"],
-            weights_path=_verified(path, BACKBONE_FILE, info),
-            weights_sha256=bb["weights_sha256"],
-            preprocessing=preprocessing,
-            feature_dim=bb.get("feature_dim"),
-        )
-    else:
-        ref = _registry_ref(bb, path)
+    names = [BACKBONE_FILE] if "parts" not in bb else weights_files_for(len(records))
+    parts = [
+        _part_ref(path, info, record, prep, name)
+        for record, prep, name in zip(records, preps, names, strict=True)
+    ]
+    ref = fuse(parts)
+    if "parts" in bb and ref.weights_sha256 != bb.get("weights_sha256"):
+        raise BundleError(f"bundle {path} is damaged: its fused backbone's parts do not match")
     return BundleContents(tasks=tasks, heads=heads, backbone=ref, info=info, ood=ood)
+
+
+def weights_files_for(n_parts: int) -> list[str]:
+    """The weights file names of a fused backbone of ``n_parts`` parts."""
+    return [f"backbone-{i}.safetensors" for i in range(n_parts)]
+
+
+def _part_ref(
+    path: Path, info: dict[str, Any], record: dict[str, Any], prep: Preprocessing, file: str
+) -> BackboneRef:
+    """One backbone (a single one, or one part of a fusion) from its record: its weights file
+    in the bundle when there is one (checked against its digest), else the registry's."""
+    if file not in info.get("files", {}):
+        return _registry_ref(record, path)
+    return BackboneRef(
+        name=record["name"],
+        weights_path=_verified(path, file, info),
+        weights_sha256=record["weights_sha256"],
+        preprocessing=prep,
+        feature_dim=record.get("feature_dim"),
+    )
 
 
 def _read_ood(path: Path, info: dict[str, Any]) -> OodScorer | None:

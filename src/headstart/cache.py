@@ -16,11 +16,12 @@ decides where it is.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from headstart.backbones import BackboneRef
+from headstart.backbones import BackboneRef, fuse
 from headstart.features.store import EmbeddingStore
 from headstart.fsutil import check_entry, entry_digest, seal
 
@@ -83,10 +84,16 @@ class CacheRoot:
         return self.path / "weights" / f"{sha256}.safetensors"
 
 
-def portable_weights(ref: BackboneRef, cache: CacheRoot) -> Path:
+def portable_weights(ref: BackboneRef, cache: CacheRoot) -> Path | tuple[Path, ...]:
     """The backbone's weights as a safetensors file of the module's own state dict, converted
     once per weights hash and kept in ``cache`` (verified on every use), so bundles carry them
-    without rebuilding the model."""
+    without rebuilding the model.  A fused backbone: one file per part, in order."""
+    if ref.is_fused:
+        return tuple(_portable(part, cache) for part in ref.parts)
+    return _portable(ref, cache)
+
+
+def _portable(ref: BackboneRef, cache: CacheRoot) -> Path:
     if ref.weights_path is not None and ref.weights_path.suffix == ".safetensors":
         return ref.weights_path
     cached = cache.weights(ref.weights_sha256)
@@ -99,11 +106,25 @@ def portable_weights(ref: BackboneRef, cache: CacheRoot) -> Path:
     return cached
 
 
-def loaded_backbone(ref: BackboneRef, file_sha256: str, cache: CacheRoot) -> BackboneRef:
-    """``ref`` (a bundle's backbone, whose weights file has ``file_sha256``) keyed by the bytes
-    actually loaded: its recorded weights hash stands only when the file is those weights (or
-    this cache's own conversion of them); otherwise the file's digest replaces it, so no bundle
-    can write into another backbone's cache entries."""
-    if file_sha256 in (ref.weights_sha256, entry_digest(cache.weights(ref.weights_sha256))):
-        return ref
-    return replace(ref, weights_sha256=file_sha256)
+def loaded_backbone(ref: BackboneRef, files: Mapping[str, Any], cache: CacheRoot) -> BackboneRef:
+    """``ref`` (a bundle's backbone; ``files``: the bundle's file digests) keyed by the bytes
+    actually loaded: each part's recorded weights hash stands only when its weights file is
+    those weights (or this cache's own conversion of them); otherwise the file's digest
+    replaces it, so no bundle can write into another backbone's cache entries.  A part read
+    from the registry (no file in the bundle) was checked against its hash on reading."""
+    parts = []
+    # lazy: the bundle module loads scikit-learn (the heads); `headstart report` on a cached
+    # run must not pay for it just to name the cache root
+    from headstart.bundle import weights_files
+
+    for part, name in zip(ref.members, weights_files(ref), strict=True):
+        digest = files.get(name)
+        if (
+            isinstance(digest, str)
+            and part.weights_path is not None
+            and digest
+            not in (part.weights_sha256, entry_digest(cache.weights(part.weights_sha256)))
+        ):
+            part = replace(part, weights_sha256=digest)
+        parts.append(part)
+    return fuse(parts) if ref.is_fused else parts[0]

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 
 from headstart.backbones import BackboneRef
-from headstart.bundle import BACKBONE_FILE, BundleContents, read_bundle, write_bundle
+from headstart.bundle import BundleContents, read_bundle, write_bundle
 from headstart.cache import CacheRoot, loaded_backbone
 from headstart.data.labelled import check_known_labels
 from headstart.data.manifest import Task, pick_task, predicted_labels
 from headstart.errors import ConfigError, DataError
-from headstart.features import Runner, extract, feature_runner
+from headstart.features import ImageFeatures, extract
 from headstart.features.tta import check_tta, view_embeddings
 from headstart.heads import OodScorer, task_proba, task_weights, thresholds_of
 from headstart.inputs import expand_inputs
@@ -143,12 +143,10 @@ class Model:
     ) -> None:
         self.path = path
         self.cache = cache or CacheRoot.of()
-        weights_sha = contents.info.get("files", {}).get(BACKBONE_FILE)
-        if weights_sha and contents.backbone.weights_path is not None:  # verified on reading
-            backbone = loaded_backbone(contents.backbone, weights_sha, self.cache)
-            contents = replace(contents, backbone=backbone)
-        self._contents = contents
-        self._runner: Runner | None = None
+        files = contents.info.get("files", {})  # the weights files were verified on reading
+        backbone = loaded_backbone(contents.backbone, files, self.cache)
+        self._contents = replace(contents, backbone=backbone)
+        self._runner: ImageFeatures | None = None
 
     # -- what the model is ---------------------------------------------------------------
     @property
@@ -181,7 +179,8 @@ class Model:
 
     @property
     def backbone_ref(self) -> BackboneRef:
-        """The backbone reference (name, weights, preprocessing); ``.build()`` gives the module."""
+        """The backbone reference (name, weights, preprocessing); ``.build()`` gives the module
+        (a fused backbone's ``.parts`` are the modules' refs, each with its preprocessing)."""
         return self._contents.backbone
 
     def thresholds(self, task: Task) -> np.ndarray | None:
@@ -310,10 +309,9 @@ class Model:
         if not images:
             empty = {t.name: np.empty((0, len(t.classes))) for t in self.tasks}
             return empty, None if self.ood is None else np.empty(0)
-        if self._runner is None:
-            self._runner = feature_runner(self.backbone_ref, self.cache.store, engine)
-        prep = self.backbone_ref.preprocessing
-        features = self._runner(np.stack([prep(image) for image in images]))
+        if self._runner is None:  # each backbone part with its own preprocessing and runner
+            self._runner = ImageFeatures(self.backbone_ref, self.cache.store, engine)
+        features = self._runner(images)
         ood = None if self.ood is None else self.ood.score(features)
         return self.proba_from_features(features), ood
 
@@ -390,13 +388,14 @@ class Model:
         c = self._contents
         kept = ("metrics", "config", "data_hash", "run", "calibration")
         extra = {k: v for k, v in c.info.items() if k in kept}
-        weights = c.backbone.weights_path
+        files = [p.weights_path for p in c.backbone.members]
         return write_bundle(
             path,
             tasks=c.tasks,
             heads=c.heads,
             backbone=c.backbone,
-            backbone_weights=weights if weights and weights.suffix == ".safetensors" else None,
+            # each part's file when it is its safetensors (else the registry's, by its hash)
+            backbone_weights=[f if f and f.suffix == ".safetensors" else None for f in files],
             extra=extra,
             ood=c.ood,
         )

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from headstart.backbones import BackboneRef, list_backbones, resolve_backbone
+from headstart.backbones import BackboneRef, list_backbones, require_single, resolve_backbone
 from headstart.config import FitConfig, load_config
 from headstart.data import Manifest, Task
 from headstart.embedding import EmbeddedData, check_pretrained, embed_data, scan_data
@@ -283,6 +283,12 @@ def rank_backbones(
         names, skipped = available_backbones()
     else:
         names = list(dict.fromkeys(backbones))
+    for name in names:  # LEEP and NCE read one network's ImageNet head
+        require_single(
+            name,
+            "each candidate of rank-backbones",
+            "rank its parts one by one, then fit the fusion with -b a+b",
+        )
     if not names:
         raise BackboneError("no backbone is available here to rank; see `headstart backbones`")
     start = time.perf_counter()

@@ -13,8 +13,10 @@ from headstart.backbones.registry import (
     BackboneRef,
     BackboneSpec,
     BackboneStatus,
+    fuse,
     get_spec,
     list_backbones,
+    require_single,
     resolve_backbone,
 )
 
@@ -27,8 +29,10 @@ __all__ = [
     "BackboneSpec",
     "BackboneStatus",
     "Preprocessing",
+    "fuse",
     "get_spec",
     "list_backbones",
+    "require_single",
     "resolve_backbone",
     "save_weights",
 ]

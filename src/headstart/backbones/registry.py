@@ -21,10 +21,14 @@ from headstart.backbones.spec import (
     BackboneSpec,
     BackboneStatus,
     file_sha256,
+    fuse,
+    fused_names,
+    is_fused_name,
     offline,
+    require_single,
     split_name,
 )
-from headstart.errors import PathNotFoundError, WeightsError
+from headstart.errors import ConfigError, PathNotFoundError, WeightsError
 
 __all__ = [
     "GENERIC_PREFIXES",
@@ -34,9 +38,11 @@ __all__ = [
     "BackboneSpec",
     "BackboneStatus",
     "file_sha256",
+    "fuse",
     "get_spec",
     "list_backbones",
     "offline",
+    "require_single",
     "resolve_backbone",
     "split_name",
     "unweighted_ref",
@@ -44,7 +50,11 @@ __all__ = [
 
 
 def get_spec(name: str) -> BackboneSpec:
-    """The spec of a backbone name; unknown names raise ``BackboneError`` listing the known ones."""
+    """The spec of a backbone name; unknown names raise ``BackboneError`` listing the known ones.
+    A fused name's spec sums its parts' feature sizes and parameters (no ImageNet top-1: the
+    fusion has no ImageNet head) and carries the first part's preprocessing."""
+    if is_fused_name(name):
+        return _fused_spec(name)
     library, arch = split_name(name)
     if name in BUILTINS:
         e = BUILTINS[name]
@@ -52,6 +62,19 @@ def get_spec(name: str) -> BackboneSpec:
             name, e.feature_dim, e.params, e.imagenet_top1, e.preprocessing, e.description
         )
     return generic.generic_spec(name, library, arch)
+
+
+def _fused_spec(name: str) -> BackboneSpec:
+    specs = [get_spec(part) for part in fused_names(name)]
+    dims, params = [s.feature_dim for s in specs], [s.params for s in specs]
+    return BackboneSpec(
+        "+".join(s.name for s in specs),
+        None if None in dims else sum(d or 0 for d in dims),
+        None if None in params else sum(p or 0 for p in params),
+        None,
+        specs[0].preprocessing,
+        "fusion (features side by side): " + " + ".join(s.name for s in specs),
+    )
 
 
 def _builtin_weights(name: str, entry: BuiltinEntry) -> Path:
@@ -78,7 +101,18 @@ def resolve_backbone(name: str, weights: Path | None = None) -> BackboneRef:
     Without it, built-ins use their packaged file (checked against the known sha256) and
     ``timm:``/``torchvision:`` names use their library's cache, downloading only when online.
     Missing or mismatching weights raise ``WeightsError`` saying how to supply them.
+
+    ``a+b`` (any number of parts) resolves each part as above and returns their fusion
+    (:func:`~headstart.backbones.spec.fuse`): one ref whose features are the parts' side by
+    side.  A fused name takes no ``weights`` file (it would fit one part only).
     """
+    if is_fused_name(name):
+        if weights is not None:
+            raise ConfigError(
+                f"a weights file fits one backbone, not the fused '{name}': drop --weights, "
+                "or fuse backbones that need no weights file"
+            )
+        return fuse([resolve_backbone(part) for part in fused_names(name)])
     library, arch = split_name(name)
     if weights is not None:
         weights = Path(weights).expanduser()
@@ -96,7 +130,9 @@ def resolve_backbone(name: str, weights: Path | None = None) -> BackboneRef:
 def unweighted_ref(name: str) -> BackboneRef:
     """A ref to ``name``'s architecture without weights, for training from scratch: no weights
     file, an empty sha256, and the preprocessing of its pretrained weights (so a scratch run
-    sees the same inputs as a pretrained one)."""
+    sees the same inputs as a pretrained one).  A fused name raises ``BackboneError``: training
+    from scratch builds one network."""
+    require_single(name, "training from scratch", "train one of its parts from scratch")
     spec = get_spec(name)
     return BackboneRef(name, None, "", spec.preprocessing, spec.feature_dim)
 

@@ -4,7 +4,9 @@ generic (timm/torchvision) resolution, so neither needs the other at import time
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from headstart.backbones.model import Backbone
 
 __all__ = [
+    "FUSE_SEPARATOR",
     "GENERIC_PREFIXES",
     "POPULAR_GENERIC",
     "WEIGHTS_HINT",
@@ -25,9 +28,16 @@ __all__ = [
     "BackboneSpec",
     "BackboneStatus",
     "file_sha256",
+    "fuse",
+    "fused_names",
+    "is_fused_name",
     "offline",
+    "require_single",
     "split_name",
 ]
+
+#: Joins the parts of a fused backbone's name: ``mobilenet_v2+efficientnet_lite0``.
+FUSE_SEPARATOR = "+"
 
 GENERIC_PREFIXES = ("timm:", "torchvision:")
 POPULAR_GENERIC = (
@@ -68,20 +78,105 @@ class BackboneStatus:
 
 @dataclass(frozen=True)
 class BackboneRef:
-    """A resolved backbone: enough to key caches without building the model (no torch needed)."""
+    """A resolved backbone: enough to key caches without building the model (no torch needed).
+
+    A *fused* ref (:func:`fuse`) stands for several backbones whose embeddings are concatenated
+    in order: ``parts`` holds them (empty for a single backbone), ``name`` joins their names
+    with ``+``, ``weights_sha256`` hashes their digests (so nothing keyed by it meets a part's
+    entries), ``feature_dim`` is the sum.  Its ``preprocessing`` is the first part's, kept only
+    so code that reads one value still gets one: every fused code path must preprocess each
+    part with that part's own (see :attr:`members`)."""
 
     name: str
     weights_path: Path | None
     weights_sha256: str
     preprocessing: Preprocessing
     feature_dim: int | None
+    parts: tuple[BackboneRef, ...] = ()
+
+    @property
+    def is_fused(self) -> bool:
+        """True for a fusion of several backbones."""
+        return bool(self.parts)
+
+    @property
+    def members(self) -> tuple[BackboneRef, ...]:
+        """The single backbones whose features make this one's, in column order (itself when
+        it is not fused)."""
+        return self.parts or (self,)
 
     def build(self) -> Backbone:
-        """Build the model with its weights, in eval mode (imports torch)."""
+        """Build the model with its weights, in eval mode (imports torch); a fused ref has no
+        single network to build (``BackboneError``)."""
+        require_single(self, "building a network", "build each of its parts")
         # torch loads here, when a model is really built: resolving and caching need none
         from headstart.backbones.model import build_backbone
 
         return build_backbone(self)
+
+
+def is_fused_name(name: str) -> bool:
+    """True when ``name`` joins several backbones with ``+``."""
+    return FUSE_SEPARATOR in name
+
+
+def fused_names(name: str) -> list[str]:
+    """The parts of a fused name, in order (surrounding spaces dropped); an empty or repeated
+    part raises a one-line ``BackboneError``."""
+    parts = [p.strip() for p in name.split(FUSE_SEPARATOR)]
+    if any(not p for p in parts):
+        raise BackboneError(
+            f"fused backbone '{name}' has an empty part; join backbone names with "
+            f"'{FUSE_SEPARATOR}', e.g. mobilenet_v2+efficientnet_lite0"
+        )
+    repeated = next((p for i, p in enumerate(parts) if p in parts[:i]), None)
+    if repeated is not None:
+        raise BackboneError(
+            f"backbone '{repeated}' appears twice in '{name}'; name each part of a fusion once"
+        )
+    return parts
+
+
+def fuse(refs: Sequence[BackboneRef]) -> BackboneRef:
+    """One ref whose features are the ``refs``' features side by side, in order (fused refs
+    among them are flattened into their parts); a single ref is returned as it is.  The same
+    backbone (name and weights) twice raises ``BackboneError``."""
+    parts = tuple(part for ref in refs for part in ref.members)
+    if not parts:
+        raise BackboneError("a fusion needs at least one backbone")
+    if len(parts) == 1:
+        return parts[0]
+    seen: set[tuple[str, str]] = set()
+    for part in parts:
+        if (part.name, part.weights_sha256) in seen:
+            raise BackboneError(
+                f"backbone '{part.name}' appears twice in a fusion; name each part once"
+            )
+        seen.add((part.name, part.weights_sha256))
+    digests = FUSE_SEPARATOR.join(p.weights_sha256 for p in parts)
+    dims = [p.feature_dim for p in parts]
+    return BackboneRef(
+        name=FUSE_SEPARATOR.join(p.name for p in parts),
+        weights_path=None,
+        weights_sha256=hashlib.sha256(f"fused:{digests}".encode()).hexdigest(),
+        preprocessing=parts[0].preprocessing,
+        feature_dim=None if any(d is None for d in dims) else sum(d or 0 for d in dims),
+        parts=parts,
+    )
+
+
+def require_single(backbone: BackboneRef | str, what: str, hint: str | None = None) -> None:
+    """A one-line ``BackboneError`` when ``backbone`` (a ref or a name) is a fusion: ``what``
+    needs one network.  ``hint`` says what to do instead (default: use one of its parts)."""
+    name = backbone if isinstance(backbone, str) else backbone.name
+    fused = backbone.is_fused if isinstance(backbone, BackboneRef) else is_fused_name(name)
+    if not fused:
+        return
+    parts = ", ".join(p.strip() for p in name.split(FUSE_SEPARATOR))
+    raise BackboneError(
+        f"{what} needs one backbone; got the fused '{name}': "
+        f"{hint or f'use one of its parts ({parts})'}"
+    )
 
 
 def _known() -> str:
@@ -89,7 +184,9 @@ def _known() -> str:
 
 
 def split_name(name: str) -> tuple[str, str]:
-    """(library, architecture) for a backbone name; unknown names raise ``BackboneError``."""
+    """(library, architecture) for a backbone name; unknown names raise ``BackboneError``, and
+    so does a fused name (it names several architectures)."""
+    require_single(name, "looking up one architecture")
     if name in BUILTINS:
         return BUILTINS[name].library, BUILTINS[name].arch
     for prefix in GENERIC_PREFIXES:

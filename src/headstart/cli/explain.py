@@ -66,13 +66,20 @@ def _many(
     target: str | None,
     task: str | None,
 ) -> int:
-    from headstart.explain import Explanation, explain_many, save_overlay  # when it runs
+    from headstart.explain import (  # the library: when it runs
+        Explanation,
+        explain_many,
+        require_explainable,
+        save_overlay,
+    )
     from headstart.model import load
 
     folder = out if out is not None else Path()
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"-o {folder} is a file; with several photos it must be a folder")
-    results = explain_many(load(model_path), photos, method=method, target=target, task=task)
+    model = load(model_path)
+    require_explainable(model)  # one line, exit 2, before any photo is tried
+    results = explain_many(model, photos, method=method, target=target, task=task)
     table = Table()
     for column in ("image", "prediction", "written"):
         table.add_column(column, overflow="fold")

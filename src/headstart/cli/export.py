@@ -3,6 +3,7 @@ against torch."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -46,7 +47,9 @@ def command(
         tolerance=tolerance,
     )
     _say(f"wrote {result.path}")
-    _say(f"wrote {result.metadata_path} (input, outputs, preprocessing, tasks)")
+    fused = "inputs" in json.loads(Path(result.metadata_path).read_text(encoding="utf-8"))
+    inputs = "inputs" if fused else "input"
+    _say(f"wrote {result.metadata_path} ({inputs}, outputs, preprocessing, tasks)")
     _say(
         f"parity: max abs probability difference onnxruntime vs torch "
         f"{result.max_abs_diff:.2e} on {result.n_check_images} images "

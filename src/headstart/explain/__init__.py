@@ -10,7 +10,14 @@ Importing this package is cheap; torch and grad-cam load on the first explanatio
 
 from __future__ import annotations
 
-from headstart.explain.cam import METHODS, Explanation, ImageInput, explain, explain_many
+from headstart.explain.cam import (
+    METHODS,
+    Explanation,
+    ImageInput,
+    explain,
+    explain_many,
+    require_explainable,
+)
 from headstart.explain.output import overlay_png, save_overlay
 
 __all__ = [
@@ -20,5 +27,6 @@ __all__ = [
     "explain",
     "explain_many",
     "overlay_png",
+    "require_explainable",
     "save_overlay",
 ]

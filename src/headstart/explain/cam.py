@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from headstart.backbones import require_single
 from headstart.data import load_rgb
 from headstart.data.manifest import Task
-from headstart.errors import ConfigError, HeadstartError, ImageError
+from headstart.errors import BackboneError, ConfigError, HeadstartError, ImageError
 from headstart.explain.explanation import Explanation
 from headstart.explain.linear import explain_linear, linear_path
 from headstart.explain.overlay import blend, crop_rgb
@@ -35,7 +36,14 @@ if TYPE_CHECKING:
     from headstart.explain.layers import CamLayer
     from headstart.model import Model
 
-__all__ = ["METHODS", "Explanation", "ImageInput", "explain", "explain_many"]
+__all__ = [
+    "METHODS",
+    "Explanation",
+    "ImageInput",
+    "explain",
+    "explain_many",
+    "require_explainable",
+]
 
 #: The CAM methods by name; "eigencam" needs no gradients (first principal component of the
 #: layer's activations, so it shows what the layer sees, not which class it argues for).
@@ -77,6 +85,42 @@ def _check_method(method: str) -> str:
     if not isinstance(method, str) or method.lower() not in METHODS:
         raise ConfigError(f"unknown explain method {method!r}; valid: {', '.join(METHODS)}")
     return method.lower()
+
+
+def require_explainable(model: Model) -> None:
+    """A one-line error when Grad-CAM cannot explain the model: its backbone is a fusion (a
+    class activation map is one network's layer, and a fused model has several, each with its
+    own input), or a task's head passes no gradient (tree heads: ``hgb``, ``lightgbm``)."""
+    ref = model.backbone_ref
+    parts = ", ".join(p.name for p in ref.parts)
+    require_single(ref, "Grad-CAM", f"explain a model fitted on one of its parts ({parts})")
+    for task in model.tasks:
+        if not _differentiable(model.heads[task.name]):
+            raise ConfigError(
+                f"Grad-CAM needs gradients through the head; the {task.name!r} head is "
+                f"{_kind(model.heads[task.name])}, whose trees pass none: explain a model with a "
+                "logistic, mlp or knn head"
+            )
+
+
+_TREES = ("hgb", "lightgbm")
+
+
+def _kind(head: object) -> str:
+    return str(getattr(head, "kind", type(head).__name__))
+
+
+def _differentiable(head: object) -> bool:
+    """Whether gradients reach the features through ``head`` (any member of a composite)."""
+    kind = _kind(head)
+    if kind in _TREES:
+        return False
+    if kind == "bagging":
+        return str(getattr(head, "base", "")) not in _TREES
+    inner = getattr(head, "members_", None) or getattr(head, "estimators_", None)
+    if inner:  # an ensemble's members, a multi-label head's per-label heads
+        return any(_differentiable(h) for h in inner)
+    return True
 
 
 def _target_index(task: Task, target: str | None) -> int | None:
@@ -230,6 +274,7 @@ def explain(
     raises :class:`~headstart.errors.ImageError`.
     """
     method = _check_method(method)
+    require_explainable(model)
     chosen = model.task(task)
     target_index = _target_index(chosen, target)
     decoded = _decode(image, model.backbone_ref.preprocessing)
@@ -248,11 +293,16 @@ def explain_many(
 
     An image that cannot be read gives its :class:`~headstart.errors.HeadstartError` in its
     place instead of stopping the others; a bad ``method``, ``task`` or ``target`` raises at
-    once.
+    once.  A fused backbone's model gives every image the same ``BackboneError`` (Grad-CAM
+    needs one network), so a report's gallery notes it beside each photo.
     """
     method = _check_method(method)
     chosen = model.task(task)
     target_index = _target_index(chosen, target)
+    try:
+        require_explainable(model)
+    except BackboneError as exc:
+        return [exc for _ in images]
     prep = model.backbone_ref.preprocessing
     results: dict[int, Explanation | HeadstartError] = {}
     for start in range(0, len(images), BATCH_SIZE):

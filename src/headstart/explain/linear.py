@@ -92,7 +92,10 @@ def activation_runner(model: Model) -> Runner | None:
 
 def linear_path(model: Model, task: Task) -> bool:
     """Whether Grad-CAM of ``task`` runs through onnxruntime (:func:`explain_linear`): a head
-    linear in the pooled features and a backbone whose CAM layer feeds them directly."""
+    linear in the pooled features and a backbone whose CAM layer feeds them directly (never a
+    fused backbone's: it has no one CAM layer)."""
+    if model.backbone_ref.is_fused:
+        return False
     return model.linear_weights(task.name) is not None and activation_runner(model) is not None
 
 
@@ -125,7 +128,7 @@ def explain_linear(
 ) -> list[Explanation] | None:
     """Grad-CAM of ``task`` (its predicted class, or ``target``) for decoded images through
     onnxruntime; None when the head or backbone needs the torch path."""
-    weights = model.linear_weights(task.name)
+    weights = None if model.backbone_ref.is_fused else model.linear_weights(task.name)
     runner = activation_runner(model) if weights is not None else None
     if weights is None or runner is None:  # the same test as linear_path
         return None

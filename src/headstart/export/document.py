@@ -12,6 +12,13 @@ OnnxClassifier`), exactly as :meth:`headstart.Model.proba_from_features` applies
 preprocessing block's ``steps`` say how an image file becomes the graph's input, every parameter
 included (:mod:`headstart.export.recipe`).
 
+Inputs: a single backbone's graph has one input, ``images`` (``input`` and ``preprocessing``
+describe it).  A fused backbone's graph (``-b a+b``: the parts' features side by side, then the
+heads) has one input per part, in order, named ``images_0``, ``images_1``, ...; the document
+(format 4) lists them in ``inputs``, each with its backbone, shape and its own ``preprocessing``
+(``steps`` included): every image goes through each input's steps, and the batches are passed
+together.
+
 A bundle with an out-of-distribution scorer (:mod:`headstart.heads.ood`) adds the output
 ``ood_score`` (N,) after the task outputs, computed in the graph from the same pooled features
 (normalise, one matmul with the stored bank, top-k): higher = more unlike the training images.
@@ -25,10 +32,12 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from headstart.backbones import BackboneRef
 from headstart.bundle import BundleContents
 from headstart.data.manifest import DEFAULT_TASK, Task
 from headstart.errors import BundleError
 from headstart.export.recipe import preprocessing_steps
+from headstart.features.onnx_engine import INPUT_NAME
 from headstart.heads import thresholds_of
 from headstart.model import Model
 from headstart.stats.temperature import Temperature, read_temperatures, temperature_entry
@@ -44,6 +53,7 @@ __all__ = [
     "calibration_block",
     "describe",
     "exported_tasks",
+    "input_names",
     "metadata_props",
     "ood_block",
     "output_names",
@@ -56,8 +66,11 @@ OOD_OUTPUT = "ood_score"
 METADATA_KEY = "headstart"
 DOC_FORMAT = "headstart-onnx"
 #: 1: one task (``classes``, output ``probabilities``); 2: ``tasks``, ``outputs``, calibration;
-#: 3: ``preprocessing.steps`` are objects with every parameter (see :mod:`.recipe`).
-DOC_VERSION = 3
+#: 3: ``preprocessing.steps`` are objects with every parameter (see :mod:`.recipe`); 4: a fused
+#: backbone's ``inputs``, one per part.  The newest this headstart writes and reads.
+DOC_VERSION = 4
+#: The version of a single backbone's document (unchanged by format 4: older readers read it).
+SINGLE_DOC_VERSION = 3
 OPSET = 17
 
 ExportedTask = tuple[Task, str, list[float] | None]
@@ -69,6 +82,31 @@ def output_names(tasks: Sequence[Task]) -> list[str]:
     if len(tasks) == 1:
         return [OUTPUT_NAME]
     return [f"{OUTPUT_NAME}:{task.name}" for task in tasks]
+
+
+def input_names(backbone: BackboneRef) -> list[str]:
+    """The graph's input names, one per backbone part in order (see the module's rule)."""
+    if not backbone.is_fused:
+        return [INPUT_NAME]
+    return [f"{INPUT_NAME}_{i}" for i in range(len(backbone.parts))]
+
+
+def _inputs(backbone: BackboneRef) -> list[dict[str, Any]]:
+    """Each input of a fused backbone's graph: its part, shape and own preprocessing."""
+    return [
+        {
+            "name": name,
+            "backbone": part.name,
+            "dtype": "float32",
+            "shape": ["batch", 3, part.preprocessing.crop, part.preprocessing.crop],
+            "layout": "NCHW, RGB channels",
+            "preprocessing": {
+                **part.preprocessing.to_dict(),
+                "steps": preprocessing_steps(part.preprocessing, name),
+            },
+        }
+        for name, part in zip(input_names(backbone), backbone.parts, strict=True)
+    ]
 
 
 def _meaning(task: Task) -> str:
@@ -109,8 +147,8 @@ def ood_block(contents: BundleContents) -> dict[str, Any] | None:
 
 
 def describe(contents: BundleContents, opset: int = OPSET) -> dict[str, Any]:
-    """The document that says how to call the exported model (input, one output per task,
-    preprocessing, classes, thresholds, calibration)."""
+    """The document that says how to call the exported model (its input, or a fused
+    backbone's inputs, one output per task, preprocessing, classes, thresholds, calibration)."""
     prep = contents.backbone.preprocessing
     tasks = contents.tasks
     names = output_names(tasks)
@@ -142,16 +180,20 @@ def describe(contents: BundleContents, opset: int = OPSET) -> dict[str, Any]:
         if thresholds is not None:
             entry["thresholds"] = [float(t) for t in thresholds]
         task_docs.append(entry)
-    doc: dict[str, Any] = {
-        "format": DOC_FORMAT,
-        "format_version": DOC_VERSION,
-        "input": {
-            "name": "images",
-            "dtype": "float32",
-            "shape": ["batch", 3, prep.crop, prep.crop],
-            "layout": "NCHW, RGB channels",
-        },
-    }
+    backbone = contents.backbone
+    doc: dict[str, Any] = {"format": DOC_FORMAT}
+    if backbone.is_fused:
+        doc |= {"format_version": DOC_VERSION, "inputs": _inputs(backbone)}
+    else:
+        doc |= {
+            "format_version": SINGLE_DOC_VERSION,
+            "input": {
+                "name": INPUT_NAME,
+                "dtype": "float32",
+                "shape": ["batch", 3, prep.crop, prep.crop],
+                "layout": "NCHW, RGB channels",
+            },
+        }
     if len(tasks) == 1:  # the one task output, as every export before tasks had
         doc["output"] = {k: v for k, v in outputs[0].items() if k != "task"}
     doc |= {
@@ -160,30 +202,59 @@ def describe(contents: BundleContents, opset: int = OPSET) -> dict[str, Any]:
         "tasks": task_docs,
         "calibration": calibration_block(contents),
         "ood": ood_block(contents),
-        "preprocessing": {**prep.to_dict(), "steps": preprocessing_steps(prep)},
+    }
+    if not backbone.is_fused:
+        doc["preprocessing"] = {**prep.to_dict(), "steps": preprocessing_steps(prep)}
+    doc |= {
         "opset": opset,
-        "backbone": {"name": contents.backbone.name, "sha256": contents.backbone.weights_sha256},
+        "backbone": _backbone_block(backbone),
         "head": {"kind": contents.info.get("head", {}).get("kind")},
         "bundle": {"head_sha256": contents.info.get("files", {}).get("head.safetensors")},
-        "usage": [
+        "usage": _usage(backbone),
+    }
+    return doc
+
+
+def _backbone_block(backbone: BackboneRef) -> dict[str, Any]:
+    block: dict[str, Any] = {"name": backbone.name, "sha256": backbone.weights_sha256}
+    if backbone.is_fused:
+        block["parts"] = [
+            {"name": part.name, "sha256": part.weights_sha256, "input": name}
+            for part, name in zip(backbone.parts, input_names(backbone), strict=True)
+        ]
+    return block
+
+
+def _usage(backbone: BackboneRef) -> list[str]:
+    if not backbone.is_fused:
+        return [
             "headstart predict MODEL_DIR IMAGES --runtime onnx",
             "python: session = onnxruntime.InferenceSession('model.onnx'); "
             "outputs = session.run(None, {'images': batch})  # one array per task, in order",
             "batch: each image file through preprocessing.steps, in order (every parameter is "
             "in the step; its text says the same in words)",
-        ],
-    }
-    return doc
+        ]
+    feed = ", ".join(f"'{name}': batch_{i}" for i, name in enumerate(input_names(backbone)))
+    return [
+        "headstart predict MODEL_DIR IMAGES --runtime onnx",
+        "python: session = onnxruntime.InferenceSession('model.onnx'); "
+        f"outputs = session.run(None, {{{feed}}})  # one array per task, in order",
+        "batch_i: each image file through inputs[i].preprocessing.steps, in order (every "
+        "parameter is in the step; its text says the same in words); every input gets the "
+        "same images in the same order",
+    ]
 
 
 def metadata_props(doc: Mapping[str, Any]) -> dict[str, str]:
     """The ``metadata_props`` stored inside the .onnx file (the whole document, plus the
-    first task's classes, the tasks and the preprocessing on their own keys)."""
+    first task's classes, the tasks and the preprocessing -- a fused backbone's inputs -- on
+    their own keys)."""
+    key = "inputs" if "inputs" in doc else "preprocessing"
     return {
         METADATA_KEY: json.dumps(doc, sort_keys=True),
         "classes": json.dumps(doc["classes"]),
         "tasks": json.dumps(doc["tasks"], sort_keys=True),
-        "preprocessing": json.dumps(doc["preprocessing"], sort_keys=True),
+        key: json.dumps(doc[key], sort_keys=True),
     }
 
 

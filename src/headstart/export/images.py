@@ -1,5 +1,6 @@
 """Images for checking an export: which files, their labels (when their folder names a class),
-and decoding them exactly as the default runtime does (``load_rgb`` + ``Preprocessing``)."""
+and decoding them exactly as the default runtime does (``load_rgb`` + ``Preprocessing``), once
+per graph input (a fused backbone's parts each have their own preprocessing)."""
 
 from __future__ import annotations
 
@@ -15,21 +16,39 @@ from headstart.demo import demo_data_dir
 from headstart.errors import DataError
 from headstart.inputs import expand_inputs
 
-__all__ = ["CheckImages", "Images", "accuracy", "check_images", "decode_batch", "default_check_dir"]
+__all__ = [
+    "CheckImages",
+    "Decoded",
+    "Images",
+    "accuracy",
+    "check_images",
+    "decode_batch",
+    "decode_inputs",
+    "default_check_dir",
+    "intersect",
+]
 
 #: A folder, a file, or several of them (as ``headstart predict`` takes them).
 Images = str | Path | Sequence[str | Path]
 #: Parity and int8 checks use at most this many images (evenly spread over the sorted list).
 DEFAULT_LIMIT = 200
+Decoded = tuple[list[int], np.ndarray, dict[int, str]]
+"""Kept indices, their arrays stacked, and {index: reason} for the files not read."""
 
 
 @dataclass(frozen=True)
 class CheckImages:
-    """Decoded check images: the batch, their paths, and the files that could not be read."""
+    """Decoded check images: one batch per graph input (rows: the same images), their paths,
+    and the files that could not be read."""
 
     paths: list[Path]
-    batch: np.ndarray
+    batches: tuple[np.ndarray, ...]
     skipped: dict[Path, str]
+
+    @property
+    def batch(self) -> np.ndarray:
+        """The first input's batch (the only one of a single backbone)."""
+        return self.batches[0]
 
     def labels_for(self, classes: Sequence[str]) -> list[str | None]:
         """Each image's label among a multi-class task's ``classes``: its folder's name when
@@ -51,6 +70,28 @@ def decode_batch(
     return decode_each(paths, prep, (3, prep.crop, prep.crop), prep.resize)
 
 
+def intersect(decoded: Sequence[Decoded]) -> tuple[list[int], list[np.ndarray], dict[int, str]]:
+    """Several decodes of the same files (one per input) -> the files every one kept, each
+    input's arrays of them (rows aligned), and every file some decode failed on (the first
+    decode's reason first)."""
+    failed: dict[int, str] = {}
+    for _, _, reasons in reversed(decoded):
+        failed.update(reasons)
+    kept = [i for i in decoded[0][0] if i not in failed]
+    arrays = []
+    for indices, array, _ in decoded:
+        rows = [pos for pos, i in enumerate(indices) if i not in failed]
+        arrays.append(array if len(rows) == len(indices) else array[rows])
+    return kept, arrays, failed
+
+
+def decode_inputs(
+    paths: Sequence[Path], preps: Sequence[Preprocessing]
+) -> tuple[list[int], list[np.ndarray], dict[int, str]]:
+    """:func:`decode_batch` once per input's preprocessing, aligned by :func:`intersect`."""
+    return intersect([decode_batch(paths, prep) for prep in preps])
+
+
 def _spread(paths: list[Path], limit: int) -> list[Path]:
     if len(paths) <= limit:
         return paths
@@ -60,25 +101,27 @@ def _spread(paths: list[Path], limit: int) -> list[Path]:
 
 def check_images(
     images: Images | None,
-    prep: Preprocessing,
+    prep: Preprocessing | Sequence[Preprocessing],
     *,
     limit: int = DEFAULT_LIMIT,
 ) -> CheckImages:
-    """Decode the check images (default: the demo test photos); at most ``limit`` images are
-    used, spread evenly over the sorted list."""
+    """Decode the check images (default: the demo test photos) with ``prep`` (one per graph
+    input for a fused backbone); at most ``limit`` images are used, spread evenly over the
+    sorted list."""
+    preps = [prep] if isinstance(prep, Preprocessing) else list(prep)
     if images is None:
         images = default_check_dir()
     items = [images] if isinstance(images, str | Path) else list(images)
     paths = _spread(expand_inputs(items), limit)
     if not paths:
         raise DataError(f"no image found in the check images {[str(i) for i in items]}")
-    kept, batch, failed = decode_batch(paths, prep)
+    kept, batches, failed = decode_inputs(paths, preps)
     if not kept:
         raise DataError(
             f"none of the {len(paths)} check images can be read (e.g. {paths[0]}: {failed[0]})"
         )
     used = [paths[i] for i in kept]
-    return CheckImages(used, batch, {paths[i]: why for i, why in failed.items()})
+    return CheckImages(used, tuple(batches), {paths[i]: why for i, why in failed.items()})
 
 
 def accuracy(proba: np.ndarray, labels: Sequence[str | None], classes: Sequence[str]) -> float:

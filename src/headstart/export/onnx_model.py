@@ -6,10 +6,12 @@ against torch and against the bundle's own heads.
 export path (:func:`headstart.features.onnx_engine.export_onnx`), runs the file with onnxruntime
 on real images and compares every task's probabilities with torch's; torch's are compared with
 the bundle's numpy heads on the same features.  The file gets its final name only after both
-checks pass.  The graph has one output per task (see :mod:`headstart.export.document` for the
-naming rule and the document written beside the model, ``model.onnx.json``, and stored in its
-own ``metadata_props``), and ``ood_score`` when the bundle has an OOD scorer: checked the same
-way, onnxruntime against torch and torch against the bundle's numpy scorer.
+checks pass.  The graph has one image input per backbone part (one for a single backbone; a
+fused backbone's parts are all in the graph, their features concatenated before the heads)
+and one output per task (see :mod:`headstart.export.document` for the naming rules and the
+document written beside the model, ``model.onnx.json``, and stored in its own
+``metadata_props``), and ``ood_score`` when the bundle has an OOD scorer: checked the same way,
+onnxruntime against torch and torch against the bundle's numpy scorer.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from headstart.export.document import (
     OPSET,
     OUTPUT_NAME,
     describe,
+    input_names,
     metadata_props,
     output_names,
 )
@@ -49,7 +52,7 @@ from headstart.export.parity import (
     torch_reference,
 )
 from headstart.export.quantize import QUANTIZATIONS, quantize_int8
-from headstart.features.onnx_engine import INPUT_NAME, OnnxFeatures, export_onnx
+from headstart.features.onnx_engine import OnnxFeatures, export_onnx
 from headstart.fsutil import FILE_MODE, atomic_write_text
 from headstart.model import split_columns
 
@@ -133,14 +136,21 @@ class ExportResult:
         return d
 
 
-def onnx_probabilities(path: Path, batch: np.ndarray) -> np.ndarray:
-    """Run an exported model with onnxruntime on a preprocessed batch, in chunks: every output
-    side by side (N, sum of widths), in the graph's output order (= task order, then the OOD
-    score's one column when the graph has it)."""
+def onnx_probabilities(path: Path, batches: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """Run an exported model with onnxruntime on a preprocessed batch (one per graph input, in
+    the graph's input order, for a fused backbone), in chunks: every output side by side
+    (N, sum of widths), in the graph's output order (= task order, then the OOD score's one
+    column when the graph has it)."""
     session = OnnxFeatures(path).session
+    inputs = [batches] if isinstance(batches, np.ndarray) else list(batches)
+    names = [i.name for i in session.get_inputs()]
     chunks = []
-    for i in range(0, len(batch), _BATCH):
-        outputs = session.run(None, {INPUT_NAME: np.ascontiguousarray(batch[i : i + _BATCH])})
+    for i in range(0, len(inputs[0]), _BATCH):
+        feed = {
+            name: np.ascontiguousarray(batch[i : i + _BATCH])
+            for name, batch in zip(names, inputs, strict=True)
+        }
+        outputs = session.run(None, feed)
         columns = [np.asarray(o).reshape(len(o), -1) for o in outputs]
         chunks.append(np.concatenate(columns, axis=1))
     return np.concatenate(chunks).astype(np.float64)
@@ -237,7 +247,7 @@ def _int8(
     tmp = _temp_beside(dest)
     try:
         quantize_int8(path, tmp)
-        outputs = onnx_probabilities(tmp, checks.batch)
+        outputs = onnx_probabilities(tmp, checks.batches)
         int8 = split_columns(tasks, outputs)
         int8_ood = _ood_column(outputs, tasks)
         _publish(tmp, dest)
@@ -292,16 +302,20 @@ def export_model(
     from headstart.export.torch_model import build_torch_model
 
     module = build_torch_model(contents)
-    ref = torch_reference(module, contents, checks.batch)
+    ref = torch_reference(module, contents, checks.batches)
     doc = describe(contents)
     names = output_names(tasks)
+    # one image input per backbone part (a fused backbone's), each of its part's crop size
+    crops = [part.preprocessing.crop for part in contents.backbone.members]
+    inputs = dict(zip(input_names(contents.backbone), crops, strict=True))
     tmp = _temp_beside(path)
     try:
         joined = names[0] if len(tasks) == 1 and contents.ood is None else _JOINED
-        export_onnx(module, tmp, OPSET, output_name=joined, metadata=metadata_props(doc))
+        meta = metadata_props(doc)
+        export_onnx(module, tmp, OPSET, output_name=joined, metadata=meta, inputs=inputs)
         if joined == _JOINED:
             _split_outputs(tmp, tasks, ood=contents.ood is not None)
-        outputs = onnx_probabilities(tmp, checks.batch)
+        outputs = onnx_probabilities(tmp, checks.batches)
         fp32, fp32_ood = split_columns(tasks, outputs), _ood_column(outputs, tasks)
         parity = {
             t.name: TaskParity(
@@ -360,5 +374,6 @@ def json_text(doc: Mapping[str, Any]) -> str:
 
 
 def check_images_for(contents: BundleContents, images: Images | None) -> CheckImages:
-    """The decoded check images for a bundle (its preprocessing; labels of its first task)."""
-    return check_images(images, contents.backbone.preprocessing)
+    """The decoded check images for a bundle: one batch per graph input, each in its backbone
+    part's preprocessing."""
+    return check_images(images, [part.preprocessing for part in contents.backbone.members])

@@ -4,7 +4,7 @@ difference beyond the tolerance is an :class:`ExportError` and no file is writte
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -66,9 +66,12 @@ class Reference:
     reference_ood: np.ndarray | None
 
 
-def torch_reference(module: Classifier, contents: BundleContents, batch: np.ndarray) -> Reference:
+def torch_reference(
+    module: Classifier, contents: BundleContents, batches: Sequence[np.ndarray]
+) -> Reference:
     """Each task's torch eager probabilities and the bundle's numpy head's on the same
-    features; the same for the OOD score when there is a scorer."""
+    features; the same for the OOD score when there is a scorer.  ``batches``: one
+    preprocessed batch per graph input (rows: the same images)."""
     # lazy: torch takes seconds to import; only this path needs it
     import torch
 
@@ -76,8 +79,8 @@ def torch_reference(module: Classifier, contents: BundleContents, batch: np.ndar
     probs: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
     feats, oods = [], []
     with torch.inference_mode():
-        for i in range(0, len(batch), _BATCH):
-            f = module.backbone(torch.from_numpy(batch[i : i + _BATCH]))
+        for i in range(0, len(batches[0]), _BATCH):
+            f = module.backbone(*(torch.from_numpy(b[i : i + _BATCH]) for b in batches))
             for task, p in zip(tasks, module.task_probabilities(f), strict=True):
                 probs[task.name].append(p.double().numpy())
             if module.ood is not None:

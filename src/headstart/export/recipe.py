@@ -199,7 +199,7 @@ def _normalize(prep: Preprocessing) -> dict[str, Any]:
     }
 
 
-def _layout(prep: Preprocessing) -> dict[str, Any]:
+def _layout(prep: Preprocessing, input_name: str) -> dict[str, Any]:
     return {
         "op": "layout",
         "from": "HWC",
@@ -208,13 +208,14 @@ def _layout(prep: Preprocessing) -> dict[str, Any]:
         "dtype": "float32",
         "text": (
             f"Transpose HWC -> CHW and stack the images into a float32 batch of shape "
-            f"(N, 3, {prep.crop}, {prep.crop}), the graph's input 'images'"
+            f"(N, 3, {prep.crop}, {prep.crop}), the graph's input '{input_name}'"
         ),
     }
 
 
-def preprocessing_steps(prep: Preprocessing) -> list[dict[str, Any]]:
-    """Every step from an image file to one row of the graph's input, with its parameters."""
+def preprocessing_steps(prep: Preprocessing, input_name: str = "images") -> list[dict[str, Any]]:
+    """Every step from an image file to one row of the graph's input ``input_name``, with its
+    parameters."""
     return [
         _open(),
         _draft(prep),
@@ -224,5 +225,5 @@ def preprocessing_steps(prep: Preprocessing) -> list[dict[str, Any]]:
         _resize(prep),
         _crop(prep),
         _normalize(prep),
-        _layout(prep),
+        _layout(prep, input_name),
     ]

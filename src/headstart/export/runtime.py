@@ -5,7 +5,9 @@ so it runs without the bundle and answers exactly as :meth:`headstart.Model.pred
 same per-task probabilities (calibration applied to each view, before any TTA mean), the same
 OOD scores (the graph's ``ood_score`` output, of the centre view) and the same
 :class:`~headstart.model.Prediction` objects.  Given a bundle folder, its ``model.onnx`` is
-exported first when missing or made from another version of the bundle.
+exported first when missing or made from another version of the bundle.  A fused backbone's
+graph takes one batch per input; each file is decoded once per input, with its part's own
+preprocessing.
 """
 
 from __future__ import annotations
@@ -22,14 +24,13 @@ from headstart.bundle import read_bundle
 from headstart.data.manifest import Task, pick_task
 from headstart.errors import BundleError, ConfigError
 from headstart.export.document import (
-    DOC_VERSION,
     METADATA_KEY,
     OOD_OUTPUT,
     describe,
     exported_tasks,
     temperatures_of,
 )
-from headstart.export.images import Images, decode_batch
+from headstart.export.images import Images, decode_inputs, intersect
 from headstart.export.onnx_model import export_model
 from headstart.features.onnx_engine import INPUT_NAME, OnnxFeatures
 from headstart.features.tta import check_tta, decode_views, tta_views
@@ -55,11 +56,12 @@ class OnnxClassifier:
         self.info = read_metadata(self.path)
         try:
             exported = exported_tasks(self.info)
-            self.preprocessing = Preprocessing.from_dict(
-                {k: v for k, v in self.info["preprocessing"].items() if k != "steps"}
-            )
+            self.inputs = _inputs(self.info)
+            """The graph's inputs in order: (name, preprocessing), one per backbone part."""
         except (KeyError, TypeError, AttributeError, BundleError) as exc:
             raise BundleError(f"{self.path}: bad headstart metadata ({exc})") from None
+        self.preprocessing = self.inputs[0][1]
+        """The (first) input's preprocessing."""
         self.tasks: list[Task] = [task for task, _, _ in exported]
         self._outputs = [name for _, name, _ in exported]
         self._thresholds = {
@@ -92,15 +94,24 @@ class OnnxClassifier:
     def _width(self) -> int:
         return sum(len(t.classes) for t in self.tasks)
 
-    def predict_batch(self, batch: np.ndarray) -> Probabilities:
+    def predict_batch(self, batch: np.ndarray | Sequence[np.ndarray]) -> Probabilities:
         """Each task's calibrated probabilities for a preprocessed float32 batch
-        (N, 3, crop, crop), columns in the task's class order."""
+        (N, 3, crop, crop) -- one per input, in order, for a fused backbone -- columns in
+        the task's class order."""
         return self.score_batch(batch)[0]
 
-    def score_batch(self, batch: np.ndarray) -> tuple[Probabilities, np.ndarray | None]:
+    def score_batch(
+        self, batch: np.ndarray | Sequence[np.ndarray]
+    ) -> tuple[Probabilities, np.ndarray | None]:
         """:meth:`predict_batch`'s probabilities and the batch's (N,) OOD scores (None when
         the model has no scorer), from one run of the graph."""
-        feed = {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
+        batches = [batch] if isinstance(batch, np.ndarray) else list(batch)
+        if len(batches) != len(self.inputs):
+            raise ConfigError(f"the model takes {len(self.inputs)} batches, got {len(batches)}")
+        feed = {
+            name: np.ascontiguousarray(b, dtype=np.float32)
+            for (name, _), b in zip(self.inputs, batches, strict=True)
+        }
         scored = self.ood_threshold is not None
         outputs = self._session.run(self._outputs + ([OOD_OUTPUT] if scored else []), feed)
         out: Probabilities = {}
@@ -109,7 +120,7 @@ class OnnxClassifier:
             out[task.name] = apply_calibration(raw, self.temperatures.get(task.name))
         return out, np.asarray(outputs[-1], dtype=np.float64).ravel() if scored else None
 
-    def _joined(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _joined(self, batch: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         per_task, ood = self.score_batch(batch)
         return np.concatenate([per_task[t.name] for t in self.tasks], axis=1), ood
 
@@ -134,12 +145,13 @@ class OnnxClassifier:
         if check_tta(tta) != "none":
             self._tta_into(proba, ood, failures, paths, tta)
             return split_columns(self.tasks, proba), ood, failures
+        preps = [prep for _, prep in self.inputs]
         for start in range(0, len(paths), _BATCH):
-            kept, batch, failed = decode_batch(paths[start : start + _BATCH], self.preprocessing)
+            kept, batches, failed = decode_inputs(paths[start : start + _BATCH], preps)
             failures.update({start + i: why for i, why in failed.items()})
             if kept:
                 rows = [start + i for i in kept]
-                proba[rows], scores = self._joined(batch)
+                proba[rows], scores = self._joined(batches)
                 if ood is not None and scores is not None:
                     ood[rows] = scores
         return split_columns(self.tasks, proba), ood, failures
@@ -152,16 +164,19 @@ class OnnxClassifier:
         paths: list[Path],
         tta: str,
     ) -> None:
-        views, size = tta_views(tta), self.preprocessing.crop
+        views = tta_views(tta)
         step = max(1, _BATCH // len(views))
         for start in range(0, len(paths), step):
             chunk = paths[start : start + step]
-            kept, arrays, failed = decode_views(chunk, self.preprocessing, views)
+            kept, arrays, failed = intersect(
+                [decode_views(chunk, prep, views) for _, prep in self.inputs]
+            )
             failures.update({start + i: why for i, why in failed.items()})
             if kept:
                 rows = [start + i for i in kept]
+                batches = [a.reshape(-1, *a.shape[2:]) for a in arrays]  # (n * V, 3, c, c)
                 # calibrated per view, then averaged: the rule of headstart.features.tta
-                p, scores = self._joined(arrays.reshape(-1, 3, size, size))
+                p, scores = self._joined(batches)
                 proba[rows] = p.reshape(len(kept), len(views), -1).mean(1)
                 if ood is not None and scores is not None:  # the centre view's (view 0)
                     ood[rows] = scores.reshape(len(kept), len(views))[:, 0]
@@ -188,6 +203,21 @@ class OnnxClassifier:
         return make_predictions(
             paths, probas, failures, self.tasks, self._thresholds, top_k, scored
         )
+
+
+def _inputs(doc: dict[str, Any]) -> list[tuple[str, Preprocessing]]:
+    """The graph's inputs a document records: a fused backbone's ``inputs``, else the one
+    input ``images`` with the document's ``preprocessing``."""
+
+    def prep(block: dict[str, Any]) -> Preprocessing:
+        return Preprocessing.from_dict({k: v for k, v in block.items() if k != "steps"})
+
+    if "inputs" in doc:
+        inputs = [(str(entry["name"]), prep(entry["preprocessing"])) for entry in doc["inputs"]]
+        if not inputs:
+            raise BundleError("no input")
+        return inputs
+    return [(INPUT_NAME, prep(doc["preprocessing"]))]
 
 
 def _ood_threshold(doc: dict[str, Any], path: Path) -> float | None:
@@ -232,7 +262,7 @@ def _stale(onnx_path: Path, fresh: dict[str, Any]) -> str | None:
     if doc.get("bundle", {}).get("head_sha256") != fresh["bundle"]["head_sha256"]:
         return "made from another version of this bundle"
     version = doc.get("format_version")
-    if "tasks" not in doc or not isinstance(version, int) or version < DOC_VERSION:
+    if "tasks" not in doc or not isinstance(version, int) or version < fresh["format_version"]:
         # e.g. format 2 described the preprocessing too loosely to reproduce it
         return "exported by an older headstart"
     if doc["tasks"] != fresh["tasks"] or doc.get("calibration") != fresh["calibration"]:

@@ -10,12 +10,26 @@ from headstart.bundle import BundleContents
 from headstart.data.manifest import Task
 from headstart.heads.torch_head import ood_module, task_module
 
-__all__ = ["Classifier", "build_torch_model"]
+__all__ = ["Classifier", "FusedFeatures", "build_torch_model"]
+
+
+class FusedFeatures(nn.Module):
+    """A fused backbone: one preprocessed batch per part (each in its part's own input size
+    and normalisation) -> the parts' pooled features side by side, in order."""
+
+    def __init__(self, parts: list[nn.Module]) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        """(N, sum of the parts' feature sizes) from one (N, 3, crop_i, crop_i) per part."""
+        return torch.cat([part(x) for part, x in zip(self.parts, inputs, strict=True)], dim=1)
 
 
 class Classifier(nn.Module):
     """Preprocessed images (N, 3, crop, crop) -> every task's probabilities, concatenated,
-    then the OOD score (one column) when the bundle has a scorer.
+    then the OOD score (one column) when the bundle has a scorer.  A fused backbone takes one
+    batch per part, in order (``preprocessings``: each input's preprocessing).
 
     Each task's columns follow its classes, tasks in order: softmax for a multi-class task,
     one sigmoid per label for a multi-label task.  :meth:`task_probabilities` gives them apart.
@@ -28,6 +42,7 @@ class Classifier(nn.Module):
         tasks: list[Task],
         preprocessing: Preprocessing,
         ood: nn.Module | None = None,
+        preprocessings: list[Preprocessing] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -35,6 +50,7 @@ class Classifier(nn.Module):
         self.heads = nn.ModuleList(heads)
         self.tasks = list(tasks)
         self.preprocessing = preprocessing
+        self.preprocessings = list(preprocessings or [preprocessing])
         self.ood = ood
 
     def task_probabilities(self, features: Tensor) -> list[Tensor]:
@@ -45,10 +61,10 @@ class Classifier(nn.Module):
             out.append(torch.sigmoid(logits) if task.multi_label else torch.softmax(logits, dim=1))
         return out
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, *inputs: Tensor) -> Tensor:
         """Every task's probabilities side by side (N, sum of C_t), tasks in order, and the OOD
         score as a last column when there is a scorer."""
-        features = self.backbone(x)
+        features = self.backbone(*inputs)
         columns = self.task_probabilities(features)
         if self.ood is not None:
             columns.append(self.ood(features))
@@ -56,10 +72,11 @@ class Classifier(nn.Module):
 
 
 def build_torch_model(contents: BundleContents) -> Classifier:
-    """The bundle's backbone + one head module per task (+ its OOD scorer), in eval mode; each
-    task's columns follow its classes."""
+    """The bundle's backbone (every part of a fused one) + one head module per task (+ its OOD
+    scorer), in eval mode; each task's columns follow its classes."""
     heads = [task_module(task, contents.heads[task.name]) for task in contents.tasks]
-    backbone = contents.backbone.build()
+    ref = contents.backbone
+    backbone = FusedFeatures([p.build() for p in ref.parts]) if ref.is_fused else ref.build()
     ood = None if contents.ood is None else ood_module(contents.ood)
-    prep = contents.backbone.preprocessing
-    return Classifier(backbone, heads, contents.tasks, prep, ood).eval()
+    preps = [part.preprocessing for part in ref.members]
+    return Classifier(backbone, heads, contents.tasks, preps[0], ood, preps).eval()

@@ -10,12 +10,14 @@ from headstart.features.extract import (
     feature_runner,
     resolve_engine,
 )
+from headstart.features.runners import ImageFeatures
 from headstart.features.store import EmbeddingStore, model_key
 
 __all__ = [
     "ENGINES",
     "EmbeddingStore",
     "Extraction",
+    "ImageFeatures",
     "Runner",
     "extract",
     "feature_runner",

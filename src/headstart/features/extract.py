@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import BackboneRef
-from headstart.backbones.spec import file_sha256
+from headstart.backbones.spec import file_sha256, require_single
 from headstart.data.images import load_rgb, path_problem
 from headstart.errors import ConfigError, ImageError
 from headstart.features.onnx_engine import (
@@ -51,7 +51,9 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 @dataclass
 class Extraction:
-    """Features aligned with the input paths; rows of failed files are NaN."""
+    """Features aligned with the input paths; rows of failed files are NaN.  A fused
+    backbone's extraction keeps each part's in ``parts`` (in column order); its ``n_cached`` is
+    the fewest files any part found cached, ``n_computed`` the most any part embedded."""
 
     features: np.ndarray
     failures: dict[int, str] = field(default_factory=dict)
@@ -59,6 +61,7 @@ class Extraction:
     n_computed: int = 0
     seconds: float = 0.0
     engine: str = "onnx"
+    parts: list[Extraction] = field(default_factory=list)
 
 
 def resolve_engine(engine: str) -> str:
@@ -135,7 +138,10 @@ def _torch_runner(ref: BackboneRef, threads: int) -> Runner:
 
 def feature_runner(ref: BackboneRef, store: EmbeddingStore, engine: str = "auto") -> Runner:
     """A function from preprocessed batches (N, 3, H, W) float32 to (N, D) features, kept warm
-    for repeated calls (prediction, serving).  The ONNX export is cached in ``store``."""
+    for repeated calls (prediction, serving).  The ONNX export is cached in ``store``.  One
+    backbone only: a fused one takes images in several preprocessings, see
+    :class:`~headstart.features.runners.ImageFeatures`."""
+    require_single(ref, "a feature runner", "run each part (features.ImageFeatures does)")
     engine = resolve_engine(engine)
     threads = physical_cores()
     if engine == "onnx":
@@ -219,8 +225,24 @@ def extract(
         shas = hash_files(paths, failures)
     elif len(shas) != len(paths):
         raise ConfigError(f"got {len(shas)} sha256 values for {len(paths)} paths")
+    plan = _Plan(engine, "", store, batch_size, workers or physical_cores(), DECODE_MODE, progress)
+    if ref.is_fused:
+        return _extract_fused(paths, shas, failures, ref, plan, start)
+    return _extract_one(paths, shas, failures, ref, plan, start)
+
+
+def _extract_one(
+    paths: list[Path],
+    shas: Sequence[str],
+    failures: dict[int, str],
+    ref: BackboneRef,
+    plan: _Plan,
+    start: float,
+) -> Extraction:
+    """:func:`extract` for one backbone (``failures``: the files that could not be hashed)."""
+    engine = plan.engine
     key = model_key(ref, engine)
-    found = _lookup(store, key, shas, failures)
+    found = _lookup(plan.store, key, shas, failures)
     todo = {
         sha: str(path)
         for i, (path, sha) in enumerate(zip(paths, shas, strict=True))
@@ -228,11 +250,8 @@ def extract(
     }
     computed: dict[str, np.ndarray] = {}
     if todo:
-        store.write_info(key, _info(ref, engine))
-        plan = _Plan(
-            engine, key, store, batch_size, workers or physical_cores(), DECODE_MODE, progress
-        )
-        computed, new_failures = _compute(todo, ref, plan)
+        plan.store.write_info(key, _info(ref, engine))
+        computed, new_failures = _compute(todo, ref, replace(plan, key=key))
         for i, sha in enumerate(shas):
             if sha in new_failures:
                 failures[i] = new_failures[sha]
@@ -245,6 +264,42 @@ def extract(
         n_computed=len(computed),
         seconds=time.perf_counter() - start,
         engine=engine,
+    )
+
+
+def _extract_fused(
+    paths: list[Path],
+    shas: Sequence[str],
+    failures: dict[int, str],
+    ref: BackboneRef,
+    plan: _Plan,
+    start: float,
+) -> Extraction:
+    """Each part through its own cache entries (so a fusion reuses what single-backbone runs
+    embedded, and theirs reuse its), columns side by side in the parts' order; a file any
+    part cannot read is a failure of the fusion (NaN across every column)."""
+    readable = [i for i in range(len(paths)) if i not in failures]
+    parts = [
+        _extract_one(
+            [paths[i] for i in readable], [shas[i] for i in readable], {}, part, plan,
+            time.perf_counter(),
+        )
+        for part in ref.parts
+    ]  # fmt: skip
+    for extraction in parts:
+        for j, reason in extraction.failures.items():
+            failures.setdefault(readable[j], reason)
+    features = np.full((len(paths), sum(e.features.shape[1] for e in parts)), np.nan, np.float32)
+    features[readable] = np.concatenate([e.features for e in parts], axis=1)
+    features[sorted(failures)] = np.nan
+    return Extraction(
+        features=features,
+        failures=dict(sorted(failures.items())),
+        n_cached=min(e.n_cached for e in parts),
+        n_computed=max(e.n_computed for e in parts),
+        seconds=time.perf_counter() - start,
+        engine=plan.engine,
+        parts=parts,
     )
 
 

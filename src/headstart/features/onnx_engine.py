@@ -65,23 +65,30 @@ def export_onnx(
     *,
     output_name: str = OUTPUT_NAME,
     metadata: Mapping[str, str] | None = None,
+    inputs: Mapping[str, int] | None = None,
 ) -> Path:
     """Export ``model.forward`` (preprocessed images (N, 3, crop, crop) -> one (N, K) output) with
     a dynamic batch axis: a :class:`Backbone` (pooled features, the embedding engine) or a whole
     classifier (:mod:`headstart.export`: backbone -> head -> probabilities).  ``model`` carries
     the ``preprocessing`` it expects (its crop sets the input size); ``metadata`` is stored in
-    the file's ``metadata_props``.  This is the project's one ONNX export path.
+    the file's ``metadata_props``.  ``inputs``: the graph's inputs by name with their crop
+    sizes, in ``forward``'s argument order, for a model of several image inputs (a fused
+    backbone's classifier); default: one input ``images`` of the model's crop.  This is the
+    project's one ONNX export path.
 
     Written to a temp file and renamed, so a crash never leaves a half-written model.
     """
     # lazy: torch takes seconds to import; only this path needs it
     import torch
 
-    preprocessing = getattr(model, "preprocessing", None)
-    if preprocessing is None:
-        raise TypeError(f"{type(model).__name__} has no .preprocessing to size its input from")
-    size = int(preprocessing.crop)
-    example = torch.zeros(2, 3, size, size)
+    if inputs is None:
+        preprocessing = getattr(model, "preprocessing", None)
+        if preprocessing is None:
+            raise TypeError(f"{type(model).__name__} has no .preprocessing to size its input from")
+        inputs = {INPUT_NAME: int(preprocessing.crop)}
+    examples = tuple(torch.zeros(2, 3, size, size) for size in inputs.values())
+    names = list(inputs)
+    axes = {name: {0: "batch"} for name in [*names, output_name]}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -90,11 +97,11 @@ def export_onnx(
             warnings.simplefilter("ignore")  # exporter deprecation chatter is not the user's
             torch.onnx.export(
                 model.eval(),
-                (example,),
+                examples,
                 tmp,
-                input_names=[INPUT_NAME],
+                input_names=names,
                 output_names=[output_name],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}},
+                dynamic_axes=axes,
                 opset_version=opset,
                 dynamo=False,
             )

@@ -143,7 +143,21 @@ def view_embeddings(
     progress: bool = False,
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Embeddings (V, N, D) of the views of ``tta`` (order of :func:`tta_views`; NaN rows for
-    unreadable files) and {index: reason}.  View 0 is exactly :func:`extract`'s output."""
+    unreadable files) and {index: reason}.  View 0 is exactly :func:`extract`'s output.  A
+    fused backbone's are each part's views (its own preprocessing and cache) side by side."""
+    if ref.is_fused:
+        parts = [
+            view_embeddings(
+                paths, part, tta, store=store, engine=engine, batch_size=batch_size,
+                progress=progress,
+            )
+            for part in ref.parts
+        ]  # fmt: skip
+        # a file any part cannot read fails the fusion (the first part's reason is kept)
+        lost = {i: why for _, failed in reversed(parts) for i, why in failed.items()}
+        joined = np.concatenate([embeddings for embeddings, _ in parts], axis=2)
+        joined[:, sorted(lost)] = np.nan
+        return joined, dict(sorted(lost.items()))
     views = tta_views(tta)
     engine = resolve_engine(engine)
     paths = [Path(p) for p in paths]

@@ -14,7 +14,7 @@ from lightning.pytorch.tuner import Tuner
 from headstart.config import FitConfig
 from headstart.embedding import scan_data
 from headstart.errors import DataError
-from headstart.finetune.run import build_parts
+from headstart.finetune.run import build_parts, require_one_network
 from headstart.fsutil import atomic_write_text
 
 __all__ = ["LRFindResult", "lr_find"]
@@ -48,6 +48,7 @@ def lr_find(
     import matplotlib
 
     matplotlib.use("Agg")
+    require_one_network(config, "the learning-rate finder")  # before any folder or scan
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     parts = build_parts(scan_data(data, config), config)

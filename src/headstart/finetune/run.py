@@ -24,7 +24,7 @@ import torch
 from lightning.pytorch import seed_everything
 
 from headstart.allocator import keep_freed_memory
-from headstart.backbones import BackboneRef, resolve_backbone
+from headstart.backbones import BackboneRef, require_single, resolve_backbone
 from headstart.backbones.model import Backbone, build_backbone, save_weights
 from headstart.backbones.registry import unweighted_ref
 from headstart.config import FitConfig
@@ -46,7 +46,25 @@ from headstart.finetune.trainer import build_trainer, load_best, read_checkpoint
 from headstart.result import FitResult, write_result
 from headstart.runfolder import FinetuneRecord, ResumeRecord, RunFolder
 
-__all__ = ["Parts", "build_parts", "finetune", "prepare_images", "scratch_recipe", "start_record"]
+__all__ = [
+    "Parts",
+    "build_parts",
+    "finetune",
+    "prepare_images",
+    "require_one_network",
+    "scratch_recipe",
+    "start_record",
+]
+
+
+def require_one_network(cfg: FitConfig, what: str = "fine-tuning") -> None:
+    """A one-line ``BackboneError`` when the configured backbone is a fusion (``-b a+b``):
+    ``what`` trains one network."""
+    require_single(
+        cfg.backbone.name,
+        what,
+        "fine-tune one of its parts, or fit a probe on the fused features (--strategy probe)",
+    )
 
 
 def prepare_images(
@@ -185,6 +203,7 @@ class Parts:
 
 def build_parts(manifest: Manifest, cfg: FitConfig) -> Parts:
     """Seed, decode the images, decide the imbalance remedies, build the module and the data."""
+    require_one_network(cfg)
     seed = cfg.data.seed if cfg.train.seed is None else cfg.train.seed
     seed_everything(seed, workers=True, verbose=False)
     keep_freed_memory()
@@ -295,7 +314,9 @@ def finetune(
     """Fine-tune the configured backbone on ``data`` (a folder, a CSV or a scanned manifest)
     and, with ``write``, write the run folder ``run_dir``.  ``resume`` continues from
     ``run_dir/checkpoints/last.ckpt``.  With ``backbone.pretrained: false`` the backbone
-    trains from scratch under :func:`scratch_recipe`."""
+    trains from scratch under :func:`scratch_recipe`.  A fused backbone (``a+b``) is refused
+    before anything is read or written: there is no one network to train."""
+    require_one_network(config)
     run = RunFolder(run_dir)
     config = scratch_recipe(config)
     ckpt = run.checkpoints / "last.ckpt"

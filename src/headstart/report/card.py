@@ -19,6 +19,11 @@ _IMBALANCE = 3.0
 def _training_kind(run: RunFiles) -> str:
     head = run.info.get("head", {}).get("kind", "?")
     backbone = run.info.get("backbone", {}).get("name", "?")
+    parts = run.info.get("backbone", {}).get("parts") or []
+    if parts:
+        names = ", ".join(str(p.get("name", "?")) for p in parts)
+        probe = "a linear probe (logistic regression)" if head == "logistic" else f"a {head} head"
+        return f"{probe} on the fused frozen features of {len(parts)} networks ({names})"
     if not run.info.get("config", {}).get("backbone", {}).get("pretrained", True):
         return (
             f"a {backbone} network trained from scratch (random initialisation), with a {head} head"

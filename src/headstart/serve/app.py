@@ -40,7 +40,7 @@ from starlette.requests import ClientDisconnect
 from headstart.data import Task
 from headstart.errors import ConfigError, HeadstartError
 from headstart.explain import explain as explain_image
-from headstart.explain import overlay_png
+from headstart.explain import overlay_png, require_explainable
 from headstart.model import Model, answer, ood_json
 from headstart.serve.batching import Batcher, TaskRows
 from headstart.serve.guard import (
@@ -236,8 +236,12 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     _install_error_handlers(app)
     # JPEGs decode at reduced scale down to the model's resize: the rule fitting and
-    # `headstart predict` use, so the service gives the same probabilities.
-    resize = model.backbone_ref.preprocessing.resize
+    # `headstart predict` use, so the service gives the same probabilities.  A fused backbone
+    # decodes once for all its parts, at the largest part's size (never below any part's own;
+    # exactly predict's when the parts share a resize, as the built-ins at 224 px do).
+    resize = max(part.preprocessing.resize for part in model.backbone_ref.members)
+    # Grad-CAM needs one network: a fused model's page shows no explain button
+    explain = explain and not model.backbone_ref.is_fused
     svc = _Service(
         model=model,
         limits=limits,
@@ -326,6 +330,10 @@ def _explain_route(app: FastAPI, svc: _Service) -> None:
         fmt: str = Query("png", alias="format", pattern="^(png|json)$"),
     ) -> Response:
         if not svc.explain:
+            try:
+                require_explainable(svc.model)
+            except HeadstartError as exc:  # a fused backbone: say why, as any explain error
+                raise ApiError(422, str(exc)) from None
             raise ApiError(404, "explanations are turned off on this server")
         chosen = _explained_task(svc, task, target)
         files = await uploads(request, svc.limits, ("file", "files"))

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from headstart.backbones import get_spec, resolve_backbone
+from headstart.backbones import get_spec, require_single, resolve_backbone
 from headstart.config import FitConfig, load_config
 from headstart.data import DuplicateGroup, Manifest, Task
 from headstart.data.manifest import predicted_labels
@@ -246,7 +246,10 @@ def _check_choices(
             f"{len(backbones)}: compare one backbone, or drop the weights file"
         )
     pretrained = any(s != "scratch" for s in strategies)
+    trained = [s for s in strategies if s != "probe"]
     for name in backbones:  # fail fast, before any scanning or training
+        if trained:
+            require_single(name, f"--strategies {','.join(trained)}", "compare one backbone")
         if pretrained:
             resolve_backbone(name, cfg.backbone.weights)
         else:
