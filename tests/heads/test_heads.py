@@ -118,7 +118,10 @@ def test_logistic_meta_carries_chosen_c() -> None:
 
 
 def test_create_head_unknown_kind() -> None:
-    with pytest.raises(errors.ConfigError, match=r"unknown head 'svm'; known: knn, logistic, mlp"):
+    with pytest.raises(
+        errors.ConfigError,
+        match=r"unknown head 'svm'; known: bagging, hgb, knn, lightgbm, logistic, mlp",
+    ):
         create_head("svm")
 
 

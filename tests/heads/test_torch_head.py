@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from onnx_probe import onnx_proba
 
 from headstart.bundle import read_bundle, write_bundle
 from headstart.data import Task
@@ -101,26 +102,11 @@ def test_unfitted_head_is_refused() -> None:
 
 @pytest.mark.parametrize(("kind", "params"), [HEADS[0], HEADS[2], HEADS[3]])
 def test_onnx_export_matches_head(kind: str, params: dict[str, Any], tmp_path: Path) -> None:
-    import onnxruntime as ort
-
     X, y, queries = _data(3, seed=2)
     head = import_head(*export_head(create_head(kind, **params).fit(X, y)))
     module = head_to_torch(head)
     path = tmp_path / "head.onnx"
-    torch.onnx.export(
-        module,
-        (torch.from_numpy(queries[:2]),),
-        str(path),
-        input_names=["features"],
-        output_names=["logits"],
-        dynamic_axes={"features": {0: "n"}, "logits": {0: "n"}},
-        opset_version=17,
-        dynamo=False,
-    )
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (logits,) = session.run(None, {"features": queries})
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    proba = shifted / shifted.sum(axis=1, keepdims=True)
+    proba = onnx_proba(module, queries, path)
     np.testing.assert_allclose(proba, head.predict_proba(queries), atol=1e-5)
 
 

@@ -26,7 +26,9 @@ def command(
         help="Keep groups together (group k-fold): a column of the CSV, or 'folder' "
         "(each image's parent folder).",
     ),
-    head: str | None = typer.Option(None, "--head", help="Head: logistic (default), knn, mlp."),
+    head: str | None = typer.Option(
+        None, "--head", help="Head: logistic (default), knn, mlp, hgb, lightgbm, bagging."
+    ),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value: --set a.b=v"),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold shuffling."),

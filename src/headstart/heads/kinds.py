@@ -7,14 +7,25 @@ from typing import Any
 
 from headstart import errors
 from headstart.heads._base import Head
+from headstart.heads.bagging import BaggedHead
+from headstart.heads.boosting import HGBHead, LightGBMHead
 from headstart.heads.knn import KNNHead
 from headstart.heads.logistic import LogisticHead
 from headstart.heads.mlp import MLPHead
 
 __all__ = ["HEADS", "check_param_names", "create_head", "head_class"]
 
-#: Every head kind by name; the keys are what ``create_head`` and config files accept.
-HEADS: dict[str, type[Head]] = {"logistic": LogisticHead, "knn": KNNHead, "mlp": MLPHead}
+#: Every head kind by name; the keys are what ``create_head`` and config files accept.  An
+#: :class:`~headstart.heads.EnsembleHead` (kind "ensemble") is not among them: it is built from
+#: fitted members (``EnsembleHead.of``) or member specs, not from parameters alone.
+HEADS: dict[str, type[Head]] = {
+    "logistic": LogisticHead,
+    "knn": KNNHead,
+    "mlp": MLPHead,
+    "hgb": HGBHead,
+    "lightgbm": LightGBMHead,
+    "bagging": BaggedHead,
+}
 
 
 def head_class(kind: Any) -> type[Head]:

@@ -4,7 +4,13 @@
 ``head.classes_`` order, or in the order asked for).  The module is built from
 :func:`~headstart.heads.export_head` arrays, so a head imported from a bundle converts exactly
 like the one that was fitted.  It is what makes a bundled model differentiable (Grad-CAM) and
-exportable as one ONNX graph: only matmul, elementwise ops, ``topk`` and gather are used.
+exportable as one ONNX graph: only matmul, elementwise ops, ``topk``, ``argmax`` and gather are
+used.  Tree heads (``hgb``, ``lightgbm``) use the GEMM strategy of Microsoft's hummingbird: one
+gather-and-compare for every internal node of every tree, a batched matmul with each tree's
+path matrix to find the leaf, leaf values summed per class.  Their thresholds are rounded down
+to float32, so ``x <= threshold`` decides exactly as the head does for float32 features (trees
+pass no gradient).  Composite heads (bagging, ensembles) combine their members' modules and
+return log-probabilities, floored like the kNN module's.
 
 >>> module = head_to_torch(head)             # doctest: +SKIP
 >>> torch.softmax(module(x), dim=1)          # == head.predict_proba(x)  # doctest: +SKIP
@@ -22,19 +28,21 @@ from torch import Tensor, nn
 
 from headstart import errors
 from headstart.data.manifest import Task
+from headstart.heads.ensemble import TIE_BREAK
 from headstart.heads.ood import OodScorer
-from headstart.heads.registry import MULTILABEL, export_head
+from headstart.heads.oof import STACK_FLOOR
+from headstart.heads.registry import ENSEMBLE, MULTILABEL, export_head
+from headstart.heads.torch_forest import Forest, as_tensor, state_array
 
 __all__ = ["OodModule", "head_module_from_state", "head_to_torch", "ood_module", "task_module"]
 
 #: The kNN head adds this to cosine distances before inverting them (same as ``KNNHead``).
 _KNN_EPS = 1e-6
-#: Floor on kNN vote shares before the log, so a class without votes gets a finite logit.
+#: Floor on kNN vote shares (and composite heads' probabilities) before the log, so a class
+#: without votes gets a finite logit.
 _KNN_FLOOR = 1e-30
-
-
-def _tensor(values: NDArray[Any]) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+#: Head kinds with a torch module.
+_KINDS = ("bagging", "ensemble", "hgb", "knn", "lightgbm", "logistic", "mlp")
 
 
 class _Standardised(nn.Module):
@@ -51,14 +59,14 @@ class _Standardised(nn.Module):
         activation: str,
     ) -> None:
         super().__init__()
-        self.register_buffer("mean", _tensor(mean))
-        self.register_buffer("scale", _tensor(scale))
+        self.register_buffer("mean", as_tensor(mean))
+        self.register_buffer("scale", as_tensor(scale))
         self.linears = nn.ModuleList()
         for coef, bias in layers:  # coef is (in, out), as the heads multiply x @ coef
             linear = nn.Linear(coef.shape[0], coef.shape[1])
             with torch.no_grad():
-                linear.weight.copy_(_tensor(coef).T)
-                linear.bias.copy_(_tensor(bias).reshape(-1))
+                linear.weight.copy_(as_tensor(coef).T)
+                linear.bias.copy_(as_tensor(bias).reshape(-1))
             self.linears.append(linear)
         self.activation = activation
         # A binary head has one logistic score s; logits [0, s] have softmax [1 - sig(s), sig(s)].
@@ -95,7 +103,7 @@ class _KNN(nn.Module):
         self, embeddings: NDArray[Any], labels: NDArray[Any], n_classes: int, k: int, distance: bool
     ) -> None:
         super().__init__()
-        self.register_buffer("embeddings_t", _tensor(embeddings).T.contiguous())
+        self.register_buffer("embeddings_t", as_tensor(embeddings).T.contiguous())
         onehot = np.eye(n_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
         self.register_buffer("onehot", torch.from_numpy(onehot))
         self.k = min(k, embeddings.shape[0])
@@ -132,6 +140,60 @@ class _MultiLabel(nn.Module):
         return torch.cat(columns, dim=1)
 
 
+def _log_floored(proba: Tensor) -> Tensor:
+    return torch.log(torch.clamp(proba, min=_KNN_FLOOR))
+
+
+class _MeanProba(nn.Module):
+    """Bagging: the log of the members' mean softmax probabilities."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Log mean probabilities (N, C)."""
+        probas = [torch.softmax(member(x), dim=1) for member in self.members]
+        return _log_floored(torch.stack(probas).mean(dim=0))
+
+
+class _Ensemble(nn.Module):
+    """An ensemble head: each member reads its column slice; soft vote, hard vote (one-hot of
+    each member's argmax, the soft mean as tie-break) or a stacker on clipped log-probabilities."""
+
+    def __init__(
+        self,
+        members: Sequence[nn.Module],
+        slices: Sequence[tuple[int, int]],
+        method: str,
+        weights: Sequence[float],
+        meta: nn.Module | None,
+    ) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.slices = [(int(a), int(b)) for a, b in slices]
+        self.method = method
+        self.weights = [float(w) for w in weights]
+        self.meta = meta
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits (N, C): the stacker's, else the log of the combined probabilities."""
+        logits = [m(x[:, a:b]) for m, (a, b) in zip(self.members, self.slices, strict=True)]
+        if self.meta is not None:
+            floor = float(np.log(STACK_FLOOR))
+            logs = [torch.clamp(torch.log_softmax(z, dim=1), min=floor) for z in logits]
+            out: Tensor = self.meta(torch.cat(logs, dim=1))
+            return out
+        probas = [torch.softmax(z, dim=1) for z in logits]
+        pairs = list(zip(self.weights, probas, strict=True))
+        soft = torch.stack([w * p for w, p in pairs]).sum(dim=0)
+        if self.method != "hard":
+            return _log_floored(soft)
+        index = torch.arange(soft.shape[1], device=x.device)
+        votes = [w * (p.argmax(dim=1, keepdim=True) == index).to(x.dtype) for w, p in pairs]
+        return _log_floored((1.0 - TIE_BREAK) * torch.stack(votes).sum(dim=0) + TIE_BREAK * soft)
+
+
 class _Reordered(nn.Module):
     """Output columns permuted (the head's class order -> the caller's)."""
 
@@ -148,12 +210,6 @@ class _Reordered(nn.Module):
         return out.index_select(1, self.order)
 
 
-def _array(arrays: Mapping[str, NDArray[Any]], name: str, kind: str) -> NDArray[Any]:
-    if name not in arrays:
-        raise errors.BundleError(f"{kind} head state lacks array {name!r}")
-    return np.asarray(arrays[name])
-
-
 def _prefixed(arrays: Mapping[str, NDArray[Any]], prefix: str) -> dict[str, NDArray[Any]]:
     return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
@@ -164,15 +220,19 @@ def _module_for(arrays: Mapping[str, NDArray[Any]], meta: Mapping[str, Any]) -> 
     if kind == MULTILABEL:
         subs = (meta.get("state") or {}).get("label_heads") or []
         return _MultiLabel([_module_for(_prefixed(arrays, f"{j}/"), s) for j, s in enumerate(subs)])
+    if kind in ("bagging", ENSEMBLE):
+        return _composite_module(arrays, meta)
     n_classes = len(meta.get("classes") or [])
+    if kind in ("hgb", "lightgbm"):
+        return Forest(arrays, kind)
     if kind == "logistic":
-        coef = _array(arrays, "coef", kind)  # (C or 1, D)
-        layers = [(coef.T, _array(arrays, "intercept", kind))]
+        coef = state_array(arrays, "coef", kind)  # (C or 1, D)
+        layers = [(coef.T, state_array(arrays, "intercept", kind))]
         return _Standardised(arrays["mean"], arrays["scale"], layers, "identity")
     if kind == "mlp":
         n_layers = int((meta.get("state") or {}).get("n_layers", 0))
         layers = [
-            (_array(arrays, f"coef_{i}", kind), _array(arrays, f"intercept_{i}", kind))
+            (state_array(arrays, f"coef_{i}", kind), state_array(arrays, f"intercept_{i}", kind))
             for i in range(n_layers)
         ]
         if not layers:
@@ -181,13 +241,31 @@ def _module_for(arrays: Mapping[str, NDArray[Any]], meta: Mapping[str, Any]) -> 
         return _Standardised(arrays["mean"], arrays["scale"], layers, activation)
     if kind == "knn":
         return _KNN(
-            _array(arrays, "embeddings", kind),
-            _array(arrays, "labels", kind),
+            state_array(arrays, "embeddings", kind),
+            state_array(arrays, "labels", kind),
             n_classes,
             int(params.get("n_neighbors", 10)),
             params.get("weights", "distance") == "distance",
         )
-    raise errors.ConfigError(f"no torch version of head kind {kind!r}; known: knn, logistic, mlp")
+    raise errors.ConfigError(f"no torch version of head kind {kind!r}; known: {', '.join(_KINDS)}")
+
+
+def _composite_module(arrays: Mapping[str, NDArray[Any]], meta: Mapping[str, Any]) -> nn.Module:
+    state = meta.get("state") or {}
+    if meta.get("kind") == "bagging":
+        subs = state.get("estimators") or []
+        return _MeanProba([_module_for(_prefixed(arrays, f"{i}/"), m) for i, m in enumerate(subs)])
+    subs = state.get("members") or []
+    members = [_module_for(_prefixed(arrays, f"{i}/"), m) for i, m in enumerate(subs)]
+    stacker = state.get("meta")
+    method = str((meta.get("params") or {}).get("method", "vote"))
+    return _Ensemble(
+        members,
+        [tuple(pair) for pair in state.get("slices") or []],
+        method,
+        state.get("weights") or [],
+        None if stacker is None else _module_for(_prefixed(arrays, "meta/"), stacker),
+    )
 
 
 def head_module_from_state(
