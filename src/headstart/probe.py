@@ -25,7 +25,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from headstart.cache import CacheRoot
 from headstart.config import FitConfig
-from headstart.data import Task
+from headstart.data import Manifest, Task
 from headstart.data.manifest import indicator
 from headstart.data.splits import strata as stratify
 from headstart.embedding import EmbeddedData
@@ -78,14 +78,19 @@ def held_out_split(embedded: EmbeddedData) -> str | None:
 
 
 def fit_heads(
-    embedded: EmbeddedData, cfg: FitConfig, rows: list[int], cache: CacheRoot | None
+    manifest: Manifest,
+    features: np.ndarray,
+    cfg: FitConfig,
+    rows: list[int],
+    cache: CacheRoot | None,
 ) -> dict[str, Any]:
-    """One head per task (``head.kind``/``head.params``) fitted on the samples ``rows``;
-    fitted heads are cached under ``cache`` (None: not cached)."""
-    samples = [embedded.manifest.samples[i] for i in rows]
-    X = embedded.features[rows]
+    """One head per task (``head.kind``/``head.params``) fitted on the samples ``rows`` of
+    ``manifest`` (``features`` row for row); fitted heads are cached under ``cache`` (None:
+    not cached)."""
+    samples = [manifest.samples[i] for i in rows]
+    X = features[rows]
     heads = {}
-    for task in embedded.manifest.targets:
+    for task in manifest.targets:
         cells = [s.labels[task.name] for s in samples]
         check_label_coverage(task, cells)
         head = task_head(task, cfg.head.kind, cfg.head.params)
@@ -137,7 +142,7 @@ def probe(embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot | None) -> Pr
     manifest = embedded.manifest
     held = held_out_split(embedded)
     rows = [i for i, s in enumerate(manifest.samples) if s.split != held]
-    heads = fit_heads(embedded, cfg, rows, cache)
+    heads = fit_heads(manifest, embedded.features, cfg, rows, cache)
     X = embedded.features[rows]
     cv_proba: dict[str, np.ndarray] = {}
     temperatures: dict[str, dict[str, Any]] = {}
@@ -208,7 +213,7 @@ def probe(embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot | None) -> Pr
 def val_score(embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot | None) -> float:
     """The probe's validation score for ``--strategy auto``: heads fitted on the train split
     alone, the mean over tasks of accuracy (multi-class) or mAP (multi-label) on ``val``."""
-    heads = fit_heads(embedded, cfg, embedded.rows("train"), cache)
+    heads = fit_heads(embedded.manifest, embedded.features, cfg, embedded.rows("train"), cache)
     rows = embedded.rows("val")
     scores = []
     for task in embedded.manifest.targets:

@@ -100,6 +100,8 @@ class FitResult:
     """Training images left out by ``data.drop_label_issues``."""
     ranking: dict[str, Any] | None = None
     """The backbone ranking when ``backbone.name`` was ``auto``."""
+    ensemble: dict[str, Any] | None = None
+    """An ensemble's record (method, members' leaderboard; a preset's steps), ``ensemble.json``."""
     ood: OodScorer | None = None
     """The out-of-distribution scorer the bundle carries (training embeddings of the bundled
     backbone, threshold on held-out in-distribution scores)."""
@@ -127,6 +129,7 @@ def _run_record(result: FitResult) -> RunRecord:
     ex = result.extraction
     return RunRecord(
         data=str(m.root),
+        source=str(m.source or m.root),
         data_hash=m.data_hash(),
         split_source=m.split_source,
         counts={s: len(m.split(s)) for s in m.splits_present()},
@@ -154,8 +157,11 @@ def _run_record(result: FitResult) -> RunRecord:
 def write_result(result: FitResult) -> None:
     """Write the run folder: data files, config, predictions, metrics, run.json, finetune.json
     (fine-tuning) and the bundle."""
-    with RunFolder(result.run_dir).staged() as run:
+    folder = RunFolder(result.run_dir)
+    with folder.staged() as run:
         _write_files(result, run)
+    if result.ensemble is None:  # an earlier ensemble's leaderboard must not describe this model
+        (folder.path / "ensemble.json").unlink(missing_ok=True)
 
 
 def _write_files(result: FitResult, run: RunFolder) -> None:
@@ -168,6 +174,8 @@ def _write_files(result: FitResult, run: RunFolder) -> None:
     run.write_run(record)
     if result.finetune is not None:
         run.write_finetune(result.finetune)
+    if result.ensemble is not None:
+        run.write_ensemble(result.ensemble)
     weights = result.weights or portable_weights(
         result.backbone, CacheRoot.for_config(result.config)
     )

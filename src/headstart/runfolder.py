@@ -13,6 +13,7 @@
       run.json            data, counts, extraction, timings, versions (:class:`RunRecord`)
       finetune.json       fine-tuning facts and the auto decision    (:class:`FinetuneRecord`)
       resume.json         what ``--resume`` needs                    (:class:`ResumeRecord`)
+      ensemble.json       an ensemble's members, weights and leaderboard; a preset's steps
       checkpoints/ logs/  fine-tuning only
       report.html
 
@@ -95,6 +96,9 @@ class RunRecord:
     validation: str = ""
     """How the ``val`` (or ``cv``) metrics were obtained, in words."""
     backbone_ranking: dict[str, Any] | None = None
+    source: str = ""
+    """What was scanned, as fit was given it: the folder or the CSV file (``data`` is the
+    root images are relative to); empty in runs written before it was recorded."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -350,6 +354,15 @@ class RunFolder:
     def read_finetune(self) -> FinetuneRecord | None:
         doc = self._read_json("finetune.json")
         return None if doc is None else FinetuneRecord.from_dict(doc)
+
+    def write_ensemble(self, record: dict[str, Any]) -> None:
+        """``ensemble.json``: an ensemble's method and members' leaderboard (and a preset's
+        steps), as :func:`headstart.ensemble.ensemble_result` records them."""
+        self._write_json("ensemble.json", record)
+
+    def read_ensemble(self) -> dict[str, Any] | None:
+        doc = self._read_json("ensemble.json")
+        return doc if isinstance(doc, dict) else None
 
     def write_resume(self, record: ResumeRecord) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

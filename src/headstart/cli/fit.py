@@ -12,6 +12,7 @@ from headstart.cli.render import console, show_fit, show_manifest, show_metrics
 from headstart.errors import ConfigError
 
 if TYPE_CHECKING:
+    from headstart.config import FitConfig
     from headstart.result import FitResult
 
 
@@ -28,6 +29,7 @@ def report_fit(result: FitResult) -> None:
         )
         console.print(f"Head: {result.config.head.kind}, trained on {result.trained_on} images")
     show_strategy(result)
+    _show_ensemble(result)
     last = list(result.metrics)[-1] if result.metrics else None
     for split, per_task in result.metrics.items():
         show_metrics(per_task, f"{split} split", detail=split == last)
@@ -72,6 +74,59 @@ def _show_leakage(result: FitResult) -> None:
         )
 
 
+def _check_preset_flags(preset: str | None, backbone: str | None, strategy: str | None) -> None:
+    if preset is None:
+        raise ConfigError("--time-limit is the budget of a preset: add --preset balanced|best")
+    if preset != "fast" and (backbone is not None or strategy is not None):
+        raise ConfigError(
+            f"--preset {preset} chooses the backbones and the strategy itself; drop "
+            "--backbone/--strategy, or use --preset fast"
+        )
+
+
+def _fit_preset(
+    data: Path,
+    output: Path,
+    preset: str,
+    time_limit: str | None,
+    cfg: FitConfig,
+    overwrite: bool,
+    quiet: bool,
+) -> FitResult:
+    from headstart.pipeline.presets import fit_preset, parse_duration  # the library
+
+    limit = parse_duration(time_limit) if time_limit is not None else None
+    return fit_preset(
+        data,
+        output,
+        preset,
+        time_limit=limit,
+        config=cfg,
+        overwrite=overwrite,
+        progress=not quiet,
+        say=None if quiet else lambda line: console.print(line, highlight=False),
+    )
+
+
+def _show_ensemble(result: FitResult) -> None:
+    record = result.ensemble
+    if not record:
+        return
+    if "preset" in record:
+        search = result.timings.get("search", 0.0)
+        console.print(
+            f"Preset {record['preset']}: kept {record['chosen']} "
+            f"(time limit {record['time_limit_s']:.0f} s, search {search:.0f} s)"
+        )
+        for step in record.get("steps", []):
+            if "skipped" in step:
+                console.print(f"  {step['step']}: skipped ({step['skipped']})")
+            else:
+                console.print(
+                    f"  {step['step']}: validation {step['cv']:.3f} in {step['seconds']:.1f} s"
+                )
+
+
 def command(
     data: Path | None = typer.Argument(
         None, help="Image folder (class sub-folders) or a CSV (path,label)."
@@ -83,7 +138,9 @@ def command(
     weights: Path | None = typer.Option(
         None, "--weights", help="Local weights file for the backbone."
     ),
-    head: str | None = typer.Option(None, "--head", help="Head: logistic (default), knn, mlp."),
+    head: str | None = typer.Option(
+        None, "--head", help="Head: logistic (default), knn, mlp, hgb, lightgbm, bagging."
+    ),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
     set_: list[str] = typer.Option(
         [], "--set", help="Override a config value: --set head.kind=knn"
@@ -118,6 +175,16 @@ def command(
     precision: str | None = typer.Option(
         None, "--precision", help="Fine-tune precision: 32-true, bf16-mixed, 16-mixed."
     ),
+    preset: str | None = typer.Option(
+        None,
+        "--preset",
+        help="fast (the default probe), balanced (two backbones, their fusion, ensemble "
+        "selection) or best (every offline backbone, fusion, selection and stacking; the best "
+        "on validation is kept).",
+    ),
+    time_limit: str | None = typer.Option(
+        None, "--time-limit", help="Budget of --preset, e.g. 20m (balanced 10m, best 20m)."
+    ),
 ) -> None:
     """Fit a classifier: pretrained backbone → cached embeddings → head → evaluated bundle."""
     from headstart.pipeline import fit  # the library: when it runs
@@ -133,6 +200,11 @@ def command(
     extra += ["data.dedupe=true"] if dedupe else []
     extra += ["data.drop_label_issues=true"] if drop_label_issues else []
     cfg = build_config(config, set_, backbone=backbone, weights=weights, head=head, extra=extra)
+    if preset is not None or time_limit is not None:
+        _check_preset_flags(preset, backbone, strategy)
+        result = _fit_preset(data, output, preset or "best", time_limit, cfg, overwrite, quiet)
+        report_fit(result)
+        return
     result = fit(
         data, output, config=cfg, overwrite=overwrite, progress=not quiet, report=not no_report
     )

@@ -15,6 +15,7 @@ from headstart.cli import (
     compare_strategies,
     cv,
     demo,
+    ensemble,
     evaluate,
     explain,
     explore,
@@ -40,7 +41,7 @@ app = typer.Typer(
 )
 _COMMANDS: tuple[ModuleType, ...] = (fit, predict, evaluate, backbones, demo, report, explain)
 _COMMANDS += (serve, export, cv, tune, rank_backbones, calibrate, compare)
-_COMMANDS += (lr_find, compare_strategies, explore)
+_COMMANDS += (lr_find, compare_strategies, explore, ensemble)
 for module in _COMMANDS:
     module.register(app)
 

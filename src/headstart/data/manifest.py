@@ -154,6 +154,8 @@ class Manifest:
     problems: list[Problem] = field(default_factory=list)
     duplicates: list[DuplicateGroup] = field(default_factory=list)
     split_source: str = "folders"  # "folders", "csv" or "random (seed=S, val=F, test=F)"
+    source: Path | None = None
+    """What was scanned: the folder, or the CSV file (``root`` is then the CSV's folder)."""
 
     def task(self, name: str | None = None) -> Task:
         """The task called ``name`` (None: the first)."""

@@ -131,6 +131,7 @@ def scan(
         problems=sorted([*strays, *problems], key=lambda p: str(p.path)),
         duplicates=_duplicates(samples),
         split_source=split_source,
+        source=path,
     )
 
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from headstart.backbones import resolve_backbone
+from headstart.backbones import require_single, resolve_backbone
 from headstart.cache import CacheRoot
 from headstart.config import FitConfig, load_config
 from headstart.data import Manifest
@@ -282,6 +282,9 @@ def _fit_tuned(
         return tuned
     if not resume:
         run.check_output(overwrite)
+    require_single(
+        cfg.backbone.name, "--strategy auto", "fit a probe on the fused features (--strategy probe)"
+    )
     create_head(cfg.head.kind, **cfg.head.params)
     check_pretrained(cfg)
     cfg, ranking = _resolve_auto_backbone(data, cfg, progress)

@@ -19,12 +19,13 @@ import yaml
 
 from headstart.cache import CacheRoot
 from headstart.data import Task, load_rgb
-from headstart.errors import ConfigError, HeadstartError
+from headstart.errors import BackboneError, ConfigError, HeadstartError
 from headstart.explain import Explanation, explain_many
 from headstart.explain.linear import linear_path
 from headstart.fsutil import atomic_write_text, read_entry, write_entry
 from headstart.report import plots
 from headstart.report.card import card_section
+from headstart.report.leaderboard import leaderboard_section
 from headstart.report.maps import MAP_METHODS, MAX_MAP_POINTS, TSNE_MAX_POINTS, map_section
 from headstart.report.run import RunFiles, read_run
 from headstart.report.sections import curves_section, data_section, metrics_section, task_title
@@ -74,6 +75,12 @@ def _overlay_key(info: dict[str, Any], task: Task, path: Path) -> str | None:
 
 
 def _explain(model: Model, task: Task, paths: list[Path]) -> list[Explanation | HeadstartError]:
+    if model.backbone_ref.is_fused:  # no single network to map: say so without loading torch
+        reason = BackboneError(
+            "Grad-CAM needs one network; this model fuses "
+            + ", ".join(p.name for p in model.backbone_ref.parts)
+        )
+        return [reason for _ in paths]
     if linear_path(model, task):
         return explain_many(model, paths, task=task.name)  # onnxruntime: no torch
     # the torch path: import it first, so the one-thread limit below reaches its thread pool
@@ -201,22 +208,26 @@ def build_report(
     config = (yaml.safe_load(run.config_text) if run.config_text else None) or {}
     cache = CacheRoot.from_config_dict(config)
     model = _ModelOnDemand(run, cache)
+    board = leaderboard_section(run)
     sections = [
         data_section(run),
         curves_section(run),
         metrics_section(run),
+        *([board] if board is not None else []),
         gallery_section(run, explain_errors, model, cache),
         map_section(run, config, model, cache, embedding_map),
         card_section(run),
     ]
     bb = run.info.get("backbone", {}).get("name", "?")
+    if run.info.get("backbone", {}).get("parts"):
+        bb = f"{bb.replace('+', ' + ')} (fused)"
     head = run.info.get("head", {}).get("kind", "?")
     what = (
         f"{len(run.tasks)} tasks"
         if len(run.tasks) > 1
         else f"{len(run.tasks[0].classes)} {'labels' if run.tasks[0].multi_label else 'classes'}"
     )
-    subtitle = f"{bb} + {head} head · {what} · created {run.info.get('created', '?')}"
+    subtitle = f"{bb} · {head} head · {what} · created {run.info.get('created', '?')}"
     html = page(f"headstart report: {run.run_dir.resolve().name}", subtitle, sections)
     target = Path(output) if output is not None else run.run_dir / "report.html"
     atomic_write_text(target, html)
