@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from onnx_probe import onnx_proba
 from sklearn.datasets import make_classification
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from headstart import errors
 from headstart.heads import HGBHead, LightGBMHead, create_head, export_head, import_head
 from headstart.heads.torch_head import head_to_torch
+from onnx_probe import onnx_proba
 
 # One thread: on a small, busy machine OpenMP threads wait on each other far longer than
 # these tiny fits take.

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from onnx_probe import onnx_proba
 from sklearn.datasets import make_classification
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -31,6 +30,7 @@ from headstart.heads import (
 from headstart.heads import ensemble as ensemble_module
 from headstart.heads.ensemble import TIE_BREAK
 from headstart.heads.torch_head import head_to_torch
+from onnx_probe import onnx_proba
 
 
 def _poor_by_design(estimator: Any) -> dict[str, str]:

@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from onnx_probe import onnx_proba
 
 from headstart.bundle import read_bundle, write_bundle
 from headstart.data import Task
 from headstart.errors import ConfigError
 from headstart.heads import create_head, export_head, import_head
 from headstart.heads.torch_head import head_to_torch
+from onnx_probe import onnx_proba
 
 HEADS: list[tuple[str, dict[str, Any]]] = [
     ("logistic", {"Cs": [0.1]}),
