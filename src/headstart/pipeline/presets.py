@@ -32,9 +32,10 @@ from headstart.config import FitConfig, load_config
 from headstart.embedding import EmbeddedData, embed_data, scan_data
 from headstart.ensemble import Member, combine, ensemble_result, layout, probe_member
 from headstart.ensemble.combine import Combined
-from headstart.errors import ConfigError, HeadstartError
+from headstart.errors import ConfigError, DataError, HeadstartError
 from headstart.features.extract import resolve_engine
 from headstart.features.store import model_key
+from headstart.pipeline.fitting import _check_leakage, _with_report, fit
 from headstart.probe import held_out_split
 from headstart.result import FitResult, write_result
 from headstart.runfolder import RunFolder
@@ -151,9 +152,6 @@ def fit_preset(
 ) -> FitResult:
     """Fit with a preset (module docstring) within ``time_limit`` seconds (default: the
     preset's); ``say`` receives the stage lines with the time left."""
-    # the pipeline's own fit: ``fast`` is exactly the default probe
-    from headstart.pipeline.fitting import _check_leakage, _with_report, fit
-
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     cfg = config or load_config()
@@ -168,7 +166,7 @@ def fit_preset(
     run = RunFolder(output)
     run.check_output(overwrite)
     with run.lock():
-        result = _search(data, run, cfg, spec, clock, progress, _check_leakage)
+        result = _search(data, run, cfg, spec, clock, progress)
         write_result(result)
         return _with_report(result, report)
 
@@ -180,7 +178,6 @@ def _search(
     spec: Preset,
     clock: _Clock,
     progress: bool,
-    check_leakage: Any,
 ) -> FitResult:
     """Embed, fit candidates, combine, keep the best on validation (module docstring)."""
     cache = CacheRoot.for_config(cfg)
@@ -211,13 +208,17 @@ def _search(
         clock.stage(f"embedding {len(shas)} images with {name} ({todo} not cached)")
         got = embed_data(manifest, cfg, progress=progress, ref=ref)
         if embedded is None:  # the first backbone judges leakage for every candidate
-            got, _, _ = check_leakage(got, cfg, cache)
+            got, _, _ = _check_leakage(got, cfg, cache)
             manifest, shas = got.manifest, [s.sha256 for s in got.manifest.samples]
             embedded = got
             held = held_out_split(got)
             rows = [i for i, s in enumerate(manifest.samples) if s.split != held]
-        elif len(got.manifest.samples) != len(manifest.samples):
-            got = embed_data(manifest, cfg, progress=False, ref=ref)
+        elif len(got.manifest.samples) != len(manifest.samples):  # rows would not align
+            lost = len(manifest.samples) - len(got.manifest.samples)
+            raise DataError(
+                f"{lost} image(s) that {embedded.backbone.name} read cannot be decoded for {name}; "
+                "remove them (problems.csv of a plain fit lists them) and fit again"
+            )
         ex = got.extraction
         if ex.n_computed and ex.seconds > 0:
             rate = ex.n_computed / ex.seconds * RELATIVE_COST.get(name, 3.0)
