@@ -13,6 +13,12 @@ Layout (format version 3; 4 for a fused backbone)::
                              (optional; its settings and threshold are ``"ood"`` in model.json,
                              see :mod:`headstart.heads.ood`); bundles without it have no OOD score
 
+An int8 backbone (``extract.precision=int8``, :func:`headstart.features.int8.quantize_ref`)
+adds its static int8 ONNX model as ``backbone.int8.onnx`` (a fused one: ``backbone-<i>.int8.onnx``
+per part), its sha256 in the backbone record's ``int8_sha256`` and in ``files``, verified on
+reading.  The format number does not change: the float32 weights stay in the bundle, and an older
+reader, which ignores the file, runs the float32 backbone the int8 model was quantized from.
+
 A fused backbone (several backbones whose features are concatenated, ``-b a+b``) is written as
 format 4, the first that can hold one: model.json's backbone record lists its ``parts`` (each a
 record like a single backbone's, in column order) and the weights are ``backbone-0.safetensors``,
@@ -36,7 +42,7 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -48,6 +54,7 @@ from safetensors.numpy import load_file, save_file
 from headstart.backbones import BackboneRef, Preprocessing, fuse, resolve_backbone
 from headstart.data.manifest import DEFAULT_TASK, Task
 from headstart.errors import BundleError, HeadstartError, PathNotFoundError
+from headstart.features.int8 import float_ref
 from headstart.fsutil import FILE_MODE, FOLDER_MODE, entry_digest, file_digest
 from headstart.heads import MultiLabelHead, OodScorer, export_head, import_head
 
@@ -55,9 +62,11 @@ __all__ = [
     "BACKBONE_FILE",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "INT8_SUFFIX",
     "OOD_FILE",
     "SINGLE_FORMAT_VERSION",
     "BundleContents",
+    "int8_files",
     "library_versions",
     "read_bundle",
     "weights_files",
@@ -72,6 +81,7 @@ SINGLE_FORMAT_VERSION = 3
 MODEL_JSON = "model.json"
 HEAD_FILE = "head.safetensors"
 BACKBONE_FILE = "backbone.safetensors"
+INT8_SUFFIX = ".int8.onnx"
 OOD_FILE = "ood.safetensors"
 _VERSIONED = ("headstart", "torch", "torchvision", "timm", "onnxruntime", "scikit-learn", "numpy")
 
@@ -130,13 +140,22 @@ def _per_part(backbone: BackboneRef, weights: Weights) -> list[Path | None]:
     return files
 
 
+def int8_files(backbone: BackboneRef) -> list[str]:
+    """The bundle file names of the backbone's int8 models, one per part
+    (``backbone.int8.onnx`` for a single backbone)."""
+    return [name.removesuffix(".safetensors") + INT8_SUFFIX for name in weights_files(backbone)]
+
+
 def _backbone_record(backbone: BackboneRef) -> dict[str, Any]:
+    # a fusion's digest is its float32 parts' (an older reader checks it without int8 models)
     record: dict[str, Any] = {
         "name": backbone.name,
-        "weights_sha256": backbone.weights_sha256,
+        "weights_sha256": float_ref(backbone).weights_sha256,
         "feature_dim": backbone.feature_dim,
         "preprocessing": backbone.preprocessing.to_dict(),
     }
+    if backbone.int8_sha256:
+        record["int8_sha256"] = backbone.int8_sha256
     if backbone.is_fused:
         record["parts"] = [_backbone_record(part) for part in backbone.parts]
     return record
@@ -182,6 +201,9 @@ def write_bundle(
         for name, source in zip(weights_files(backbone), per_part, strict=True):
             if source is not None:
                 files[name] = _copy_weights(source, tmp / name)
+        for name, part in zip(int8_files(backbone), backbone.members, strict=True):
+            if part.int8_path is not None:
+                files[name] = _copy_int8(part, tmp / name)
         if ood is not None:
             _save_arrays(ood.arrays(), tmp / OOD_FILE)
             files[OOD_FILE] = file_digest(tmp / OOD_FILE)
@@ -228,6 +250,21 @@ def _copy_weights(source: Path, dest: Path) -> str:
     if expected is not None and sha != expected:
         raise BundleError(
             f"cached weights {source} do not match their sha256; remove the file and fit again"
+        )
+    return sha
+
+
+def _copy_int8(part: BackboneRef, dest: Path) -> str:
+    """Copy a part's int8 model into the bundle; its digest must be the ref's."""
+    assert part.int8_path is not None  # the caller copies only parts that have one
+    try:
+        shutil.copyfile(part.int8_path, dest)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(dest)) from None
+    sha = file_digest(dest)
+    if sha != part.int8_sha256:
+        raise BundleError(
+            f"int8 model {part.int8_path} does not match its sha256; quantize the backbone again"
         )
     return sha
 
@@ -300,11 +337,11 @@ def read_bundle(path: Path) -> BundleContents:
         raise BundleError(f"bundle {path} cannot be read: {type(exc).__name__}: {exc}") from None
     names = [BACKBONE_FILE] if "parts" not in bb else weights_files_for(len(records))
     parts = [
-        _part_ref(path, info, record, prep, name)
+        _with_int8(path, info, record, _part_ref(path, info, record, prep, name), name)
         for record, prep, name in zip(records, preps, names, strict=True)
     ]
     ref = fuse(parts)
-    if "parts" in bb and ref.weights_sha256 != bb.get("weights_sha256"):
+    if "parts" in bb and float_ref(ref).weights_sha256 != bb.get("weights_sha256"):
         raise BundleError(f"bundle {path} is damaged: its fused backbone's parts do not match")
     return BundleContents(tasks=tasks, heads=heads, backbone=ref, info=info, ood=ood)
 
@@ -328,6 +365,19 @@ def _part_ref(
         preprocessing=prep,
         feature_dim=record.get("feature_dim"),
     )
+
+
+def _with_int8(
+    path: Path, info: dict[str, Any], record: dict[str, Any], ref: BackboneRef, weights: str
+) -> BackboneRef:
+    """``ref`` with the bundle's int8 model of it, when the record names one (verified)."""
+    sha = record.get("int8_sha256")
+    if not sha:
+        return ref
+    name = weights.removesuffix(".safetensors") + INT8_SUFFIX
+    if info.get("files", {}).get(name) != sha:
+        raise BundleError(f"bundle {path} is damaged: {name} is not recorded with its sha256")
+    return replace(ref, int8_path=_verified(path, name, info), int8_sha256=str(sha))
 
 
 def _read_ood(path: Path, info: dict[str, Any]) -> OodScorer | None:

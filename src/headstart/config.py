@@ -15,6 +15,7 @@ __all__ = [
     "AugmentConfig",
     "BackboneConfig",
     "DataConfig",
+    "DistillConfig",
     "EvalConfig",
     "ExtractConfig",
     "FitConfig",
@@ -61,6 +62,9 @@ class ExtractConfig(_Frozen):
     """How embeddings are computed and where they are cached."""
 
     engine: Literal["auto", "onnx", "torch"] = "auto"
+    precision: Literal["fp32", "int8"] = "fp32"
+    """``int8``: embed with a static int8 model of the backbone (ONNX Runtime), calibrated on
+    the data's training images; the bundle carries it (see headstart.features.int8)."""
     batch_size: int = Field(32, gt=0)
     workers: int | None = Field(None, ge=0)
     cache_dir: Path | None = None
@@ -138,6 +142,24 @@ class AugmentConfig(_Frozen):
     cutmix_alpha: float | None = Field(None, ge=0.0)
 
 
+class DistillConfig(_Frozen):
+    """Knowledge distillation (``headstart distill``): the teacher bundle, the unlabelled
+    images and the loss mix.  Written to the run's config.yaml, so ``--resume`` finds them.
+
+    Defaults: ``temperature`` 2, the low end of Hinton et al.'s 2-4, because the teacher's
+    probabilities are already calibrated (temperature-scaled on val, so not over-confident)
+    and these tasks have few classes, where a higher temperature flattens them towards
+    uniform; ``alpha`` 0.7, most of the weight on the teacher (the point of distilling is
+    that it knows more than the student learns from labels alone), the rest on the hard
+    labels, which correct the teacher's own mistakes on the training images."""
+
+    teacher: Path | None = None
+    unlabelled: Path | None = None
+    temperature: float = Field(2.0, gt=0.0)
+    alpha: float = Field(0.7, ge=0.0, le=1.0)
+    """The soft (teacher) term's weight; ``1 - alpha`` goes to the hard labels."""
+
+
 class FitConfig(_Frozen):
     """Everything ``fit`` needs besides the data path; saved beside every run."""
 
@@ -149,6 +171,7 @@ class FitConfig(_Frozen):
     strategy: StrategyConfig = StrategyConfig()
     train: TrainConfig = TrainConfig()
     augment: AugmentConfig = AugmentConfig()
+    distill: DistillConfig = DistillConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -20,6 +20,7 @@ from headstart.config import FitConfig, load_config
 from headstart.data import Manifest, Task, scan
 from headstart.errors import ConfigError, DataError
 from headstart.features import Extraction, extract
+from headstart.features.int8 import quantize_ref
 
 __all__ = ["EmbeddedData", "check_pretrained", "check_trainable", "embed_data", "scan_data"]
 
@@ -93,16 +94,22 @@ def embed_data(
 ) -> EmbeddedData:
     """Scan ``data`` (unless it is a scanned manifest) and embed every usable image with the
     configured backbone, cached under the config's cache root.  Files that fail to decode
-    become problems of the manifest; every class must keep a training image."""
+    become problems of the manifest; every class must keep a training image.  With
+    ``extract.precision=int8`` the backbone is first quantized to static int8, calibrated on
+    the training split (cached), and ``.backbone`` carries the int8 model."""
     cfg = config or load_config()
     check_pretrained(cfg)
     ref = ref or resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
     manifest = data if isinstance(data, Manifest) else scan_data(data, cfg)
+    store = CacheRoot.for_config(cfg).store
+    if cfg.extract.precision == "int8" and ref.precision != "int8":
+        # calibrated on the training split only: the test images stay unseen
+        ref = quantize_ref(ref, [s.path for s in manifest.split("train")], store)
     extraction = extract(
         [s.path for s in manifest.samples],
         [s.sha256 for s in manifest.samples],
         ref,
-        store=CacheRoot.for_config(cfg).store,
+        store=store,
         engine=cfg.extract.engine,
         batch_size=cfg.extract.batch_size,
         workers=cfg.extract.workers,

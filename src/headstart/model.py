@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from headstart.data.labelled import check_known_labels
 from headstart.data.manifest import Task, pick_task, predicted_labels
 from headstart.errors import ConfigError, DataError
 from headstart.features import ImageFeatures, extract
+from headstart.features.int8 import float_ref, quantize_ref
 from headstart.features.tta import check_tta, view_embeddings
 from headstart.heads import OodScorer, task_proba, task_weights, thresholds_of
 from headstart.inputs import expand_inputs
@@ -182,6 +184,29 @@ class Model:
         """The backbone reference (name, weights, preprocessing); ``.build()`` gives the module
         (a fused backbone's ``.parts`` are the modules' refs, each with its preprocessing)."""
         return self._contents.backbone
+
+    def with_backbone(self, ref: BackboneRef) -> Model:
+        """This model's heads, calibration and OOD scorer on ``ref``: the same backbone (same
+        float32 weights) in another form, e.g. with an int8 model from
+        :func:`headstart.features.int8.quantize_ref`; ``ConfigError`` for another backbone."""
+        mine = float_ref(self.backbone_ref)
+        if float_ref(ref).weights_sha256 != mine.weights_sha256 or ref.name != mine.name:
+            raise ConfigError(
+                f"with_backbone takes this model's own backbone '{mine.name}' (e.g. its int8 "
+                f"form), got '{ref.name}'"
+            )
+        info = copy.deepcopy(self._contents.info)  # its config is edited below
+        extract = info.get("config", {}).get("extract")
+        if isinstance(extract, dict):  # the recorded config says which backbone runs
+            extract["precision"] = ref.precision
+        contents = replace(self._contents, backbone=ref, info=info)
+        return Model(contents, None, self.cache)
+
+    def quantized(self, calibration_paths: Sequence[Path]) -> Model:
+        """This model with a static int8 backbone calibrated on ``calibration_paths`` (training
+        images; up to 300 evenly spread are used), the heads kept as they are."""
+        ref = quantize_ref(self.backbone_ref, calibration_paths, self.cache.store)
+        return self.with_backbone(ref)
 
     def thresholds(self, task: Task) -> np.ndarray | None:
         """A multi-label task's decision thresholds (None for a multi-class task)."""

@@ -102,6 +102,8 @@ class FitResult:
     """The backbone ranking when ``backbone.name`` was ``auto``."""
     ensemble: dict[str, Any] | None = None
     """An ensemble's record (method, members' leaderboard; a preset's steps), ``ensemble.json``."""
+    distill: dict[str, Any] | None = None
+    """A distillation's record (teacher, temperature, alpha, images, scores), ``distill.json``."""
     ood: OodScorer | None = None
     """The out-of-distribution scorer the bundle carries (training embeddings of the bundled
     backbone, threshold on held-out in-distribution scores)."""
@@ -160,8 +162,11 @@ def write_result(result: FitResult) -> None:
     folder = RunFolder(result.run_dir)
     with folder.staged() as run:
         _write_files(result, run)
-    if result.ensemble is None:  # an earlier ensemble's leaderboard must not describe this model
+    # an earlier ensemble's or distillation's record must not describe this model
+    if result.ensemble is None:
         (folder.path / "ensemble.json").unlink(missing_ok=True)
+    if result.distill is None:
+        (folder.path / "distill.json").unlink(missing_ok=True)
 
 
 def _write_files(result: FitResult, run: RunFolder) -> None:
@@ -176,6 +181,8 @@ def _write_files(result: FitResult, run: RunFolder) -> None:
         run.write_finetune(result.finetune)
     if result.ensemble is not None:
         run.write_ensemble(result.ensemble)
+    if result.distill is not None:
+        run.write_distill(result.distill)
     weights = result.weights or portable_weights(
         result.backbone, CacheRoot.for_config(result.config)
     )

@@ -14,6 +14,7 @@
       finetune.json       fine-tuning facts and the auto decision    (:class:`FinetuneRecord`)
       resume.json         what ``--resume`` needs                    (:class:`ResumeRecord`)
       ensemble.json       an ensemble's members, weights and leaderboard; a preset's steps
+      distill.json        a distillation's teacher, temperature, alpha, images and scores
       checkpoints/ logs/  fine-tuning only
       report.html
 
@@ -130,6 +131,8 @@ class FinetuneRecord:
     reason: str | None = None
     probe_val_score: float | None = None
     finetune_val_score: float | None = None
+    pruning: dict[str, Any] | None = None
+    """A pruned network's ratio, parameters and MACs before and after (finetune.prune)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -359,6 +362,11 @@ class RunFolder:
         """``ensemble.json``: an ensemble's method and members' leaderboard (and a preset's
         steps), as :func:`headstart.ensemble.ensemble_result` records them."""
         self._write_json("ensemble.json", record)
+
+    def write_distill(self, record: dict[str, Any]) -> None:
+        """``distill.json``: a distillation's teacher, settings, images and scores, as
+        :func:`headstart.finetune.distill.distill` records them."""
+        self._write_json("distill.json", record)
 
     def read_ensemble(self) -> dict[str, Any] | None:
         doc = self._read_json("ensemble.json")

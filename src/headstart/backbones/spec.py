@@ -85,7 +85,12 @@ class BackboneRef:
     with ``+``, ``weights_sha256`` hashes their digests (so nothing keyed by it meets a part's
     entries), ``feature_dim`` is the sum.  Its ``preprocessing`` is the first part's, kept only
     so code that reads one value still gets one: every fused code path must preprocess each
-    part with that part's own (see :attr:`members`)."""
+    part with that part's own (see :attr:`members`).
+
+    ``int8_path`` / ``int8_sha256``: a static int8 ONNX model of this backbone
+    (:func:`headstart.features.int8.quantize_ref`); when set, features come from it (ONNX Runtime
+    only), its digest keys the embeddings and is checked on every read.  A fused ref is int8
+    when each of its parts is."""
 
     name: str
     weights_path: Path | None
@@ -93,11 +98,19 @@ class BackboneRef:
     preprocessing: Preprocessing
     feature_dim: int | None
     parts: tuple[BackboneRef, ...] = ()
+    int8_path: Path | None = None
+    int8_sha256: str = ""
 
     @property
     def is_fused(self) -> bool:
         """True for a fusion of several backbones."""
         return bool(self.parts)
+
+    @property
+    def precision(self) -> str:
+        """``"int8"`` when features come from static int8 models (every part's, for a fusion),
+        else ``"fp32"``."""
+        return "int8" if all(p.int8_sha256 for p in self.members) else "fp32"
 
     @property
     def members(self) -> tuple[BackboneRef, ...]:
@@ -153,7 +166,10 @@ def fuse(refs: Sequence[BackboneRef]) -> BackboneRef:
                 f"backbone '{part.name}' appears twice in a fusion; name each part once"
             )
         seen.add((part.name, part.weights_sha256))
-    digests = FUSE_SEPARATOR.join(p.weights_sha256 for p in parts)
+    # an int8 part's digest joins its weights' (fp32 fusions keep the key they always had)
+    digests = FUSE_SEPARATOR.join(
+        p.weights_sha256 + (f":int8:{p.int8_sha256}" if p.int8_sha256 else "") for p in parts
+    )
     dims = [p.feature_dim for p in parts]
     return BackboneRef(
         name=FUSE_SEPARATOR.join(p.name for p in parts),

@@ -22,7 +22,11 @@ def command(
         None, "--output", "-o", help="File to write (default: MODEL/model.onnx)."
     ),
     quantize: str | None = typer.Option(
-        None, "--quantize", help="Also write a dynamically quantized copy (int8)."
+        None,
+        "--quantize",
+        help="Also write model.int8.onnx, a copy with dynamic int8 MatMul/Gemm weights (the "
+        "convolutions stay float32). A model fitted with extract.precision=int8 is exported "
+        "with its static int8 backbone without this option.",
     ),
     check_images: list[Path] | None = typer.Option(
         None,
@@ -60,6 +64,11 @@ def command(
             _say(f"  {name}: output '{p.output}', max abs difference {p.max_abs_diff:.2e}")
     if result.ood is not None:
         _say(f"  ood_score (out of distribution): max abs difference {result.ood.max_abs_diff:.2e}")
+    if result.int8_backbone is not None:
+        _say(
+            f"int8 backbone: max abs probability difference vs the model's own int8 "
+            f"predictions {result.int8_backbone.max_abs_diff:.2e}"
+        )
     q = result.int8
     if q is None:
         return

@@ -13,8 +13,10 @@ from headstart.cli import (
     calibrate,
     compare,
     compare_strategies,
+    compress,
     cv,
     demo,
+    distill,
     ensemble,
     evaluate,
     explain,
@@ -41,7 +43,7 @@ app = typer.Typer(
 )
 _COMMANDS: tuple[ModuleType, ...] = (fit, predict, evaluate, backbones, demo, report, explain)
 _COMMANDS += (serve, export, cv, tune, rank_backbones, calibrate, compare)
-_COMMANDS += (lr_find, compare_strategies, explore, ensemble)
+_COMMANDS += (lr_find, compare_strategies, explore, ensemble, compress, distill)
 for module in _COMMANDS:
     module.register(app)
 

@@ -31,7 +31,8 @@ __all__ = ["ensemble_runs"]
 
 def _finetuned(run: RunFolder) -> bool:
     facts = run.read_finetune()
-    return facts is not None and (facts.chosen or facts.strategy) == "finetune"
+    # a distilled (or pruned) student is a fine-tuned network too: no out-of-fold predictions
+    return facts is not None and (facts.chosen or facts.strategy) in ("finetune", "distill")
 
 
 def ensemble_runs(

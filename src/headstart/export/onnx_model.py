@@ -42,6 +42,12 @@ from headstart.export.document import (
     output_names,
 )
 from headstart.export.images import CheckImages, Images, accuracy, check_images
+from headstart.export.int8_backbone import (
+    Int8BackboneParity,
+    check_int8_parity,
+    graft_int8_backbone,
+    int8_reference,
+)
 from headstart.export.parity import (
     ExportError,
     OodParity,
@@ -126,6 +132,9 @@ class ExportResult:
     tasks: dict[str, TaskParity] = field(default_factory=dict)
     ood: OodParity | None = None
     """The OOD score's parity (None when the bundle has no scorer)."""
+    int8_backbone: Int8BackboneParity | None = None
+    """For a bundle with an int8 backbone: the published graph (int8 backbone) against the
+    bundle's own int8 predictions; ``max_abs_diff`` above is then the float32 graph's."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (paths as strings)."""
@@ -271,6 +280,25 @@ def _int8(
     )
 
 
+def _graft_int8(
+    tmp: Path, contents: BundleContents, checks: CheckImages, tolerance: float
+) -> tuple[dict[str, np.ndarray], np.ndarray | None, Int8BackboneParity]:
+    """Replace the checked float32 graph at ``tmp`` by the one with the bundle's int8
+    backbone, checked against the bundle's own int8 predictions; its outputs and parity."""
+    grafted = _temp_beside(tmp)
+    try:
+        graft_int8_backbone(tmp, contents, grafted)
+        outputs = onnx_probabilities(grafted, checks.batches)
+        probas, ood = split_columns(contents.tasks, outputs), _ood_column(outputs, contents.tasks)
+        reference = int8_reference(contents, checks.batches)
+        parity = check_int8_parity(probas, ood, reference, tolerance, len(checks.paths))
+        os.replace(grafted, tmp)
+    except BaseException:
+        grafted.unlink(missing_ok=True)
+        raise
+    return probas, ood, parity
+
+
 def export_model(
     bundle_path: str | Path,
     *,
@@ -287,9 +315,13 @@ def export_model(
     demo test photos); images in a folder named after a class of a multi-class task also count
     for that task's accuracy.  Raises :class:`ExportError` (and leaves no file behind) when a
     task's onnxruntime probabilities differ from torch's, or torch's from the bundle's heads',
-    by more than ``tolerance``.  ``quantize="int8"`` also writes ``model.int8.onnx`` and reports
-    its change per task (top-1 agreement and accuracy for multi-class tasks, the largest
-    probability change for every task).
+    by more than ``tolerance``.  A bundle with an int8 backbone (``extract.precision=int8``)
+    is exported with that int8 backbone in the graph (the float32 graph is checked against
+    torch first; the int8 one against the bundle's own int8 predictions, see
+    :mod:`headstart.export.int8_backbone`).  ``quantize="int8"`` (dynamic int8 of the
+    MatMul/Gemm weights only, :mod:`headstart.export.quantize`) also writes ``model.int8.onnx``
+    and reports its change per task (top-1 agreement and accuracy for multi-class tasks, the
+    largest probability change for every task).
     """
     _validate(fmt, quantize, tolerance)
     start = time.perf_counter()
@@ -332,6 +364,9 @@ def export_model(
             )
         check_parity(parity, tolerance, len(checks.paths))
         check_ood_parity(ood, tolerance, len(checks.paths))
+        int8_parity = None
+        if contents.backbone.precision == "int8":  # the graph published is the int8 one
+            fp32, fp32_ood, int8_parity = _graft_int8(tmp, contents, checks, tolerance)
         _publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -346,6 +381,9 @@ def export_model(
         "tasks": {name: asdict(p) for name, p in parity.items()},
         "ood": None if ood is None else asdict(ood),
     }
+    doc["backbone_precision"] = contents.backbone.precision
+    if int8_parity is not None:  # the float32 graph above checked the heads against torch
+        doc["int8_backbone_parity"] = {"images": len(checks.paths), **asdict(int8_parity)}
     report = _int8(path, fp32, checks, tasks, fp32_ood) if quantize == "int8" else None
     if report is not None:
         doc["int8"] = {k: v for k, v in asdict(report).items() if k != "path"}
@@ -354,7 +392,7 @@ def export_model(
     atomic_write_text(meta_path, json_text(doc))
     return ExportResult(
         path, meta_path, len(checks.paths), diff, head_diff, tolerance,
-        time.perf_counter() - start, report, parity, ood,
+        time.perf_counter() - start, report, parity, ood, int8_parity,
     )  # fmt: skip
 
 

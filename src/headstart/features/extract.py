@@ -7,6 +7,7 @@ and nothing else.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import time
 from collections import deque
@@ -22,7 +23,7 @@ from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import BackboneRef
 from headstart.backbones.spec import file_sha256, require_single
 from headstart.data.images import load_rgb, path_problem
-from headstart.errors import ConfigError, ImageError
+from headstart.errors import BackboneError, ConfigError, ImageError
 from headstart.features.onnx_engine import (
     OnnxFeatures,
     cached_export,
@@ -40,6 +41,7 @@ __all__ = [
     "extract",
     "feature_runner",
     "hash_files",
+    "int8_bytes",
     "resolve_engine",
 ]
 
@@ -116,9 +118,41 @@ def _decoded_batches(
 
 
 def _onnx_runner(ref: BackboneRef, key: str, store: EmbeddingStore, threads: int) -> Runner:
+    if ref.int8_path is not None:
+        return OnnxFeatures(int8_bytes(ref), threads=threads, spinning=ORT_SPINNING)
     model = cached_export(store.onnx_path(key), lambda path: export_onnx(ref.build(), path))
     assert model is not None  # export_onnx returns its path or raises
     return OnnxFeatures(model, threads=threads, spinning=ORT_SPINNING)
+
+
+def int8_bytes(ref: BackboneRef) -> bytes:
+    """The bytes of ``ref``'s int8 model, checked against ``ref.int8_sha256`` (a missing or
+    damaged file is a one-line ``BackboneError``: sessions run only what was checked)."""
+    path = ref.int8_path
+    if path is None:
+        raise BackboneError(f"backbone '{ref.name}' has no int8 model")
+    try:
+        model = path.read_bytes()
+    except OSError as exc:
+        raise BackboneError(f"int8 model of '{ref.name}' cannot be read: {path}: {exc}") from None
+    if hashlib.sha256(model).hexdigest() != ref.int8_sha256:
+        raise BackboneError(
+            f"int8 model {path} of '{ref.name}' does not match its sha256; quantize it again"
+        )
+    return model
+
+
+def _checked_engine(ref: BackboneRef, engine: str) -> str:
+    """``engine`` resolved; an int8 backbone runs only on ONNX Runtime (one-line error)."""
+    if not any(p.int8_path for p in ref.members):
+        return resolve_engine(engine)
+    if engine == "torch":
+        raise ConfigError(
+            f"backbone '{ref.name}' is int8: it runs on ONNX Runtime only, not extract.engine=torch"
+        )
+    if resolve_engine(engine) != "onnx":
+        raise ConfigError(f"backbone '{ref.name}' is int8: it needs onnxruntime installed")
+    return "onnx"
 
 
 def _torch_runner(ref: BackboneRef, threads: int) -> Runner:
@@ -142,7 +176,7 @@ def feature_runner(ref: BackboneRef, store: EmbeddingStore, engine: str = "auto"
     backbone only: a fused one takes images in several preprocessings, see
     :class:`~headstart.features.runners.ImageFeatures`."""
     require_single(ref, "a feature runner", "run each part (features.ImageFeatures does)")
-    engine = resolve_engine(engine)
+    engine = _checked_engine(ref, engine)
     threads = physical_cores()
     if engine == "onnx":
         return _onnx_runner(ref, model_key(ref, engine), store, threads)
@@ -218,7 +252,7 @@ def extract(
     start = time.perf_counter()
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    engine = resolve_engine(engine)
+    engine = _checked_engine(ref, engine)
     paths = [Path(p) for p in paths]
     failures: dict[int, str] = {}
     if shas is None:
@@ -360,4 +394,5 @@ def _info(ref: BackboneRef, engine: str) -> dict[str, Any]:
         "weights_sha256": ref.weights_sha256,
         "preprocessing": ref.preprocessing.to_dict(),
         "engine": engine,
+        **({"int8_sha256": ref.int8_sha256} if ref.int8_sha256 else {}),
     }

@@ -35,8 +35,10 @@ _HEADER = struct.Struct("<4sI16s")  # magic, number of float32 values, digest of
 
 def model_key(ref: BackboneRef, engine: str) -> str:
     """A short hash of everything that changes the numbers: backbone, weights, preprocessing,
-    the decode rule (JPEG draft at the resize size), the engine and the store format."""
-    parts = {
+    the decode rule (JPEG draft at the resize size), the engine and the store format, and the
+    int8 model's digest when the ref has one (so int8 embeddings never meet float32 ones; a
+    float32 ref's key is what it always was)."""
+    parts: dict[str, object] = {
         "name": ref.name,
         "weights_sha256": ref.weights_sha256,
         "preprocessing": ref.preprocessing.key(),
@@ -44,6 +46,8 @@ def model_key(ref: BackboneRef, engine: str) -> str:
         "engine": engine,
         "format": STORE_FORMAT,
     }
+    if ref.int8_sha256:
+        parts["int8_sha256"] = ref.int8_sha256
     text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 

@@ -5,6 +5,7 @@ Importing this package imports torch and lightning; the rest of headstart import
 
 from __future__ import annotations
 
+from headstart.finetune.distill import distill, resume_distill
 from headstart.finetune.evaluation import linear_head_export
 from headstart.finetune.module import FinetuneModule
 from headstart.finetune.recipe import backbone_blocks, param_groups, set_batchnorm_eval
@@ -14,9 +15,11 @@ __all__ = [
     "FinetuneModule",
     "backbone_blocks",
     "build_parts",
+    "distill",
     "finetune",
     "linear_head_export",
     "param_groups",
+    "resume_distill",
     "scratch_recipe",
     "set_batchnorm_eval",
     "start_record",

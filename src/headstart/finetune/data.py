@@ -63,6 +63,13 @@ class DecodedImages:
             self._used += tensor.numel()
         return tensor
 
+    def extended(self, paths: Sequence[Path]) -> DecodedImages:
+        """These images followed by ``paths`` (indices ``len(self)`` on), sharing what is
+        decoded already and the memory budget."""
+        out = DecodedImages([*self.paths, *paths], self.prep, 0)
+        out._budget, out._used, out._cache = self._budget, self._used, dict(self._cache)
+        return out
+
     def check_all(self) -> dict[int, str]:
         """Decode every image once (filling the cache); {index: reason} for unreadable ones."""
         failures: dict[int, str] = {}
@@ -74,8 +81,10 @@ class DecodedImages:
         return failures
 
 
-class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
-    """(transformed image, target row) pairs over some rows of a :class:`DecodedImages`."""
+class ImageDataset(Dataset[tuple[Tensor, ...]]):
+    """(transformed image, target row) pairs over some rows of a :class:`DecodedImages`;
+    with ``soft`` (distillation: the teacher's row of each sample, see
+    :mod:`headstart.finetune.soft`), (image, target row, soft row) triples."""
 
     def __init__(
         self,
@@ -83,16 +92,18 @@ class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
         rows: Sequence[int],
         targets: Sequence[Tensor],
         transform: Callable[[Tensor], Tensor],
+        soft: Sequence[Tensor] | None = None,
     ) -> None:
         self.images = images
         self.rows = list(rows)
         self.targets = list(targets)
         self.transform = transform
+        self.soft = None if soft is None else list(soft)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, ...]:
         """``key`` is an index, or (index, seed) from :class:`EpochSampler`: the random
         transforms then draw from that seed, whatever ran before (Lightning fetches a batch
         ahead, so the global generator's state at that moment depends on the run's history)."""
@@ -100,8 +111,14 @@ class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
             index, seed = key
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                return self.transform(self.images[self.rows[index]]), self.targets[index]
-        return self.transform(self.images[self.rows[key]]), self.targets[key]
+                return self._item(index)
+        return self._item(key)
+
+    def _item(self, index: int) -> tuple[Tensor, ...]:
+        image = self.transform(self.images[self.rows[index]])
+        if self.soft is None:
+            return image, self.targets[index]
+        return image, self.targets[index], self.soft[index]
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -188,7 +205,7 @@ class FinetuneData(LightningDataModule):
         self.balance_on = balance_on
         self.workers = workers
 
-    def train_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
+    def train_dataloader(self) -> DataLoader[tuple[Tensor, ...]]:
         sampler = EpochSampler(len(self.train_set), self.seed, self.balance_on)
         # drop_last only when it drops a little: a last batch of 1 breaks BatchNorm in training
         drop = len(self.train_set) % self.batch_size == 1
@@ -201,7 +218,7 @@ class FinetuneData(LightningDataModule):
             persistent_workers=self.workers > 0,
         )
 
-    def val_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
+    def val_dataloader(self) -> DataLoader[tuple[Tensor, ...]]:
         return DataLoader(self.val_set, batch_size=self.batch_size * 2, num_workers=self.workers)
 
 

@@ -40,6 +40,7 @@ from headstart.finetune.recipe import (
     set_batchnorm_eval,
 )
 from headstart.finetune.schedules import PhasePlan, lr_factors
+from headstart.finetune.soft import Distillation, distillation_loss
 from headstart.finetune.targets import Mixer, class_weight_rows, task_slices
 
 __all__ = ["FinetuneModule"]
@@ -62,6 +63,7 @@ class FinetuneModule(LightningModule):
         seed: int = 0,
         class_weights: dict[str, Tensor] | None = None,
         mixer: Mixer | None = None,
+        distill: Distillation | None = None,
     ) -> None:
         super().__init__()
         weights = dict(config.task_weights)
@@ -76,6 +78,7 @@ class FinetuneModule(LightningModule):
         self.config = config
         self.seed = seed
         self.mixer = mixer
+        self.distill = distill
         self.tasks = list(tasks)
         self.slices = task_slices(tasks)
         self.task_weights = [float(weights.get(t.name, 1.0)) for t in tasks]
@@ -99,11 +102,28 @@ class FinetuneModule(LightningModule):
         self._epoch_start = time.perf_counter()
 
     # -- tasks ----------------------------------------------------------------------------
-    def loss(self, logits: Tensor, target: Tensor, *, train: bool) -> Tensor:
+    def loss(
+        self, logits: Tensor, target: Tensor, *, train: bool, soft: Tensor | None = None
+    ) -> Tensor:
         """The weighted sum over tasks of each slice's loss; ``target`` rows may be soft
-        (MixUp/CutMix)."""
+        (MixUp/CutMix).  ``soft``: a distillation run's teacher rows and labelled shares
+        (:mod:`headstart.finetune.soft`), mixed with the hard targets by its ``alpha``."""
         smoothing = self.config.label_smoothing if train else 0.0
         weights = self.class_weights if isinstance(self.class_weights, Tensor) else None
+        if soft is not None:
+            if self.distill is None:
+                raise ValueError("soft targets need the module's distillation settings")
+            return distillation_loss(
+                logits,
+                target,
+                soft,
+                tasks=self.tasks,
+                slices=self.slices,
+                task_weights=self.task_weights,
+                distill=self.distill,
+                smoothing=smoothing,
+                class_weights=weights,
+            )
         total = logits.new_zeros(())
         for task, cols, weight in zip(self.tasks, self.slices, self.task_weights, strict=True):
             z, t = logits[:, cols], target[:, cols].to(logits.dtype)
@@ -195,13 +215,18 @@ class FinetuneModule(LightningModule):
         step_seed = (self.seed * 1_000_003 + self.current_epoch) * 100_003 + batch_idx
         torch.manual_seed(step_seed * 64 + self.global_rank)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        x, y = batch[0], batch[1]
+        soft = batch[2] if len(batch) > 2 else None  # a distillation run's teacher rows
         target: Tensor = y
-        if self.mixer is not None:
+        if self.mixer is not None and soft is None:
             x, target = self.mixer(x, y)
+        elif self.mixer is not None and soft is not None:
+            # one mix of both rows, so the teacher's row follows its image like the target's
+            x, both = self.mixer(x, torch.cat([y.to(soft.dtype), soft], dim=1))
+            target, soft = both[:, : y.shape[1]], both[:, y.shape[1] :]
         logits = self.head(self._features(x))
-        loss = self.loss(logits, target, train=True) + self._l1()
+        loss = self.loss(logits, target, train=True, soft=soft) + self._l1()
         n = float(x.shape[0])
         self._sums["loss"] += float(loss.detach()) * n
         self._sums["n"] += n

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from headstart.backbones.registry import unweighted_ref
 from headstart.config import FitConfig
 from headstart.data import Manifest
 from headstart.embedding import check_trainable, scan_data
-from headstart.errors import ConfigError, DataError
+from headstart.errors import ConfigError, DataError, ImageError
 from headstart.finetune.augment import eval_transform, resolve, train_transform
 from headstart.finetune.data import (
     DecodedImages,
@@ -41,7 +42,8 @@ from headstart.finetune.data import (
 )
 from headstart.finetune.evaluation import evaluate_trained, split_targets
 from headstart.finetune.module import FinetuneModule
-from headstart.finetune.targets import batch_mixer
+from headstart.finetune.soft import SoftTargets, soft_row
+from headstart.finetune.targets import batch_mixer, task_slices
 from headstart.finetune.trainer import build_trainer, load_best, read_checkpoint, resolve_precision
 from headstart.result import FitResult, write_result
 from headstart.runfolder import FinetuneRecord, ResumeRecord, RunFolder
@@ -54,6 +56,7 @@ __all__ = [
     "require_one_network",
     "scratch_recipe",
     "start_record",
+    "train_parts",
 ]
 
 
@@ -121,11 +124,16 @@ def _class_weights(imbalance: dict[str, Imbalance], manifest: Manifest) -> dict[
     return out
 
 
-def _balance_on(imbalance: dict[str, Imbalance], manifest: Manifest) -> list[int] | None:
-    for task in manifest.targets:
+def _balance_on(
+    imbalance: dict[str, Imbalance], manifest: Manifest, unlabelled: Sequence[np.ndarray] = ()
+) -> list[int] | None:
+    """Each training row's class in the task the sampler balances (an unlabelled image of a
+    distillation run: the teacher's most probable class)."""
+    for task, cols in zip(manifest.targets, task_slices(manifest.targets), strict=True):
         if imbalance[task.name].remedy == "sampler":
             index = {c: i for i, c in enumerate(task.classes)}
-            return [index[s.labels[task.name][0]] for s in manifest.split("train")]
+            labelled = [index[s.labels[task.name][0]] for s in manifest.split("train")]
+            return labelled + [int(np.argmax(row[cols])) for row in unlabelled]
     return None
 
 
@@ -135,10 +143,22 @@ def _datamodule(
     cfg: FitConfig,
     seed: int,
     imbalance: dict[str, Imbalance],
+    soft: SoftTargets | None = None,
+    unlabelled: Sequence[tuple[int, np.ndarray]] = (),
 ) -> FinetuneData:
     plan = resolve(cfg.augment)
     prep = images.prep
-    train = ImageDataset(images, *split_targets(manifest, "train"), train_transform(plan, prep))
+    rows, targets = split_targets(manifest, "train")
+    rows_soft = None
+    if soft is not None:
+        # the teacher's row beside each target row; unlabelled images: no target (zeros)
+        rows_soft = [soft_row(soft.rows[manifest.samples[i].sha256], True) for i in rows]
+        width = sum(len(t.classes) for t in manifest.targets)
+        for index, row in unlabelled:
+            rows.append(index)
+            targets.append(torch.zeros(width))
+            rows_soft.append(soft_row(row, False))
+    train = ImageDataset(images, rows, targets, train_transform(plan, prep), rows_soft)
     val_rows, val_targets = split_targets(manifest, "val")
     if not val_rows:
         raise DataError(
@@ -151,7 +171,7 @@ def _datamodule(
         val,
         batch_size=cfg.train.batch_size,
         seed=seed,
-        balance_on=_balance_on(imbalance, manifest),
+        balance_on=_balance_on(imbalance, manifest, [row for _, row in unlabelled]),
         workers=cfg.train.workers,
     )
 
@@ -199,24 +219,56 @@ class Parts:
     imbalance: dict[str, Imbalance]
     seed: int
     decode_seconds: float
+    unlabelled: int = 0
+    """Distillation: the unlabelled images decoded and trained on."""
 
 
-def build_parts(manifest: Manifest, cfg: FitConfig) -> Parts:
-    """Seed, decode the images, decide the imbalance remedies, build the module and the data."""
+def _with_unlabelled(
+    images: DecodedImages, soft: SoftTargets
+) -> tuple[DecodedImages, list[tuple[int, np.ndarray]]]:
+    """The manifest's images followed by the unlabelled ones, and (index, teacher row) of each
+    unlabelled image that decodes (one that does not is left out)."""
+    joined = images.extended([path for path, _ in soft.unlabelled])
+    kept = []
+    for j, (_, row) in enumerate(soft.unlabelled):
+        try:
+            joined[len(images) + j]
+        except ImageError:
+            continue
+        kept.append((len(images) + j, row))
+    return joined, kept
+
+
+def build_parts(
+    manifest: Manifest,
+    cfg: FitConfig,
+    soft: SoftTargets | None = None,
+    *,
+    start: tuple[BackboneRef, Backbone] | None = None,
+) -> Parts:
+    """Seed, decode the images, decide the imbalance remedies, build the module and the data.
+    ``soft``: a distillation run's teacher rows (and unlabelled images), see
+    :mod:`headstart.finetune.soft`.  ``start``: train this already built network (and its
+    ref) instead of ``cfg.backbone``'s, e.g. a pruned one (:mod:`headstart.finetune.prune`)."""
     require_one_network(cfg)
     seed = cfg.data.seed if cfg.train.seed is None else cfg.train.seed
     seed_everything(seed, workers=True, verbose=False)
     keep_freed_memory()
     pretrained = cfg.backbone.pretrained
-    if pretrained:
+    if start is not None:
+        ref = start[0]
+    elif pretrained:
         ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
     else:
         ref = unweighted_ref(cfg.backbone.name)
     t0 = time.perf_counter()
     manifest, images = prepare_images(manifest, ref, cfg.train.cache_images_mb)
     check_trainable(manifest)
+    unlabelled: list[tuple[int, np.ndarray]] = []
+    if soft is not None and soft.unlabelled:
+        images, unlabelled = _with_unlabelled(images, soft)
     decode_seconds = time.perf_counter() - t0
-    backbone = _build_backbone(ref, pretrained, seed)
+    backbone = start[1] if start is not None else _build_backbone(ref, pretrained, seed)
     imbalance = _imbalance(manifest, cfg)
     module = FinetuneModule(
         backbone,
@@ -225,15 +277,34 @@ def build_parts(manifest: Manifest, cfg: FitConfig) -> Parts:
         seed=seed,
         class_weights=_class_weights(imbalance, manifest),
         mixer=batch_mixer(resolve(cfg.augment)),
+        distill=None if soft is None else soft.distill,
     )
-    dm = _datamodule(manifest, images, cfg, seed, imbalance)
-    return Parts(manifest, images, ref, backbone, module, dm, imbalance, seed, decode_seconds)
+    dm = _datamodule(manifest, images, cfg, seed, imbalance, soft, unlabelled)
+    return Parts(
+        manifest,
+        images,
+        ref,
+        backbone,
+        module,
+        dm,
+        imbalance,
+        seed,
+        decode_seconds,
+        len(unlabelled),
+    )
 
 
 def _train(
     manifest: Manifest, cfg: FitConfig, run: RunFolder, *, progress: bool, ckpt: Path | None
 ) -> FitResult:
-    parts = build_parts(manifest, cfg)
+    return train_parts(build_parts(manifest, cfg), cfg, run, progress=progress, ckpt=ckpt)
+
+
+def train_parts(
+    parts: Parts, cfg: FitConfig, run: RunFolder, *, progress: bool, ckpt: Path | None
+) -> FitResult:
+    """Train built parts (continuing from ``ckpt``), load the best epoch, evaluate on val and
+    test: the fine-tuned model's :class:`FitResult`, not yet written."""
     manifest, module = parts.manifest, parts.module
     timings: dict[str, float] = {"decode": parts.decode_seconds}
     trainer, checkpoint = build_trainer(cfg.train, run.path, progress=progress)

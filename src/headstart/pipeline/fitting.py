@@ -85,6 +85,10 @@ def resume(run_dir: str | Path, *, progress: bool = True, report: bool = True) -
         )
     if record.finished:
         raise ConfigError(f"{run.path} finished already; its model is in {run.bundle}")
+    if record.strategy == "distill":
+        raise ConfigError(
+            f"{run.path} is a distillation: resume it with headstart distill --resume"
+        )
     if record.strategy not in ("finetune", "auto"):
         raise ConfigError(
             f"{run.path} resume.json names strategy {record.strategy!r}; resumable: finetune, auto"
@@ -164,7 +168,7 @@ def _fit_probe(
         run.path,
         embedded.manifest,
         outcome.heads,
-        ref,
+        embedded.backbone,  # the ref embedded with (int8 under extract.precision=int8)
         cfg,
         metrics=outcome.metrics,
         probabilities=outcome.probabilities,
