@@ -182,3 +182,16 @@ def test_fit_cli_int8_end_to_end(
     assert main(["predict", str(out / "model"), str(tiny_data / "test" / "hat"), "-f", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows and all(r["error"] is None for r in rows)
+
+
+def test_fine_tuning_with_int8_precision_is_refused_before_writing(
+    capsys: pytest.CaptureFixture[str], tiny_data: Path, tmp_path: Path
+) -> None:
+    from headstart.cli.main import main
+
+    out = tmp_path / "run"
+    argv = ["fit", str(tiny_data), "-o", str(out), "--strategy", "finetune"]
+    assert main([*argv, "--set", "extract.precision=int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "headstart compress" in err, err
+    assert not out.exists()

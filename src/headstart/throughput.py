@@ -31,7 +31,8 @@ def _machine() -> str:
 
 
 def _key(ref: BackboneRef, engine: str) -> str:
-    return f"{ref.weights_sha256}/{engine}"
+    int8 = f"/int8:{ref.int8_sha256}" if ref.int8_sha256 else ""  # an int8 copy runs differently
+    return f"{ref.weights_sha256}/{engine}{int8}"
 
 
 def _load(cache: CacheRoot) -> dict[str, dict[str, float]]:

@@ -35,7 +35,13 @@ from headstart.data.walk import walk
 from headstart.embedding import scan_data
 from headstart.errors import ConfigError, DataError, PathNotFoundError
 from headstart.features.extract import hash_files
-from headstart.finetune.run import build_parts, scratch_recipe, start_record, train_parts
+from headstart.finetune.run import (
+    build_parts,
+    require_float32,
+    scratch_recipe,
+    start_record,
+    train_parts,
+)
 from headstart.finetune.soft import Distillation, SoftTargets
 from headstart.finetune.teacher import TeacherRows, load_teacher, teacher_rows
 from headstart.finetune.trainer import read_checkpoint
@@ -87,6 +93,7 @@ def distill(
     ``start``: train this already built student network (and its ref), e.g. a pruned copy of
     the teacher's (:mod:`headstart.finetune.prune`, whose ``pruning`` record goes into
     finetune.json)."""
+    require_float32(config)
     if not temperature > 0:
         raise ConfigError(f"--temperature must be above 0, got {temperature:g}")
     if not 0.0 <= alpha <= 1.0:

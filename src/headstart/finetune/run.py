@@ -53,6 +53,7 @@ __all__ = [
     "build_parts",
     "finetune",
     "prepare_images",
+    "require_float32",
     "require_one_network",
     "scratch_recipe",
     "start_record",
@@ -68,6 +69,17 @@ def require_one_network(cfg: FitConfig, what: str = "fine-tuning") -> None:
         what,
         "fine-tune one of its parts, or fit a probe on the fused features (--strategy probe)",
     )
+
+
+def require_float32(cfg: FitConfig) -> None:
+    """A one-line ``ConfigError`` when the config asks for int8 embeddings: training runs in
+    float32, and an int8 copy of a trained network is made afterwards."""
+    if cfg.extract.precision == "int8":
+        raise ConfigError(
+            "extract.precision=int8 applies to a probe's embeddings; fine-tuning trains in "
+            "float32: compress the fine-tuned model with headstart compress MODEL DATA "
+            "--methods int8"
+        )
 
 
 def prepare_images(
@@ -251,6 +263,7 @@ def build_parts(
     :mod:`headstart.finetune.soft`.  ``start``: train this already built network (and its
     ref) instead of ``cfg.backbone``'s, e.g. a pruned one (:mod:`headstart.finetune.prune`)."""
     require_one_network(cfg)
+    require_float32(cfg)
     seed = cfg.data.seed if cfg.train.seed is None else cfg.train.seed
     seed_everything(seed, workers=True, verbose=False)
     keep_freed_memory()
@@ -388,6 +401,7 @@ def finetune(
     trains from scratch under :func:`scratch_recipe`.  A fused backbone (``a+b``) is refused
     before anything is read or written: there is no one network to train."""
     require_one_network(config)
+    require_float32(config)
     run = RunFolder(run_dir)
     config = scratch_recipe(config)
     ckpt = run.checkpoints / "last.ckpt"

@@ -63,6 +63,10 @@ def fit(
     if kind not in STRATEGIES:
         raise ConfigError(f"unknown strategy {kind!r}; valid: {', '.join(STRATEGIES)}")
     cfg = _with_strategy(cfg, kind)
+    if kind != "probe":
+        from headstart.finetune.run import require_float32  # lazy: torch, needed to train anyway
+
+        require_float32(cfg)  # before anything is read or written
     run = RunFolder(output)
     _check_outside(Path(output), data)
     with run.lock():
