@@ -89,7 +89,7 @@ def _row(label: str, r: dict, base: dict, seconds: float) -> str:
     return (
         f"| {label} | {100 * r['accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}] | "
         f"{r['images_per_s']:.1f} | {r['images_per_s'] / base['images_per_s']:.2f}x | "
-        f"{r['size_bytes'] / 1e6:.1f} | {seconds:.0f} |"
+        f"{r['size_bytes'] / 1e6:.1f} | {(r['backbone_bytes'] or 0) / 1e6:.1f} | {seconds:.0f} |"
     )
 
 
@@ -121,8 +121,8 @@ def main() -> None:
         teacher, data, work / "c-distill", "distill:mobilenet_v2", *args.sets
     )
 
-    print("\n| model | accuracy % [95% CI] | images/s | speed | ONNX MB | wall s |")
-    print("|---|---|---|---|---|---|")
+    print("\n| model | accuracy % [95% CI] | images/s | speed | ONNX MB | backbone MB | wall s |")
+    print("|---|---|---|---|---|---|---|")
     print(_row("mobilenet_v2 probe, fp32 ONNX", int8[0], int8[0], probe_s))
     print(_row("… static int8", int8[1], int8[0], int8_s))
     print(_row("mobilenet_v2 fine-tuned", pruned[0], pruned[0], tuned_s))

@@ -57,14 +57,17 @@ def command(
         notify=_say,
     )
     base = result.records[0]
-    _say(f"{'method':<24} {'accuracy':>9} {'images/s':>9} {'size MB':>8}  pareto")
+    _say(
+        f"{'method':<24} {'accuracy':>9} {'images/s':>16} {'ONNX MB':>8} {'backbone MB':>12}"
+        "  pareto"
+    )
     for r in result.records:
-        speed = f"{r.images_per_s:.1f}" + (
-            "" if r is base else f" ({r.images_per_s / base.images_per_s:.2f}x)"
-        )
+        speed, base_speed = r.images_per_s or 0.0, base.images_per_s or 1.0
+        ratio = "" if r is base else f" ({speed / base_speed:.2f}x)"
+        backbone = "" if r.backbone_bytes is None else f"{r.backbone_bytes / 1e6:.1f}"
         _say(
-            f"{r.method:<24} {100 * r.accuracy:>8.1f}% {speed:>9} "
-            f"{r.size_bytes / 1e6:>8.1f}  {'yes' if r.pareto else ''}"
+            f"{r.method:<24} {100 * r.accuracy:>8.1f}% {f'{speed:.1f}{ratio}':>16} "
+            f"{r.size_bytes / 1e6:>8.1f} {backbone:>12}  {'yes' if r.pareto else ''}"
         )
     _say(f"measured on {result.n_images} {result.split} images; {result.machine}")
     _say(f"wrote {result.output / 'compress.json'} and {result.report}")

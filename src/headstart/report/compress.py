@@ -35,6 +35,7 @@ def _rows(results: Sequence[Mapping[str, Any]]) -> list[list[object]]:
                 f"{r['images_per_s'] / base['images_per_s']:.2f}x",
                 _mb(r["size_bytes"]),
                 f"{r['size_bytes'] / base['size_bytes']:.2f}x",
+                "" if r.get("backbone_bytes") is None else _mb(r["backbone_bytes"]),
                 "yes" if r.get("pareto") else "",
                 f"{r['seconds']:.0f}" if r is not base else "",
                 r["bundle"],
@@ -108,6 +109,7 @@ def compress_page(doc: Mapping[str, Any], model: str, data: str) -> str:
         "speed",
         "size (MB)",
         "size",
+        "backbone (MB)",
         "Pareto",
         "seconds",
         "bundle",
@@ -121,7 +123,7 @@ def compress_page(doc: Mapping[str, Any], model: str, data: str) -> str:
         Section(
             "results",
             "Results",
-            table(header, _rows(results), numeric=(1, 2, 3, 4, 5, 6, 8)) + note(measured),
+            table(header, _rows(results), numeric=(1, 2, 3, 4, 5, 6, 7, 9)) + note(measured),
         ),
         Section("tradeoff", "Trade-off", figure(tradeoff_plot(results))),
     ]
