@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from headstart.report.svg import GRID, INK, MUTED, Axes, canvas, fmt, line, nice_ticks, text
+from headstart.report.svg import INK, MUTED, Axes, canvas, fmt, line, nice_ticks, text
 from headstart.report.template import Section, figure, note, page, pct, table
 
 __all__ = ["compress_page", "tradeoff_plot"]
@@ -60,7 +60,8 @@ def tradeoff_plot(results: Sequence[Mapping[str, Any]]) -> str:
     ax = Axes(62, 30, 460, 300, (lo_x - pad_x, hi_x + pad_x), (lo_y - pad_y, hi_y + pad_y))
     xticks = nice_ticks(10 ** ax.xs[0], 10 ** ax.xs[1], 5)
     body = [text(ax.left + ax.width / 2, 16, "Accuracy against speed (area: size)", bold=True)]
-    body += ax.frame(None, nice_ticks(*ax.ys, 5), ylabel="accuracy (%)")
+    yticks = [v for v in nice_ticks(*ax.ys, 5) if ax.ys[0] <= v <= ax.ys[1]]
+    body += ax.frame(None, yticks, ylabel="accuracy (%)")
     for v in xticks:
         if v > 0 and ax.xs[0] <= math.log10(v) <= ax.xs[1]:
             xx = ax.x(math.log10(v))
@@ -94,7 +95,6 @@ def tradeoff_plot(results: Sequence[Mapping[str, Any]]) -> str:
             fill=MUTED,
         )
     )
-    body.append(line(ax.left, ax.top, ax.left + ax.width, ax.top, GRID))
     return canvas(ax.left + ax.width + 140, ax.bottom + 56, "accuracy against images/s", body)
 
 
