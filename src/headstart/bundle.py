@@ -25,6 +25,11 @@ record like a single backbone's, in column order) and the weights are ``backbone
 ``backbone-1.safetensors``, ... (one per part, each optional as above).  A single backbone's
 bundle is still written as format 3, unchanged, so older readers keep reading it.
 
+A text encoder (``backbone.text`` in model.json: tokenizer digest, max length, pooling) is
+written as format 5: its weights, ``tokenizer.json`` and ``config.json`` sit in ``encoder/`` (a
+Hugging Face folder, ``encoder/model.safetensors`` in place of ``backbone.safetensors``), each
+recorded in ``files`` and verified on reading.
+
 Every model is written the same way, whatever its tasks: a plain classifier is one multi-class
 task.  Readers also load the older layouts: format 1 (one head, ``classes``; the committed test
 fixture) and format 2 (multi-label heads recorded as ``label_heads`` + ``thresholds``).
@@ -52,11 +57,13 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from headstart.backbones import BackboneRef, Preprocessing, fuse, resolve_backbone
+from headstart.backbones.spec import TextSpec
 from headstart.data.manifest import DEFAULT_TASK, Task
 from headstart.errors import BundleError, HeadstartError, PathNotFoundError
 from headstart.features.int8 import float_ref
 from headstart.fsutil import FILE_MODE, FOLDER_MODE, entry_digest, file_digest
 from headstart.heads import MultiLabelHead, OodScorer, export_head, import_head
+from headstart.heads.tfidf import WORDS, is_words, words_ref
 
 __all__ = [
     "BACKBONE_FILE",
@@ -74,8 +81,11 @@ __all__ = [
 ]
 
 FORMAT_NAME = "headstart-bundle"
-#: The newest format this headstart reads and writes (4: fused backbones; see the module doc).
-FORMAT_VERSION = 4
+#: The newest format this headstart reads and writes (4: fused backbones, 5: text encoders;
+#: see the module doc).
+FORMAT_VERSION = 5
+#: The format of a bundle with a fused image backbone.
+FUSED_FORMAT_VERSION = 4
 #: The format of a bundle with a single backbone (its layout did not change in format 4).
 SINGLE_FORMAT_VERSION = 3
 MODEL_JSON = "model.json"
@@ -83,6 +93,11 @@ HEAD_FILE = "head.safetensors"
 BACKBONE_FILE = "backbone.safetensors"
 INT8_SUFFIX = ".int8.onnx"
 OOD_FILE = "ood.safetensors"
+#: A text encoder travels as a Hugging Face folder: weights, tokenizer and config, each
+#: recorded with its sha256 like every other file.
+ENCODER_DIR = "encoder"
+ENCODER_WEIGHTS = f"{ENCODER_DIR}/model.safetensors"
+ENCODER_FILES = ("tokenizer.json", "config.json")
 _VERSIONED = ("headstart", "torch", "torchvision", "timm", "onnxruntime", "scikit-learn", "numpy")
 
 
@@ -119,7 +134,7 @@ def weights_files(backbone: BackboneRef) -> list[str]:
     """The bundle file names of the backbone's weights, one per part (one for a single
     backbone: ``backbone.safetensors``)."""
     if not backbone.is_fused:
-        return [BACKBONE_FILE]
+        return [ENCODER_WEIGHTS if backbone.text is not None else BACKBONE_FILE]
     return weights_files_for(len(backbone.parts))
 
 
@@ -156,6 +171,14 @@ def _backbone_record(backbone: BackboneRef) -> dict[str, Any]:
     }
     if backbone.int8_sha256:
         record["int8_sha256"] = backbone.int8_sha256
+    if backbone.text is not None:
+        t = backbone.text
+        record["text"] = {
+            "tokenizer_sha256": t.tokenizer_sha256,
+            "max_length": t.max_length,
+            "pooling": t.pooling,
+            "normalize": t.normalize,
+        }
     if backbone.is_fused:
         record["parts"] = [_backbone_record(part) for part in backbone.parts]
     return record
@@ -198,6 +221,8 @@ def write_bundle(
     try:
         _save_arrays(arrays, tmp / HEAD_FILE)
         files = {HEAD_FILE: file_digest(tmp / HEAD_FILE)}
+        if backbone.text is not None and not is_words(backbone):  # TF-IDF: no encoder
+            files.update(_copy_encoder(backbone, tmp))
         for name, source in zip(weights_files(backbone), per_part, strict=True):
             if source is not None:
                 files[name] = _copy_weights(source, tmp / name)
@@ -209,7 +234,7 @@ def write_bundle(
             files[OOD_FILE] = file_digest(tmp / OOD_FILE)
         info: dict[str, Any] = {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION if backbone.is_fused else SINGLE_FORMAT_VERSION,
+            "format_version": _format_version(backbone),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "tasks": entries,
             "backbone": _backbone_record(backbone),
@@ -220,13 +245,20 @@ def write_bundle(
             **({"ood": ood.meta()} if ood is not None else {}),
         }
         (tmp / MODEL_JSON).write_text(json.dumps(info, indent=2, sort_keys=False) + "\n")
-        for file in tmp.iterdir():
-            os.chmod(file, FILE_MODE)
+        for file in tmp.rglob("*"):
+            os.chmod(file, FOLDER_MODE if file.is_dir() else FILE_MODE)
         _replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _format_version(backbone: BackboneRef) -> int:
+    """The oldest format that holds this backbone, so older readers keep reading what they can."""
+    if backbone.modality == "text":
+        return FORMAT_VERSION
+    return FUSED_FORMAT_VERSION if backbone.is_fused else SINGLE_FORMAT_VERSION
 
 
 def head_summary(head: Any) -> dict[str, Any]:
@@ -252,6 +284,27 @@ def _copy_weights(source: Path, dest: Path) -> str:
             f"cached weights {source} do not match their sha256; remove the file and fit again"
         )
     return sha
+
+
+def _copy_encoder(backbone: BackboneRef, tmp: Path) -> dict[str, str]:
+    """Copy a text encoder's tokenizer and config into the bundle's encoder folder (its
+    weights are copied with every backbone's); their digests, by bundle file name.  The
+    tokenizer must be the one the embeddings were keyed by."""
+    assert backbone.text is not None  # the caller copies only text encoders
+    (tmp / ENCODER_DIR).mkdir()
+    files = {}
+    for name in ENCODER_FILES:
+        dest = tmp / ENCODER_DIR / name
+        try:
+            shutil.copyfile(backbone.text.folder / name, dest)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(exc.filename)) from None
+        files[f"{ENCODER_DIR}/{name}"] = file_digest(dest)
+    if files[f"{ENCODER_DIR}/tokenizer.json"] != backbone.text.tokenizer_sha256:
+        raise BundleError(
+            f"tokenizer {backbone.text.folder / 'tokenizer.json'} does not match its sha256"
+        )
+    return files
 
 
 def _copy_int8(part: BackboneRef, dest: Path) -> str:
@@ -335,7 +388,8 @@ def read_bundle(path: Path) -> BundleContents:
         raise
     except Exception as exc:  # a damaged or hand-edited bundle: say so, in one line
         raise BundleError(f"bundle {path} cannot be read: {type(exc).__name__}: {exc}") from None
-    names = [BACKBONE_FILE] if "parts" not in bb else weights_files_for(len(records))
+    single = ENCODER_WEIGHTS if "text" in bb else BACKBONE_FILE
+    names = [single] if "parts" not in bb else weights_files_for(len(records))
     parts = [
         _with_int8(path, info, record, _part_ref(path, info, record, prep, name), name)
         for record, prep, name in zip(records, preps, names, strict=True)
@@ -356,14 +410,31 @@ def _part_ref(
 ) -> BackboneRef:
     """One backbone (a single one, or one part of a fusion) from its record: its weights file
     in the bundle when there is one (checked against its digest), else the registry's."""
+    if record.get("name") == WORDS and "text" in record:
+        return words_ref()  # a TF-IDF model: its head holds everything
     if file not in info.get("files", {}):
         return _registry_ref(record, path)
+    text = None
+    if "text" in record:
+        for name in ENCODER_FILES:
+            _verified(path, f"{ENCODER_DIR}/{name}", info)
+        t = record["text"]
+        if info["files"][f"{ENCODER_DIR}/tokenizer.json"] != t["tokenizer_sha256"]:
+            raise BundleError(f"bundle {path} is damaged: its tokenizer is not the recorded one")
+        text = TextSpec(
+            path / ENCODER_DIR,
+            str(t["tokenizer_sha256"]),
+            int(t["max_length"]),
+            str(t["pooling"]),
+            bool(t["normalize"]),
+        )
     return BackboneRef(
         name=record["name"],
         weights_path=_verified(path, file, info),
         weights_sha256=record["weights_sha256"],
         preprocessing=prep,
         feature_dim=record.get("feature_dim"),
+        text=text,
     )
 
 

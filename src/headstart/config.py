@@ -39,6 +39,9 @@ class DataConfig(_Frozen):
     max_pixels: int = Field(89_478_485, gt=0)
     label_column: str | list[str] = "label"
     """The CSV label column; several make a multi-task data set (one task per column)."""
+    text_column: str | None = None
+    """Text data: the CSV column holding each sample's text (no ``path`` column needed).
+    Folders of ``.txt`` files per class are text data without it."""
     dedupe: bool = False
     """Remove the later member of each cross-split (near-)duplicate pair before fitting."""
     drop_label_issues: bool = False
@@ -90,7 +93,7 @@ class StrategyConfig(_Frozen):
     reaches ``auto_skip_above`` (little left to gain); the better on validation is kept.
     """
 
-    kind: Literal["probe", "finetune", "auto"] = "probe"
+    kind: Literal["probe", "finetune", "auto", "tfidf"] = "probe"
     auto_skip_above: float = Field(0.98, ge=0.0, le=1.0)
 
 

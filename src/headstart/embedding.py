@@ -16,13 +16,32 @@ import numpy as np
 
 from headstart.backbones import BackboneRef, resolve_backbone
 from headstart.cache import CacheRoot
-from headstart.config import FitConfig, load_config
+from headstart.config import BackboneConfig, FitConfig, load_config
 from headstart.data import Manifest, Task, scan
 from headstart.errors import ConfigError, DataError
-from headstart.features import Extraction, extract
+from headstart.features import EmbeddingStore, Extraction, extract
 from headstart.features.int8 import quantize_ref
 
-__all__ = ["EmbeddedData", "check_pretrained", "check_trainable", "embed_data", "scan_data"]
+__all__ = [
+    "FINETUNE_TEXT",
+    "TEXT_DEFAULT",
+    "EmbeddedData",
+    "check_modality",
+    "check_pretrained",
+    "check_trainable",
+    "embed_data",
+    "for_data",
+    "scan_data",
+]
+
+#: The backbone text data gets when the config names none (the image default stands).
+TEXT_DEFAULT = "minilm-l6"
+_IMAGE_DEFAULT = BackboneConfig.model_fields["name"].default
+#: What fine-tuning says of text data until it trains text encoders.
+FINETUNE_TEXT = (
+    "fine-tuning text encoders is not in this release: fit the probe on the encoder's "
+    "embeddings (the default) or --strategy tfidf"
+)
 
 
 @dataclass
@@ -59,6 +78,35 @@ def scan_data(data: str | Path, config: FitConfig, *, carve_val: bool = True) ->
         seed=d.seed,
         max_pixels=d.max_pixels,
         label_column=d.label_column,
+        text_column=d.text_column,
+    )
+
+
+def for_data(cfg: FitConfig, manifest: Manifest | None = None) -> FitConfig:
+    """``cfg`` with a backbone for the data's modality: text data (``manifest`` is text, or
+    the config names a text column) left on the image default backbone gets
+    :data:`TEXT_DEFAULT`; anything else is returned as it is."""
+    text = manifest.modality == "text" if manifest is not None else bool(cfg.data.text_column)
+    b = cfg.backbone
+    if not text or b.name != _IMAGE_DEFAULT or b.weights is not None:
+        return cfg
+    return cfg.model_copy(update={"backbone": b.model_copy(update={"name": TEXT_DEFAULT})})
+
+
+def check_modality(ref: BackboneRef, manifest: Manifest) -> None:
+    """A one-line :class:`ConfigError` when the backbone embeds images and the data is text,
+    or the other way round."""
+    if ref.modality == manifest.modality:
+        return
+    hint = (
+        f"use a text encoder ({TEXT_DEFAULT}, mpnet-base, hf:NAME)"
+        if manifest.modality == "text"
+        else "use an image backbone (see `headstart backbones`)"
+    )
+    where = manifest.source or manifest.root
+    raise ConfigError(
+        f"backbone '{ref.name}' embeds {ref.modality}s but {where} holds "
+        f"{manifest.modality}s: {hint}"
     )
 
 
@@ -99,9 +147,13 @@ def embed_data(
     the training split (cached), and ``.backbone`` carries the int8 model."""
     cfg = config or load_config()
     check_pretrained(cfg)
-    ref = ref or resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
     manifest = data if isinstance(data, Manifest) else scan_data(data, cfg)
+    cfg = for_data(cfg, manifest)
+    ref = ref or resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
+    check_modality(ref, manifest)
     store = CacheRoot.for_config(cfg).store
+    if manifest.modality == "text":
+        return _embed_texts(manifest, cfg, ref, store, progress)
     if cfg.extract.precision == "int8" and ref.precision != "int8":
         # calibrated on the training split only: the test images stay unseen
         ref = quantize_ref(ref, [s.path for s in manifest.split("train")], store)
@@ -121,3 +173,25 @@ def embed_data(
         manifest = manifest.without(reasons, reasons)
     check_trainable(manifest)
     return EmbeddedData(manifest, extraction.features[keep], ref, extraction)
+
+
+def _embed_texts(
+    manifest: Manifest, cfg: FitConfig, ref: BackboneRef, store: EmbeddingStore, progress: bool
+) -> EmbeddedData:
+    if cfg.extract.precision == "int8":
+        raise ConfigError(
+            "extract.precision=int8 quantizes image backbones; text encoders run in float32"
+        )
+    # the text engine loads tokenizers and ONNX Runtime only when text is embedded
+    from headstart.features.text_engine import extract_texts
+
+    extraction = extract_texts(
+        manifest.texts,
+        [s.sha256 for s in manifest.samples],
+        ref,
+        store=store,
+        batch_size=max(cfg.extract.batch_size, 64),
+        progress=progress,
+    )
+    check_trainable(manifest)
+    return EmbeddedData(manifest, extraction.features, ref, extraction)

@@ -9,6 +9,7 @@ the path vanishing.
 
 from __future__ import annotations
 
+import csv
 import glob
 import os
 import stat
@@ -16,10 +17,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from headstart.data import Problem
+from headstart.data.texts import read_text_file, text_problem
 from headstart.data.walk import UNREADABLE, walk
-from headstart.errors import PathNotFoundError
+from headstart.errors import DataError, PathNotFoundError
 
-__all__ = ["expand_inputs"]
+__all__ = ["expand_inputs", "expand_texts"]
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -78,3 +80,54 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
             seen.add(absolute)
             unique.append(absolute)
     return unique
+
+
+def expand_texts(
+    items: Iterable[str | Path], text_column: str = "text"
+) -> list[tuple[Path, str, str | None]]:
+    """What a user hands a text model, as (source, text, problem) rows: a ``.txt`` file is one
+    text; a ``.csv`` file gives the ``text_column`` cell of each row (source ``file.csv#line``);
+    a folder gives its ``.txt`` files (recursively); anything else is itself a text (source
+    ``text N``, N from 1).  ``problem`` says why a text cannot be used (empty, undecodable),
+    else None."""
+    rows: list[tuple[Path, str, str | None]] = []
+    for n, item in enumerate(items, start=1):
+        value = str(item)
+        path = Path(value)
+        try:  # "" would be Path("."), the current folder: a blank item is an (empty) text
+            is_dir = bool(value.strip()) and path.is_dir()
+            kind = "folder" if is_dir else path.suffix.lower() if path.is_file() else ""
+        except OSError:  # e.g. a name too long to be a path: a text
+            kind = ""
+        if kind == "folder":
+            tree, _ = walk(path.resolve())
+            for file in tree.all_texts():
+                rows.append((file, *read_text_file(file)))
+        elif kind == ".txt":
+            rows.append((_absolute(path), *read_text_file(path)))
+        elif kind == ".csv":
+            rows += _csv_texts(_absolute(path), text_column)
+        else:
+            text = value.strip()
+            rows.append((Path(f"text {n}"), text, text_problem(text)))
+    return rows
+
+
+def _csv_texts(path: Path, column: str) -> list[tuple[Path, str, str | None]]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+            reader = csv.DictReader(fh)
+            names = [c.strip() for c in reader.fieldnames or []]
+            if column not in names:
+                raise DataError(
+                    f"{path.name} has no text column '{column}'; found: "
+                    f"{', '.join(repr(c) for c in names) or 'no header'} (set --text-column)"
+                )
+            reader.fieldnames = names
+            out = []
+            for row in reader:
+                text = (row.get(column) or "").strip()
+                out.append((Path(f"{path}#{reader.line_num}"), text, text_problem(text)))
+            return out
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None

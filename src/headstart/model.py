@@ -15,12 +15,14 @@ from headstart.bundle import BundleContents, read_bundle, write_bundle
 from headstart.cache import CacheRoot, loaded_backbone
 from headstart.data.labelled import check_known_labels
 from headstart.data.manifest import Task, pick_task, predicted_labels
+from headstart.data.texts import text_digest, text_problem
 from headstart.errors import ConfigError, DataError
 from headstart.features import ImageFeatures, extract
 from headstart.features.int8 import float_ref, quantize_ref
 from headstart.features.tta import check_tta, view_embeddings
 from headstart.heads import OodScorer, task_proba, task_weights, thresholds_of
-from headstart.inputs import expand_inputs
+from headstart.heads.tfidf import is_words
+from headstart.inputs import expand_inputs, expand_texts
 from headstart.stats import TaskMetrics, task_metrics
 from headstart.stats.temperature import Temperature, apply_calibration, read_temperatures
 
@@ -63,6 +65,8 @@ class Prediction:
     error: str | None = None
     ood_score: float | None = None
     ood: bool | None = None
+    text: str | None = None
+    """A text model's input text (``path`` then names where it came from)."""
 
     @property
     def top(self) -> list[tuple[str, float]]:
@@ -75,6 +79,7 @@ class Prediction:
             "error": self.error,
             "tasks": {name: t.to_dict() for name, t in self.tasks.items()},
             **ood_json(self.ood_score, self.ood),
+            **({"text": self.text} if self.text is not None else {}),
         }
 
 
@@ -149,6 +154,7 @@ class Model:
         backbone = loaded_backbone(contents.backbone, files, self.cache)
         self._contents = replace(contents, backbone=backbone)
         self._runner: ImageFeatures | None = None
+        self._text_runner: Any = None  # a warm TextFeatures, built on the first served text
 
     # -- what the model is ---------------------------------------------------------------
     @property
@@ -174,6 +180,17 @@ class Model:
     def info(self) -> dict[str, Any]:
         """The bundle's JSON document: tasks, backbone, head, metrics, config, versions."""
         return self._contents.info
+
+    @property
+    def modality(self) -> str:
+        """``"image"`` or ``"text"``: what the model reads (its backbone's modality)."""
+        return self.backbone_ref.modality
+
+    @property
+    def text_column(self) -> str:
+        """A text model's CSV text column (its config's ``data.text_column``; default text)."""
+        column = self.info.get("config", {}).get("data", {}).get("text_column")
+        return str(column) if column else "text"
 
     @property
     def backbone_name(self) -> str:
@@ -223,7 +240,7 @@ class Model:
         return None if self.ood is None else self.ood.threshold
 
     def ood_scores(
-        self, paths: Sequence[Path], *, progress: bool = False
+        self, paths: Sequence[Any], *, progress: bool = False
     ) -> tuple[np.ndarray, dict[int, str]]:
         """(N,) OOD scores of image files (NaN for unreadable ones) and {index: reason};
         ``ConfigError`` when the model has no OOD scorer."""
@@ -245,13 +262,44 @@ class Model:
 
     # -- probabilities -------------------------------------------------------------------
     def embed(
-        self, paths: Sequence[Path], *, progress: bool = False
+        self, inputs: Sequence[Any], *, progress: bool = False
     ) -> tuple[np.ndarray, dict[int, str]]:
-        """Embeddings of ``paths`` (rows of unreadable files are NaN) and {index: reason}."""
+        """Embeddings of ``inputs`` (image paths; texts for a text model) and {index: reason};
+        rows of unreadable files and unusable (e.g. empty) texts are NaN."""
+        if self.modality == "text":
+            return self._embed_texts([str(t).strip() for t in inputs], progress)
         result = extract(
-            paths, None, self._contents.backbone, store=self.cache.store, progress=progress
+            [Path(p) for p in inputs],
+            None,
+            self._contents.backbone,
+            store=self.cache.store,
+            progress=progress,
         )
         return result.features, result.failures
+
+    def _embed_texts(self, texts: list[str], progress: bool) -> tuple[np.ndarray, dict[int, str]]:
+        if is_words(self.backbone_ref):  # TF-IDF: the head reads the texts themselves
+            failures = {i: why for i, t in enumerate(texts) if (why := text_problem(t)) is not None}
+            return np.asarray(texts, dtype=object).reshape(-1, 1), failures
+        # tokenizers and the encoder's ONNX session load only when a text is embedded
+        from headstart.features.text_engine import extract_texts
+
+        failures = {i: why for i, t in enumerate(texts) if (why := text_problem(t)) is not None}
+        ok = [i for i in range(len(texts)) if i not in failures]
+        width = self.backbone_ref.feature_dim or 0
+        out = np.full((len(texts), width), np.nan, dtype=np.float32)
+        if ok:
+            result = extract_texts(
+                [texts[i] for i in ok],
+                [text_digest(texts[i]) for i in ok],
+                self.backbone_ref,
+                store=self.cache.store,
+                progress=progress,
+            )
+            if out.shape[1] != result.features.shape[1]:
+                out = np.full((len(texts), result.features.shape[1]), np.nan, dtype=np.float32)
+            out[ok] = result.features
+        return out, failures
 
     def uncalibrated_proba(self, features: np.ndarray) -> Probabilities:
         """Each task's head probabilities for embeddings (columns in the task's class order)."""
@@ -273,7 +321,7 @@ class Model:
         return apply_calibration(proba, self.temperatures.get(task))
 
     def task_proba(
-        self, paths: Sequence[Path], *, progress: bool = False, tta: str = "none"
+        self, paths: Sequence[Any], *, progress: bool = False, tta: str = "none"
     ) -> tuple[Probabilities, dict[int, str]]:
         """Each task's probabilities for image files (NaN rows for unreadable ones) and
         {index: reason}.  ``tta``: test-time augmentation, ``none``, ``flip``, ``crops`` or
@@ -282,13 +330,15 @@ class Model:
         return probas, failures
 
     def scored(
-        self, paths: Sequence[Path], *, progress: bool = False, tta: str = "none"
+        self, paths: Sequence[Any], *, progress: bool = False, tta: str = "none"
     ) -> tuple[Probabilities, np.ndarray | None, dict[int, str]]:
         """:meth:`task_proba`'s probabilities and failures with the (N,) OOD scores between
         them (NaN for unreadable files; None without a scorer).  With ``tta`` the OOD score is
         the plain centre view's, the view its threshold was set on."""
         width = sum(len(t.classes) for t in self.tasks)
-        if check_tta(tta) != "none":
+        if check_tta(tta) != "none" and self.modality == "text":
+            raise ConfigError("test-time augmentation (--tta) is for image models; drop it")
+        if tta != "none":
             views, failures = view_embeddings(
                 paths, self.backbone_ref, tta, store=self.cache.store, progress=progress
             )
@@ -311,7 +361,7 @@ class Model:
 
     def predict_proba(
         self,
-        paths: Sequence[Path],
+        paths: Sequence[Any],
         *,
         task: str | None = None,
         progress: bool = False,
@@ -320,6 +370,24 @@ class Model:
         """One task's probabilities (default: the first), as :meth:`task_proba` gives them."""
         probas, failures = self.task_proba(paths, progress=progress, tta=tta)
         return probas[self.task(task).name], failures
+
+    def score_texts(self, texts: Sequence[str]) -> tuple[Probabilities, np.ndarray | None]:
+        """A text model's probabilities and (N,) OOD scores (None without a scorer) for
+        ``texts`` (e.g. served requests), with the encoder kept warm between calls; every text
+        must be usable (see :func:`headstart.data.texts.text_problem`)."""
+        from headstart.features.text_engine import TextFeatures  # when a text is served
+
+        if not texts:
+            empty = {t.name: np.empty((0, len(t.classes))) for t in self.tasks}
+            return empty, None if self.ood is None else np.empty(0)
+        if is_words(self.backbone_ref):  # TF-IDF: the head reads the texts themselves
+            features = np.asarray(list(texts), dtype=object).reshape(-1, 1)
+            return self.proba_from_features(features), None
+        if self._text_runner is None:
+            self._text_runner = TextFeatures(self.backbone_ref, self.cache.store)
+        features = self._text_runner(list(texts))
+        ood = None if self.ood is None else self.ood.score(features)
+        return self.proba_from_features(features), ood
 
     def predict_images(self, images: Sequence[Any], *, engine: str = "auto") -> Probabilities:
         """Each task's probabilities for decoded RGB PIL images (e.g. uploads); the backbone is
@@ -349,10 +417,14 @@ class Model:
         tta: str = "none",
     ) -> list[Prediction]:
         """Every task's answer for files, folders (searched recursively) and glob patterns;
-        ``tta`` as in :meth:`task_proba`."""
+        ``tta`` as in :meth:`task_proba`.  A text model takes texts, ``.txt`` files, folders
+        of them and CSV files (their :attr:`text_column`), see
+        :func:`headstart.inputs.expand_texts`; each answer carries its ``text``."""
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
         check_tta(tta)
+        if self.modality == "text":
+            return self._predict_texts(images, top_k, progress, tta)
         paths = expand_inputs(images)
         probas, ood, failures = self.scored(paths, progress=progress, tta=tta)
         thresholds = {t.name: self.thresholds(t) for t in self.tasks}
@@ -360,10 +432,22 @@ class Model:
         scored = None if ood is None or cut is None else (ood, cut)
         return make_predictions(paths, probas, failures, self.tasks, thresholds, top_k, scored)
 
+    def _predict_texts(
+        self, items: Iterable[str | Path], top_k: int, progress: bool, tta: str
+    ) -> list[Prediction]:
+        rows = expand_texts(items, self.text_column)
+        probas, ood, failures = self.scored([t for _, t, _ in rows], progress=progress, tta=tta)
+        thresholds = {t.name: self.thresholds(t) for t in self.tasks}
+        cut = self.ood_threshold
+        scored = None if ood is None or cut is None else (ood, cut)
+        sources = [source for source, _, _ in rows]
+        answers = make_predictions(sources, probas, failures, self.tasks, thresholds, top_k, scored)
+        return [replace(p, text=text) for p, (_, text, _) in zip(answers, rows, strict=True)]
+
     # -- metrics -------------------------------------------------------------------------
     def evaluate(
         self,
-        paths: Sequence[Path],
+        paths: Sequence[Any],
         cells: Mapping[str, Sequence[Sequence[str]]],
         *,
         n_boot: int = 1000,
@@ -371,7 +455,8 @@ class Model:
         tta: str = "none",
     ) -> tuple[dict[str, TaskMetrics], dict[int, str]]:
         """Metrics per task with bootstrap intervals: ``cells[task][i]`` holds image i's labels
-        of that task.  Unreadable images are left out and returned as {index: reason}."""
+        of that task (``paths``: texts for a text model).  Unreadable images are left out and
+        returned as {index: reason}."""
         check_known_labels(self.tasks, cells)
         probas, failures = self.task_proba(paths, progress=progress, tta=tta)
         keep = [i for i in range(len(paths)) if i not in failures]

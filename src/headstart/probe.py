@@ -94,7 +94,8 @@ def fit_heads(
         cells = [s.labels[task.name] for s in samples]
         check_label_coverage(task, cells)
         head = task_head(task, cfg.head.kind, cfg.head.params)
-        folder = cache.heads if cache is not None else None
+        # texts (a TF-IDF head's features) are not a float matrix to key the head cache by
+        folder = cache.heads if cache is not None and X.dtype != object else None
         heads[task.name] = fit_cached(head, X, task_target(task, cells), folder)
     return heads
 
@@ -206,7 +207,7 @@ def probe(embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot | None) -> Pr
         if temperatures
         else None
     )
-    ood = fit_ood(X, seed=cfg.data.seed)
+    ood = fit_ood(X, seed=cfg.data.seed) if X.dtype != object else None  # TF-IDF: none
     return ProbeOutcome(heads, probabilities, metrics, calibration, validation, len(rows), ood)
 
 

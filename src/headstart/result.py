@@ -17,6 +17,7 @@ from headstart.data import Manifest, Task
 from headstart.data.leakage import NearDuplicate
 from headstart.features import Extraction
 from headstart.heads import OodScorer, indicator, thresholds_of, tune_thresholds
+from headstart.heads.tfidf import is_words
 from headstart.model import Model, load
 from headstart.runfolder import (
     FinetuneRecord,
@@ -183,9 +184,9 @@ def _write_files(result: FitResult, run: RunFolder) -> None:
         run.write_ensemble(result.ensemble)
     if result.distill is not None:
         run.write_distill(result.distill)
-    weights = result.weights or portable_weights(
-        result.backbone, CacheRoot.for_config(result.config)
-    )
+    weights: Path | tuple[Path, ...] | None = result.weights
+    if weights is None and not is_words(result.backbone):  # TF-IDF has no weights
+        weights = portable_weights(result.backbone, CacheRoot.for_config(result.config))
     extra = {
         "metrics": metrics,
         "config": result.config.to_dict(),

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 import headstart
 from headstart.backbones import resolve_backbone
-from headstart.bundle import FORMAT_VERSION, read_bundle, write_bundle
+from headstart.bundle import FUSED_FORMAT_VERSION, read_bundle, write_bundle
 from headstart.cache import CacheRoot
 from headstart.cli.main import main
 from headstart.data.images import load_rgb
@@ -58,7 +58,7 @@ def tests(run: Path) -> list[Path]:
 
 def test_the_cli_fit_writes_a_fused_bundle_and_a_report(run: Path, model: headstart.Model) -> None:
     info = json.loads((run / "model" / "model.json").read_text())
-    assert info["format_version"] == FORMAT_VERSION == 4
+    assert info["format_version"] == FUSED_FORMAT_VERSION == 4
     assert [p["name"] for p in info["backbone"]["parts"]] == FUSED.split("+")
     assert {"backbone-0.safetensors", "backbone-1.safetensors"} <= set(info["files"])
     assert "backbone.safetensors" not in info["files"]

@@ -19,21 +19,27 @@ from headstart.backbones.registry import (
     require_single,
     resolve_backbone,
 )
+from headstart.backbones.spec import TextSpec
+from headstart.backbones.text import TEXT_BUILTINS, is_text_name, resolve_text_backbone
 
 if TYPE_CHECKING:
     from headstart.backbones.model import Backbone, save_weights
 
 __all__ = [
+    "TEXT_BUILTINS",
     "Backbone",
     "BackboneRef",
     "BackboneSpec",
     "BackboneStatus",
     "Preprocessing",
+    "TextSpec",
     "fuse",
     "get_spec",
+    "is_text_name",
     "list_backbones",
     "require_single",
     "resolve_backbone",
+    "resolve_text_backbone",
     "save_weights",
 ]
 

@@ -4,7 +4,8 @@
 weights sha256, preprocessing) without building the model.  For the built-ins that needs neither
 torch nor torchvision; ``BackboneRef.build()`` imports torch only when the model is really needed.
 Generic ``timm:NAME`` / ``torchvision:NAME`` names import their library to read the preprocessing
-that travels with the weights.
+that travels with the weights.  Text encoders (``minilm-l6``, ``mpnet-base``, ``hf:NAME``) resolve
+through :mod:`headstart.backbones.text` to refs with a ``text`` spec.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from headstart.backbones.spec import (
     require_single,
     split_name,
 )
-from headstart.errors import ConfigError, PathNotFoundError, WeightsError
+from headstart.backbones.text import (
+    is_text_name,
+    resolve_text_backbone,
+    text_spec,
+    text_specs,
+)
+from headstart.errors import BackboneError, ConfigError, PathNotFoundError, WeightsError
 
 __all__ = [
     "GENERIC_PREFIXES",
@@ -40,6 +47,7 @@ __all__ = [
     "file_sha256",
     "fuse",
     "get_spec",
+    "is_text_name",
     "list_backbones",
     "offline",
     "require_single",
@@ -55,6 +63,8 @@ def get_spec(name: str) -> BackboneSpec:
     fusion has no ImageNet head) and carries the first part's preprocessing."""
     if is_fused_name(name):
         return _fused_spec(name)
+    if is_text_name(name):
+        return text_spec(name)
     library, arch = split_name(name)
     if name in BUILTINS:
         e = BUILTINS[name]
@@ -64,7 +74,22 @@ def get_spec(name: str) -> BackboneSpec:
     return generic.generic_spec(name, library, arch)
 
 
+def _check_modalities(name: str) -> None:
+    """A one-line ``BackboneError`` for a fusion of text encoders with image backbones (their
+    inputs differ); text with text and image with image fuse."""
+    parts = fused_names(name)
+    text = [p for p in parts if is_text_name(p)]
+    image = [p for p in parts if not is_text_name(p)]
+    if text and image:
+        raise BackboneError(
+            f"cannot fuse text encoder '{text[0]}' with image backbone '{image[0]}' in "
+            f"'{name}': a fusion's parts read the same input; fuse text with text or images "
+            "with images"
+        )
+
+
 def _fused_spec(name: str) -> BackboneSpec:
+    _check_modalities(name)
     specs = [get_spec(part) for part in fused_names(name)]
     dims, params = [s.feature_dim for s in specs], [s.params for s in specs]
     return BackboneSpec(
@@ -104,15 +129,22 @@ def resolve_backbone(name: str, weights: Path | None = None) -> BackboneRef:
 
     ``a+b`` (any number of parts) resolves each part as above and returns their fusion
     (:func:`~headstart.backbones.spec.fuse`): one ref whose features are the parts' side by
-    side.  A fused name takes no ``weights`` file (it would fit one part only).
+    side.  A fused name takes no ``weights`` file (it would fit one part only).  Text encoders
+    fuse with text encoders only.
+
+    A text encoder name (:func:`~headstart.backbones.text.is_text_name`) resolves through
+    :func:`~headstart.backbones.text.resolve_text_backbone`; its ``weights`` is a folder.
     """
     if is_fused_name(name):
+        _check_modalities(name)
         if weights is not None:
             raise ConfigError(
                 f"a weights file fits one backbone, not the fused '{name}': drop --weights, "
                 "or fuse backbones that need no weights file"
             )
         return fuse([resolve_backbone(part) for part in fused_names(name)])
+    if is_text_name(name):
+        return resolve_text_backbone(name, weights)
     library, arch = split_name(name)
     if weights is not None:
         weights = Path(weights).expanduser()
@@ -133,22 +165,30 @@ def unweighted_ref(name: str) -> BackboneRef:
     sees the same inputs as a pretrained one).  A fused name raises ``BackboneError``: training
     from scratch builds one network."""
     require_single(name, "training from scratch", "train one of its parts from scratch")
+    if is_text_name(name):
+        raise BackboneError(
+            f"text encoder '{name}' cannot be trained from scratch here; start from its weights"
+        )
     spec = get_spec(name)
     return BackboneRef(name, None, "", spec.preprocessing, spec.feature_dim)
 
 
-def list_backbones(*, inspect: bool = False) -> list[BackboneStatus]:
-    """The built-ins plus a few popular ``timm:``/``torchvision:`` names, with availability.
+def list_backbones(*, inspect: bool = False, modality: str | None = None) -> list[BackboneStatus]:
+    """The built-ins plus a few popular ``timm:``/``torchvision:`` names, then the text
+    encoders (built-ins and those in the Hugging Face cache), with availability.
     ``inspect``: read the generic ones' figures and check their weights through timm and
-    torchvision (seconds of imports); by default their caches are looked at by file name."""
+    torchvision (seconds of imports); by default their caches are looked at by file name.
+    ``modality``: ``"image"`` or ``"text"`` lists only those (None: both)."""
+    if modality not in (None, "image", "text"):
+        raise ConfigError(f"unknown modality '{modality}'; known: image, text")
     statuses = []
-    for name in sorted(BUILTINS):
+    for name in sorted(BUILTINS) if modality != "text" else []:
         spec = get_spec(name)
         try:
             ref = resolve_backbone(name)
             statuses.append(BackboneStatus(spec, True, f"weights: {ref.weights_path}"))
         except WeightsError as exc:
             statuses.append(BackboneStatus(spec, False, str(exc)))
-    for name in POPULAR_GENERIC:
+    for name in POPULAR_GENERIC if modality != "text" else ():
         statuses.append(generic.generic_status(name) if inspect else generic.quick_status(name))
-    return statuses
+    return statuses + (text_specs() if modality != "image" else [])

@@ -27,6 +27,7 @@ __all__ = [
     "BackboneRef",
     "BackboneSpec",
     "BackboneStatus",
+    "TextSpec",
     "file_sha256",
     "fuse",
     "fused_names",
@@ -77,6 +78,27 @@ class BackboneStatus:
 
 
 @dataclass(frozen=True)
+class TextSpec:
+    """How a text encoder turns a string into its embedding: the folder holding its tokenizer
+    (``tokenizer.json``), config and weights; the longest token sequence kept (longer texts are
+    truncated); the pooling over tokens; and whether the result is L2-normalised.
+    ``tokenizer_sha256`` (the tokenizer.json digest) keys caches with the weights'."""
+
+    folder: Path
+    tokenizer_sha256: str
+    max_length: int = 256
+    pooling: str = "mean"
+    normalize: bool = True
+
+    def key(self) -> str:
+        """A stable string naming what changes the numbers (used in cache keys)."""
+        return (
+            f"text:tokenizer={self.tokenizer_sha256}:max_length={self.max_length}"
+            f":pooling={self.pooling}:normalize={self.normalize}"
+        )
+
+
+@dataclass(frozen=True)
 class BackboneRef:
     """A resolved backbone: enough to key caches without building the model (no torch needed).
 
@@ -90,7 +112,10 @@ class BackboneRef:
     ``int8_path`` / ``int8_sha256``: a static int8 ONNX model of this backbone
     (:func:`headstart.features.int8.quantize_ref`); when set, features come from it (ONNX Runtime
     only), its digest keys the embeddings and is checked on every read.  A fused ref is int8
-    when each of its parts is."""
+    when each of its parts is.
+
+    ``text``: set for a text encoder (:class:`TextSpec`); ``preprocessing`` is then unused
+    (the image default) and :attr:`modality` is ``"text"``."""
 
     name: str
     weights_path: Path | None
@@ -100,6 +125,12 @@ class BackboneRef:
     parts: tuple[BackboneRef, ...] = ()
     int8_path: Path | None = None
     int8_sha256: str = ""
+    text: TextSpec | None = None
+
+    @property
+    def modality(self) -> str:
+        """``"text"`` for a text encoder (every part of a fusion must agree), else ``"image"``."""
+        return "text" if self.members[0].text is not None else "image"
 
     @property
     def is_fused(self) -> bool:

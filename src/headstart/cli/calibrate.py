@@ -28,12 +28,19 @@ def show_near_duplicates(pairs: list[NearDuplicate], manifest: Manifest) -> None
         "numbers are optimistic (pairs in near_duplicates.csv; --dedupe drops the later copy).[/]"
     )
     table = Table(title="Near-duplicates across splits", title_justify="left")
-    for name in ("image (split)", "near-duplicate (split)", "cosine", "pixels"):
+    text = manifest.modality == "text"
+    first, confirm = ("text", "characters") if text else ("image", "pixels")
+    for name in (f"{first} (split)", "near-duplicate (split)", "cosine", confirm):
         table.add_column(name, overflow="fold")
+    texts = {s.path: s.text for s in manifest.samples} if text else {}
+
+    def shown(path: Path) -> str:
+        return repr(texts[path]) if path in texts else manifest.relative(path)
+
     for d in pairs[:MAX_ROWS]:
         table.add_row(
-            f"{manifest.relative(d.earlier)} ({d.earlier_split})",
-            f"{manifest.relative(d.later)} ({d.later_split})",
+            f"{shown(d.earlier)} ({d.earlier_split})",
+            f"{shown(d.later)} ({d.later_split})",
             f"{d.cosine:.3f}",
             f"{d.pixel_correlation:.2f}",
         )

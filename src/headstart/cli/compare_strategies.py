@@ -1,4 +1,5 @@
-"""``headstart compare-strategies DATA -o OUT``: scratch vs probe vs fine-tune, over seeds."""
+"""``headstart compare-strategies DATA -o OUT``: scratch vs probe vs fine-tune over seeds (text
+data: TF-IDF vs probe vs fine-tune)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from headstart.errors import ConfigError
 if TYPE_CHECKING:
     from headstart.studies.strategy_stats import RunScore, StrategyComparison
 
-STRATEGIES = ("scratch", "probe", "finetune")  # headstart.studies.strategies.STRATEGIES
+STRATEGIES = ("scratch", "probe", "finetune", "tfidf")  # headstart.studies.strategies
+TEXT_STRATEGY = "tfidf"
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -24,11 +26,11 @@ def _names(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _show_run(run: RunScore) -> None:
+def _show_run(run: RunScore, noun: str = "images") -> None:
     metric = "mAP" if run.metric == "mean_ap" else run.metric
     console.print(
         f"seed {run.seed} {run.backbone} {run.strategy}: {metric} {100 * run.score:.1f}%, "
-        f"macro-F1 {100 * run.macro_f1:.1f}% on {run.n_test} test images, {run.seconds:.1f} s"
+        f"macro-F1 {100 * run.macro_f1:.1f}% on {run.n_test} test {noun}, {run.seconds:.1f} s"
     )
 
 
@@ -59,11 +61,18 @@ def _show(result: StrategyComparison) -> None:
 
 
 def command(
-    data: Path = typer.Argument(..., help="Image folder (class sub-folders) or a CSV."),
+    data: Path = typer.Argument(
+        ...,
+        help="Image folder (class sub-folders) or a CSV; text: a CSV with --text-column, or "
+        "class folders of .txt files.",
+    ),
     task: str | None = typer.Option(None, "--task", help=TASK_HELP),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the comparison."),
-    strategies: str = typer.Option(
-        ",".join(STRATEGIES), "--strategies", help="Comma-separated: scratch, probe, finetune."
+    strategies: str | None = typer.Option(
+        None,
+        "--strategies",
+        help=f"Comma-separated: {', '.join(STRATEGIES)} (default: scratch,probe,finetune for "
+        "images; tfidf,probe,finetune for text).",
     ),
     backbones: str | None = typer.Option(
         None,
@@ -72,6 +81,12 @@ def command(
         help="Comma-separated backbone names (default: the config's backbone.name).",
     ),
     seeds: int = typer.Option(3, "--seeds", help="Number of seeds (0..N-1): split and training."),
+    text_column: str | None = typer.Option(
+        None, "--text-column", help="Text data: the CSV column holding each text."
+    ),
+    label_column: list[str] = typer.Option(
+        [], "--label-column", help="The CSV label column (default: label); repeat for several."
+    ),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value: --set a.b=v"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier comparison."),
@@ -79,16 +94,24 @@ def command(
 ) -> None:
     """Scratch vs linear probe vs fine-tune (per backbone) over seeds, scored on held-out test
     images on one task (accuracy, or mAP for a multi-label task): mean ± 95% interval,
-    seconds per run, and the verdict the statistics support."""
+    seconds per run, and the verdict the statistics support.  Text data compares TF-IDF (word
+    and character n-grams, logistic regression) vs probe vs fine-tune of a text encoder."""
     from headstart.studies.strategies import compare_strategies  # the library: when it runs
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be 1 or more, got {seeds}")
-    cfg = build_config(config, set_)
+    extra = [f"data.text_column={text_column}"] if text_column else []
+    if label_column:
+        columns = label_column[0] if len(label_column) == 1 else f"[{','.join(label_column)}]"
+        extra.append(f"data.label_column={columns}")
+    cfg = build_config(config, set_, extra=extra)
+    chosen = _names(strategies)
+    # a folder of .txt files is text too, but that is known only once scanned
+    noun = "texts" if text_column or TEXT_STRATEGY in (chosen or []) else "images"
     result = compare_strategies(
-        data, output, config=cfg, task=task, strategies=_names(strategies) or [],
+        data, output, config=cfg, task=task, strategies=chosen,
         backbones=_names(backbones), seeds=range(seeds), overwrite=overwrite,
-        progress=not quiet, on_run=_show_run,
+        progress=not quiet, on_run=lambda run: _show_run(run, noun),
     )  # fmt: skip
     _show(result)
 

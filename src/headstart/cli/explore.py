@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from headstart.cli.options import TASK_HELP, build_config
+from headstart.cli.options import TASK_HELP, TEXT_COLUMN_HELP, build_config
 from headstart.cli.render import console
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ def command(
         "kmeans", "--by", help=f"Clusters for --export-folders: {', '.join(_METHODS)}."
     ),
     no_map: bool = typer.Option(False, "--no-map", help="Skip map.html (CSVs only)."),
+    text_column: str | None = typer.Option(None, "--text-column", help=TEXT_COLUMN_HELP),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -82,7 +83,7 @@ def command(
 
     if export_folders is not None and by not in _METHODS:
         raise typer.BadParameter(f"unknown --by '{by}'; valid: {', '.join(_METHODS)}")
-    cfg = build_config(config, set_, backbone=backbone)
+    cfg = build_config(config, set_, text_column=text_column, backbone=backbone)
     found = explore(
         data,
         output,

@@ -1,5 +1,5 @@
 """``headstart export MODEL``: the whole model as one ONNX file (one output per task), checked
-against torch."""
+against torch; a text model's graph takes token ids, with its tokenizer.json written beside it."""
 
 from __future__ import annotations
 
@@ -25,14 +25,21 @@ def command(
         None,
         "--quantize",
         help="Also write model.int8.onnx, a copy with dynamic int8 MatMul/Gemm weights (the "
-        "convolutions stay float32). A model fitted with extract.precision=int8 is exported "
-        "with its static int8 backbone without this option.",
+        "convolutions stay float32; a text model's are quantized per channel). A model fitted "
+        "with extract.precision=int8 is exported with its static int8 backbone without this "
+        "option.",
     ),
     check_images: list[Path] | None = typer.Option(
         None,
         "--check-images",
         help="Images or folders for the parity check (default: the demo test photos); "
         "folders named after a class also give the int8 accuracy change.",
+    ),
+    check_texts: list[str] | None = typer.Option(
+        None,
+        "--check-texts",
+        help="A text model's parity check texts: texts, .txt files, folders of them or CSV "
+        "files (the model's text column); default: a few built-in sentences and a long one.",
     ),
     tolerance: float = typer.Option(
         1e-4, "--tolerance", help="Largest allowed probability difference onnxruntime vs torch."
@@ -49,16 +56,25 @@ def command(
         quantize=quantize,
         check_images=check_images or None,
         tolerance=tolerance,
+        check_texts=check_texts or None,
     )
     _say(f"wrote {result.path}")
-    fused = "inputs" in json.loads(Path(result.metadata_path).read_text(encoding="utf-8"))
-    inputs = "inputs" if fused else "input"
-    _say(f"wrote {result.metadata_path} ({inputs}, outputs, preprocessing, tasks)")
+    doc = json.loads(Path(result.metadata_path).read_text(encoding="utf-8"))
+    what = result.checked
+    if doc.get("modality") == "text":
+        _say(f"wrote {result.path.with_name(doc['tokenizer']['file'])} (the tokenizer)")
+        _say(f"wrote {result.metadata_path} (inputs, outputs, tokenizer steps, tasks)")
+    else:
+        inputs = "inputs" if "inputs" in doc else "input"
+        _say(f"wrote {result.metadata_path} ({inputs}, outputs, preprocessing, tasks)")
     _say(
         f"parity: max abs probability difference onnxruntime vs torch "
-        f"{result.max_abs_diff:.2e} on {result.n_check_images} images "
+        f"{result.max_abs_diff:.2e} on {result.n_check_images} {what} "
         f"(tolerance {result.tolerance:g})"
     )
+    bundle = [p.bundle_max_abs_diff for p in result.tasks.values() if p.bundle_max_abs_diff]
+    if bundle:
+        _say(f"  vs the model's own predictions: max abs difference {max(bundle):.2e}")
     if len(result.tasks) > 1:
         for name, p in result.tasks.items():
             _say(f"  {name}: output '{p.output}', max abs difference {p.max_abs_diff:.2e}")
@@ -74,7 +90,7 @@ def command(
         return
     _say(f"wrote {q.path}")
     if len(q.tasks) <= 1 and q.top1_agreement is not None:  # one multi-class task: as ever
-        accuracy = _accuracy(q.n_labelled, q.accuracy_fp32, q.accuracy_int8)
+        accuracy = _accuracy(q.n_labelled, q.accuracy_fp32, q.accuracy_int8, result.checked)
         agreement = f"top-1 agreement {q.top1_agreement:.1%}"
         _say(f"int8: max abs difference vs fp32 {q.max_abs_diff:.2e}, {agreement}; {accuracy}")
         return
@@ -82,12 +98,16 @@ def command(
         if t.top1_agreement is None:  # a multi-label task: no top-1
             _say(f"int8 {name}: max abs probability difference vs fp32 {t.max_abs_diff:.2e}")
             continue
-        accuracy = _accuracy(t.n_labelled, t.accuracy_fp32 or 0.0, t.accuracy_int8 or 0.0)
+        accuracy = _accuracy(
+            t.n_labelled, t.accuracy_fp32 or 0.0, t.accuracy_int8 or 0.0, result.checked
+        )
         diff = f"max abs difference vs fp32 {t.max_abs_diff:.2e}"
         _say(f"int8 {name}: {diff}, top-1 agreement {t.top1_agreement:.1%}; {accuracy}")
 
 
-def _accuracy(n_labelled: int, fp32: float, int8: float) -> str:
+def _accuracy(n_labelled: int, fp32: float, int8: float, checked: str = "images") -> str:
+    if not n_labelled and checked == "texts":
+        return "accuracy not measured (the check texts carry no labels)"
     if not n_labelled:
         return "accuracy not measured (no check image is in a folder named after a class)"
     change = f"{fp32:.1%} -> {int8:.1%} ({int8 - fp32:+.1%})"

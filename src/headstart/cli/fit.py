@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from headstart.cli.options import build_config
+from headstart.cli.options import TEXT_COLUMN_HELP, build_config
 from headstart.cli.render import console, show_fit, show_manifest, show_metrics
 from headstart.errors import ConfigError
 
@@ -22,12 +22,15 @@ def report_fit(result: FitResult) -> None:
     ex = result.extraction
     if ex is not None:
         rate = ex.n_computed / ex.seconds if ex.seconds > 0 and ex.n_computed else 0.0
+        noun, unit = (
+            ("texts", "texts/s") if result.manifest.modality == "text" else ("images", "img/s")
+        )
         console.print(
-            f"Backbone {result.config.backbone.name}: {ex.n_computed} images embedded"
-            + (f" ({rate:.0f} img/s, {ex.engine})" if ex.n_computed else "")
+            f"Backbone {result.config.backbone.name}: {ex.n_computed} {noun} embedded"
+            + (f" ({rate:.0f} {unit}, {ex.engine})" if ex.n_computed else "")
             + f", {ex.n_cached} from cache"
         )
-        console.print(f"Head: {result.config.head.kind}, trained on {result.trained_on} images")
+        console.print(f"Head: {result.config.head.kind}, trained on {result.trained_on} {noun}")
     show_strategy(result)
     _show_ensemble(result)
     last = list(result.metrics)[-1] if result.metrics else None
@@ -129,7 +132,9 @@ def _show_ensemble(result: FitResult) -> None:
 
 def command(
     data: Path | None = typer.Argument(
-        None, help="Image folder (class sub-folders) or a CSV (path,label)."
+        None,
+        help="Image folder (class sub-folders) or a CSV (path,label); text: a CSV with "
+        "--text-column, or class folders of .txt files.",
     ),
     output: Path = typer.Option(Path("runs/latest"), "-o", "--output", help="Run folder to write."),
     backbone: str | None = typer.Option(
@@ -158,13 +163,20 @@ def command(
         help="Leave out training images whose label the embeddings contradict (as explore "
         "flags them; listed in problems.csv).",
     ),
+    text_column: str | None = typer.Option(None, "--text-column", help=TEXT_COLUMN_HELP),
+    label_column: list[str] = typer.Option(
+        [],
+        "--label-column",
+        help="The CSV label column (default: label); repeat it for several tasks.",
+    ),
     no_report: bool = typer.Option(
         False, "--no-report", help="Skip the HTML report (RUN/report.html)."
     ),
     strategy: str | None = typer.Option(
         None,
         "--strategy",
-        help="probe (default), finetune, auto, or a Lightning strategy (ddp, ddp_spawn) "
+        help="probe (default), finetune, auto, tfidf (text: word and character TF-IDF with a "
+        "logistic regression, no encoder), or a Lightning strategy (ddp, ddp_spawn) "
         "to fine-tune with it.",
     ),
     resume: Path | None = typer.Option(
@@ -195,11 +207,22 @@ def command(
         report_fit(result)
         return
     if data is None:
-        raise ConfigError("fit needs DATA (an image folder or CSV), or --resume RUN")
+        raise ConfigError("fit needs DATA (a folder or CSV of images or texts), or --resume RUN")
     extra = _train_overrides(strategy, devices, num_nodes, precision)
     extra += ["data.dedupe=true"] if dedupe else []
     extra += ["data.drop_label_issues=true"] if drop_label_issues else []
-    cfg = build_config(config, set_, backbone=backbone, weights=weights, head=head, extra=extra)
+    if label_column:
+        columns = label_column[0] if len(label_column) == 1 else f"[{','.join(label_column)}]"
+        extra.append(f"data.label_column={columns}")
+    cfg = build_config(
+        config,
+        set_,
+        backbone=backbone,
+        weights=weights,
+        head=head,
+        text_column=text_column,
+        extra=extra,
+    )
     if preset is not None or time_limit is not None:
         _check_preset_flags(preset, backbone, strategy)
         result = _fit_preset(data, output, preset or "best", time_limit, cfg, overwrite, quiet)
@@ -211,7 +234,7 @@ def command(
     report_fit(result)
 
 
-_STRATEGIES = ("probe", "finetune", "auto")
+_STRATEGIES = ("probe", "finetune", "auto", "tfidf")
 _DISTRIBUTED = ("ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
 
 

@@ -24,6 +24,9 @@ TTA_HELP = (
 TASK_HELP = "The task (label column) to use, for data or models with several (default: the first)."
 
 
+TEXT_COLUMN_HELP = "Text data: the CSV column holding each text (folders of .txt need none)."
+
+
 def build_config(
     config: Path | None,
     set_: Sequence[str],
@@ -31,13 +34,19 @@ def build_config(
     backbone: str | None = None,
     weights: Path | None = None,
     head: str | None = None,
+    text_column: str | None = None,
     extra: Sequence[str] = (),
 ) -> FitConfig:
     """Defaults < ``--config`` file < ``--set`` items < the named flags (``-b``, ``--weights``,
-    ``--head``) < ``extra`` overrides."""
+    ``--head``, ``--text-column``) < ``extra`` overrides."""
     from headstart.config import load_config  # pydantic: loaded when a command runs
 
-    named = {"backbone.name": backbone, "backbone.weights": weights, "head.kind": head}
+    named = {
+        "backbone.name": backbone,
+        "backbone.weights": weights,
+        "head.kind": head,
+        "data.text_column": text_column,
+    }
     overrides = [*set_, *(f"{key}={value}" for key, value in named.items() if value), *extra]
     return load_config(config, overrides)
 

@@ -55,20 +55,26 @@ def write_csv(predictions: list[Prediction], tasks: list[Task], k: int, ood: boo
     (the model has a scorer) ``ood_score`` and ``ood`` (true/false) before ``error``."""
     writer = csv.writer(sys.stdout)
     extra = ["ood_score", "ood"] if ood else []
+    texts = any(p.text is not None for p in predictions)
+    lead = ["path", "text"] if texts else ["path"]
+
+    def first(p: Prediction) -> list[str]:
+        return [str(p.path), p.text or ""] if texts else [str(p.path)]
+
     if _one_task(tasks):
         ranks = [f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "probability")]
-        writer.writerow(["path", *ranks, *extra, "error"])
+        writer.writerow([*lead, *ranks, *extra, "error"])
         for p in predictions:
             cells: list[str] = []
             for i in range(k):
                 label, prob = p.top[i] if i < len(p.top) else ("", None)
                 cells += [label, "" if prob is None else f"{prob:.6f}"]
             scored = _ood_cells(p) if ood else []
-            writer.writerow([str(p.path), *cells, *scored, p.error or ""])
+            writer.writerow([*first(p), *cells, *scored, p.error or ""])
         return
     names = [t.name for t in tasks]
     header = [f"{t}{suffix}" for t in names for suffix in ("", ":top")]
-    writer.writerow(["path", *header, *extra, "error"])
+    writer.writerow([*lead, *header, *extra, "error"])
     for p in predictions:
         cells = []
         for t in names:
@@ -78,7 +84,15 @@ def write_csv(predictions: list[Prediction], tasks: list[Task], k: int, ood: boo
                 continue
             cells += ["|".join(answer.labels), " ".join(f"{c}={q:.6f}" for c, q in answer.top)]
         scored = _ood_cells(p) if ood else []
-        writer.writerow([str(p.path), *cells, *scored, p.error or ""])
+        writer.writerow([*first(p), *cells, *scored, p.error or ""])
+
+
+def _subject(p: Prediction) -> str:
+    """What the table's first column shows: the text (shortened) of a text model's answer,
+    else the image's path."""
+    if p.text is None:
+        return display_path(p.path)
+    return p.text if len(p.text) <= 80 else p.text[:79] + "…"
 
 
 def _ood_text(p: Prediction) -> str:
@@ -94,7 +108,8 @@ def show_table(predictions: list[Prediction], tasks: list[Task], ood: bool = Fal
     otherwise a column per task with its chosen labels and their scores; with ``ood`` (the
     model has a scorer) an ``ood score`` column that marks images unlike the training ones."""
     table = Table()
-    table.add_column("image", overflow="fold")
+    texts = any(p.text is not None for p in predictions)
+    table.add_column("text" if texts else "image", overflow="fold")
     if _one_task(tasks):
         table.add_column("prediction")
         table.add_column("p", justify="right")
@@ -108,13 +123,13 @@ def show_table(predictions: list[Prediction], tasks: list[Task], ood: bool = Fal
     for p in predictions:
         if p.error:
             blanks = [""] * ((2 if _one_task(tasks) else len(tasks) - 1) + int(ood))
-            table.add_row(display_path(p.path), f"[red]error[/] {p.error}", *blanks)
+            table.add_row(_subject(p), f"[red]error[/] {p.error}", *blanks)
             continue
         scored = [_ood_text(p)] if ood else []
         if _one_task(tasks):
             (label, prob), rest = p.top[0], p.top[1:]
             rest_text = ", ".join(f"{c} {q:.3f}" for c, q in rest)
-            table.add_row(display_path(p.path), label, f"{prob:.3f}", rest_text, *scored)
+            table.add_row(_subject(p), label, f"{prob:.3f}", rest_text, *scored)
             continue
         cells = []
         for t in tasks:
@@ -122,7 +137,7 @@ def show_table(predictions: list[Prediction], tasks: list[Task], ood: bool = Fal
             scores = dict(answer.top)
             chosen = ", ".join(f"{c} {scores[c]:.3f}" if c in scores else c for c in answer.labels)
             cells.append(chosen or "[dim](none)[/]")
-        table.add_row(display_path(p.path), *cells, *scored)
+        table.add_row(_subject(p), *cells, *scored)
     if flagged:
         table.caption = (
             f"{flagged} image(s) {UNLIKE}: their answers are guesses among classes they may "
@@ -133,7 +148,11 @@ def show_table(predictions: list[Prediction], tasks: list[Task], ood: bool = Fal
 
 def command(
     model: Path = typer.Argument(..., help="Model bundle folder (RUN/model)."),
-    images: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
+    images: list[str] = typer.Argument(
+        ...,
+        help="Image files, folders or glob patterns; for a text model: texts, .txt files, "
+        "folders of them, or CSV files (the model's text column).",
+    ),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes per image and task."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, csv or json."),
     runtime: Runtime = typer.Option(

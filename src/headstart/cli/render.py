@@ -44,7 +44,8 @@ def show_manifest(manifest: Manifest) -> None:
     else:
         what = ", ".join(f"task {t.describe()}" for t in manifest.targets)
     console.print(
-        f"Data {manifest.root}: {len(manifest.samples)} images, {what}; "
+        f"Data {manifest.source or manifest.root}: {len(manifest.samples)} "
+        f"{'texts' if manifest.modality == 'text' else 'images'}, {what}; "
         f"split: {manifest.split_source} ({counts})"
     )
     if manifest.problems:
@@ -165,6 +166,30 @@ def _multi_class(metrics: Metrics, title: str) -> list[RenderableType]:
         per_class.add_row(
             Text(c.name), _percent(c.precision), _percent(c.recall), _percent(c.f1), str(c.support)
         )
+    return [headline, per_class, _confusion(metrics)]
+
+
+#: More classes than this and a terminal cannot show the confusion matrix: the most frequent
+#: confusions are listed instead (the report and metrics.json keep the whole matrix).
+MAX_MATRIX_CLASSES = 20
+
+
+def _confusion(metrics: Metrics) -> Table:
+    if len(metrics.classes) > MAX_MATRIX_CLASSES:
+        pairs = sorted(
+            (
+                (-count, metrics.classes[i], metrics.classes[j])
+                for i, row in enumerate(metrics.confusion)
+                for j, count in enumerate(row)
+                if i != j and count
+            ),
+        )[:MAX_ROWS]
+        table = Table(title="Most frequent confusions", title_justify="left")
+        for column in ("true", "predicted", "count"):
+            table.add_column(column, justify="right" if column == "count" else "left")
+        for count, true, predicted in pairs:
+            table.add_row(Text(true), Text(predicted), str(-count))
+        return table
     confusion = Table(title="Confusion (rows: true, columns: predicted)", title_justify="left")
     confusion.add_column("true \\ pred")
     for short in abbreviate(metrics.classes):
@@ -172,7 +197,7 @@ def _multi_class(metrics: Metrics, title: str) -> list[RenderableType]:
     for i, (name, row) in enumerate(zip(metrics.classes, metrics.confusion, strict=True)):
         cells = [Text(str(v), style=_cell_style(i == j, v)) for j, v in enumerate(row)]
         confusion.add_row(Text(name), *cells)
-    return [headline, per_class, confusion]
+    return confusion
 
 
 def _multi_label(metrics: MultiLabelMetrics, title: str) -> list[RenderableType]:

@@ -57,7 +57,13 @@ def command(
     max_bytes: int = typer.Option(20 * 1024 * 1024, "--max-bytes", help="Largest request body."),
     max_pixels: int = typer.Option(40_000_000, "--max-pixels", help="Largest image (pixels)."),
     max_files: int = typer.Option(16, "--max-files", help="Most images in one request."),
-    max_batch: int = typer.Option(16, "--max-batch", help="Most images in one model batch."),
+    max_batch: int = typer.Option(
+        16, "--max-batch", help="Most images (texts) in one model batch."
+    ),
+    max_texts: int = typer.Option(64, "--max-texts", help="A text model: most texts a request."),
+    max_text_chars: int = typer.Option(
+        10_000, "--max-text-chars", help="A text model: the longest text (characters)."
+    ),
     explain: bool = typer.Option(True, "--explain/--no-explain", help="Serve /v1/explain."),
     allow_host: list[str] | None = typer.Option(
         None, "--allow-host", metavar="NAME", help=ALLOW_HOST_HELP
@@ -71,7 +77,8 @@ def command(
     ),
 ) -> None:
     """Serve the model over HTTP: POST /v1/predict (every task's answer), POST /v1/explain
-    (?task=), GET /v1/model, /healthz and a page at / to try it."""
+    (?task=), GET /v1/model, /healthz and a page at / to try it.  A text model takes JSON
+    {"texts": [...]} and explains by word attributions."""
     import uvicorn
 
     # the library (numpy, torch, fastapi): only when the command runs
@@ -91,6 +98,8 @@ def command(
         max_files=max_files,
         max_batch=max_batch,
         timeout_s=timeout,
+        max_texts=max_texts,
+        max_text_chars=max_text_chars,
     )
     extra = list(allow_host or [])
     allowed = serving_hosts(host, extra)

@@ -22,9 +22,8 @@ from headstart.cache import CacheRoot
 from headstart.compress.measure import Measured, images_per_s, machine, measure_result
 from headstart.compress.methods import Method, parse_methods
 from headstart.config import FitConfig
-from headstart.data.labelled import labelled_split
 from headstart.errors import ConfigError
-from headstart.evaluation import label_columns
+from headstart.evaluation import model_split
 from headstart.fsutil import atomic_write_text
 from headstart.model import Model, load
 from headstart.report.compress import compress_page
@@ -106,7 +105,7 @@ def pareto_front(records: Sequence[Record]) -> list[bool]:
 def _check_inputs(teacher: Model, data: Path, methods: Sequence[Method]) -> None:
     """Everything that can be refused before hours of training: the held-out split, a
     single-network model for pruning."""
-    labelled_split(data, teacher.tasks, _SPLIT, label_column=label_columns(teacher))
+    model_split(teacher, data, _SPLIT)
     if any(m.kind == "prune" for m in methods):
         require_single(teacher.backbone_ref, "pruning", "prune one of its parts' models")
 
@@ -208,6 +207,11 @@ def compress(
     say = notify or (lambda _msg: None)
     _check_output(output, overwrite)
     original = load(bundle, cache=CacheRoot.for_config(cfg))
+    if original.modality == "text":
+        raise ConfigError(
+            f"{bundle} reads texts; compress measures image models only (for a text model: "
+            "headstart export --quantize int8, which checks parity)"
+        )
     _check_inputs(original, data, chosen)
     run = RunFolder(output)
     with run.lock():

@@ -9,7 +9,14 @@ from headstart.data.manifest import Manifest, Sample, Task
 from headstart.data.scan import scan
 from headstart.errors import ConfigError, DataError
 
-__all__ = ["check_known_labels", "labelled_split"]
+__all__ = ["check_known_labels", "labelled_split", "sample_inputs"]
+
+
+def sample_inputs(samples: Sequence[Sample]) -> list[Path] | list[str]:
+    """What a model reads for each sample: its text (text data), else its image path."""
+    if samples and samples[0].text is not None:
+        return [s.text or "" for s in samples]
+    return [s.path for s in samples]
 
 
 def labelled_split(
@@ -19,14 +26,19 @@ def labelled_split(
     *,
     whole_if_unsplit: bool = False,
     label_column: str | Sequence[str] = "label",
+    text_column: str | None = None,
 ) -> tuple[Manifest, str, list[Sample]]:
     """Scan ``data`` without making a split and return (manifest, split used, its samples).
 
     ``split`` None picks test, else val, else the whole data.  With ``whole_if_unsplit`` a named
     split falls back to the whole data when the folder has no split folders.  The data must have
     the model's ``tasks`` (its label columns, ``label_column``) and no label outside each task's
-    classes; otherwise a one-line :class:`DataError` says what differs."""
-    manifest = scan(data, val_fraction=0.0, test_fraction=0.0, label_column=label_column)
+    classes; otherwise a one-line :class:`DataError` says what differs.  ``text_column``: a
+    text model's CSV text column (a folder of ``.txt`` files needs none)."""
+    text = text_column if str(data).lower().endswith(".csv") else None
+    manifest = scan(
+        data, val_fraction=0.0, test_fraction=0.0, label_column=label_column, text_column=text
+    )
     present = manifest.splits_present()
     if split is None:
         split = next((s for s in ("test", "val") if s in present), "train")

@@ -15,13 +15,20 @@ Thresholds, chosen by looking at real pairs (mobilenet_v2 embeddings):
   match >= 0.87.  Measured: exact copy 1.0, a demo photo resized/re-encoded/5%-cropped 0.88-0.94,
   a re-photographed skirt 0.82, lookalike T-shirts 0.74-0.85, another hat photo 0.12.  The
   margins are thin; both thresholds are parameters.
+
+Texts are confirmed on their characters instead of pixels: the similarity ratio of
+:class:`difflib.SequenceMatcher` on the texts lowercased with runs of spaces and punctuation
+folded to one space (``"How do I top up?"`` and ``"how do i top-up"`` score 1.0), against the same
+threshold; a paraphrase that shares the meaning but not the words is not a copy.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +48,7 @@ __all__ = [
     "dedupe",
     "find_near_duplicates",
     "pixel_similarity",
+    "text_similarity",
     "write_near_duplicates",
 ]
 
@@ -155,6 +163,15 @@ def _candidate_pairs(
     return [(i, j, cos) for (i, j), cos in sorted(pairs.items())]
 
 
+def _folded(text: str) -> str:
+    return " ".join(re.sub(r"[\W_]+", " ", text.lower()).split())
+
+
+def text_similarity(a: str, b: str) -> float:
+    """How alike two texts are as strings, in [0, 1] (see the module docstring)."""
+    return difflib.SequenceMatcher(None, _folded(a), _folded(b), autojunk=False).ratio()
+
+
 def find_near_duplicates(
     manifest: Manifest,
     features: np.ndarray,
@@ -179,10 +196,14 @@ def find_near_duplicates(
         a, b = samples[i], samples[j]
         if a.sha256 == b.sha256:
             continue
-        pixels = cache.get(a.sha256, b.sha256)
-        if pixels is None:
-            pixels = pixel_similarity(a.path, b.path, crops)
-            cache.put(a.sha256, b.sha256, pixels)
+        if a.text is not None and b.text is not None:
+            pixels = text_similarity(a.text, b.text)  # cheap: nothing to cache
+        else:
+            known = cache.get(a.sha256, b.sha256)
+            if known is None:
+                known = pixel_similarity(a.path, b.path, crops)
+                cache.put(a.sha256, b.sha256, known)
+            pixels = known
         if not pixels >= pixel_threshold:
             continue
         if order.get(a.split, 9) > order.get(b.split, 9):

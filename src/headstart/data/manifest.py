@@ -110,12 +110,16 @@ def pick_task(tasks: Sequence[Task], name: str | None) -> Task:
 
 @dataclass(frozen=True)
 class Sample:
-    """One image: absolute path, labels per task, split name and the sha256 of the file's bytes."""
+    """One image: absolute path, labels per task, split name and the sha256 of the file's bytes.
+
+    A text sample also holds its ``text`` (stripped); its ``sha256`` is the text's UTF-8 digest
+    and its ``path`` is the ``.txt`` file, or ``<file>.csv#<line>`` for a CSV row."""
 
     path: Path
     labels: Mapping[str, tuple[str, ...]]
     split: str
     sha256: str
+    text: str | None = None
 
     @property
     def label_text(self) -> str:
@@ -156,6 +160,13 @@ class Manifest:
     split_source: str = "folders"  # "folders", "csv" or "random (seed=S, val=F, test=F)"
     source: Path | None = None
     """What was scanned: the folder, or the CSV file (``root`` is then the CSV's folder)."""
+    modality: str = "image"
+    """``"image"`` or ``"text"`` (each sample then holds its ``text``)."""
+
+    @property
+    def texts(self) -> list[str]:
+        """Every sample's text, in order (text data only)."""
+        return [s.text or "" for s in self.samples]
 
     def task(self, name: str | None = None) -> Task:
         """The task called ``name`` (None: the first)."""
@@ -196,11 +207,14 @@ class Manifest:
             return path.as_posix()
 
     def write_csv(self, path: Path) -> None:
-        """Write the manifest as CSV: path (relative to root), split, sha256, a column per task."""
-        rows = [["path", "split", "sha256", *(t.name for t in self.targets)]]
+        """Write the manifest as CSV: path (relative to root), split, sha256, a column per task,
+        and the text of each sample of text data."""
+        text = ["text"] if self.modality == "text" else []
+        rows = [["path", "split", "sha256", *(t.name for t in self.targets), *text]]
         for s in self.samples:
             cells = [LABEL_SEPARATOR.join(s.labels[t.name]) for t in self.targets]
-            rows.append([self.relative(s.path), s.split, s.sha256, *cells])
+            extra = [s.text or ""] if text else []
+            rows.append([self.relative(s.path), s.split, s.sha256, *cells, *extra])
         atomic_write_text(path, _csv_text(rows))
 
     def write_problems(self, path: Path) -> None:

@@ -17,7 +17,7 @@ import re
 from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from headstart.data.images import (
@@ -38,6 +38,7 @@ from headstart.data.manifest import (
 )
 from headstart.data.splits import check_fractions, normalise_split, stratified_assign
 from headstart.data.splits import strata as stratify
+from headstart.data.texts import read_text_file, text_digest, text_problem
 from headstart.data.walk import UNREADABLE, ClassFolder, check_class_folders, class_folders
 from headstart.errors import DataError, PathNotFoundError
 
@@ -61,6 +62,7 @@ class _Candidate:
     path: Path
     labels: dict[str, tuple[str, ...]]  # per task; see Manifest.targets
     split: str | None  # None: to be assigned by a random stratified split
+    text: str | None = None  # a CSV cell's text (text data from a CSV), stripped
 
 
 def scan(
@@ -71,6 +73,7 @@ def scan(
     seed: int = 0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     label_column: str | Sequence[str] = "label",
+    text_column: str | None = None,
 ) -> Manifest:
     """Scan a folder (``root/<class>/...``, optionally under ``train/ val/ test/``) or a CSV.
 
@@ -82,6 +85,11 @@ def scan(
     A CSV may name several ``label_column``s (multi-task: one task per column) and a cell may hold
     several labels separated by ``|`` (that column is then a multi-label task, whose cells may
     also be empty: an image with none of the labels).
+
+    Text data: a CSV with ``text_column`` (each row's cell is one sample, no ``path`` column
+    needed), or class folders of ``.txt`` files (one sample per file; a tree with no image).
+    ``manifest.modality`` is then ``"text"`` and each sample carries its ``text``; empty texts
+    and undecodable bytes are problems, identical texts are duplicates.
     """
     check_fractions(val_fraction, test_fraction)
     path = Path(source).expanduser()
@@ -101,16 +109,20 @@ def scan(
                 f"'{source}' is a file; expected a folder of class sub-folders or a .csv file"
             )
         columns = [label_column] if isinstance(label_column, str) else list(label_column)
-        candidates, multi_label = _csv_candidates(path, columns)
+        candidates, multi_label = _csv_candidates(path, columns, text_column)
         base = "csv"
         strays: list[Problem] = []
         root, folder_classes = path.parent, None
+        modality = "image" if text_column is None else "text"
     else:
-        candidates, strays, folders = _folder_candidates(path)
+        candidates, strays, folders, modality = _folder_candidates(path)
         folder_classes = sorted({f.name for f in folders})
         root, base, multi_label = path, "folders", ()
     tasks = tuple(candidates[0].labels) if candidates else (DEFAULT_TASK,)
-    kept, problems = _inspect(candidates, max_pixels)
+    if modality == "text":
+        kept, problems = _inspect_texts(candidates)
+    else:
+        kept, problems = _inspect(candidates, max_pixels)
     check_class_folders(folders, {c.path for c, _ in kept}, [*strays, *problems], path)
     targets = tuple(
         Task(
@@ -120,9 +132,12 @@ def scan(
         )
         for task in tasks
     )
+    texts = {c.path: c.text for c, _ in kept} if modality == "text" else {}
     samples, split_source = _assign_splits(
         kept, base, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
     )
+    if texts:
+        samples = [replace(s, text=texts[s.path]) for s in samples]
     samples.sort(key=_sample_order)
     return Manifest(
         root=root,
@@ -132,40 +147,47 @@ def scan(
         duplicates=_duplicates(samples),
         split_source=split_source,
         source=path,
+        modality=modality,
     )
 
 
 # ---------------------------------------------------------------- folders
 
 
-def _folder_candidates(root: Path) -> tuple[list[_Candidate], list[Problem], list[ClassFolder]]:
-    """One candidate per image of each class folder, the problems found, the class folders."""
-    folders, problems = class_folders(root)
+def _folder_candidates(
+    root: Path,
+) -> tuple[list[_Candidate], list[Problem], list[ClassFolder], str]:
+    """One candidate per sample file of each class folder, the problems found, the class
+    folders and the modality (see :func:`~headstart.data.walk.class_folders`)."""
+    folders, problems, modality = class_folders(root)
     candidates = [
         _Candidate(path, {DEFAULT_TASK: (f.name,)}, f.split) for f in folders for path in f.images
     ]
-    return candidates, problems, folders
+    return candidates, problems, folders, modality
 
 
 # ---------------------------------------------------------------- CSV
 
 
 def _csv_candidates(
-    csv_path: Path, label_columns: Sequence[str]
+    csv_path: Path, label_columns: Sequence[str], text_column: str | None = None
 ) -> tuple[list[_Candidate], tuple[str, ...]]:
     """The rows as candidates, and the tasks that are multi-label (some cell holds several).
 
     One label column is the task ``"label"`` (whatever the column's name), several are one
-    task per column, named after it."""
+    task per column, named after it.  With ``text_column``, each row is a text (its candidate's
+    path names the row: ``<file>.csv#<line>``) and undecodable bytes spoil that row only."""
     name = csv_path.name
     if not label_columns or len(set(label_columns)) != len(label_columns):
         raise DataError(f"label columns must be distinct and non-empty; got {list(label_columns)}")
     tasks = [DEFAULT_TASK] if len(label_columns) == 1 else list(label_columns)
     try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+        errors = "strict" if text_column is None else "surrogateescape"
+        with csv_path.open(newline="", encoding="utf-8-sig", errors=errors) as fh:
             reader = csv.DictReader(fh)
             columns = [c.strip() for c in reader.fieldnames or []]
-            missing = [c for c in ("path", *label_columns) if c not in columns]
+            key = "path" if text_column is None else text_column
+            missing = [c for c in (key, *label_columns) if c not in columns]
             if missing:
                 raise DataError(
                     f"{name} is missing column(s) {', '.join(repr(c) for c in missing)}; "
@@ -187,6 +209,11 @@ def _csv_candidates(
     first_line: dict[Path, int] = {}
     absent: list[str] = []
     for line, row in rows:
+        if text_column is not None:
+            candidates.append(
+                _text_row(csv_path, line, row, text_column, tasks, label_columns, multi)
+            )
+            continue
         cell = (row.get("path") or "").strip()
         if not cell:
             raise DataError(f"line {line} of {name} has an empty 'path'")
@@ -208,6 +235,25 @@ def _csv_candidates(
     if not candidates:
         raise DataError(f"{name} has a header but no rows")
     return candidates, multi
+
+
+def _text_row(
+    csv_path: Path,
+    line: int,
+    row: dict[str, str],
+    text_column: str,
+    tasks: Sequence[str],
+    label_columns: Sequence[str],
+    multi: Sequence[str],
+) -> _Candidate:
+    where = f"{csv_path.name}#{line}"
+    labels = {
+        task: _labels(row.get(column), csv_path.name, line, column, where, task in multi)
+        for task, column in zip(tasks, label_columns, strict=True)
+    }
+    split = _split_cell(row.get("split"), csv_path.name, line) if "split" in row else None
+    text = (row.get(text_column) or "").strip()
+    return _Candidate(csv_path.parent / where, labels, split, text)
 
 
 def _exists(path: Path) -> bool:
@@ -278,6 +324,25 @@ def _inspect(
     return kept, problems
 
 
+def _inspect_texts(
+    candidates: Sequence[_Candidate],
+) -> tuple[list[tuple[_Candidate, str]], list[Problem]]:
+    """Read (``.txt`` files) and check every text candidate; (usable candidate with its text,
+    content hash) pairs and problems."""
+    kept: list[tuple[_Candidate, str]] = []
+    problems: list[Problem] = []
+    for candidate in candidates:
+        if candidate.text is None:
+            text, reason = read_text_file(candidate.path)
+        else:
+            text, reason = candidate.text, text_problem(candidate.text)
+        if reason is None:
+            kept.append((replace(candidate, text=text), text_digest(text)))
+        else:
+            problems.append(Problem(candidate.path, reason))
+    return kept, problems
+
+
 def _read_chunk(chunk: Sequence[_Candidate]) -> list[tuple[bytes | str, str]]:
     return [_read_and_hash(candidate.path) for candidate in chunk]
 
@@ -308,7 +373,8 @@ def _check_classes(
     """The sorted class list; raise if a class has no usable image or there are fewer than two."""
     if not candidates:
         raise DataError(
-            f"no images found under {where} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+            f"no images found under {where} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}; "
+            "or .txt files for text)"
         )
     reasons = {p.path: p.reason for p in problems}
     usable = {label for c, _ in kept for label in c.labels[task]}

@@ -55,6 +55,7 @@ class Folder:
     path: Path
     folders: list[Folder] = field(default_factory=list)
     images: list[Path] = field(default_factory=list)
+    texts: list[Path] = field(default_factory=list)  # .txt files: a text data set's samples
     lost: str | None = None  # the reason it was not read (also reported); then it holds nothing
 
     @property
@@ -68,6 +69,13 @@ class Folder:
             found += folder.images
         return sorted(found)
 
+    def all_texts(self) -> list[Path]:
+        """Every ``.txt`` file at any depth below this folder, sorted."""
+        found: list[Path] = []
+        for folder in self._walk():
+            found += folder.texts
+        return sorted(found)
+
     def _walk(self) -> Iterator[Folder]:
         stack = [self]
         while stack:
@@ -78,7 +86,8 @@ class Folder:
 
 @dataclass(frozen=True)
 class ClassFolder:
-    """A class folder of one split (None: the data set has no split folders) and its images."""
+    """A class folder of one split (None: the data set has no split folders) and its sample
+    files: its images, or its ``.txt`` files in a text data set (see :func:`class_folders`)."""
 
     folder: Folder
     split: str | None
@@ -90,14 +99,21 @@ class ClassFolder:
         return self.folder.name
 
 
-def class_folders(root: Path) -> tuple[list[ClassFolder], list[Problem]]:
-    """The class folders under ``root`` (absolute, resolved), and the problems found.
+def class_folders(root: Path) -> tuple[list[ClassFolder], list[Problem], str]:
+    """The class folders under ``root`` (absolute, resolved), the problems found, and the
+    modality: ``"text"`` when the tree holds ``.txt`` files and no image (each ``.txt`` file is
+    then one sample), else ``"image"`` (text files are ignored).
 
     Problems are the paths not read (see the module docstring) and stray images, outside any class
     folder.  Raises :class:`DataError` for a layout that cannot be used."""
     tree, problems = walk(root)
     if tree.lost is not None:
         raise DataError(f"cannot read the data folder {root}: {tree.lost}")
+    modality = "text" if tree.all_texts() and not tree.all_images() else "image"
+
+    def samples(folder: Folder) -> list[Path]:
+        return folder.all_texts() if modality == "text" else folder.all_images()
+
     split_dirs: dict[Folder, str] = {}
     for d in tree.folders:
         split = normalise_split(d.name)
@@ -125,21 +141,22 @@ def class_folders(root: Path) -> tuple[list[ClassFolder], list[Problem]]:
         bases = [(tree, None)]
     found: list[ClassFolder] = []
     for base, split in bases:
-        problems += [Problem(p, "not inside a class folder") for p in base.images]
+        strays = base.texts if modality == "text" else base.images
+        problems += [Problem(p, "not inside a class folder") for p in strays]
         for folder in base.folders:
             if folder.lost is not None:
                 raise DataError(
                     f"cannot use class folder '{_relative(folder.path, root)}': {folder.lost}; "
                     "fix or remove it"
                 )
-            found.append(ClassFolder(folder, split, tuple(folder.all_images())))
+            found.append(ClassFolder(folder, split, tuple(samples(folder))))
     if not found:
         where = "split folders of " if split_dirs else ""
         raise DataError(
             f"no class sub-folders in {where}{root}; expected {root}/<class>/<image> "
             f"(or a .csv file with path and label columns)"
         )
-    return found, problems
+    return found, problems, modality
 
 
 def check_class_folders(
@@ -296,6 +313,8 @@ class _Walker:
     def _add_file(self, folder: Folder, path: Path) -> None:
         if is_image_name(path.name):
             folder.images.append(path)
+        elif path.suffix.lower() == ".txt":
+            folder.texts.append(path)
         elif (reason := unsupported_format(path.name)) is not None:
             self._report(path, reason)
 

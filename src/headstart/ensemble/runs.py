@@ -21,6 +21,7 @@ from headstart.ensemble.assemble import ensemble_result
 from headstart.ensemble.combine import combine
 from headstart.ensemble.members import Member, layout
 from headstart.errors import ConfigError, DataError
+from headstart.heads.tfidf import is_words
 from headstart.model import load
 from headstart.probe import out_of_fold
 from headstart.result import FitResult, write_result
@@ -84,6 +85,11 @@ def ensemble_runs(
     with out.lock():
         for run, is_tuned in zip(runs, tuned, strict=True):
             model = load(run.bundle, cache=cache)
+            if is_words(model.backbone_ref):
+                raise ConfigError(
+                    f"{run.path} is a TF-IDF run: its features are the texts, not embeddings "
+                    "an ensemble can share; ensemble the encoders' probe runs"
+                )
             got = embed_data(manifest, cfg, progress=progress, ref=model.backbone_ref)
             if len(got.manifest.samples) != len(manifest.samples):
                 raise DataError(f"some images of {first.data} no longer decode; fit again")

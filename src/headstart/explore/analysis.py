@@ -76,6 +76,8 @@ class Exploration:
     task: str | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    texts: list[str] | None = None
+    """Each row's text, for text data (None for images)."""
 
     @property
     def labelled(self) -> bool:
@@ -106,10 +108,12 @@ def analyse(
     near_duplicate_threshold: float = 0.86,
     exact_below: int = EXACT_BELOW,
     notes: Sequence[str] = (),
+    texts: Sequence[str] | None = None,
 ) -> Exploration:
     """Run every analysis on ``features`` (one row per path).  ``labels``: each row's given
     class (None per unlabelled row, or None for unlabelled data).  ``shas``: the files' sha256,
-    for the near-duplicate check (None skips it)."""
+    for the near-duplicate check (None skips it).  ``texts``: each row's text (text data: the
+    near-duplicates are confirmed on characters, and the map shows the texts)."""
     features = np.asarray(features, dtype=np.float32)
     given: list[str | None] = list(labels) if labels is not None else [None] * len(features)
     timings: dict[str, float] = {}
@@ -136,6 +140,7 @@ def analyse(
                 distances,
                 threshold=near_duplicate_threshold,
                 pixel_cache=pixel_cache,
+                texts=texts,
             ),
         )
     return Exploration(
@@ -158,6 +163,7 @@ def analyse(
         task=task,
         notes=notes_out,
         timings=timings,
+        texts=list(texts) if texts is not None else None,
     )
 
 

@@ -24,6 +24,7 @@ from headstart.data.leakage import (
     DEFAULT_THRESHOLD,
     PairCache,
     pixel_similarity,
+    text_similarity,
 )
 
 __all__ = ["MAX_PAIRS", "NearDuplicatePair", "near_duplicates"]
@@ -54,10 +55,12 @@ def near_duplicates(
     pixel_threshold: float = DEFAULT_PIXEL_THRESHOLD,
     pixel_cache: Path | None = None,
     max_pairs: int = MAX_PAIRS,
+    texts: Sequence[str] | None = None,
 ) -> list[NearDuplicatePair]:
     """Pairs of rows that are the same picture, most similar first.  ``indices``/``distances``:
     each row's nearest neighbours (cosine distance, nearest first) from
-    :func:`headstart.explore.neighbours.knn`; ``shas``: each file's sha256."""
+    :func:`headstart.explore.neighbours.knn`; ``shas``: each file's sha256.  ``texts``: each
+    row's text (text data), compared by characters instead of pixels."""
     found = _exact_copies(shas)
     seen = {(p.a, p.b) for p in found}
     candidates: dict[tuple[int, int], float] = {}
@@ -70,7 +73,10 @@ def near_duplicates(
     crops: dict[Path, np.ndarray | None] = {}
     cache = PairCache(pixel_cache)
     for (a, b), cosine in ordered:
-        pixels = cache.get(shas[a], shas[b])
+        if texts is not None:
+            pixels: float | None = text_similarity(texts[a], texts[b])
+        else:
+            pixels = cache.get(shas[a], shas[b])
         if pixels is None:
             pixels = pixel_similarity(paths[a], paths[b], crops)
             cache.put(shas[a], shas[b], pixels)

@@ -100,7 +100,8 @@ def map_data(
     }
     shown = [*galleries["outliers"], *galleries["issues"]]
     shown += [i for per in typical.values() for rows in per.values() for i in rows]
-    thumbs, thumb_note = _thumbnails(ex.paths, shown, seed) if thumbnails else ([None] * n, "")
+    pictures = thumbnails and ex.texts is None
+    thumbs, thumb_note = _thumbnails(ex.paths, shown, seed) if pictures else ([None] * n, "")
     notes = list(ex.notes)
     if thumb_note:
         notes.append(thumb_note)
@@ -135,6 +136,7 @@ def map_data(
         ],
         "maps": {m: _unit(points) for m, points in maps.coords.items()},
         "thumbs": thumbs,
+        "texts": None if ex.texts is None else [_short(t) for t in ex.texts],
         "notes": notes,
     }
 
@@ -222,6 +224,10 @@ def render(payload: dict[str, Any], title: str) -> str:
 </body>
 </html>
 """
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _title(exploration: Exploration) -> str:

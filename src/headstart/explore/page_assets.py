@@ -70,6 +70,11 @@ button:disabled { opacity: .45; cursor: default; }
 .nothumb { width: 96px; height: 56px; display: flex; align-items: center; justify-content: center;
   background: #eef1f5; color: var(--muted); font-size: 11px; border-radius: 4px;
   margin-bottom: 6px; text-align: center; }
+.nothumb.textthumb, figure .nothumb.textthumb, .strip .nothumb.textthumb { height: auto;
+  min-height: 56px; padding: 6px; box-sizing: border-box; font-size: 11px; line-height: 1.3;
+  text-align: left; align-items: flex-start; overflow: hidden; }
+.nothumb.textthumb { width: 180px; }
+figure .nothumb.textthumb, .strip .nothumb.textthumb { width: 104px; }
 #legend { max-height: 320px; overflow: auto; }
 .legend-row { display: flex; align-items: center; gap: 8px; padding: 2px 4px; border-radius: 4px;
   cursor: pointer; font-size: 13px; }

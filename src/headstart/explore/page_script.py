@@ -212,6 +212,7 @@ function drawOverlay() {
 
 // -- tooltip ---------------------------------------------------------------------------------
 function thumb(i, cls) {
+  if (D.texts) return el("div", {class: "nothumb textthumb", text: D.texts[i], title: D.paths[i]});
   const uri = D.thumbs[i];
   return uri ? el("img", {src: uri, alt: baseName(D.paths[i]), title: D.paths[i], class: cls || ""})
     : el("div", {class: "nothumb", text: "no thumbnail", title: D.paths[i]});

@@ -56,6 +56,7 @@ def explore(
         pixel_cache=CacheRoot.for_config(cfg).pixel_pairs,
         near_duplicate_threshold=cfg.data.near_duplicate_threshold,
         notes=source.notes,
+        texts=source.texts,
     )
     write_files(exploration, out)
     if page:

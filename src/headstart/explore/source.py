@@ -44,6 +44,13 @@ class Source:
     embedded: EmbeddedData | None = None
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def texts(self) -> list[str] | None:
+        """Each row's text when the data is text, else None."""
+        if self.embedded is None or self.embedded.manifest.modality != "text":
+            return None
+        return self.embedded.manifest.texts
+
 
 def read_source(
     data: str | Path,

@@ -1,6 +1,7 @@
 """Export a fitted model as one ONNX graph (backbone -> every task's head -> probabilities, one
 output per task, and the OOD score), check it against torch on real images, optionally quantize
-it to int8, and predict with it in onnxruntime.
+it to int8, and predict with it in onnxruntime.  A text model's graph takes token ids and an
+attention mask; its tokenizer is written beside it (:mod:`headstart.export.text_export`).
 
 >>> from headstart.export import export_model           # doctest: +SKIP
 >>> result = export_model("runs/x/model", quantize="int8")

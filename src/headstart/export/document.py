@@ -24,10 +24,17 @@ A bundle with an out-of-distribution scorer (:mod:`headstart.heads.ood`) adds th
 (normalise, one matmul with the stored bank, top-k): higher = more unlike the training images.
 The ``ood`` block records the method, ``k`` and the ``threshold`` above which an image is
 flagged (the runtime compares; the graph gives the score).
+
+A text model's graph (document format 5, ``"modality": "text"``) takes ``input_ids`` and
+``attention_mask`` (int64, batch x sequence, both axes dynamic; listed in ``inputs``) and holds
+the encoder, its pooling and normalisation, and the heads.  Its ``tokenizer`` block names the
+tokenizer file written beside the model (with its sha256) and every step from a text to those
+inputs (:mod:`headstart.export.tokens`); ``text_column`` is the CSV column texts are read from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -37,6 +44,14 @@ from headstart.bundle import BundleContents
 from headstart.data.manifest import DEFAULT_TASK, Task
 from headstart.errors import BundleError
 from headstart.export.recipe import preprocessing_steps
+from headstart.export.tokens import (
+    INPUT_NAMES,
+    TOKENIZER_FILE,
+    configured_tokenizer,
+    require_encoder,
+    tokenizer_steps,
+    tokenizer_text,
+)
 from headstart.features.onnx_engine import INPUT_NAME
 from headstart.heads import thresholds_of
 from headstart.model import Model
@@ -49,9 +64,11 @@ __all__ = [
     "OOD_OUTPUT",
     "OPSET",
     "OUTPUT_NAME",
+    "TEXT_DOC_VERSION",
     "ExportedTask",
     "calibration_block",
     "describe",
+    "describe_text",
     "exported_tasks",
     "input_names",
     "metadata_props",
@@ -67,10 +84,13 @@ METADATA_KEY = "headstart"
 DOC_FORMAT = "headstart-onnx"
 #: 1: one task (``classes``, output ``probabilities``); 2: ``tasks``, ``outputs``, calibration;
 #: 3: ``preprocessing.steps`` are objects with every parameter (see :mod:`.recipe`); 4: a fused
-#: backbone's ``inputs``, one per part.  The newest this headstart writes and reads.
+#: backbone's ``inputs``, one per part; 5: a text model (see :func:`describe_text`).  The newest
+#: an image model's document has.
 DOC_VERSION = 4
 #: The version of a single backbone's document (unchanged by format 4: older readers read it).
 SINGLE_DOC_VERSION = 3
+#: A text model's document: ``modality`` "text", token ``inputs`` and a ``tokenizer`` block.
+TEXT_DOC_VERSION = 5
 OPSET = 17
 
 ExportedTask = tuple[Task, str, list[float] | None]
@@ -146,12 +166,9 @@ def ood_block(contents: BundleContents) -> dict[str, Any] | None:
     return {**contents.ood.meta(), "output": OOD_OUTPUT, "in_graph": True}
 
 
-def describe(contents: BundleContents, opset: int = OPSET) -> dict[str, Any]:
-    """The document that says how to call the exported model (its input, or a fused
-    backbone's inputs, one output per task, preprocessing, classes, thresholds, calibration)."""
-    prep = contents.backbone.preprocessing
-    tasks = contents.tasks
-    names = output_names(tasks)
+def _outputs(contents: BundleContents) -> list[dict[str, Any]]:
+    """The graph's outputs: one per task, in order, then ``ood_score`` with a scorer."""
+    what = "text" if contents.backbone.modality == "text" else "image"
     outputs = [
         {
             "name": name,
@@ -160,7 +177,7 @@ def describe(contents: BundleContents, opset: int = OPSET) -> dict[str, Any]:
             "shape": ["batch", len(task.classes)],
             "meaning": _meaning(task),
         }
-        for task, name in zip(tasks, names, strict=True)
+        for task, name in zip(contents.tasks, output_names(contents.tasks), strict=True)
     ]
     if contents.ood is not None:
         outputs.append(
@@ -168,18 +185,34 @@ def describe(contents: BundleContents, opset: int = OPSET) -> dict[str, Any]:
                 "name": OOD_OUTPUT,
                 "dtype": "float32",
                 "shape": ["batch"],
-                "meaning": "how unlike the training images each image is (distance of its "
+                "meaning": f"how unlike the training {what}s each {what} is (distance of its "
                 "L2-normalised embedding to the k-th nearest training embedding); above "
                 "ood.threshold it is flagged",
             }
         )
-    task_docs = []
-    for task, name in zip(tasks, names, strict=True):
+    return outputs
+
+
+def _task_docs(contents: BundleContents) -> list[dict[str, Any]]:
+    docs = []
+    for task, name in zip(contents.tasks, output_names(contents.tasks), strict=True):
         entry: dict[str, Any] = {**task.to_dict(), "output": name}
         thresholds = thresholds_of(task, contents.heads[task.name])
         if thresholds is not None:
             entry["thresholds"] = [float(t) for t in thresholds]
-        task_docs.append(entry)
+        docs.append(entry)
+    return docs
+
+
+def describe(contents: BundleContents, opset: int = OPSET) -> dict[str, Any]:
+    """The document that says how to call the exported model (its input, or a fused
+    backbone's inputs, one output per task, preprocessing, classes, thresholds, calibration);
+    a text model's: its token inputs and tokenizer (:func:`describe_text`)."""
+    if contents.backbone.modality == "text":
+        return describe_text(contents, opset)
+    prep = contents.backbone.preprocessing
+    tasks = contents.tasks
+    outputs = _outputs(contents)
     backbone = contents.backbone
     doc: dict[str, Any] = {"format": DOC_FORMAT}
     if backbone.is_fused:
@@ -199,7 +232,7 @@ def describe(contents: BundleContents, opset: int = OPSET) -> dict[str, Any]:
     doc |= {
         "outputs": outputs,
         "classes": list(tasks[0].classes),
-        "tasks": task_docs,
+        "tasks": _task_docs(contents),
         "calibration": calibration_block(contents),
         "ood": ood_block(contents),
     }
@@ -213,6 +246,64 @@ def describe(contents: BundleContents, opset: int = OPSET) -> dict[str, Any]:
         "usage": _usage(backbone),
     }
     return doc
+
+
+def describe_text(
+    contents: BundleContents, opset: int = OPSET, tokenizer_file: str = TOKENIZER_FILE
+) -> dict[str, Any]:
+    """A text model's document (format 5): the inputs ``input_ids`` and ``attention_mask``,
+    the tokenizer written beside the model (``tokenizer_file``, its sha256 and every step from
+    a text to the inputs), one output per task, classes, thresholds, calibration, OOD."""
+    require_encoder(contents.backbone)
+    spec = contents.backbone.text
+    assert spec is not None  # require_encoder checked it
+    tokenizer = configured_tokenizer(spec.folder, spec.max_length)
+    tasks = contents.tasks
+    inputs = [
+        {"name": name, "dtype": "int64", "shape": ["batch", "sequence"], "meaning": meaning}
+        for name, meaning in zip(
+            INPUT_NAMES, ("token ids", "1 for a real token, 0 for padding"), strict=True
+        )
+    ]
+    column = contents.info.get("config", {}).get("data", {}).get("text_column")
+    return {
+        "format": DOC_FORMAT,
+        "format_version": TEXT_DOC_VERSION,
+        "modality": "text",
+        "inputs": inputs,
+        "outputs": _outputs(contents),
+        "classes": list(tasks[0].classes),
+        "tasks": _task_docs(contents),
+        "calibration": calibration_block(contents),
+        "ood": ood_block(contents),
+        "tokenizer": {
+            "file": tokenizer_file,
+            "sha256": hashlib.sha256(tokenizer_text(tokenizer).encode("utf-8")).hexdigest(),
+            "max_length": spec.max_length,
+            "steps": tokenizer_steps(tokenizer, tokenizer_file),
+        },
+        "text_column": str(column) if column else "text",
+        "opset": opset,
+        "backbone": {
+            **_backbone_block(contents.backbone),
+            "text": {
+                "tokenizer_sha256": spec.tokenizer_sha256,
+                "max_length": spec.max_length,
+                "pooling": spec.pooling,
+                "normalize": spec.normalize,
+            },
+        },
+        "head": {"kind": contents.info.get("head", {}).get("kind")},
+        "bundle": {"head_sha256": contents.info.get("files", {}).get("head.safetensors")},
+        "usage": [
+            "headstart predict MODEL_DIR 'some text' texts.csv --runtime onnx",
+            f"python: tokenizer = tokenizers.Tokenizer.from_file('{tokenizer_file}'); "
+            "enc = tokenizer.encode_batch([t.strip() for t in texts]); "
+            "outputs = session.run(None, {'input_ids': ids, 'attention_mask': mask})  "
+            "# ids, mask: int64 arrays of each enc's .ids and .attention_mask; one array "
+            "per task, in order",
+        ],
+    }
 
 
 def _backbone_block(backbone: BackboneRef) -> dict[str, Any]:

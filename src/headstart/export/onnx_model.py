@@ -16,10 +16,8 @@ onnxruntime against torch and torch against the bundle's numpy scorer.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,13 +31,21 @@ from headstart.data.manifest import Task
 from headstart.errors import ConfigError
 from headstart.export.document import (
     METADATA_KEY,
-    OOD_OUTPUT,
     OPSET,
     OUTPUT_NAME,
     describe,
     input_names,
     metadata_props,
     output_names,
+)
+from headstart.export.graph import (
+    JOINED,
+    json_text,
+    onnx_probabilities,
+    ood_column,
+    publish,
+    split_outputs,
+    temp_beside,
 )
 from headstart.export.images import CheckImages, Images, accuracy, check_images
 from headstart.export.int8_backbone import (
@@ -58,8 +64,8 @@ from headstart.export.parity import (
     torch_reference,
 )
 from headstart.export.quantize import QUANTIZATIONS, quantize_int8
-from headstart.features.onnx_engine import OnnxFeatures, export_onnx
-from headstart.fsutil import FILE_MODE, atomic_write_text
+from headstart.features.onnx_engine import export_onnx
+from headstart.fsutil import atomic_write_text
 from headstart.model import split_columns
 
 __all__ = [
@@ -78,10 +84,6 @@ __all__ = [
 ]
 
 EXPORT_FORMATS = ("onnx",)
-_BATCH = 32
-#: The exporter's one output of a several-task model before it is split into one per task (a
-#: name no task output can have: those all start with "probabilities").
-_JOINED = "joined_probabilities"
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,9 @@ class ExportResult:
     int8_backbone: Int8BackboneParity | None = None
     """For a bundle with an int8 backbone: the published graph (int8 backbone) against the
     bundle's own int8 predictions; ``max_abs_diff`` above is then the float32 graph's."""
+    checked: str = "images"
+    """What the checks ran on: ``"images"``, or ``"texts"`` for a text model (whose
+    ``n_check_images`` counts texts)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (paths as strings)."""
@@ -145,69 +150,6 @@ class ExportResult:
         return d
 
 
-def onnx_probabilities(path: Path, batches: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-    """Run an exported model with onnxruntime on a preprocessed batch (one per graph input, in
-    the graph's input order, for a fused backbone), in chunks: every output side by side
-    (N, sum of widths), in the graph's output order (= task order, then the OOD score's one
-    column when the graph has it)."""
-    session = OnnxFeatures(path).session
-    inputs = [batches] if isinstance(batches, np.ndarray) else list(batches)
-    names = [i.name for i in session.get_inputs()]
-    chunks = []
-    for i in range(0, len(inputs[0]), _BATCH):
-        feed = {
-            name: np.ascontiguousarray(batch[i : i + _BATCH])
-            for name, batch in zip(names, inputs, strict=True)
-        }
-        outputs = session.run(None, feed)
-        columns = [np.asarray(o).reshape(len(o), -1) for o in outputs]
-        chunks.append(np.concatenate(columns, axis=1))
-    return np.concatenate(chunks).astype(np.float64)
-
-
-def _ood_column(outputs: np.ndarray, tasks: Sequence[Task]) -> np.ndarray | None:
-    """The OOD scores after the tasks' columns (None when the graph has none)."""
-    width = sum(len(t.classes) for t in tasks)
-    return outputs[:, width] if outputs.shape[1] > width else None
-
-
-def _split_outputs(path: Path, tasks: Sequence[Task], ood: bool) -> None:
-    """Turn the exporter's one joined output into one graph output per task (an ONNX Split on
-    the class axis), named by :func:`~headstart.export.document.output_names`, and with
-    ``ood`` the last column into the (N,) output ``ood_score``."""
-    # lazy: onnx/onnxruntime take a second to import; only this path needs them
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    proto = onnx.load(str(path))
-    graph = proto.graph
-    (joined,) = [o.name for o in graph.output]
-    widths = [len(t.classes) for t in tasks] + ([1] if ood else [])
-    sizes = numpy_helper.from_array(np.asarray(widths, dtype=np.int64), "headstart_task_widths")
-    graph.initializer.append(sizes)
-    names = output_names(tasks)
-    parts = names + ([f"{OOD_OUTPUT}_column"] if ood else [])
-    graph.node.append(
-        helper.make_node("Split", [joined, sizes.name], parts, axis=1, name="headstart_tasks")
-    )
-    del graph.output[:]
-    graph.output.extend(
-        helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", width])
-        for name, width in zip(names, widths, strict=False)
-    )
-    if ood:
-        axes = numpy_helper.from_array(np.asarray([1], dtype=np.int64), "headstart_ood_axes")
-        graph.initializer.append(axes)
-        graph.node.append(
-            helper.make_node(
-                "Squeeze", [parts[-1], axes.name], [OOD_OUTPUT], name="headstart_ood_score"
-            )
-        )
-        graph.output.append(helper.make_tensor_value_info(OOD_OUTPUT, TensorProto.FLOAT, ["batch"]))
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
-
-
 def _validate(fmt: str, quantize: str | None, tolerance: float) -> None:
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format '{fmt}'; valid: {', '.join(EXPORT_FORMATS)}")
@@ -215,20 +157,6 @@ def _validate(fmt: str, quantize: str | None, tolerance: float) -> None:
         raise ConfigError(f"unknown quantization '{quantize}'; valid: {', '.join(QUANTIZATIONS)}")
     if not tolerance >= 0:
         raise ConfigError(f"tolerance must be >= 0, got {tolerance}")
-
-
-def _temp_beside(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def _publish(tmp: Path, path: Path) -> None:
-    """Give a finished temp file its final name, with the mode of the bundle's other files
-    (mkstemp makes it private, 0600)."""
-    os.chmod(tmp, FILE_MODE)
-    os.replace(tmp, path)
 
 
 def _task_int8(task: Task, fp32: np.ndarray, int8: np.ndarray, checks: CheckImages) -> TaskInt8:
@@ -253,13 +181,13 @@ def _int8(
     fp32_ood: np.ndarray | None,
 ) -> Int8Report:
     dest = path.with_name(f"{path.name.removesuffix('.onnx')}.int8.onnx")
-    tmp = _temp_beside(dest)
+    tmp = temp_beside(dest)
     try:
         quantize_int8(path, tmp)
         outputs = onnx_probabilities(tmp, checks.batches)
         int8 = split_columns(tasks, outputs)
-        int8_ood = _ood_column(outputs, tasks)
-        _publish(tmp, dest)
+        int8_ood = ood_column(outputs, tasks)
+        publish(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -285,11 +213,11 @@ def _graft_int8(
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None, Int8BackboneParity]:
     """Replace the checked float32 graph at ``tmp`` by the one with the bundle's int8
     backbone, checked against the bundle's own int8 predictions; its outputs and parity."""
-    grafted = _temp_beside(tmp)
+    grafted = temp_beside(tmp)
     try:
         graft_int8_backbone(tmp, contents, grafted)
         outputs = onnx_probabilities(grafted, checks.batches)
-        probas, ood = split_columns(contents.tasks, outputs), _ood_column(outputs, contents.tasks)
+        probas, ood = split_columns(contents.tasks, outputs), ood_column(outputs, contents.tasks)
         reference = int8_reference(contents, checks.batches)
         parity = check_int8_parity(probas, ood, reference, tolerance, len(checks.paths))
         os.replace(grafted, tmp)
@@ -307,6 +235,7 @@ def export_model(
     quantize: str | None = None,
     check_images: Images | None = None,
     tolerance: float = 1e-4,
+    check_texts: Sequence[str | Path] | None = None,
 ) -> ExportResult:
     """Export a bundle as one ONNX graph (default ``BUNDLE/model.onnx``), one output per task,
     and check it.
@@ -322,6 +251,10 @@ def export_model(
     MatMul/Gemm weights only, :mod:`headstart.export.quantize`) also writes ``model.int8.onnx``
     and reports its change per task (top-1 agreement and accuracy for multi-class tasks, the
     largest probability change for every task).
+
+    A text model's graph takes token ids and an attention mask, its tokenizer is written beside
+    it and it is checked on ``check_texts`` (texts, ``.txt`` or CSV files; default: a few
+    built-in sentences) instead of images: see :mod:`headstart.export.text_export`.
     """
     _validate(fmt, quantize, tolerance)
     start = time.perf_counter()
@@ -329,6 +262,17 @@ def export_model(
     contents = read_bundle(bundle_path)
     tasks = contents.tasks
     path = Path(output) if output is not None else bundle_path / "model.onnx"
+    if contents.backbone.modality == "text":
+        if check_images is not None:
+            raise ConfigError("a text model is checked on texts: give check_texts, not images")
+        # lazy: the text export loads the tokenizers library; image exports never need it
+        from headstart.export.text_export import export_text_model
+
+        return export_text_model(
+            contents, path, quantize=quantize, check_texts=check_texts, tolerance=tolerance
+        )
+    if check_texts is not None:
+        raise ConfigError("an image model is checked on images: give check_images, not texts")
     checks = check_images_for(contents, check_images)
     # lazy: torch takes seconds to import; only this path needs it
     from headstart.export.torch_model import build_torch_model
@@ -340,15 +284,15 @@ def export_model(
     # one image input per backbone part (a fused backbone's), each of its part's crop size
     crops = [part.preprocessing.crop for part in contents.backbone.members]
     inputs = dict(zip(input_names(contents.backbone), crops, strict=True))
-    tmp = _temp_beside(path)
+    tmp = temp_beside(path)
     try:
-        joined = names[0] if len(tasks) == 1 and contents.ood is None else _JOINED
+        joined = names[0] if len(tasks) == 1 and contents.ood is None else JOINED
         meta = metadata_props(doc)
         export_onnx(module, tmp, OPSET, output_name=joined, metadata=meta, inputs=inputs)
-        if joined == _JOINED:
-            _split_outputs(tmp, tasks, ood=contents.ood is not None)
+        if joined == JOINED:
+            split_outputs(tmp, tasks, ood=contents.ood is not None)
         outputs = onnx_probabilities(tmp, checks.batches)
-        fp32, fp32_ood = split_columns(tasks, outputs), _ood_column(outputs, tasks)
+        fp32, fp32_ood = split_columns(tasks, outputs), ood_column(outputs, tasks)
         parity = {
             t.name: TaskParity(
                 output=name,
@@ -367,7 +311,7 @@ def export_model(
         int8_parity = None
         if contents.backbone.precision == "int8":  # the graph published is the int8 one
             fp32, fp32_ood, int8_parity = _graft_int8(tmp, contents, checks, tolerance)
-        _publish(tmp, path)
+        publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -394,21 +338,6 @@ def export_model(
         path, meta_path, len(checks.paths), diff, head_diff, tolerance,
         time.perf_counter() - start, report, parity, ood, int8_parity,
     )  # fmt: skip
-
-
-def json_text(doc: Mapping[str, Any]) -> str:
-    """The document as indented JSON (NaN, for a figure not measured, is written as null)."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and math.isnan(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
-    return json.dumps(clean(doc), indent=2) + "\n"
 
 
 def check_images_for(contents: BundleContents, images: Images | None) -> CheckImages:

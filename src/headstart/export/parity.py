@@ -45,6 +45,9 @@ class TaskParity:
     output: str
     max_abs_diff: float
     head_max_abs_diff: float
+    bundle_max_abs_diff: float | None = None
+    """A text model's: onnxruntime vs the bundle's own predictions (its text engine and
+    heads; None for an image model, whose torch backbone is the bundle's own)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class OodParity:
 
     max_abs_diff: float
     scorer_max_abs_diff: float
+    bundle_max_abs_diff: float | None = None
+    """A text model's: onnxruntime vs the bundle's own scores (None for an image model)."""
 
 
 @dataclass
@@ -98,36 +103,53 @@ def max_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b))) if a.size else 0.0
 
 
-def check_parity(parity: Mapping[str, TaskParity], tolerance: float, n: int) -> None:
+def check_parity(
+    parity: Mapping[str, TaskParity], tolerance: float, n: int, what: str = "images"
+) -> None:
+    """An :class:`ExportError` naming the first task whose output differs by more than
+    ``tolerance`` (``n`` ``what``: how many images or texts were checked)."""
     several = len(parity) > 1
     for name, p in parity.items():
         where = f" (task '{name}', output '{p.output}')" if several else ""
         if p.max_abs_diff > tolerance:
             raise ExportError(
                 f"ONNX export does not match torch{where}: max abs probability difference "
-                f"{p.max_abs_diff:.3g} on {n} images exceeds the tolerance {tolerance:g}; "
+                f"{p.max_abs_diff:.3g} on {n} {what} exceeds the tolerance {tolerance:g}; "
                 "the file was not written"
             )
         if p.head_max_abs_diff > tolerance:
             raise ExportError(
                 f"the torch head{where} differs from the bundle's head by "
-                f"{p.head_max_abs_diff:.3g} (tolerance {tolerance:g}) on {n} images; the file "
+                f"{p.head_max_abs_diff:.3g} (tolerance {tolerance:g}) on {n} {what}; the file "
                 "was not written"
+            )
+        if p.bundle_max_abs_diff is not None and p.bundle_max_abs_diff > tolerance:
+            raise ExportError(
+                f"ONNX export does not match the model's own predictions{where}: max abs "
+                f"probability difference {p.bundle_max_abs_diff:.3g} on {n} {what} exceeds the "
+                f"tolerance {tolerance:g}; the file was not written"
             )
 
 
-def check_ood_parity(ood: OodParity | None, tolerance: float, n: int) -> None:
+def check_ood_parity(ood: OodParity | None, tolerance: float, n: int, what: str = "images") -> None:
+    """As :func:`check_parity`, for the OOD score."""
     if ood is None:
         return
     if ood.max_abs_diff > tolerance:
         raise ExportError(
             f"ONNX export does not match torch (output '{OOD_OUTPUT}'): max abs OOD score "
-            f"difference {ood.max_abs_diff:.3g} on {n} images exceeds the tolerance "
+            f"difference {ood.max_abs_diff:.3g} on {n} {what} exceeds the tolerance "
             f"{tolerance:g}; the file was not written"
         )
     if ood.scorer_max_abs_diff > tolerance:
         raise ExportError(
             f"the torch OOD module differs from the bundle's scorer by "
-            f"{ood.scorer_max_abs_diff:.3g} (tolerance {tolerance:g}) on {n} images; the file "
+            f"{ood.scorer_max_abs_diff:.3g} (tolerance {tolerance:g}) on {n} {what}; the file "
             "was not written"
+        )
+    if ood.bundle_max_abs_diff is not None and ood.bundle_max_abs_diff > tolerance:
+        raise ExportError(
+            f"ONNX export does not match the model's own OOD scores: max abs difference "
+            f"{ood.bundle_max_abs_diff:.3g} on {n} {what} exceeds the tolerance {tolerance:g}; "
+            "the file was not written"
         )

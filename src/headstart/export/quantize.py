@@ -6,6 +6,12 @@ which ran ~10x slower (24.5 -> 2.5 img/s) and moved the features by up to 0.73; 
 float32.  See ``benchmarks/export.py`` for the whole-model figures.  The OOD score's matmul (the
 nodes the exporter names under ``/ood/``) stays float32 too: its scores are compared with a
 threshold set in float32, and an int8 bank would move them.
+
+A text model's copy is quantized per channel (one scale per output column of each weight): on
+banking77 (MiniLM-L6 + logistic head, 770 test texts) per-tensor scales kept 96.2% of the
+float32 answers and cost 1.3 points of accuracy (93.0% -> 91.7%), per-channel scales kept 98.8%
+and cost 0.4 (-> 92.6%); the file shrinks from 90 to 59 MB (the token embedding table, a
+Gather, stays float32).
 """
 
 from __future__ import annotations
@@ -39,9 +45,10 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def quantize_int8(source: Path, dest: Path) -> Path:
+def quantize_int8(source: Path, dest: Path, *, per_channel: bool = False) -> Path:
     """Write ``source`` (a float32 ONNX model) with int8 MatMul/Gemm weights to ``dest``,
-    atomically; the metadata_props are kept."""
+    atomically; the metadata_props are kept.  ``per_channel``: one scale per output column
+    (text models, see the module doc) instead of one per weight."""
     # lazy: onnx/onnxruntime take a second to import; only this path needs them
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -58,6 +65,7 @@ def quantize_int8(source: Path, dest: Path) -> Path:
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=list(INT8_OP_TYPES),
                 nodes_to_exclude=keep,
+                per_channel=per_channel,
             )
         _copy_metadata(onnx.load(str(source)), Path(tmp))
         os.chmod(tmp, FILE_MODE)  # mkstemp's 0600 -> the mode of the bundle's other files

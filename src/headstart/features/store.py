@@ -37,15 +37,19 @@ def model_key(ref: BackboneRef, engine: str) -> str:
     """A short hash of everything that changes the numbers: backbone, weights, preprocessing,
     the decode rule (JPEG draft at the resize size), the engine and the store format, and the
     int8 model's digest when the ref has one (so int8 embeddings never meet float32 ones; a
-    float32 ref's key is what it always was)."""
+    float32 ref's key is what it always was).  A text encoder's tokenizer, length, pooling and
+    normalisation (``ref.text.key()``) stand in for the image preprocessing and decode rule."""
     parts: dict[str, object] = {
         "name": ref.name,
         "weights_sha256": ref.weights_sha256,
-        "preprocessing": ref.preprocessing.key(),
-        "decode": f"load_rgb(draft_size={ref.preprocessing.resize})",
         "engine": engine,
         "format": STORE_FORMAT,
     }
+    if ref.text is not None:
+        parts["text"] = ref.text.key()
+    else:
+        parts["preprocessing"] = ref.preprocessing.key()
+        parts["decode"] = f"load_rgb(draft_size={ref.preprocessing.resize})"
     if ref.int8_sha256:
         parts["int8_sha256"] = ref.int8_sha256
     text = json.dumps(parts, sort_keys=True)

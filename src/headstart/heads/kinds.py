@@ -12,6 +12,7 @@ from headstart.heads.boosting import HGBHead, LightGBMHead
 from headstart.heads.knn import KNNHead
 from headstart.heads.logistic import LogisticHead
 from headstart.heads.mlp import MLPHead
+from headstart.heads.tfidf import TfidfHead
 
 __all__ = ["HEADS", "check_param_names", "create_head", "head_class"]
 
@@ -25,6 +26,7 @@ HEADS: dict[str, type[Head]] = {
     "hgb": HGBHead,
     "lightgbm": LightGBMHead,
     "bagging": BaggedHead,
+    "tfidf": TfidfHead,  # reads texts, not embeddings: --strategy tfidf
 }
 
 

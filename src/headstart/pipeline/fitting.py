@@ -17,15 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from headstart.backbones import require_single, resolve_backbone
+from headstart.backbones.text import is_text_name
 from headstart.cache import CacheRoot
 from headstart.config import FitConfig, load_config
 from headstart.data import Manifest
 from headstart.data.leakage import dedupe, find_near_duplicates
 from headstart.embedding import (
+    FINETUNE_TEXT,
     EmbeddedData,
     check_pretrained,
     check_trainable,
     embed_data,
+    for_data,
     scan_data,
 )
 from headstart.errors import ConfigError
@@ -40,7 +43,7 @@ from headstart.stats import headline
 
 __all__ = ["STRATEGIES", "fit", "resume"]
 
-STRATEGIES = ("probe", "finetune", "auto")
+STRATEGIES = ("probe", "finetune", "auto", "tfidf")
 
 
 def fit(
@@ -57,12 +60,22 @@ def fit(
     folder ``output`` (bundle in ``output/model``, manifest, problems, config, metrics, and with
     ``report`` the HTML report ``output/report.html``).  ``strategy`` (default
     ``config.strategy.kind``): ``probe`` (heads on cached embeddings), ``finetune`` (Lightning,
-    see :mod:`headstart.finetune`) or ``auto`` (probe first, fine-tune when it pays)."""
+    see :mod:`headstart.finetune`), ``auto`` (probe first, fine-tune when it pays) or, for
+    text, ``tfidf`` (:mod:`headstart.pipeline.words`)."""
     cfg = config or load_config()
     kind = strategy or cfg.strategy.kind
     if kind not in STRATEGIES:
         raise ConfigError(f"unknown strategy {kind!r}; valid: {', '.join(STRATEGIES)}")
-    cfg = _with_strategy(cfg, kind)
+    if kind == "tfidf":
+        from headstart.pipeline.words import fit_tfidf  # scikit-learn's text tools: text only
+
+        cfg = _with_strategy(cfg, kind)
+        run = RunFolder(output)
+        with run.lock():
+            return _with_report(fit_tfidf(data, run, cfg, overwrite=overwrite), report)
+    cfg = for_data(_with_strategy(cfg, kind))  # text data (a text column): a text encoder
+    if kind in ("finetune", "auto") and is_text_name(cfg.backbone.name):
+        raise ConfigError(FINETUNE_TEXT)
     if kind != "probe":
         from headstart.finetune.run import require_float32  # lazy: torch, needed to train anyway
 
@@ -153,6 +166,8 @@ def _fit_probe(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     manifest = source if isinstance(source, Manifest) else scan_data(source, cfg, carve_val=False)
+    if (for_text := for_data(cfg, manifest)) is not cfg:  # a folder of .txt files
+        cfg, ref = for_text, resolve_backbone(for_text.backbone.name)
     for task in manifest.targets:  # before the images are embedded: fail fast
         check_label_coverage(task, [s.labels[task.name] for s in manifest.split("train")])
     if isinstance(data, EmbeddedData):
@@ -275,6 +290,8 @@ def _fit_tuned(
     from headstart.finetune import finetune, start_record
 
     if cfg.strategy.kind == "finetune":
+        if not resume and Path(data).is_dir() and scan_data(data, cfg).modality == "text":
+            raise ConfigError(FINETUNE_TEXT)  # a folder of .txt files
         dropped = 0
         source: str | Path | Manifest = data
         if cfg.data.drop_label_issues and not resume:
@@ -296,8 +313,10 @@ def _fit_tuned(
     create_head(cfg.head.kind, **cfg.head.params)
     check_pretrained(cfg)
     cfg, ranking = _resolve_auto_backbone(data, cfg, progress)
-    ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
     manifest = scan_data(data, cfg)
+    if manifest.modality == "text":
+        raise ConfigError(FINETUNE_TEXT)
+    ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
     embedded = embed_data(manifest, cfg, progress=progress, ref=ref)
     embedded, dropped = _drop_label_issues(embedded, cfg)
     probe_score = val_score(embedded, cfg, CacheRoot.for_config(cfg))

@@ -4,7 +4,8 @@ The gallery of worst errors and the embedding map need the model and the images;
 comes from the run's files.  Grad-CAM overlays and the map's points are cached (by model and image
 content), so a report whose overlays and map are cached loads no model at all: no scikit-learn,
 no torch.  When images are gone or Grad-CAM cannot run, the report says so in place and is still
-written.
+written.  A text run's gallery shows the texts (from manifest.csv) instead of photos, their words
+coloured by occlusion instead of Grad-CAM (see :mod:`headstart.report.texts`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from headstart.report.maps import MAP_METHODS, MAX_MAP_POINTS, TSNE_MAX_POINTS, 
 from headstart.report.run import RunFiles, read_run
 from headstart.report.sections import curves_section, data_section, metrics_section, task_title
 from headstart.report.template import Section, note, page
+from headstart.report.texts import text_gallery
 
 if TYPE_CHECKING:
     from headstart.model import Model
@@ -138,11 +140,15 @@ def _thumbnail(path: Path) -> str | None:
 
 
 def gallery_section(run: RunFiles, n: int, model: _ModelOnDemand, cache: CacheRoot) -> Section:
-    """Each task's ``n`` most confident wrong answers with their images and Grad-CAM overlays."""
+    """Each task's ``n`` most confident wrong answers with their images and Grad-CAM overlays
+    (a text run: with their texts)."""
     title = "4. Worst errors"
     if not run.predictions:
         return Section("errors", title, note("No predictions.csv in the run: no error gallery."))
-    parts = [_task_gallery(run, task, n, model, cache) for task in run.tasks]
+    if run.modality == "text":  # never open a text's path (a CSV row) as an image
+        parts = [text_gallery(run, task, n, model, cache) for task in run.tasks]
+    else:
+        parts = [_task_gallery(run, task, n, model, cache) for task in run.tasks]
     return Section("errors", title, "\n".join(parts))
 
 
@@ -195,7 +201,8 @@ def build_report(
     """Write ``run_dir/report.html`` (or ``output``): one self-contained page about the run.
 
     Sections: data, training curves, metrics with intervals, the ``explain_errors`` worst errors
-    with Grad-CAM, an embedding map (``"pca"``, or ``"tsne"``: slower, keeps neighbourhoods)
+    with Grad-CAM (a text run: with their texts; its data section shows texts of each class),
+    an embedding map (``"pca"``, or ``"tsne"``: slower, keeps neighbourhoods)
     and a model card.  Returns the path written (atomically).
     """
     if embedding_map not in MAP_METHODS:

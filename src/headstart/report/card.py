@@ -19,6 +19,16 @@ _IMBALANCE = 3.0
 def _training_kind(run: RunFiles) -> str:
     head = run.info.get("head", {}).get("kind", "?")
     backbone = run.info.get("backbone", {}).get("name", "?")
+    if head == "tfidf":
+        return (
+            "TF-IDF of word 1-2-grams and character 2-5-grams with a logistic regression, "
+            "learned from this data alone (no pretrained network)"
+        )
+    if run.modality == "text":
+        probe = "a linear probe (logistic regression)" if head == "logistic" else f"a {head} head"
+        if run.curves:
+            return f"the text encoder {backbone}, fine-tuned, with a {head} head"
+        return f"{probe} on frozen embeddings of {backbone}, a pretrained text encoder"
     parts = run.info.get("backbone", {}).get("parts") or []
     if parts:
         names = ", ".join(str(p.get("name", "?")) for p in parts)
@@ -34,11 +44,13 @@ def _training_kind(run: RunFiles) -> str:
     return f"{probe} on frozen features of {backbone}, a network pretrained on ImageNet"
 
 
-def _question(task: Task) -> str:
+def _question(task: Task, sample: str = "image") -> str:
     names = ", ".join(task.classes)
+    one = "an image" if sample == "image" else f"a {sample}"
     if task.multi_label:
-        return f"which of {len(task.classes)} labels an image shows ({names}), possibly none"
-    return f"which of {len(task.classes)} classes an image belongs to ({names})"
+        verb = "shows" if sample == "image" else "applies to"
+        return f"which of {len(task.classes)} labels {one} {verb} ({names}), possibly none"
+    return f"which of {len(task.classes)} classes {one} belongs to ({names})"
 
 
 def _task_limits(run: RunFiles, task: Task) -> list[str]:
@@ -48,7 +60,7 @@ def _task_limits(run: RunFiles, task: Task) -> list[str]:
     per_class = [train.get(c, 0) for c in task.classes]
     if per_class and min(per_class) < _FEW_PER_CLASS:
         out.append(
-            f"Few training images{where} ({min(per_class)} for the rarest "
+            f"Few training {run.noun}{where} ({min(per_class)} for the rarest "
             f"{'label' if task.multi_label else 'class'}): expect the numbers to change "
             "noticeably with more data, and treat per-class numbers as rough."
         )
@@ -62,7 +74,7 @@ def _task_limits(run: RunFiles, task: Task) -> list[str]:
             continue
         name, value = headline(m)
         out.append(
-            f"The {split} set{where} has {m.n} images, so its {name} is only known to within "
+            f"The {split} set{where} has {m.n} {run.noun}, so its {name} is only known to within "
             f"{pct(value.low)}-{pct(value.high)} (95% interval)."
         )
         if isinstance(m, Metrics):
@@ -73,10 +85,36 @@ def _task_limits(run: RunFiles, task: Task) -> list[str]:
     return out
 
 
+def _text_limits(run: RunFiles) -> list[str]:
+    """What a text model has not seen, and what it reads of a text."""
+    out = [
+        "It has only seen texts like those in the training data: other wording, topics, "
+        "languages, lengths or writers than the data's are not covered by these numbers."
+    ]
+    text = run.info.get("backbone", {}).get("text") or {}
+    if text.get("max_length"):
+        out.append(
+            f"It reads at most {text['max_length']} tokens of a text (the encoder's limit): "
+            "what comes after them does not count."
+        )
+    if run.info.get("head", {}).get("kind") == "tfidf":
+        out.append(
+            "TF-IDF knows only the words and character sequences of its training texts: "
+            "synonyms and paraphrases it never saw count for nothing."
+        )
+    elif run.curves is None:
+        out.append(
+            "The encoder was not trained on this data: distinctions its pretraining did not "
+            "teach it (domain jargon, codes, negation in long texts) may need fine-tuning."
+        )
+    return out
+
+
 def limits(run: RunFiles) -> tuple[str, list[str]]:
     """The intended-use sentence and the list of limits, worded from the run's numbers."""
+    sample = "text" if run.modality == "text" else "image"
     questions = "; ".join(
-        (f"{t.name}: " if len(run.tasks) > 1 else "") + _question(t) for t in run.tasks
+        (f"{t.name}: " if len(run.tasks) > 1 else "") + _question(t, sample) for t in run.tasks
     )
     n_train = sum(1 for row in run.manifest if row.get("split") == "train")
     spread = []
@@ -87,13 +125,14 @@ def limits(run: RunFiles) -> tuple[str, list[str]]:
         of = f" of {task.name}" if len(run.tasks) > 1 else ""
         spread.append(f"{min(per_class, default=0)}-{max(per_class, default=0)} per {unit}{of}")
     intended = (
-        f"Answers {questions}, using {_training_kind(run)}. Trained on {n_train} images "
+        f"Answers {questions}, using {_training_kind(run)}. Trained on {n_train} {run.noun} "
         f"({'; '.join(spread)}) from {run.run.data}."
     )
     out = []
     if any(not t.multi_label for t in run.tasks):
+        anything = "a text about" if sample == "text" else "an image of"
         out.append(
-            "A multi-class answer is always one of the classes: an image of anything else still "
+            f"A multi-class answer is always one of the classes: {anything} anything else still "
             "gets one of them, often with high confidence. There is no 'none of the above'."
         )
     if any(t.multi_label for t in run.tasks):
@@ -101,11 +140,14 @@ def limits(run: RunFiles) -> tuple[str, list[str]]:
             "A multi-label answer lists every label whose probability reaches its threshold "
             "(tuned on val): possibly none, and unknown things may still trigger labels."
         )
-    out.append(
-        "It has only seen images like those in the training data: other cameras, lighting, "
-        "backgrounds, framing or populations than the data's are not covered by these numbers."
-    )
-    if run.curves is None:
+    if sample == "text":
+        out += _text_limits(run)
+    else:
+        out.append(
+            "It has only seen images like those in the training data: other cameras, lighting, "
+            "backgrounds, framing or populations than the data's are not covered by these numbers."
+        )
+    if run.curves is None and sample == "image":
         out.append(
             "The backbone was not trained on this data: it sees images as ImageNet taught it, so "
             "classes that differ in ways ImageNet does not separate (fine texture, medical or "
@@ -115,7 +157,7 @@ def limits(run: RunFiles) -> tuple[str, list[str]]:
         out += _task_limits(run, task)
     if run.run.cross_split_duplicates:
         out.append(
-            f"{run.run.cross_split_duplicates} duplicate image group(s) cross splits: "
+            f"{run.run.cross_split_duplicates} duplicate {sample} group(s) cross splits: "
             "held-out scores may be optimistic."
         )
     return intended, out
@@ -146,6 +188,22 @@ def card_section(run: RunFiles) -> Section:
     intended, lims = limits(run)
     counts = ", ".join(f"{s} {n}" for s, n in r.counts.items())
     files = info.get("files", {})
+    text = bb.get("text")
+    if text:
+        weights_row = (
+            "Bundled encoder file sha256",
+            files.get("encoder/model.safetensors", "not bundled"),
+        )
+        prep_row = ("Text encoding", ", ".join(f"{k} {v}" for k, v in text.items()))
+    else:
+        weights_row = (
+            "Bundled backbone file sha256",
+            files.get("backbone.safetensors", "not bundled"),
+        )
+        prep_row = (
+            "Preprocessing",
+            ", ".join(f"{k} {v}" for k, v in bb.get("preprocessing", {}).items()),
+        )
     rows: list[tuple[str, Any]] = [
         ("Data", f"{r.data} (splits from {r.split_source}; {counts})"),
         ("Data hash", r.data_hash),
@@ -154,8 +212,8 @@ def card_section(run: RunFiles) -> Section:
         ("Validation", r.validation or "the val split"),
         ("Backbone", f"{bb.get('name', '?')} ({bb.get('feature_dim', '?')} features)"),
         ("Backbone weights sha256", bb.get("weights_sha256", "?")),
-        ("Bundled backbone file sha256", files.get("backbone.safetensors", "not bundled")),
-        ("Preprocessing", ", ".join(f"{k} {v}" for k, v in bb.get("preprocessing", {}).items())),
+        weights_row,
+        prep_row,
         ("Head", f"{head.get('kind', '?')}; parameters {head.get('params', {})}"),
         ("Bundle format", f"{info.get('format', '?')} version {info.get('format_version', '?')}"),
         ("Created", info.get("created", "?")),

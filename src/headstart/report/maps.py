@@ -21,11 +21,12 @@ import numpy as np
 
 from headstart.cache import CacheRoot
 from headstart.data.manifest import LABEL_SEPARATOR
+from headstart.errors import HeadstartError
 from headstart.features import extract
 from headstart.fsutil import read_entry, write_entry
 from headstart.report import plots
 from headstart.report.run import RunFiles
-from headstart.report.template import Section, figure, note
+from headstart.report.template import Section, figure, note, short
 
 if TYPE_CHECKING:
     from headstart.model import Model
@@ -38,6 +39,7 @@ TSNE_MAX_POINTS = 1000
 """With ``embedding_map="tsne"``, t-SNE up to this many points (7 s for 320 on a busy 2-core
 machine, measured), PCA (instant) above it."""
 MAP_METHODS = ("pca", "tsne")
+_TIP_CHARS = 90  # a text's tooltip on the map: enough to recognise it, 2,000 of them stay small
 _MAP_VERSION = "map-v1"
 
 
@@ -140,19 +142,23 @@ def _compute(
     method: str,
 ) -> tuple[np.ndarray, np.ndarray, str, int]:
     """(kept row indices, points, method used, number of rows that could not be embedded)."""
-    result = extract(
-        [run.image_path(r["path"]) for r in rows],
-        [r["sha256"] for r in rows],
-        model.backbone_ref,
-        store=cache.store,
-        engine=engine,
-        progress=False,
-    )
-    keep = np.array([i for i in range(len(rows)) if i not in result.failures], dtype=np.int64)
+    if run.modality == "text":  # the texts are in the manifest; their paths name CSV rows
+        features, failures = model.embed([r.get("text", "") for r in rows])
+    else:
+        result = extract(
+            [run.image_path(r["path"]) for r in rows],
+            [r["sha256"] for r in rows],
+            model.backbone_ref,
+            store=cache.store,
+            engine=engine,
+            progress=False,
+        )
+        features, failures = result.features, result.failures
+    keep = np.array([i for i in range(len(rows)) if i not in failures], dtype=np.int64)
     if len(keep) < 3:
-        return keep, np.zeros((len(keep), 2)), "", len(result.failures)
-    points, used = _reduce(result.features[keep], method)
-    return keep, points, used, len(result.failures)
+        return keep, np.zeros((len(keep), 2)), "", len(failures)
+    points, used = _reduce(features[keep], method)
+    return keep, points, used, len(failures)
 
 
 def map_section(
@@ -165,6 +171,8 @@ def map_section(
     """Embeddings from the cache, reduced to 2-D, coloured by the first task's label.
     ``model`` loads the run's model; it is called only when the points are not cached."""
     title = "5. Embedding map"
+    if run.info.get("head", {}).get("kind") == "tfidf":
+        return Section("map", title, note("A TF-IDF model reads words, not embeddings: no map."))
     engine = str((config.get("extract") or {}).get("engine", "auto"))
     rows = _embedding_rows(run, MAX_MAP_POINTS)
     key = _map_key(run, engine, method, rows)
@@ -176,21 +184,35 @@ def map_section(
         loaded = model()
         if loaded is None:
             return Section("map", title, note("Model bundle unreadable: no embedding map."))
-        keep, points, used, failed = _compute(run, rows, loaded, cache, engine, method)
+        try:
+            keep, points, used, failed = _compute(run, rows, loaded, cache, engine, method)
+        except (ImportError, HeadstartError) as exc:
+            if run.modality != "text":
+                raise
+            # a text encoder that cannot run here (its runtime missing): the rest still stands
+            return Section("map", title, note(f"No embedding map: the texts cannot be embedded "
+                                              f"here ({type(exc).__name__}: {exc})."))  # fmt: skip
         if len(keep) < 3:
-            return Section("map", title, note("Embeddings unavailable (images gone, cache empty)."))
+            gone = "texts unusable" if run.modality == "text" else "images gone, cache empty"
+            return Section("map", title, note(f"Embeddings unavailable ({gone})."))
         if not failed:  # a map with holes is not kept: the images may come back
             _write_points(cache, key, keep, points, used)
     task = run.tasks[0]
     labels = [rows[i].get(task.name, "").split(LABEL_SEPARATOR)[0] for i in keep]
     splits = [rows[i]["split"] for i in keep]
+    text = run.modality == "text"
     caption = (
-        f"{len(keep)} images ({used} of the backbone's embeddings); dots: train, "
+        f"{len(keep)} {run.noun} ({used} of the backbone's embeddings); dots: train, "
         "crosses: held out. Classes that overlap here are hard for any head on these features."
+        + (" Hover a point for its text." if text else "")
     )
     if len(run.tasks) > 1 or task.multi_label:
         caption += f" Colours: the (first) label of task '{task.name}'."
     if failed:
-        caption += f" {failed} image(s) could not be embedded and are not shown."
-    chart = plots.embedding_map(points, labels, splits, task.classes, f"{used} of embeddings")
+        caption += f" {failed} {run.noun} could not be embedded and are not shown."
+    tips = [f"{labels[j]}: {short(rows[i].get('text', ''), _TIP_CHARS)}" for j, i in
+            enumerate(keep)] if text else None  # fmt: skip
+    chart = plots.embedding_map(
+        points, labels, splits, task.classes, f"{used} of embeddings", tips=tips, noun=run.noun
+    )
     return Section("map", title, figure(chart, caption))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Mapping, Sequence
+from html import escape
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -107,8 +108,11 @@ def _x_labels(
     return out, (tallest * 0.65 + 14 if rotate else 18)
 
 
-def class_balance(counts: Mapping[str, Mapping[str, int]], classes: Sequence[str]) -> str:
-    """Stacked bars: images per class, one colour per split. ``counts[split][class]``."""
+def class_balance(
+    counts: Mapping[str, Mapping[str, int]], classes: Sequence[str], noun: str = "images"
+) -> str:
+    """Stacked bars: samples (``noun``) per class, one colour per split.
+    ``counts[split][class]``."""
     k = max(1, len(classes))
     slot = 34.0 if k <= 20 else max(8.0, 680.0 / k)
     totals = [sum(per.get(c, 0) for per in counts.values()) for c in classes]
@@ -117,7 +121,7 @@ def class_balance(counts: Mapping[str, Mapping[str, int]], classes: Sequence[str
     first = text_width(short(classes[0])) * 0.77 - slot / 2 + 6 if classes else 0.0
     left = max(14 + text_width(tick_label(ticks[-1])) + 22, first)
     ax = Axes(left, 10, slot * k, 170, (0, k), (0, ticks[-1]))
-    body = ax.frame(None, ticks, ylabel="images")
+    body = ax.frame(None, ticks, ylabel=noun)
     bottom = np.zeros(len(classes))
     for split, per_class in counts.items():
         colour = _SPLIT_COLOURS.get(split, _OTHER_SPLIT)
@@ -134,7 +138,8 @@ def class_balance(counts: Mapping[str, Mapping[str, int]], classes: Sequence[str
     swatches = [(rect(0, -5, 10, 10, _SPLIT_COLOURS.get(s, _OTHER_SPLIT)), s) for s in counts]
     body.append(legend(ax.left + ax.width + 16, ax.top + 6, swatches))
     width = ax.left + ax.width + 16 + 80
-    return canvas(width, ax.bottom + height + 4, "class balance: images per class and split", body)
+    caption = f"class balance: {noun} per class and split"
+    return canvas(width, ax.bottom + height + 4, caption, body)
 
 
 def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str) -> str:
@@ -149,14 +154,17 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], ti
     font = min(11.0, cell * 0.42)
     half_title = text_width(title) / 2 + 4
     body = [text(max(left + cell * k / 2, half_title), 15, title, bold=True)]
+    # the empty cells are one rectangle: 77 classes have 5,929 cells, mostly empty, and one
+    # element (with its title) each made the page megabytes
+    body.append(rect(left, top, cell * k, cell * k, _blue(0.0), tip="empty cells: 0"))
     for i, true in enumerate(classes):
         y = top + i * cell
         body.append(text(left - 6, y + cell / 2 + 4, short(true), anchor="end", tip=true))
         for j, predicted in enumerate(classes):
             n = int(m[i, j])
-            tip = f"true {true}, predicted {predicted}: {n} ({share[i, j]:.0%} of {true})"
-            body.append(rect(left + j * cell, y, cell, cell, _blue(share[i, j]), tip=tip))
             if n:
+                tip = f"true {true}, predicted {predicted}: {n} ({share[i, j]:.0%} of {true})"
+                body.append(rect(left + j * cell, y, cell, cell, _blue(share[i, j]), tip=tip))
                 colour = "#ffffff" if share[i, j] > 0.55 else INK
                 cx, cy = left + (j + 0.5) * cell, y + cell / 2 + font * 0.36
                 body.append(text(cx, cy, str(n), size=font, fill=colour))
@@ -173,7 +181,9 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], ti
     return canvas(width, bottom + height + 20, title, body)
 
 
-def reliability_diagram(bins: Mapping[str, tuple[ReliabilityBins, float]]) -> str:
+def reliability_diagram(
+    bins: Mapping[str, tuple[ReliabilityBins, float]], noun: str = "images"
+) -> str:
     """Accuracy against confidence per bin, one panel per split, with its ECE in the title."""
     panel = 262.0
     body: list[str] = []
@@ -192,7 +202,7 @@ def reliability_diagram(bins: Mapping[str, tuple[ReliabilityBins, float]]) -> st
             x0, x1, y0 = ax.x(lo + pad), ax.x(hi - pad), ax.y(acc)
             tip = (
                 f"confidence {lo:.2f}-{hi:.2f}: accuracy {acc:.2f}, mean confidence "
-                f"{float(b.confidence[i]):.2f}, {int(b.count[i])} images"
+                f"{float(b.confidence[i]):.2f}, {int(b.count[i])} {noun}"
             )
             body.append(rect(x0, y0, x1 - x0, ax.bottom - y0, "#4c72b0", tip=tip))
         body.append(line(ax.x(0), ax.y(0), ax.x(1), ax.y(1), "#808080", _DASHED))
@@ -254,8 +264,12 @@ def embedding_map(
     splits: Sequence[str],
     classes: Sequence[str],
     title: str,
+    *,
+    tips: Sequence[str] | None = None,
+    noun: str = "images",
 ) -> str:
-    """Scatter of 2-D points coloured by class; held-out images drawn as crosses."""
+    """Scatter of 2-D points coloured by class; held-out samples drawn as crosses.  ``tips``:
+    one hover title per point (a text run: the text), escaped."""
     pts = np.asarray(points, dtype=float).reshape(-1, 2)
     lo, hi = (pts.min(axis=0), pts.max(axis=0)) if len(pts) else (np.zeros(2), np.ones(2))
     pad = (hi - lo) * 0.04 + 1e-9
@@ -271,6 +285,10 @@ def embedding_map(
     entries = []
     for cls, colour in zip(classes, colours, strict=True):
         mine = labels_arr == cls
+        if tips is not None:
+            body += _tipped(pts, tips, mine & ~held_out, mine & held_out, colour, ax)
+            entries.append((f'<circle cx="5" cy="0" r="4" fill="{colour}"/>', cls))
+            continue
         train = pts[mine & ~held_out]
         held = pts[mine & held_out]
         if len(train):
@@ -289,5 +307,32 @@ def embedding_map(
     longest = max((text_width(short(c, 22)) for c in classes), default=0)
     height = max(ax.bottom + 6, ax.top + 10 + 14 * len(classes) + 6)
     width = ax.left + ax.width + 14 + 16 + longest + 8
-    caption = f"{title}: {len(pts)} images; dots: train, crosses: held out"
+    caption = f"{title}: {len(pts)} {noun}; dots: train, crosses: held out"
     return canvas(width, height, caption, body)
+
+
+def _tipped(
+    pts: np.ndarray,
+    tips: Sequence[str],
+    train: np.ndarray,
+    held: np.ndarray,
+    colour: str,
+    ax: Axes,
+) -> list[str]:
+    """One class's points, each its own element with a hover ``<title>``."""
+    marks = [
+        f'<circle cx="{fmt(ax.x(pts[i, 0]))}" cy="{fmt(ax.y(pts[i, 1]))}" r="2.4">'
+        f"<title>{escape(tips[i])}</title></circle>"
+        for i in np.flatnonzero(train).tolist()
+    ]
+    crosses = [
+        f'<path d="M{fmt(ax.x(pts[i, 0]) - 2.8)} {fmt(ax.y(pts[i, 1]) - 2.8)}l5.6 5.6m0-5.6'
+        f'l-5.6 5.6"><title>{escape(tips[i])}</title></path>'
+        for i in np.flatnonzero(held).tolist()
+    ]
+    out = []
+    if marks:
+        out.append(f'<g fill="{colour}" fill-opacity="0.8">{"".join(marks)}</g>')
+    if crosses:
+        out.append(f'<g stroke="{colour}" stroke-width="1.4" fill="none">{"".join(crosses)}</g>')
+    return out

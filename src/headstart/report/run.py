@@ -17,7 +17,7 @@ from headstart.errors import DataError, PathNotFoundError
 from headstart.runfolder import MetricsRecord, RunFolder, RunRecord
 from headstart.runfolder import prediction_columns as _columns
 
-__all__ = ["RunFiles", "read_run", "tasks_of_info"]
+__all__ = ["RunFiles", "read_run", "task_title", "tasks_of_info"]
 
 _REQUIRED = ("model/model.json", "metrics.json", "manifest.csv", "run.json")
 
@@ -27,6 +27,11 @@ def tasks_of_info(info: dict[str, Any]) -> list[Task]:
     if "tasks" in info:
         return [Task.from_dict(entry["task"]) for entry in info["tasks"]]
     return [Task(DEFAULT_TASK, tuple(str(c) for c in info.get("classes", [])))]
+
+
+def task_title(run: RunFiles, task: Task) -> str:
+    """How a task is named in headings: nothing for a one-task run, else its name and kind."""
+    return "" if len(run.tasks) == 1 else f"{task.name} ({task.kind})"
 
 
 @dataclass
@@ -52,6 +57,37 @@ class RunFiles:
     def image_path(self, rel: str) -> Path:
         path = Path(rel)
         return path if path.is_absolute() else self.data_root / path
+
+    @property
+    def modality(self) -> str:
+        """``"text"`` when the run read texts (its manifest has a text column, or its backbone
+        is a text encoder), else ``"image"``.  A text sample's path names a ``.txt`` file or a
+        CSV row (``<file>.csv#<line>``): never an image to open."""
+        backbone = self.info.get("backbone", {})
+        if "text" in backbone or any("text" in part for part in backbone.get("parts") or []):
+            return "text"
+        return "text" if self.manifest and "text" in self.manifest[0] else "image"
+
+    @property
+    def noun(self) -> str:
+        """What one sample is called in sentences, plural: ``texts`` or ``images``."""
+        return "texts" if self.modality == "text" else "images"
+
+    def texts(self) -> dict[str, str]:
+        """A text run's texts by manifest path (empty for an image run)."""
+        return {row["path"]: row.get("text", "") for row in self.manifest if "text" in row}
+
+    def examples(self, task: Task, n: int) -> dict[str, list[dict[str, str]]]:
+        """Up to ``n`` manifest rows holding each of the task's labels, training rows first
+        (then in manifest order, which is stable between runs)."""
+        rank = {"train": 0, "val": 1, "test": 2}
+        rows = sorted(self.manifest, key=lambda r: rank.get(r.get("split", ""), 3))
+        out: dict[str, list[dict[str, str]]] = {c: [] for c in task.classes}
+        for row in rows:
+            for label in (row.get(task.name) or "").split(LABEL_SEPARATOR):
+                if label in out and len(out[label]) < n:
+                    out[label].append(row)
+        return out
 
     def counts(self, task: Task) -> dict[str, dict[str, int]]:
         """Images per split holding each of the task's labels (splits in train/val/test order)."""

@@ -9,8 +9,9 @@ import numpy as np
 
 from headstart.data import Task
 from headstart.report import plots
-from headstart.report.run import RunFiles
-from headstart.report.template import Section, figure, note, pct, table
+from headstart.report.run import RunFiles, task_title
+from headstart.report.template import Section, figure, note, pct, short, table
+from headstart.report.texts import examples_html
 from headstart.stats import (
     Interval,
     Metrics,
@@ -25,21 +26,16 @@ __all__ = ["curves_section", "data_section", "metrics_section", "task_title"]
 _MAX_PROBLEM_ROWS = 200
 
 
-def task_title(run: RunFiles, task: Task) -> str:
-    """How a task is named in headings: nothing for a one-task run, else its name and kind."""
-    return "" if len(run.tasks) == 1 else f"{task.name} ({task.kind})"
-
-
 def data_section(run: RunFiles) -> Section:
     """Source, split source, counts per split and class of every task (with a chart of each
     multi-class task's balance), problems, duplicates."""
     r = run.run
     parts = [
         "<ul>",
-        f"<li>Source: <code>{escape(r.data)}</code></li>",
+        f"<li>Source: <code>{escape(r.source or r.data)}</code></li>",
         f"<li>Splits from: {escape(r.split_source)}</li>",
         f"<li>Data hash: <code>{escape(r.data_hash)}</code></li>",
-        f"<li>{len(run.manifest)} images used; "
+        f"<li>{len(run.manifest)} {run.noun} used; "
         + "; ".join(escape(t.describe()) for t in run.tasks)
         + "</li>",
         "</ul>",
@@ -57,9 +53,11 @@ def data_section(run: RunFiles) -> Section:
         heading = "label" if task.multi_label else "class"
         parts.append('<div class="row">')
         parts.append(table([heading, *counts, "total"], rows, numeric=range(1, len(counts) + 2)))
-        chart = plots.class_balance(counts, task.classes)
-        parts.append(figure(chart, f"Images per {heading}"))
+        chart = plots.class_balance(counts, task.classes, run.noun)
+        parts.append(figure(chart, f"{run.noun.capitalize()} per {heading}"))
         parts.append("</div>")
+    if run.modality == "text":
+        parts.append(examples_html(run))
     parts.append(_problems_html(run))
     return Section("data", "1. Data", "\n".join(parts))
 
@@ -67,13 +65,17 @@ def data_section(run: RunFiles) -> Section:
 def _problems_html(run: RunFiles) -> str:
     left_out = [p for p in run.problems if p.get("kind") == "left out"]
     dups = [p for p in run.problems if p.get("kind", "").startswith("duplicate")]
+    text = run.modality == "text"
     out = ["<h3>Problems found</h3>"]
     if left_out:
-        out.append(note(f"{len(left_out)} file(s) left out of the run:", "warn"))
+        what = "sample(s)" if text else "file(s)"
+        out.append(note(f"{len(left_out)} {what} left out of the run:", "warn"))
         shown = left_out[:_MAX_PROBLEM_ROWS]
         out.append(table(["file", "reason"], [[p["path"], p["reason"]] for p in shown]))
         if len(left_out) > len(shown):
             out.append(note(f"... and {len(left_out) - len(shown)} more in problems.csv"))
+    elif text:
+        out.append(note("No unusable texts (empty or undecodable): every text found was used."))
     else:
         out.append(note("No unreadable files: every image found was used."))
     out.append("<h3>Exact duplicates</h3>")
@@ -89,11 +91,17 @@ def _problems_html(run: RunFiles) -> str:
             )
         shown = dups[:_MAX_PROBLEM_ROWS]
         rows = [[p["kind"], p["path"], p["reason"]] for p in shown]
-        out.append(
-            table(["kind", "file", "detail"], rows, bad_rows=[i for i in cross if i < len(shown)])
-        )
+        header = ["kind", "file", "detail"]
+        if text:  # the duplicated text itself says more than its row number
+            texts = run.texts()
+            header.append("text")
+            for row, p in zip(rows, shown, strict=True):
+                row.append(short(texts.get(p["path"], ""), 120))
+        out.append(table(header, rows, bad_rows=[i for i in cross if i < len(shown)]))
     else:
-        out.append(note("No two files have the same bytes."))
+        out.append(
+            note("No two texts are identical." if text else "No two files have the same bytes.")
+        )
     return "\n".join(out)
 
 
@@ -183,11 +191,11 @@ def metrics_section(run: RunFiles) -> Section:
             task_cards, body = _render(split, name, m)
             cards += task_cards
             bodies.append(f"<h3>{escape(split)} split{': ' + escape(name) if name else ''} "
-                          f"({m.n} images)</h3>")  # fmt: skip
+                          f"({m.n} {run.noun})</h3>")  # fmt: skip
             bodies += body
     parts = [
         f'<div class="cards">{"".join(cards)}</div>',
-        note("Intervals: percentile bootstrap over the held-out images."),
+        note(f"Intervals: percentile bootstrap over the held-out {run.noun}."),
         *bodies,
         "<h3>Calibration</h3>",
     ]
@@ -212,7 +220,7 @@ def _reliability(run: RunFiles, task: Task) -> str:
         return note(f"No predictions.csv in the run: no reliability diagram {title}".strip())
     eces = ", ".join(f"{s} {e:.3f}" for s, (_, e) in bins.items())
     return figure(
-        plots.reliability_diagram(bins),
+        plots.reliability_diagram(bins, run.noun),
         (f"{title}: " if title else "")
         + f"Expected calibration error (ECE, 15 bins): {eces}. Bars below the "
         "diagonal: over-confident; above: under-confident.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from html import escape
 
-__all__ = ["Section", "figure", "note", "page", "pct", "table"]
+__all__ = ["Section", "figure", "note", "page", "pct", "short", "table"]
 
 CSS = """
 :root { --ink:#1f2328; --muted:#656d76; --line:#d0d7de; --bad:#b42318; --bg-bad:#fef3f2;
@@ -37,6 +37,11 @@ figcaption { color: var(--muted); font-size: 12px; }
 .err { border: 1px solid var(--line); border-radius: 6px; padding: 8px; break-inside: avoid; }
 .err .pics { display: flex; gap: 6px; } .err img { width: 160px; height: auto; }
 .err .path { font-size: 11px; color: var(--muted); word-break: break-all; }
+.txt { background: #f6f8fa; border-left: 3px solid var(--line); padding: 6px 8px; margin: 6px 0;
+       font-size: 13px; white-space: pre-wrap; overflow-wrap: anywhere; }
+table.examples td { max-width: 320px; } table.examples th { white-space: nowrap; }
+.ex { font-size: 12px; overflow-wrap: anywhere; }
+.txt .w { border-radius: 3px; padding: 0 1px; }
 pre { background: #f6f8fa; padding: 8px; font-size: 12px; overflow-x: auto; white-space: pre-wrap; }
 code { font-size: 12px; word-break: break-all; }
 ul { margin: 4px 0; padding-left: 20px; }
@@ -63,6 +68,19 @@ class Section:
 def pct(value: float) -> str:
     """A fraction as a percentage with one decimal."""
     return f"{100 * value:.1f}%"
+
+
+def short(text: str, limit: int) -> str:
+    """``text`` on one line (runs of whitespace made one space), cut to ``limit`` characters
+    at a word boundary when one is near, with an ellipsis."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[: max(1, limit - 1)]
+    space = cut.rfind(" ")
+    if space >= limit * 0.6:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
 
 
 def note(text: str, cls: str = "note") -> str:

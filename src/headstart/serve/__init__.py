@@ -1,5 +1,6 @@
 """The web service: ``create_app(model)`` gives a FastAPI app with predict, explain, model info,
-health and a page to try it (``headstart serve MODEL`` runs it with uvicorn)."""
+health and a page to try it (``headstart serve MODEL`` runs it with uvicorn); a text model takes
+JSON texts (:mod:`headstart.serve.texts`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
 """The HTTP service: predict, model info, health, Grad-CAM explanations and a page to try it.
+A text model takes JSON texts instead of image files, and explains by word attributions (see
+:mod:`headstart.serve.texts`); ``GET /v1/model`` says which (``modality``).
 
 Every model is served, whatever its tasks: each answer holds every task's chosen labels and
 top-k (``tasks``), and ``top`` (the first task's top-k, the whole answer of a plain model), and
@@ -22,9 +24,8 @@ import base64
 import functools
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -41,8 +42,8 @@ from headstart.data import Task
 from headstart.errors import ConfigError, HeadstartError
 from headstart.explain import explain as explain_image
 from headstart.explain import overlay_png, require_explainable
-from headstart.model import Model, answer, ood_json
-from headstart.serve.batching import Batcher, TaskRows
+from headstart.model import Model
+from headstart.serve.batching import Batcher
 from headstart.serve.guard import (
     HostAllowList,
     HostGuard,
@@ -51,6 +52,8 @@ from headstart.serve.guard import (
     security_headers,
 )
 from headstart.serve.page import CSP, render_page
+from headstart.serve.service import Scored, Service, scored_rows
+from headstart.serve.texts import explain_text_response, predict_texts, refuse_json
 from headstart.serve.uploads import (
     ALLOWED_FORMATS,
     ApiError,
@@ -66,23 +69,6 @@ __all__ = ["ALLOWED_FORMATS", "ApiError", "Limits", "create_app", "decode_upload
 
 _log = logging.getLogger("headstart.serve")
 
-Scored = tuple[TaskRows, float | None]
-"""One upload's probability row of each task and its OOD score (None without a scorer)."""
-
-
-def _scored_rows(model: Model) -> Callable[[Sequence[Any]], list[Scored]]:
-    """Images -> one (task rows, OOD score) per image from one backbone pass: what the
-    :class:`Batcher` hands each caller."""
-
-    def run(images: Sequence[Any]) -> list[Scored]:
-        probas, ood = model.score_images(images)
-        return [
-            ({name: p[i] for name, p in probas.items()}, None if ood is None else float(ood[i]))
-            for i in range(len(images))
-        ]
-
-    return run
-
 
 def _title(model: Model) -> str:
     tasks = model.tasks
@@ -92,6 +78,8 @@ def _title(model: Model) -> str:
         what = f"{len(tasks[0].classes)} labels, multi-label"
     else:
         what = f"{len(tasks[0].classes)} classes"
+    if model.modality == "text":
+        what = f"texts, {what}"
     return f"headstart: {model.backbone_name} ({what})"
 
 
@@ -106,7 +94,11 @@ def _lifespan(model: Model, batcher: Batcher[Scored]) -> Callable[[FastAPI], Any
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Load the backbone engine once, before the first request has to wait for it.
-        await batcher.run(model.predict_images, [Image.new("RGB", (64, 64), (128, 128, 128))])
+        if model.modality == "text":
+            await batcher.run(model.score_texts, ["warm up"])
+        else:
+            grey = Image.new("RGB", (64, 64), (128, 128, 128))
+            await batcher.run(model.predict_images, [grey])
         yield
         await batcher.close()
 
@@ -163,40 +155,6 @@ def _auth(token: str | None) -> Callable[[Request], None]:
     return check
 
 
-@dataclass(frozen=True)
-class _Service:
-    """What the routes share."""
-
-    model: Model
-    limits: Limits
-    batcher: Batcher[Scored]
-    decode: Callable[[bytes], Image.Image]
-    auth: list[Any]
-    explain: bool
-    thresholds: dict[str, np.ndarray | None]
-
-    @property
-    def tasks(self) -> list[Task]:
-        return self.model.tasks
-
-    @property
-    def classes(self) -> list[str]:
-        """The first task's classes."""
-        return self.model.classes
-
-    def answers(self, rows: TaskRows, top_k: int) -> dict[str, dict[str, Any]]:
-        """Every task's chosen labels and top-k for one image's probability rows."""
-        return {
-            t.name: answer(t, rows[t.name], self.thresholds[t.name], top_k).to_dict()
-            for t in self.tasks
-        }
-
-    def ood(self, score: float | None) -> dict[str, Any]:
-        """``ood_score`` and ``ood`` of one image (null without a scorer)."""
-        cut = self.model.ood_threshold
-        return ood_json(score, None if score is None or cut is None else score > cut)
-
-
 def create_app(
     model: Model,
     *,
@@ -217,7 +175,7 @@ def create_app(
         raise ConfigError("the token is empty; give a non-empty token or none")
     allowed = HostAllowList.of(allow_hosts)
     batcher = Batcher(
-        _scored_rows(model),
+        scored_rows(model),
         max_batch=limits.max_batch,
         max_wait_s=limits.max_wait_ms / 1000,
     )
@@ -242,7 +200,7 @@ def create_app(
     resize = max(part.preprocessing.resize for part in model.backbone_ref.members)
     # Grad-CAM needs one network: a fused model's page shows no explain button
     explain = explain and not model.backbone_ref.is_fused
-    svc = _Service(
+    svc = Service(
         model=model,
         limits=limits,
         batcher=batcher,
@@ -251,13 +209,20 @@ def create_app(
         explain=explain,
         thresholds={t.name: model.thresholds(t) for t in model.tasks},
     )
-    _info_routes(app, svc, render_page(title=app.title, auth=token is not None, explain=explain))
+    page = render_page(
+        title=app.title,
+        auth=token is not None,
+        explain=explain,
+        modality=model.modality,
+        max_text_chars=limits.max_text_chars,
+    )
+    _info_routes(app, svc, page)
     _predict_route(app, svc)
     _explain_route(app, svc)
     return app
 
 
-def _info_routes(app: FastAPI, svc: _Service, page: str) -> None:
+def _info_routes(app: FastAPI, svc: Service, page: str) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page, headers={"Content-Security-Policy": CSP})
@@ -274,6 +239,7 @@ def _info_routes(app: FastAPI, svc: _Service, page: str) -> None:
     async def model_info() -> dict[str, Any]:
         info = svc.model.info
         return {
+            "modality": svc.model.modality,
             "classes": svc.classes,
             "tasks": [_task_info(t, svc.thresholds[t.name]) for t in svc.tasks],
             "backbone": info.get("backbone", {"name": svc.model.backbone_name}),
@@ -285,9 +251,12 @@ def _info_routes(app: FastAPI, svc: _Service, page: str) -> None:
         }
 
 
-def _predict_route(app: FastAPI, svc: _Service) -> None:
+def _predict_route(app: FastAPI, svc: Service) -> None:
     @app.post("/v1/predict", dependencies=svc.auth)
     async def predict(request: Request, top_k: int = Query(3, ge=1)) -> JSONResponse:
+        if svc.texts:  # JSON {"texts": [...]}; see headstart.serve.texts
+            return await predict_texts(request, svc, top_k)
+        refuse_json(request)
         files = await uploads(request, svc.limits, ("files", "file"))
 
         async def one(upload: UploadFile) -> dict[str, Any]:
@@ -320,7 +289,7 @@ def _ood_info(model: Model) -> dict[str, Any] | None:
     return {k: meta[k] for k in ("method", "k", "threshold", "pass_rate", "fitted_on", "score")}
 
 
-def _explain_route(app: FastAPI, svc: _Service) -> None:
+def _explain_route(app: FastAPI, svc: Service) -> None:
     @app.post("/v1/explain", dependencies=svc.auth)
     async def explain_one(
         request: Request,
@@ -330,11 +299,15 @@ def _explain_route(app: FastAPI, svc: _Service) -> None:
         fmt: str = Query("png", alias="format", pattern="^(png|json)$"),
     ) -> Response:
         if not svc.explain:
-            try:
-                require_explainable(svc.model)
+            try:  # occlusion explains any text model; Grad-CAM not every image model
+                if not svc.texts:
+                    require_explainable(svc.model)
             except HeadstartError as exc:  # a fused backbone: say why, as any explain error
                 raise ApiError(422, str(exc)) from None
             raise ApiError(404, "explanations are turned off on this server")
+        if svc.texts:  # word attributions by occlusion, as JSON
+            return await explain_text_response(request, svc, target, task)
+        refuse_json(request)
         chosen = _explained_task(svc, task, target)
         files = await uploads(request, svc.limits, ("file", "files"))
         if len(files) != 1:
@@ -363,7 +336,7 @@ def _explain_route(app: FastAPI, svc: _Service) -> None:
         return Response(png, media_type="image/png", headers=headers)
 
 
-def _explained_task(svc: _Service, task: str | None, target: str | None) -> Task:
+def _explained_task(svc: Service, task: str | None, target: str | None) -> Task:
     """The task ``task=`` names (default: the first) after checking it and ``target=`` (422)."""
     try:
         chosen = svc.model.task(task)

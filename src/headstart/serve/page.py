@@ -1,8 +1,10 @@
-"""The page at ``/``: drop or choose an image, see every task's answer with bars, and the Grad-CAM
-overlay.  A plain classifier shows its top class and the top-k; a model of several tasks shows
-one block per task; a multi-label task shows its chosen labels with their scores, or "(none)".
-An upload the model's OOD scorer flags gets a warning above the answers: it looks unlike the
-training images, so the answer is a guess among classes it may not belong to.
+"""The page at ``/``: drop or choose an image (a text model: type a text and press Classify,
+see :mod:`headstart.serve.page_text`), see every task's answer with bars, and the Grad-CAM
+overlay (a text model: each word's attribution).  A plain classifier shows its top class and
+the top-k; a model of several tasks shows one block per task; a multi-label task shows its
+chosen labels with their scores, or "(none)".  An upload the model's OOD scorer flags gets a
+warning above the answers: it looks unlike the training images, so the answer is a guess among
+classes it may not belong to.
 
 One self-contained document (inline CSS and JS, system fonts, no CDN), so it works offline and
 under a strict Content-Security-Policy.  It talks to ``/v1/model``, ``/v1/predict`` and
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import html
 import json
+
+from headstart.serve.page_text import TEXT_SCRIPT, TEXT_STYLE, text_body
 
 __all__ = ["CSP", "render_page"]
 
@@ -46,6 +50,7 @@ img.shot{display:block;max-width:100%;max-height:340px;margin:12px auto 0;border
 .top{font-size:24px;font-weight:650;margin:4px 0 12px;min-height:1.2em}
 .top small{font-size:15px;color:#5b6478;font-weight:400;margin-left:6px}
 .top .chip{margin-right:14px;white-space:nowrap}
+.top .chip.long{white-space:normal;overflow-wrap:anywhere}
 .top.none{color:#8a93a6;font-weight:400}
 .several .top{font-size:20px}
 .row{display:grid;grid-template-columns:minmax(70px,30%) 1fr 58px;gap:8px;align-items:center;
@@ -108,6 +113,8 @@ function status(text, isError) {
 }
 async function api(path, body) {
   const headers = token ? {'Authorization': 'Bearer ' + token} : {};
+  // a string body is JSON (a text model's requests); a FormData one sets its own type
+  if (typeof body === 'string') headers['Content-Type'] = 'application/json';
   const res = await fetch(path, {method: body ? 'POST' : 'GET', headers, body});
   const type = res.headers.get('content-type') || '';
   const data = type.includes('json') ? await res.json() : {error: res.statusText};
@@ -133,7 +140,8 @@ function bars(top, chosen) {
     row.dataset.label = t.label;
     const bar = el('div', 'bar'); const fill = el('div'); fill.style.width = pct(t.probability);
     bar.appendChild(fill);
-    row.append(el('span', 'label', t.label), bar, el('span', 'p', pct(t.probability)));
+    const name = el('span', 'label', t.label); name.title = t.label;  // the whole of a cut name
+    row.append(name, bar, el('span', 'p', pct(t.probability)));
     box.appendChild(row);
   }
   return box;
@@ -143,7 +151,7 @@ function headline(task, answer) {
   const score = Object.fromEntries(answer.top.map((t) => [t.label, t.probability]));
   if (!answer.labels.length) { top.classList.add('none'); top.textContent = '(none)'; }
   for (const label of answer.labels) {
-    const chip = el('span', 'chip', label);
+    const chip = el('span', label.length > 24 ? 'chip long' : 'chip', label);
     if (label in score) chip.appendChild(el('small', '', pct(score[label])));
     top.appendChild(chip);
   }
@@ -152,7 +160,7 @@ function headline(task, answer) {
 function oodWarning(r) {
   // the model's OOD scorer flagged the image: above its threshold (null: no scorer)
   const w = el('div', 'warning'); w.id = 'ood-warning'; w.setAttribute('role', 'alert');
-  w.appendChild(el('strong', '', 'This image looks unlike the training images'));
+  w.appendChild(el('strong', '', 'This @NOUN@ looks unlike the training @NOUN@s'));
   const cut = MODEL && MODEL.ood ? ' > threshold ' + MODEL.ood.threshold.toFixed(3) : '';
   w.appendChild(document.createTextNode(
     'The answer below is a guess among classes it may not belong to (OOD score ' +
@@ -179,7 +187,7 @@ function showAnswers(tasks, r) {
   }
   if (r && r.ood_score !== null && r.ood_score !== undefined && !r.ood) {
     box.appendChild(el('div', 'ood-score', 'OOD score ' + r.ood_score.toFixed(3) +
-      ': like the training images'));
+      ': like the training @NOUN@s'));
   }
 }
 function figure(metrics, task) {
@@ -197,7 +205,11 @@ async function loadModel() {
     let text;
     if (plain()) {
       const fig = figure(m.metrics, m.tasks[0]);
-      text = m.classes.length + ' classes: ' + m.classes.join(', ') + (fig ? ' · ' + fig : '');
+      // a long list (e.g. 77 intents) is cut: the header stays one or two lines
+      const many = m.classes.length > 12;
+      const names = m.classes.slice(0, 12).join(', ') +
+        (many ? ', … (' + (m.classes.length - 12) + ' more)' : '');
+      text = m.classes.length + ' classes: ' + names + (fig ? ' · ' + fig : '');
     } else {
       text = m.tasks.map((t) => {
         const fig = figure(m.metrics, t);
@@ -211,6 +223,14 @@ async function loadModel() {
     $('explain-pick').hidden = m.tasks.length < 2;
   } catch (e) { $('subtitle').textContent = e.message; }
 }
+$('save-token').addEventListener('click', () => {
+  token = $('token').value.trim(); sessionStorage.setItem('headstart-token', token);
+  status(''); loadModel();
+});
+loadModel();
+"""
+
+_IMAGE_SCRIPT = """
 async function explain(file) {
   if (!CFG.explain || !file) return;
   $('caption').textContent = 'computing Grad-CAM…';
@@ -256,23 +276,27 @@ drop.addEventListener('dragleave', () => drop.classList.remove('over'));
 drop.addEventListener('drop', (e) => {
   e.preventDefault(); drop.classList.remove('over'); handle(e.dataTransfer.files[0]);
 });
-$('save-token').addEventListener('click', () => {
-  token = $('token').value.trim(); sessionStorage.setItem('headstart-token', token);
-  status(''); loadModel();
-});
-loadModel();
 """
 
 
-def render_page(*, title: str, auth: bool, explain: bool) -> str:
-    """The page's HTML; ``auth`` shows the token field, ``explain`` the overlay panel."""
-    config = json.dumps({"title": title, "auth": auth, "explain": explain})
+def render_page(
+    *, title: str, auth: bool, explain: bool, modality: str = "image", max_text_chars: int = 0
+) -> str:
+    """The page's HTML; ``auth`` shows the token field, ``explain`` the overlay panel (a text
+    model's: the word attributions).  A text model (``modality="text"``) gets a text box
+    instead of the image drop (``max_text_chars``: its length limit)."""
+    text = modality == "text"
+    noun = "text" if text else "image"
+    config = json.dumps({"title": title, "auth": auth, "explain": explain, "max": max_text_chars})
+    # the page says "image" or "text" in its messages
+    script = (_SCRIPT + (TEXT_SCRIPT if text else _IMAGE_SCRIPT)).replace("@NOUN@", noun)
     # "</" inside the JSON must not end the <script> element early
     config = config.replace("</", "<\\/")
     return (
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width,initial-scale=1'>"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>{_BODY}"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}{TEXT_STYLE if text else ''}"
+        f"</style></head><body>{text_body(max_text_chars) if text else _BODY}"
         f"<script id='config' type='application/json'>{config}</script>"
-        f"<script>{_SCRIPT}</script></body></html>\n"
+        f"<script>{script}</script></body></html>\n"
     )

@@ -52,9 +52,14 @@ class Limits:
     max_wait_ms: float = 5.0
     timeout_s: float = 30.0
     """How long the server waits for a request's headers or the next part of its body."""
+    max_texts: int = 64
+    """A text model: the most texts in one request."""
+    max_text_chars: int = 10_000
+    """A text model: the longest text (characters); an encoder reads a few hundred tokens."""
 
     def __post_init__(self) -> None:
-        for name in ("max_request_bytes", "max_pixels", "max_files", "max_batch"):
+        names = ("max_request_bytes", "max_pixels", "max_files", "max_batch", "max_texts")
+        for name in (*names, "max_text_chars"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.timeout_s > 0:

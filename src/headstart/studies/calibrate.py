@@ -24,10 +24,10 @@ from numpy.typing import NDArray
 
 from headstart.cache import CacheRoot
 from headstart.data import Task
-from headstart.data.labelled import labelled_split
+from headstart.data.labelled import sample_inputs
 from headstart.data.manifest import indicator
 from headstart.errors import ConfigError, DataError
-from headstart.evaluation import label_columns
+from headstart.evaluation import model_split
 from headstart.model import Model, load
 from headstart.stats.calibration import expected_calibration_error
 from headstart.stats.temperature import (
@@ -163,10 +163,8 @@ def calibrate_bundle(
     if loaded.path is None:
         raise ConfigError("calibrate needs a model loaded from a bundle folder, to rewrite it")
     chosen = loaded.tasks if task is None else [loaded.task(task)]
-    _, use, samples = labelled_split(
-        data, loaded.tasks, split, whole_if_unsplit=True, label_column=label_columns(loaded)
-    )
-    features, failures = loaded.embed([s.path for s in samples], progress=progress)
+    _, use, samples = model_split(loaded, data, split, whole_if_unsplit=True)
+    features, failures = loaded.embed(sample_inputs(samples), progress=progress)
     keep = [i for i in range(len(samples)) if i not in failures]
     if not keep:
         raise DataError(f"no readable image in {data} ({use}) to calibrate on")

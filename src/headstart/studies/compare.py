@@ -7,10 +7,10 @@ from pathlib import Path
 
 from headstart.cache import CacheRoot
 from headstart.data import Task
-from headstart.data.labelled import labelled_split
+from headstart.data.labelled import sample_inputs
 from headstart.data.manifest import indicator
 from headstart.errors import ConfigError, DataError
-from headstart.evaluation import label_columns
+from headstart.evaluation import model_split
 from headstart.model import Model, load
 from headstart.stats.paired import Comparison, compare_multilabel, compare_predictions
 
@@ -59,8 +59,8 @@ def compare_models(
     a = model_a if isinstance(model_a, Model) else load(model_a, cache=cache)
     b = model_b if isinstance(model_b, Model) else load(model_b, cache=cache)
     ta, tb = matching_task(a, b, task)
-    _, split, samples = labelled_split(data, a.tasks, split, label_column=label_columns(a))
-    paths = [s.path for s in samples]
+    _, split, samples = model_split(a, data, split)
+    paths = sample_inputs(samples)
     proba_a, fail_a = a.predict_proba(paths, task=ta.name, progress=progress)
     proba_b, fail_b = b.predict_proba(paths, task=tb.name, progress=progress)
     keep = [i for i in range(len(paths)) if i not in fail_a and i not in fail_b]

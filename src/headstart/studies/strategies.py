@@ -8,6 +8,14 @@ Strategies (every one gets the same split of a seed):
   and stops training early.
 * ``scratch``: the same architecture and training loop from the library's random initialisation
   (``backbone.pretrained: false``, :func:`headstart.finetune.run.scratch_recipe`).
+* ``tfidf`` (text data): word and character TF-IDF with a logistic regression
+  (:class:`headstart.heads.tfidf.TfidfHead`) fitted on the train split's texts; no backbone, so
+  it runs once per seed whatever the backbones (its backbone column reads ``tfidf``).
+
+Text data (a CSV with ``data.text_column``, or folders of ``.txt`` files) compares ``tfidf``,
+``probe`` and ``finetune`` by default, the backbone defaulting to the text encoder
+(:func:`headstart.embedding.for_data`); image data compares ``scratch``, ``probe`` and
+``finetune``.  ``scratch`` is for images only.
 
 Held-out split of each seed (:func:`held_out`): fine-tuning selects on val, so val accuracy is
 optimistic; every strategy is scored on a test split instead.  Data with a test split keeps it;
@@ -43,7 +51,7 @@ from headstart.config import FitConfig, load_config
 from headstart.data import DuplicateGroup, Manifest, Task
 from headstart.data.manifest import predicted_labels
 from headstart.data.splits import strata, stratified_assign
-from headstart.embedding import embed_data, scan_data
+from headstart.embedding import FINETUNE_TEXT, embed_data, for_data, scan_data
 from headstart.errors import ConfigError
 from headstart.fsutil import atomic_write_text
 from headstart.heads import (
@@ -68,7 +76,9 @@ from headstart.studies.strategy_stats import (
 )
 
 __all__ = [
+    "IMAGE_STRATEGIES",
     "STRATEGIES",
+    "TEXT_STRATEGIES",
     "HeldOut",
     "StrategyComparison",
     "compare_strategies",
@@ -76,7 +86,12 @@ __all__ = [
     "write_comparison",
 ]
 
-STRATEGIES = ("scratch", "probe", "finetune")
+STRATEGIES = ("scratch", "probe", "finetune", "tfidf")
+IMAGE_STRATEGIES = ("scratch", "probe", "finetune")
+"""What image data compares by default."""
+TEXT_STRATEGIES = ("tfidf", "probe")  # fine-tuning text encoders: not in this release
+"""What text data compares by default."""
+TFIDF = "tfidf"
 OUTPUT_FILES = ("results.csv", "comparison.json", "table.md")
 OUTPUT_FOLDERS = ("runs", "splits")
 
@@ -193,6 +208,17 @@ def _probe(held: HeldOut, cfg: FitConfig, emb: _Embeddings, task: Task) -> _Scor
     return _Scored(paths, test_cells, task_proba(task, head, X_test), thresholds_of(task, head))
 
 
+def _tfidf(held: HeldOut, task: Task) -> _Scored:
+    """TF-IDF and a logistic regression on the train split's texts (no embeddings)."""
+    from headstart.heads.tfidf import TfidfHead  # scikit-learn's text tools: only for text
+
+    train, test = held.manifest.split("train"), held.manifest.split("test")
+    head = TfidfHead(random_state=held.seed)
+    head.fit([s.text or "" for s in train], [s.labels[task.name][0] for s in train])
+    proba = task_proba(task, head, np.asarray([s.text or "" for s in test], dtype=object))
+    return _Scored([s.path for s in test], [tuple(s.labels[task.name]) for s in test], proba, None)
+
+
 def _finetune(held: HeldOut, cfg: FitConfig, run_dir: Path, progress: bool, task: Task) -> _Scored:
     # lazy: torch takes seconds to import; only this path needs it
     from headstart.finetune import finetune
@@ -229,13 +255,20 @@ def _run_config(cfg: FitConfig, backbone: str, strategy: str, seed: int) -> FitC
     )
 
 
-def _check_choices(
-    strategies: Sequence[str], backbones: Sequence[str], seeds: Sequence[int], cfg: FitConfig
-) -> None:
+def _check_names(strategies: Sequence[str]) -> None:
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad or not strategies:
         got = ", ".join(repr(s) for s in bad) or "none"
         raise ConfigError(f"unknown strategy {got}; valid: {', '.join(STRATEGIES)}")
+
+
+def _check_choices(
+    strategies: Sequence[str], backbones: Sequence[str], seeds: Sequence[int], cfg: FitConfig
+) -> None:
+    _check_names(strategies)
+    strategies = [s for s in strategies if s != TFIDF]  # it has no backbone to check
+    if not strategies:
+        return
     if not seeds:
         raise ConfigError("compare-strategies needs at least one seed (--seeds 1 or more)")
     if not backbones:
@@ -254,6 +287,27 @@ def _check_choices(
             resolve_backbone(name, cfg.backbone.weights)
         else:
             get_spec(name)
+
+
+def _check_modality(strategies: Sequence[str], text: bool, task: Task) -> None:
+    """``scratch`` trains an image network; ``tfidf`` reads texts of a multi-class task."""
+    if text and "finetune" in strategies:
+        raise ConfigError(FINETUNE_TEXT)
+    if text and "scratch" in strategies:
+        raise ConfigError(
+            "strategy 'scratch' trains an image network from random weights; for text data "
+            f"compare {', '.join(TEXT_STRATEGIES)}"
+        )
+    if not text and TFIDF in strategies:
+        raise ConfigError(
+            "strategy 'tfidf' reads texts; this data holds images (text data: a CSV with "
+            "--text-column, or folders of .txt files)"
+        )
+    if TFIDF in strategies and task.multi_label:
+        raise ConfigError(
+            f"strategy 'tfidf' scores multi-class tasks; '{task.name}' is multi-label "
+            "(compare probe and finetune on it)"
+        )
 
 
 def _check_output(out: Path, overwrite: bool) -> None:
@@ -309,7 +363,13 @@ class _Session:
     def run(self, held: HeldOut, task: Task, backbone: str, strategy: str) -> RunScore:
         """Train one strategy on one seed's split, score ``task`` on test, record it."""
         cfg = _run_config(self.cfg, backbone, strategy, held.seed)
-        if strategy == "probe":
+        pretrained = cfg.backbone.pretrained and strategy != TFIDF
+        if strategy == TFIDF:
+            backbone = TFIDF  # no backbone: one run per seed, named by what it reads
+            t0 = time.perf_counter()
+            scored = _tfidf(held, task)
+            seconds = time.perf_counter() - t0
+        elif strategy == "probe":
             if backbone not in self.embeddings:
                 self.embeddings[backbone] = _embed(held.manifest, cfg, self.progress)
             emb = self.embeddings[backbone]
@@ -326,7 +386,7 @@ class _Session:
         main, macro_f1, predicted, seen = _score(task, scored)
         self.truth.setdefault(held.seed, {}).update(seen)
         score = RunScore(
-            backbone, strategy, held.seed, cfg.backbone.pretrained, main, macro_f1, seconds,
+            backbone, strategy, held.seed, pretrained, main, macro_f1, seconds,
             len(seen), held.scored, main_metric(task),
         )  # fmt: skip
         key = (backbone, strategy, held.seed)
@@ -361,7 +421,7 @@ def compare_strategies(
     *,
     config: FitConfig | None = None,
     task: str | None = None,
-    strategies: Sequence[str] = STRATEGIES,
+    strategies: Sequence[str] | None = None,
     backbones: Sequence[str] | None = None,
     seeds: Sequence[int] = (0, 1, 2),
     overwrite: bool = False,
@@ -370,27 +430,40 @@ def compare_strategies(
 ) -> StrategyComparison:
     """Train every (backbone, strategy) on every seed's split of ``data``, score each on the
     held-out test split on ``task`` (default: the first), and write the comparison to
-    ``output`` (see the module docstring).  ``backbones`` defaults to the config's;
-    ``on_run`` is called after each run."""
+    ``output`` (see the module docstring).  ``strategies`` default to the data's
+    (:data:`IMAGE_STRATEGIES` or :data:`TEXT_STRATEGIES`), ``backbones`` to the config's (a
+    text encoder for text data); ``on_run`` is called after each run."""
     cfg = config or load_config()
-    strategies, seeds = list(dict.fromkeys(strategies)), list(dict.fromkeys(seeds))
+    seeds = list(dict.fromkeys(seeds))
+    given = list(dict.fromkeys(strategies)) if strategies is not None else None
+    if given is not None:  # a typo fails before the data is scanned
+        _check_names(given)
+    if not seeds:
+        raise ConfigError("compare-strategies needs at least one seed (--seeds 1 or more)")
+    t0 = time.perf_counter()
+    first = held_out(data, cfg, seeds[0])
+    text = first.manifest.modality == "text"
+    cfg = for_data(cfg, first.manifest)  # text data: a text encoder unless one is named
+    chosen_strategies = given or list(TEXT_STRATEGIES if text else IMAGE_STRATEGIES)
     backbones = list(dict.fromkeys(backbones or [cfg.backbone.name]))
-    _check_choices(strategies, backbones, seeds, cfg)
+    _check_choices(chosen_strategies, backbones, seeds, cfg)
+    _check_modality(chosen_strategies, text, first.manifest.task(task))
     out = Path(output)
     _check_output(out, overwrite)
-    if any(s != "probe" for s in strategies):
-        # imported before any clock starts: the first run must not pay for importing Lightning
+    if any(s not in ("probe", TFIDF) for s in chosen_strategies):
+        # imported before any run's clock starts: no run must pay for importing Lightning
         importlib.import_module("headstart.finetune.run")
-    t0 = time.perf_counter()
     session = _Session(cfg, out, progress, StrategyComparison(Path(data), out, cfg))
     for seed in seeds:
-        held = held_out(data, cfg, seed)
+        held = first if seed == seeds[0] else held_out(data, cfg, seed)
         chosen = held.manifest.task(task)  # an unknown task fails before any training
         held.manifest.write_csv(out / "splits" / f"seed{seed}.csv")
         session.result.scored[seed] = held.scored
         session.result.task, session.result.metric = chosen.name, main_metric(chosen)
         for backbone in backbones:
-            for strategy in strategies:
+            for strategy in chosen_strategies:
+                if strategy == TFIDF and backbone != backbones[0]:
+                    continue  # it reads no backbone: once per seed
                 score = session.run(held, chosen, backbone, strategy)
                 if on_run is not None:
                     on_run(score)

@@ -164,7 +164,8 @@ def summarise_rows(runs: Sequence[RunScore], label_backbone: bool) -> list[RowSu
         groups.setdefault((r.backbone, r.strategy), []).append(r)
     rows = []
     for (backbone, strategy), group in groups.items():
-        label = f"{strategy} ({backbone})" if label_backbone else strategy
+        # a strategy without a backbone (tfidf) records its own name as the backbone
+        label = f"{strategy} ({backbone})" if label_backbone and backbone != strategy else strategy
         rows.append(
             RowSummary(
                 label,
