@@ -100,9 +100,10 @@ class Ranking:
 
 
 def available_backbones() -> tuple[list[str], dict[str, str]]:
-    """Names of the built-in backbones whose weights are here, and why the others are not."""
+    """Names of the built-in image backbones whose weights are here, and why the others are
+    not (text encoders are not candidates: they embed texts)."""
     usable, skipped = [], {}
-    for status in list_backbones():
+    for status in list_backbones(modality="image"):
         name = status.spec.name
         if ":" in name:  # generic timm:/torchvision: entries: only when asked for by name
             continue

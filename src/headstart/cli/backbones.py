@@ -31,6 +31,7 @@ def command(
     """List backbones: feature size, parameters, ImageNet top-1, speed here, and whether usable
     here.  Join names with + to fuse backbones: -b mobilenet_v2+efficientnet_lite2."""
     from headstart.backbones import (
+        is_text_name,
         list_backbones,  # the library: when the command runs
         resolve_backbone,
     )
@@ -38,8 +39,10 @@ def command(
 
     statuses = list_backbones(inspect=inspect)
     cache = CacheRoot.of()
-    refs = [
-        resolve_backbone(s.spec.name) for s in statuses if s.available and ":" not in s.spec.name
+    refs = [  # images/s is an image backbone's figure
+        resolve_backbone(s.spec.name)
+        for s in statuses
+        if s.available and ":" not in s.spec.name and not is_text_name(s.spec.name)
     ]
     if speed:
         from headstart.throughput import measure  # loads torch: only when asked
