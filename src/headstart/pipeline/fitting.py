@@ -22,6 +22,7 @@ from headstart.cache import CacheRoot
 from headstart.config import FitConfig, load_config
 from headstart.data import Manifest
 from headstart.data.leakage import dedupe, find_near_duplicates
+from headstart.data.walk import walk
 from headstart.embedding import (
     FINETUNE_TEXT,
     EmbeddedData,
@@ -127,6 +128,16 @@ def _check_outside(output: Path, data: object) -> None:
             f"output {output} is inside the data folder {data}; the next fit on that data "
             "would read the run's files as images: choose an -o outside it"
         )
+
+
+def _text_folder(data: str | Path) -> bool:
+    """Whether ``data`` is a folder of ``.txt`` files and no image (text data), by a walk of its
+    names only: the scan's own errors stay where they are raised today."""
+    path = Path(data)
+    if not path.is_dir():
+        return False
+    tree, _ = walk(path.resolve())
+    return bool(tree.all_texts()) and not tree.all_images()
 
 
 def _with_strategy(cfg: FitConfig, kind: str) -> FitConfig:
@@ -290,8 +301,8 @@ def _fit_tuned(
     from headstart.finetune import finetune, start_record
 
     if cfg.strategy.kind == "finetune":
-        if not resume and Path(data).is_dir() and scan_data(data, cfg).modality == "text":
-            raise ConfigError(FINETUNE_TEXT)  # a folder of .txt files
+        if not resume and _text_folder(data):
+            raise ConfigError(FINETUNE_TEXT)
         dropped = 0
         source: str | Path | Manifest = data
         if cfg.data.drop_label_issues and not resume:
