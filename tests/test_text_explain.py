@@ -18,39 +18,8 @@ from headstart.cli.main import main
 from headstart.errors import ConfigError, DataError
 from headstart.explain import text as text_explain
 from headstart.explain.text import explain_text, render_html, save_html, words_of
+from texts import SUPPORT_SENTENCES as SENTENCES
 
-SENTENCES = {
-    "card": [
-        "My card was declined at the shop",
-        "The card payment did not go through",
-        "Why was my card rejected today",
-        "I lost my card yesterday",
-        "My card is not working at the ATM",
-        "Please block my stolen card",
-        "The new card has not arrived yet",
-        "How do I activate my card",
-    ],
-    "transfer": [
-        "My transfer to a friend is still pending",
-        "How long does a bank transfer take",
-        "The money I sent has not arrived",
-        "I sent money to the wrong account",
-        "Can I cancel a transfer",
-        "Transfer fees are too high",
-        "Why is my international transfer delayed",
-        "How do I send money abroad",
-    ],
-    "password": [
-        "I forgot my password",
-        "How do I reset my password",
-        "My password does not work anymore",
-        "I want to change my password",
-        "The app says my password is wrong",
-        "Password reset email never came",
-        "Can I use a shorter password",
-        "I am locked out after too many password attempts",
-    ],
-}
 #: Two classes' words in one text: each target must rest on its own word.
 MIXED = "Yesterday my card broke, and today the password is gone too."
 

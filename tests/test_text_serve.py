@@ -23,43 +23,12 @@ from headstart.result import FitResult
 from headstart.serve import Limits
 from headstart.serve import create_app as create_served_app
 from serving import files, photo, serving
+from texts import SUPPORT_SENTENCES as SENTENCES
 
 TEST_HOST = "testserver"
 SCREENSHOT_FOR_REVIEW = Path("/tmp/serve_text_page.png")
 OOD_SCREENSHOT_FOR_REVIEW = Path("/tmp/serve_text_page_ood.png")
 TYPED = "Help! My password is wrong and I cannot log in 🙁"
-SENTENCES = {
-    "card": [
-        "My card was declined at the shop",
-        "The card payment did not go through",
-        "Why was my card rejected today",
-        "I lost my card yesterday",
-        "My card is not working at the ATM",
-        "Please block my stolen card",
-        "The new card has not arrived yet",
-        "How do I activate my card",
-    ],
-    "transfer": [
-        "My transfer to a friend is still pending",
-        "How long does a bank transfer take",
-        "The money I sent has not arrived",
-        "I sent money to the wrong account",
-        "Can I cancel a transfer",
-        "Transfer fees are too high",
-        "Why is my international transfer delayed",
-        "How do I send money abroad",
-    ],
-    "password": [
-        "I forgot my password",
-        "How do I reset my password",
-        "My password does not work anymore",
-        "I want to change my password",
-        "The app says my password is wrong",
-        "Password reset email never came",
-        "Can I use a shorter password",
-        "I am locked out after too many password attempts",
-    ],
-}
 
 
 def write_texts(path: Path) -> Path:

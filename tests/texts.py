@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["SENTENCES", "write_text_csv", "write_text_folders"]
+__all__ = ["SENTENCES", "SUPPORT_SENTENCES", "write_text_csv", "write_text_folders"]
 
 SENTENCES: dict[str, list[str]] = {
     "card_arrival": [
@@ -68,3 +68,38 @@ def write_text_folders(root: Path) -> Path:
         for i, text in enumerate(texts):
             (root / label / f"{i}.txt").write_text(text + "\n", encoding="utf-8")
     return root
+
+
+#: Three support topics, 8 texts each: the serve, explain and export tests' tiny model.
+SUPPORT_SENTENCES = {
+    "card": [
+        "My card was declined at the shop",
+        "The card payment did not go through",
+        "Why was my card rejected today",
+        "I lost my card yesterday",
+        "My card is not working at the ATM",
+        "Please block my stolen card",
+        "The new card has not arrived yet",
+        "How do I activate my card",
+    ],
+    "transfer": [
+        "My transfer to a friend is still pending",
+        "How long does a bank transfer take",
+        "The money I sent has not arrived",
+        "I sent money to the wrong account",
+        "Can I cancel a transfer",
+        "Transfer fees are too high",
+        "Why is my international transfer delayed",
+        "How do I send money abroad",
+    ],
+    "password": [
+        "I forgot my password",
+        "How do I reset my password",
+        "My password does not work anymore",
+        "I want to change my password",
+        "The app says my password is wrong",
+        "Password reset email never came",
+        "Can I use a shorter password",
+        "I am locked out after too many password attempts",
+    ],
+}

@@ -21,41 +21,10 @@ from headstart.errors import BundleError, ConfigError
 from headstart.export import ExportResult, describe, export_model, load_onnx, read_metadata
 from headstart.export.runtime import _stale
 from headstart.result import FitResult
+from texts import SUPPORT_SENTENCES as SENTENCES
 
 pytestmark = pytest.mark.slow  # exporting the encoder (and its int8 copy) takes ~40 s
 
-SENTENCES = {
-    "card": [
-        "My card was declined at the shop",
-        "The card payment did not go through",
-        "Why was my card rejected today",
-        "I lost my card yesterday",
-        "My card is not working at the ATM",
-        "Please block my stolen card",
-        "The new card has not arrived yet",
-        "How do I activate my card",
-    ],
-    "transfer": [
-        "My transfer to a friend is still pending",
-        "How long does a bank transfer take",
-        "The money I sent has not arrived",
-        "I sent money to the wrong account",
-        "Can I cancel a transfer",
-        "Transfer fees are too high",
-        "Why is my international transfer delayed",
-        "How do I send money abroad",
-    ],
-    "password": [
-        "I forgot my password",
-        "How do I reset my password",
-        "My password does not work anymore",
-        "I want to change my password",
-        "The app says my password is wrong",
-        "Password reset email never came",
-        "Can I use a shorter password",
-        "I am locked out after too many password attempts",
-    ],
-}
 QUERIES = [
     "my card got declined",
     "  forgot the password  ",
