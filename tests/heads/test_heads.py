@@ -33,6 +33,7 @@ from headstart.heads import (
 def test_sklearn_compatible(estimator: Any, check: Any) -> None:
     check(estimator)
 
+
 #: Heads that read embeddings (the tfidf head reads texts: tests/heads/test_tfidf.py).
 EMBEDDING_HEADS = sorted(kind for kind in HEADS if kind != "tfidf")
 
