@@ -128,6 +128,8 @@ class TrainConfig(_Frozen):
     distributed: str = "auto"
     workers: int = Field(0, ge=0)
     cache_images_mb: int = Field(2048, ge=0)
+    max_length: int | None = Field(None, ge=8)
+    """Text fine-tuning: tokens kept per text (default: the encoder's own, e.g. 256)."""
     seed: int | None = None
     task_weights: dict[str, float] = Field(default_factory=dict)
     """Multi-task data: each task's weight in the summed loss (default 1)."""

@@ -23,7 +23,6 @@ from headstart.features import EmbeddingStore, Extraction, extract
 from headstart.features.int8 import quantize_ref
 
 __all__ = [
-    "FINETUNE_TEXT",
     "TEXT_DEFAULT",
     "EmbeddedData",
     "check_modality",
@@ -37,11 +36,6 @@ __all__ = [
 #: The backbone text data gets when the config names none (the image default stands).
 TEXT_DEFAULT = "minilm-l6"
 _IMAGE_DEFAULT = BackboneConfig.model_fields["name"].default
-#: What fine-tuning says of text data until it trains text encoders.
-FINETUNE_TEXT = (
-    "fine-tuning text encoders is not in this release: fit the probe on the encoder's "
-    "embeddings (the default) or --strategy tfidf"
-)
 
 
 @dataclass

@@ -81,18 +81,3 @@ def test_an_image_backbone_on_text_is_refused_in_one_line(tmp_path: Path) -> Non
     cfg = load_config(None, ["backbone.name=efficientnet_lite0"])
     with pytest.raises(ConfigError, match=r"embeds images but .* holds texts"):
         headstart.fit(data, tmp_path / "run", config=cfg, progress=False, report=False)
-
-
-@pytest.mark.parametrize("strategy", ["finetune", "auto"])
-def test_fine_tuning_text_is_refused_in_one_line(tmp_path: Path, strategy: str) -> None:
-    from headstart.embedding import FINETUNE_TEXT
-
-    data = write_text_csv(tmp_path / "bank.csv")
-    cfg = load_config(None, ["data.text_column=text", "data.label_column=category"])
-    with pytest.raises(ConfigError, match="not in this release"):
-        headstart.fit(data, tmp_path / "run", config=cfg, strategy=strategy, report=False)
-    folders = write_text_folders(tmp_path / "d")
-    with pytest.raises(ConfigError) as caught:
-        headstart.fit(folders, tmp_path / "run2", strategy=strategy, report=False)
-    assert str(caught.value) == FINETUNE_TEXT
-    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

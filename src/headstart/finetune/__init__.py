@@ -9,12 +9,19 @@ from headstart.finetune.distill import distill, resume_distill
 from headstart.finetune.evaluation import linear_head_export
 from headstart.finetune.module import FinetuneModule
 from headstart.finetune.recipe import backbone_blocks, param_groups, set_batchnorm_eval
-from headstart.finetune.run import build_parts, finetune, scratch_recipe, start_record
+from headstart.finetune.run import (
+    build_parts,
+    data_recipe,
+    finetune,
+    scratch_recipe,
+    start_record,
+)
 
 __all__ = [
     "FinetuneModule",
     "backbone_blocks",
     "build_parts",
+    "data_recipe",
     "distill",
     "finetune",
     "linear_head_export",

@@ -1,6 +1,7 @@
 """Images for fine-tuning: decoded once, resized like the backbone's preprocessing, kept in memory
 (up to a budget), served by epoch-seeded samplers so a resumed run sees the same batches.
-Targets are the concatenated per-task rows of :mod:`headstart.finetune.targets`.
+Targets are the concatenated per-task rows of :mod:`headstart.finetune.targets`.  Texts
+(:mod:`headstart.finetune.text`) share the sampler, in length buckets, and the data module.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -21,15 +23,37 @@ from headstart.backbones import Preprocessing
 from headstart.backbones.preprocessing import INTERPOLATIONS
 from headstart.data import load_rgb
 from headstart.errors import ImageError
+from headstart.finetune.augment import eval_transform
 
 __all__ = [
+    "BUCKET_POOL",
     "DecodedImages",
     "EpochSampler",
     "FinetuneData",
     "ImageDataset",
     "Imbalance",
+    "Inputs",
     "decide_imbalance",
 ]
+
+#: Length-bucketed batches are formed within pools of this many batches of the shuffled order
+#: (as Hugging Face's ``group_by_length``): batches of alike-long texts, still drawn at random.
+BUCKET_POOL = 50
+
+
+class Inputs(Protocol):
+    """What evaluation reads a trained network's inputs from: decoded images or tokenized
+    texts, row for row with the manifest."""
+
+    def __len__(self) -> int: ...
+
+    def eval_order(self, rows: Sequence[int]) -> list[int]:
+        """The order to evaluate ``rows`` in (results are put back in the given order)."""
+        ...
+
+    def eval_batch(self, rows: Sequence[int]) -> Tensor:
+        """The network's input for ``rows``."""
+        ...
 
 
 class DecodedImages:
@@ -69,6 +93,15 @@ class DecodedImages:
         out = DecodedImages([*self.paths, *paths], self.prep, 0)
         out._budget, out._used, out._cache = self._budget, self._used, dict(self._cache)
         return out
+
+    def eval_order(self, rows: Sequence[int]) -> list[int]:
+        """``rows`` as they are (images all have one size)."""
+        return list(rows)
+
+    def eval_batch(self, rows: Sequence[int]) -> Tensor:
+        """The evaluation transform of ``rows``' images, stacked."""
+        transform = eval_transform(self.prep)
+        return torch.stack([transform(self[i]) for i in rows])
 
     def check_all(self) -> dict[int, str]:
         """Decode every image once (filling the cache); {index: reason} for unreadable ones."""
@@ -126,12 +159,27 @@ class EpochSampler(Sampler[tuple[int, int]]):
     that depends only on (seed, epoch), yielding (index, augmentation seed) pairs.
 
     Lightning calls ``set_epoch`` each epoch, so a run resumed at epoch k draws exactly the
-    batches, and the augmentations, that the uninterrupted run drew at epoch k."""
+    batches, and the augmentations, that the uninterrupted run drew at epoch k.
 
-    def __init__(self, n: int, seed: int, balance_on: Sequence[int] | None = None) -> None:
+    With ``lengths`` (texts: tokens per item), each pool of :data:`BUCKET_POOL` batches of
+    the drawn order is sorted by length and cut into batches of ``batch_size``, whose order is
+    then shuffled (a short last batch stays last, so the loader's batches are the buckets):
+    dynamic padding then pads little."""
+
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        balance_on: Sequence[int] | None = None,
+        *,
+        lengths: Sequence[int] | None = None,
+        batch_size: int = 1,
+    ) -> None:
         self.n = n
         self.seed = seed
         self.balance_on = None if balance_on is None else np.asarray(balance_on)
+        self.lengths = None if lengths is None else np.asarray(lengths)
+        self.batch_size = batch_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -149,8 +197,23 @@ class EpochSampler(Sampler[tuple[int, int]]):
             order = rng.choice(n, size=n, replace=True, p=weights / weights.sum())
         else:
             order = rng.permutation(n)
+        if self.lengths is not None:
+            order = self._bucketed(order, rng)
         seeds = rng.integers(0, 2**62, size=n)
         return iter(zip(order.tolist(), seeds.tolist(), strict=True))
+
+    def _bucketed(self, order: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.lengths is None or self.batch_size < 2 or len(order) <= self.batch_size:
+            return order
+        size, pool = self.batch_size, self.batch_size * BUCKET_POOL
+        batches: list[np.ndarray] = []
+        for start in range(0, len(order), pool):
+            chunk = order[start : start + pool]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + size] for i in range(0, len(chunk), size)]
+        short = [batches.pop()] if len(batches[-1]) < size else []
+        shuffled = [batches[i] for i in rng.permutation(len(batches))]
+        return np.concatenate(shuffled + short)
 
 
 @dataclass(frozen=True)
@@ -185,17 +248,21 @@ def decide_imbalance(
 
 
 class FinetuneData(LightningDataModule):
-    """Train / val loaders over decoded images (the val loader keeps manifest order)."""
+    """Train / val loaders over decoded images or tokenized texts (the val loader keeps
+    manifest order).  Texts: ``collate`` pads each batch, ``lengths`` buckets the training
+    batches by length (see :class:`EpochSampler`)."""
 
     def __init__(
         self,
-        train: ImageDataset,
-        val: ImageDataset,
+        train: Dataset[tuple[Tensor, ...]],
+        val: Dataset[tuple[Tensor, ...]],
         *,
         batch_size: int,
         seed: int,
         balance_on: Sequence[int] | None,
         workers: int,
+        collate: Callable[[Sequence[tuple[Tensor, ...]]], tuple[Tensor, ...]] | None = None,
+        lengths: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.train_set = train
@@ -204,11 +271,19 @@ class FinetuneData(LightningDataModule):
         self.seed = seed
         self.balance_on = balance_on
         self.workers = workers
+        self.collate = collate
+        self.lengths = lengths
 
     def train_dataloader(self) -> DataLoader[tuple[Tensor, ...]]:
-        sampler = EpochSampler(len(self.train_set), self.seed, self.balance_on)
+        sampler = EpochSampler(
+            len(self.train_set),  # type: ignore[arg-type]
+            self.seed,
+            self.balance_on,
+            lengths=self.lengths,
+            batch_size=self.batch_size,
+        )
         # drop_last only when it drops a little: a last batch of 1 breaks BatchNorm in training
-        drop = len(self.train_set) % self.batch_size == 1
+        drop = len(self.train_set) % self.batch_size == 1  # type: ignore[arg-type]
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
@@ -216,10 +291,16 @@ class FinetuneData(LightningDataModule):
             num_workers=self.workers,
             drop_last=drop,
             persistent_workers=self.workers > 0,
+            collate_fn=self.collate,
         )
 
     def val_dataloader(self) -> DataLoader[tuple[Tensor, ...]]:
-        return DataLoader(self.val_set, batch_size=self.batch_size * 2, num_workers=self.workers)
+        return DataLoader(
+            self.val_set,
+            batch_size=self.batch_size * 2,
+            num_workers=self.workers,
+            collate_fn=self.collate,
+        )
 
 
 def pil_to_uint8(image: Image.Image) -> Tensor:

@@ -1,7 +1,8 @@
 """A trained fine-tuning module → one exportable head per task, probabilities and metrics, and
 the out-of-distribution scorer of the trained backbone's embeddings: its bank the pooled
 features of the training images (at most :data:`~headstart.heads.ood.MAX_BANK`, a seeded
-subsample, embedded with the evaluation transform), its threshold set on the val split's."""
+subsample, embedded with the evaluation transform), its threshold set on the val split's.
+Texts are evaluated the same way, from their tokens (:class:`~headstart.finetune.data.Inputs`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ import torch
 
 from headstart.config import FitConfig
 from headstart.data import Manifest
-from headstart.finetune.augment import eval_transform
-from headstart.finetune.data import DecodedImages
+from headstart.finetune.data import Inputs
 from headstart.finetune.module import FinetuneModule
 from headstart.finetune.targets import task_targets
 from headstart.heads import LogisticHead, MultiLabelHead, OodScorer, fit_ood
@@ -67,25 +67,30 @@ def split_targets(manifest: Manifest, split: str) -> tuple[list[int], list[torch
 
 @torch.inference_mode()
 def _forward(
-    module: FinetuneModule, images: DecodedImages, rows: list[int], batch_size: int
+    module: FinetuneModule, inputs: Inputs, rows: list[int], batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The pooled features and every task's probabilities (concatenated) of ``rows``."""
     module.eval()
-    transform = eval_transform(images.prep)
+    order = inputs.eval_order(rows)
     features, probs = [], []
-    for start in range(0, len(rows), batch_size):
-        batch = torch.stack([transform(images[i]) for i in rows[start : start + batch_size]])
+    for start in range(0, len(order), batch_size):
+        batch = inputs.eval_batch(order[start : start + batch_size])
+        if batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         # what module(batch) computes, with the features kept on the way
-        pooled = module.backbone(batch.contiguous(memory_format=torch.channels_last))
+        pooled = module.backbone(batch)
         probs.append(module.predictions(module.head(pooled)).double().numpy())
         features.append(pooled.float().numpy())
-    return np.concatenate(features), np.concatenate(probs)
+    # back to the order of ``rows``
+    where = {row: i for i, row in enumerate(order)}
+    back = np.array([where[row] for row in rows], dtype=np.int64)
+    return np.concatenate(features)[back], np.concatenate(probs)[back]
 
 
 def _ood(
     module: FinetuneModule,
     manifest: Manifest,
-    images: DecodedImages,
+    images: Inputs,
     val_features: np.ndarray,
     cfg: FitConfig,
 ) -> OodScorer:
@@ -111,7 +116,7 @@ class Evaluated:
 
 
 def evaluate_trained(
-    module: FinetuneModule, manifest: Manifest, images: DecodedImages, cfg: FitConfig
+    module: FinetuneModule, manifest: Manifest, images: Inputs, cfg: FitConfig
 ) -> Evaluated:
     """Each task's slice of the trained ``Linear`` as its own head (a binary head per label
     for a multi-label task), thresholds tuned on val, metrics on val and test, and the OOD

@@ -14,7 +14,7 @@ from lightning.pytorch.tuner import Tuner
 from headstart.config import FitConfig
 from headstart.embedding import scan_data
 from headstart.errors import DataError
-from headstart.finetune.run import build_parts, require_one_network
+from headstart.finetune.run import build_parts, data_recipe, require_one_network
 from headstart.fsutil import atomic_write_text
 
 __all__ = ["LRFindResult", "lr_find"]
@@ -51,7 +51,9 @@ def lr_find(
     require_one_network(config, "the learning-rate finder")  # before any folder or scan
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    parts = build_parts(scan_data(data, config), config)
+    manifest = scan_data(data, config)
+    config = data_recipe(config, manifest)  # text data: its encoder and text defaults
+    parts = build_parts(manifest, config)
     trainer = Trainer(
         max_epochs=max(1, config.train.frozen_epochs),
         accelerator=config.train.accelerator,

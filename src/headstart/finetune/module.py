@@ -42,6 +42,7 @@ from headstart.finetune.recipe import (
 from headstart.finetune.schedules import PhasePlan, lr_factors
 from headstart.finetune.soft import Distillation, distillation_loss
 from headstart.finetune.targets import Mixer, class_weight_rows, task_slices
+from headstart.finetune.text import TextEncoder
 
 __all__ = ["FinetuneModule"]
 
@@ -56,7 +57,7 @@ class FinetuneModule(LightningModule):
 
     def __init__(
         self,
-        backbone: Backbone,
+        backbone: Backbone | TextEncoder,
         tasks: Sequence[Task],
         config: TrainConfig,
         *,
@@ -174,7 +175,10 @@ class FinetuneModule(LightningModule):
         """Lightning switches the whole model to train mode; frozen parts go back to eval."""
         super().train(mode)
         if mode:
-            if self.backbone_frozen:
+            if self.backbone_frozen and isinstance(self.backbone, TextEncoder):
+                # no dropout while frozen: the head learns on the probe's very embeddings
+                self.backbone.eval()
+            elif self.backbone_frozen:
                 set_batchnorm_eval(self.backbone)
             for module in self.always_frozen:
                 set_batchnorm_eval(module)

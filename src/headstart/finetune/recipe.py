@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from headstart.backbones.model import Backbone
+from headstart.finetune.text import TextEncoder
 
 __all__ = [
     "BlockGroup",
@@ -27,6 +28,7 @@ __all__ = [
     "frozen_modules",
     "param_groups",
     "set_batchnorm_eval",
+    "text_blocks",
 ]
 
 
@@ -52,9 +54,37 @@ def _classifier_root(backbone: Backbone) -> str:
     return head_path.split(".")[0]
 
 
-def backbone_blocks(backbone: Backbone) -> list[BlockGroup]:
+def _has_params(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
+
+
+def text_blocks(model: nn.Module) -> list[BlockGroup]:
+    """A Hugging Face encoder's blocks, input side first: ``embeddings``, then each layer of
+    the encoder's layer list (``encoder.layer.0`` ... for BERT and MPNet, DistilBERT's
+    ``transformer.layer.i``), with the container's other parameters (MPNet's relative
+    attention bias) just before the layers.  The ``pooler`` is left out: mean or first-token
+    pooling never reads it, and a parameter without gradient would stall DDP."""
+    blocks: list[BlockGroup] = []
+    for name, child in model.named_children():
+        if name == "pooler" or not _has_params(child):
+            continue
+        lists = [(n, m) for n, m in child.named_children() if isinstance(m, nn.ModuleList)]
+        if not lists:
+            blocks.append(BlockGroup(name, child))
+            continue
+        for sub, module in child.named_children():
+            if not isinstance(module, nn.ModuleList) and _has_params(module):
+                blocks.append(BlockGroup(f"{name}.{sub}", module))
+        for sub, layers in lists:
+            blocks += [BlockGroup(f"{name}.{sub}.{i}", m) for i, m in enumerate(layers)]
+    return blocks
+
+
+def backbone_blocks(backbone: Backbone | TextEncoder) -> list[BlockGroup]:
     """The trainable blocks of ``backbone``, input side first (modules without parameters
-    and the ImageNet classifier are left out)."""
+    and the ImageNet classifier are left out; a text encoder: :func:`text_blocks`)."""
+    if isinstance(backbone, TextEncoder):
+        return text_blocks(backbone.model)
     skip = _classifier_root(backbone)
     blocks: list[BlockGroup] = []
     for name, child in backbone.model.named_children():

@@ -10,6 +10,11 @@ key) differs from the pretrained backbone's.
 ``backbone.pretrained: false`` trains the same architecture from its seeded random
 initialisation (see :func:`scratch_recipe`); ``finetune.json`` then says ``pretrained: false``
 and records no pretrained weights hash.
+
+Text data (``manifest.modality == "text"``) trains a text encoder on the same recipe and loop
+(:mod:`headstart.finetune.text`): :func:`data_recipe` picks the text backbone and the text
+defaults, the texts are tokenized instead of decoded, and the fine-tuned encoder is written as a
+Hugging Face folder, ``checkpoints/encoder/``, which the result's ref points at.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +35,7 @@ from headstart.backbones.model import Backbone, build_backbone, save_weights
 from headstart.backbones.registry import unweighted_ref
 from headstart.config import FitConfig
 from headstart.data import Manifest
-from headstart.embedding import check_trainable, scan_data
+from headstart.embedding import check_modality, check_trainable, for_data, scan_data
 from headstart.errors import ConfigError, DataError, ImageError
 from headstart.finetune.augment import eval_transform, resolve, train_transform
 from headstart.finetune.data import (
@@ -38,12 +43,23 @@ from headstart.finetune.data import (
     FinetuneData,
     ImageDataset,
     Imbalance,
-    decide_imbalance,
 )
 from headstart.finetune.evaluation import evaluate_trained, split_targets
+from headstart.finetune.head_init import init_head_from_probe
+from headstart.finetune.imbalance import balance_on, class_weights, task_imbalance
 from headstart.finetune.module import FinetuneModule
 from headstart.finetune.soft import SoftTargets, soft_row
-from headstart.finetune.targets import batch_mixer, task_slices
+from headstart.finetune.targets import batch_mixer
+from headstart.finetune.text import (
+    TextEncoder,
+    TokenizedTexts,
+    build_text_encoder,
+    prepare_texts,
+    save_text_encoder,
+    text_datamodule,
+    text_max_length,
+    text_recipe,
+)
 from headstart.finetune.trainer import build_trainer, load_best, read_checkpoint, resolve_precision
 from headstart.result import FitResult, write_result
 from headstart.runfolder import FinetuneRecord, ResumeRecord, RunFolder
@@ -51,6 +67,7 @@ from headstart.runfolder import FinetuneRecord, ResumeRecord, RunFolder
 __all__ = [
     "Parts",
     "build_parts",
+    "data_recipe",
     "finetune",
     "prepare_images",
     "require_float32",
@@ -102,53 +119,6 @@ def prepare_images(
     return manifest, kept
 
 
-def _imbalance(manifest: Manifest, cfg: FitConfig) -> dict[str, Imbalance]:
-    """The remedy of each task: per multi-class task by its class ratio; a balanced sampler
-    can balance one task only (the first that asks), so later ones get the weighted loss."""
-    out: dict[str, Imbalance] = {}
-    sampled = None
-    for task in manifest.targets:
-        if task.multi_label:
-            out[task.name] = Imbalance({}, 1.0, "none", "multi-label: not applied")
-            continue
-        labels = [s.labels[task.name][0] for s in manifest.split("train")]
-        imb = decide_imbalance(
-            labels, task.classes, cfg.train.imbalance, cfg.train.imbalance_threshold
-        )
-        if imb.remedy == "sampler" and sampled is not None:
-            why = f"{imb.reason}; the sampler balances '{sampled}', so a weighted loss here"
-            imb = Imbalance(imb.counts, imb.ratio, "weighted_loss", why)
-        elif imb.remedy == "sampler":
-            sampled = task.name
-        out[task.name] = imb
-    return out
-
-
-def _class_weights(imbalance: dict[str, Imbalance], manifest: Manifest) -> dict[str, torch.Tensor]:
-    out = {}
-    for task in manifest.targets:
-        imb = imbalance[task.name]
-        if imb.remedy == "weighted_loss":
-            counts = np.array([max(imb.counts[c], 1) for c in task.classes], dtype=np.float64)
-            out[task.name] = torch.tensor(
-                counts.sum() / (len(counts) * counts), dtype=torch.float32
-            )
-    return out
-
-
-def _balance_on(
-    imbalance: dict[str, Imbalance], manifest: Manifest, unlabelled: Sequence[np.ndarray] = ()
-) -> list[int] | None:
-    """Each training row's class in the task the sampler balances (an unlabelled image of a
-    distillation run: the teacher's most probable class)."""
-    for task, cols in zip(manifest.targets, task_slices(manifest.targets), strict=True):
-        if imbalance[task.name].remedy == "sampler":
-            index = {c: i for i, c in enumerate(task.classes)}
-            labelled = [index[s.labels[task.name][0]] for s in manifest.split("train")]
-            return labelled + [int(np.argmax(row[cols])) for row in unlabelled]
-    return None
-
-
 def _datamodule(
     manifest: Manifest,
     images: DecodedImages,
@@ -183,9 +153,19 @@ def _datamodule(
         val,
         batch_size=cfg.train.batch_size,
         seed=seed,
-        balance_on=_balance_on(imbalance, manifest, [row for _, row in unlabelled]),
+        balance_on=balance_on(imbalance, manifest, [row for _, row in unlabelled]),
         workers=cfg.train.workers,
     )
+
+
+def data_recipe(cfg: FitConfig, manifest: Manifest) -> FitConfig:
+    """``cfg`` for the data's modality: text data gets the text backbone when the config
+    names none (:func:`~headstart.embedding.for_data`) and the recipe's text defaults where
+    the config sets nothing (:func:`~headstart.finetune.text.text_recipe`); image data keeps
+    ``cfg``.  Apply it before the config is written, so ``--resume`` reads what trained."""
+    if manifest.modality != "text":
+        return cfg
+    return text_recipe(for_data(cfg, manifest))
 
 
 def scratch_recipe(cfg: FitConfig) -> FitConfig:
@@ -211,11 +191,12 @@ def scratch_recipe(cfg: FitConfig) -> FitConfig:
     return cfg.model_copy(update={"train": train})
 
 
-def _build_backbone(ref: BackboneRef, pretrained: bool, seed: int) -> Backbone:
-    if pretrained:
-        return ref.build()
-    torch.manual_seed(seed)  # the random initialisation is part of the run's seed
-    return build_backbone(ref, pretrained=False)
+def _build_backbone(ref: BackboneRef, pretrained: bool, seed: int) -> Backbone | TextEncoder:
+    if not pretrained:
+        torch.manual_seed(seed)  # the random initialisation is part of the run's seed
+    if ref.modality == "text":
+        return build_text_encoder(ref, pretrained=pretrained)
+    return ref.build() if pretrained else build_backbone(ref, pretrained=False)
 
 
 @dataclass
@@ -223,9 +204,9 @@ class Parts:
     """Everything a training run needs, built from the manifest and config."""
 
     manifest: Manifest
-    images: DecodedImages
+    images: DecodedImages | TokenizedTexts
     ref: BackboneRef
-    backbone: Backbone
+    backbone: Backbone | TextEncoder
     module: FinetuneModule
     datamodule: FinetuneData
     imbalance: dict[str, Imbalance]
@@ -257,13 +238,24 @@ def build_parts(
     soft: SoftTargets | None = None,
     *,
     start: tuple[BackboneRef, Backbone] | None = None,
+    head_from_probe: bool = True,
 ) -> Parts:
     """Seed, decode the images, decide the imbalance remedies, build the module and the data.
     ``soft``: a distillation run's teacher rows (and unlabelled images), see
     :mod:`headstart.finetune.soft`.  ``start``: train this already built network (and its
-    ref) instead of ``cfg.backbone``'s, e.g. a pruned one (:mod:`headstart.finetune.prune`)."""
+    ref) instead of ``cfg.backbone``'s, e.g. a pruned one (:mod:`headstart.finetune.prune`).
+    Text data trains ``cfg``'s text encoder on the tokenized texts (pass a config through
+    :func:`data_recipe` first), its head starting as the probe's unless ``head_from_probe`` is
+    false (:mod:`headstart.finetune.head_init`; a resumed run's checkpoint holds its head);
+    distillation and pruning take images only."""
     require_one_network(cfg)
     require_float32(cfg)
+    text = manifest.modality == "text"
+    if text and (soft is not None or start is not None):
+        raise ConfigError(
+            "distillation and pruning train image backbones; fine-tune a text encoder with "
+            "--strategy finetune"
+        )
     seed = cfg.data.seed if cfg.train.seed is None else cfg.train.seed
     seed_everything(seed, workers=True, verbose=False)
     keep_freed_memory()
@@ -272,27 +264,42 @@ def build_parts(
         ref = start[0]
     elif pretrained:
         ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
+    elif text:  # an encoder from scratch still reads its folder's config and tokenizer
+        resolved = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
+        ref = replace(resolved, weights_path=None, weights_sha256="")
     else:
         ref = unweighted_ref(cfg.backbone.name)
+    check_modality(ref, manifest)
     t0 = time.perf_counter()
-    manifest, images = prepare_images(manifest, ref, cfg.train.cache_images_mb)
-    check_trainable(manifest)
     unlabelled: list[tuple[int, np.ndarray]] = []
-    if soft is not None and soft.unlabelled:
-        images, unlabelled = _with_unlabelled(images, soft)
+    images: DecodedImages | TokenizedTexts
+    if text:
+        images = prepare_texts(manifest, ref, text_max_length(cfg, ref))
+    else:
+        manifest, images = prepare_images(manifest, ref, cfg.train.cache_images_mb)
+        if soft is not None and soft.unlabelled:
+            images, unlabelled = _with_unlabelled(images, soft)
+    check_trainable(manifest)
     decode_seconds = time.perf_counter() - t0
     backbone = start[1] if start is not None else _build_backbone(ref, pretrained, seed)
-    imbalance = _imbalance(manifest, cfg)
+    imbalance = task_imbalance(manifest, cfg)
     module = FinetuneModule(
         backbone,
         manifest.targets,
         cfg.train,
         seed=seed,
-        class_weights=_class_weights(imbalance, manifest),
-        mixer=batch_mixer(resolve(cfg.augment)),
+        class_weights=class_weights(imbalance, manifest),
+        mixer=None if text else batch_mixer(resolve(cfg.augment)),
         distill=None if soft is None else soft.distill,
     )
-    dm = _datamodule(manifest, images, cfg, seed, imbalance, soft, unlabelled)
+    if isinstance(images, TokenizedTexts):
+        if head_from_probe and pretrained:
+            init_head_from_probe(module, manifest, ref, cfg)
+        rows, targets = split_targets(manifest, "train")
+        balance = balance_on(imbalance, manifest)
+        dm = text_datamodule(images, rows, targets, split_targets(manifest, "val"), cfg, balance)
+    else:
+        dm = _datamodule(manifest, images, cfg, seed, imbalance, soft, unlabelled)
     return Parts(
         manifest,
         images,
@@ -310,7 +317,8 @@ def build_parts(
 def _train(
     manifest: Manifest, cfg: FitConfig, run: RunFolder, *, progress: bool, ckpt: Path | None
 ) -> FitResult:
-    return train_parts(build_parts(manifest, cfg), cfg, run, progress=progress, ckpt=ckpt)
+    parts = build_parts(manifest, cfg, head_from_probe=ckpt is None)
+    return train_parts(parts, cfg, run, progress=progress, ckpt=ckpt)
 
 
 def train_parts(
@@ -336,10 +344,9 @@ def train_parts(
     t0 = time.perf_counter()
     evaluated = evaluate_trained(module, manifest, parts.images, cfg)
     timings["evaluate"] = time.perf_counter() - t0
-    weights_file = run.checkpoints / "backbone.safetensors"
-    sha = save_weights(parts.backbone, weights_file)
     ref = parts.ref
-    tuned = BackboneRef(ref.name, weights_file, sha, ref.preprocessing, parts.backbone.feature_dim)
+    tuned = _save_network(parts, run)
+    sha = tuned.weights_sha256
     record = FinetuneRecord(
         strategy="finetune" if cfg.backbone.pretrained else "scratch",
         pretrained=cfg.backbone.pretrained,
@@ -371,11 +378,25 @@ def train_parts(
         probabilities=evaluated.probabilities,
         trained_on=len(manifest.split("train")),
         timings=timings,
-        weights=weights_file,
+        weights=tuned.weights_path,
         validation="the val split (it also picked the best epoch)",
         finetune=record,
         ood=evaluated.ood,
     )
+
+
+def _save_network(parts: Parts, run: RunFolder) -> BackboneRef:
+    """Write the trained network into the run's checkpoints folder: the ref of the weights
+    (an image backbone's file; a text encoder's folder, ``encoder/``)."""
+    ref, backbone = parts.ref, parts.backbone
+    if isinstance(backbone, TextEncoder) and isinstance(parts.images, TokenizedTexts):
+        length = parts.images.max_length
+        return save_text_encoder(backbone, ref, run.checkpoints / "encoder", length)
+    if isinstance(backbone, TextEncoder):
+        raise TypeError("a text encoder trained on images")  # build_parts never builds one
+    path = run.checkpoints / "backbone.safetensors"
+    sha = save_weights(backbone, path)
+    return BackboneRef(ref.name, path, sha, ref.preprocessing, backbone.feature_dim)
 
 
 def start_record(data: str | Path, cfg: FitConfig, run: RunFolder, strategy: str) -> None:
@@ -412,6 +433,7 @@ def finetune(
     if not resume and write:
         run.check_output(overwrite)
     manifest = data if isinstance(data, Manifest) else scan_data(data, config)
+    config = data_recipe(config, manifest)
     if write and not resume:
         shutil.rmtree(run.checkpoints, ignore_errors=True)  # a killed run's leftovers
         source = manifest.root if isinstance(data, Manifest) else data

@@ -17,14 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from headstart.backbones import require_single, resolve_backbone
-from headstart.backbones.text import is_text_name
 from headstart.cache import CacheRoot
 from headstart.config import FitConfig, load_config
 from headstart.data import Manifest
 from headstart.data.leakage import dedupe, find_near_duplicates
-from headstart.data.walk import walk
 from headstart.embedding import (
-    FINETUNE_TEXT,
     EmbeddedData,
     check_pretrained,
     check_trainable,
@@ -75,8 +72,6 @@ def fit(
         with run.lock():
             return _with_report(fit_tfidf(data, run, cfg, overwrite=overwrite), report)
     cfg = for_data(_with_strategy(cfg, kind))  # text data (a text column): a text encoder
-    if kind in ("finetune", "auto") and is_text_name(cfg.backbone.name):
-        raise ConfigError(FINETUNE_TEXT)
     if kind != "probe":
         from headstart.finetune.run import require_float32  # lazy: torch, needed to train anyway
 
@@ -128,16 +123,6 @@ def _check_outside(output: Path, data: object) -> None:
             f"output {output} is inside the data folder {data}; the next fit on that data "
             "would read the run's files as images: choose an -o outside it"
         )
-
-
-def _text_folder(data: str | Path) -> bool:
-    """Whether ``data`` is a folder of ``.txt`` files and no image (text data), by a walk of its
-    names only: the scan's own errors stay where they are raised today."""
-    path = Path(data)
-    if not path.is_dir():
-        return False
-    tree, _ = walk(path.resolve())
-    return bool(tree.all_texts()) and not tree.all_images()
 
 
 def _with_strategy(cfg: FitConfig, kind: str) -> FitConfig:
@@ -298,11 +283,9 @@ def _fit_tuned(
     fine-tuning's on the same val split; the probe is refitted on every training image when it
     wins (val joins train where a test split exists)."""
     # Lightning and torch load only when a network is really trained
-    from headstart.finetune import finetune, start_record
+    from headstart.finetune import data_recipe, finetune, start_record
 
     if cfg.strategy.kind == "finetune":
-        if not resume and _text_folder(data):
-            raise ConfigError(FINETUNE_TEXT)
         dropped = 0
         source: str | Path | Manifest = data
         if cfg.data.drop_label_issues and not resume:
@@ -325,8 +308,7 @@ def _fit_tuned(
     check_pretrained(cfg)
     cfg, ranking = _resolve_auto_backbone(data, cfg, progress)
     manifest = scan_data(data, cfg)
-    if manifest.modality == "text":
-        raise ConfigError(FINETUNE_TEXT)
+    cfg = data_recipe(cfg, manifest)  # text: the text recipe, written by start_record below
     ref = resolve_backbone(cfg.backbone.name, cfg.backbone.weights)
     embedded = embed_data(manifest, cfg, progress=progress, ref=ref)
     embedded, dropped = _drop_label_issues(embedded, cfg)

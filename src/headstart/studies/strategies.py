@@ -51,7 +51,7 @@ from headstart.config import FitConfig, load_config
 from headstart.data import DuplicateGroup, Manifest, Task
 from headstart.data.manifest import predicted_labels
 from headstart.data.splits import strata, stratified_assign
-from headstart.embedding import FINETUNE_TEXT, embed_data, for_data, scan_data
+from headstart.embedding import embed_data, for_data, scan_data
 from headstart.errors import ConfigError
 from headstart.fsutil import atomic_write_text
 from headstart.heads import (
@@ -89,7 +89,7 @@ __all__ = [
 STRATEGIES = ("scratch", "probe", "finetune", "tfidf")
 IMAGE_STRATEGIES = ("scratch", "probe", "finetune")
 """What image data compares by default."""
-TEXT_STRATEGIES = ("tfidf", "probe")  # fine-tuning text encoders: not in this release
+TEXT_STRATEGIES = ("tfidf", "probe", "finetune")
 """What text data compares by default."""
 TFIDF = "tfidf"
 OUTPUT_FILES = ("results.csv", "comparison.json", "table.md")
@@ -291,8 +291,6 @@ def _check_choices(
 
 def _check_modality(strategies: Sequence[str], text: bool, task: Task) -> None:
     """``scratch`` trains an image network; ``tfidf`` reads texts of a multi-class task."""
-    if text and "finetune" in strategies:
-        raise ConfigError(FINETUNE_TEXT)
     if text and "scratch" in strategies:
         raise ConfigError(
             "strategy 'scratch' trains an image network from random weights; for text data "
