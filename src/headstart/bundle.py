@@ -28,7 +28,8 @@ bundle is still written as format 3, unchanged, so older readers keep reading it
 A text encoder (``backbone.text`` in model.json: tokenizer digest, max length, pooling) is
 written as format 5: its weights, ``tokenizer.json`` and ``config.json`` sit in ``encoder/`` (a
 Hugging Face folder, ``encoder/model.safetensors`` in place of ``backbone.safetensors``), each
-recorded in ``files`` and verified on reading.
+recorded in ``files`` and verified on reading.  A fusion of text encoders (a stack of text
+probes) gives each part such a folder, ``encoder-0/``, ``encoder-1/``, ...
 
 Every model is written the same way, whatever its tasks: a plain classifier is one multi-class
 task.  Readers also load the older layouts: format 1 (one head, ``classes``; the committed test
@@ -132,10 +133,10 @@ Weights = Path | Sequence[Path | None] | None
 
 def weights_files(backbone: BackboneRef) -> list[str]:
     """The bundle file names of the backbone's weights, one per part (one for a single
-    backbone: ``backbone.safetensors``)."""
+    backbone: ``backbone.safetensors``, a text encoder's ``encoder/model.safetensors``)."""
     if not backbone.is_fused:
         return [ENCODER_WEIGHTS if backbone.text is not None else BACKBONE_FILE]
-    return weights_files_for(len(backbone.parts))
+    return weights_files_for([part.text is not None for part in backbone.parts])
 
 
 def _per_part(backbone: BackboneRef, weights: Weights) -> list[Path | None]:
@@ -221,8 +222,9 @@ def write_bundle(
     try:
         _save_arrays(arrays, tmp / HEAD_FILE)
         files = {HEAD_FILE: file_digest(tmp / HEAD_FILE)}
-        if backbone.text is not None and not is_words(backbone):  # TF-IDF: no encoder
-            files.update(_copy_encoder(backbone, tmp))
+        for name, part in zip(weights_files(backbone), backbone.members, strict=True):
+            if part.text is not None and not is_words(part):  # TF-IDF: no encoder
+                files.update(_copy_encoder(part, tmp / Path(name).parent))
         for name, source in zip(weights_files(backbone), per_part, strict=True):
             if source is not None:
                 files[name] = _copy_weights(source, tmp / name)
@@ -286,21 +288,21 @@ def _copy_weights(source: Path, dest: Path) -> str:
     return sha
 
 
-def _copy_encoder(backbone: BackboneRef, tmp: Path) -> dict[str, str]:
-    """Copy a text encoder's tokenizer and config into the bundle's encoder folder (its
-    weights are copied with every backbone's); their digests, by bundle file name.  The
+def _copy_encoder(backbone: BackboneRef, folder: Path) -> dict[str, str]:
+    """Copy a text encoder's tokenizer and config into its encoder ``folder`` in the bundle
+    (its weights are copied with every backbone's); their digests, by bundle file name.  The
     tokenizer must be the one the embeddings were keyed by."""
     assert backbone.text is not None  # the caller copies only text encoders
-    (tmp / ENCODER_DIR).mkdir()
+    folder.mkdir()
     files = {}
     for name in ENCODER_FILES:
-        dest = tmp / ENCODER_DIR / name
+        dest = folder / name
         try:
             shutil.copyfile(backbone.text.folder / name, dest)
         except OSError as exc:
             raise OSError(exc.errno, exc.strerror, str(exc.filename)) from None
-        files[f"{ENCODER_DIR}/{name}"] = file_digest(dest)
-    if files[f"{ENCODER_DIR}/tokenizer.json"] != backbone.text.tokenizer_sha256:
+        files[f"{folder.name}/{name}"] = file_digest(dest)
+    if files[f"{folder.name}/tokenizer.json"] != backbone.text.tokenizer_sha256:
         raise BundleError(
             f"tokenizer {backbone.text.folder / 'tokenizer.json'} does not match its sha256"
         )
@@ -389,7 +391,7 @@ def read_bundle(path: Path) -> BundleContents:
     except Exception as exc:  # a damaged or hand-edited bundle: say so, in one line
         raise BundleError(f"bundle {path} cannot be read: {type(exc).__name__}: {exc}") from None
     single = ENCODER_WEIGHTS if "text" in bb else BACKBONE_FILE
-    names = [single] if "parts" not in bb else weights_files_for(len(records))
+    names = [single] if "parts" not in bb else weights_files_for(["text" in r for r in records])
     parts = [
         _with_int8(path, info, record, _part_ref(path, info, record, prep, name), name)
         for record, prep, name in zip(records, preps, names, strict=True)
@@ -400,9 +402,14 @@ def read_bundle(path: Path) -> BundleContents:
     return BundleContents(tasks=tasks, heads=heads, backbone=ref, info=info, ood=ood)
 
 
-def weights_files_for(n_parts: int) -> list[str]:
-    """The weights file names of a fused backbone of ``n_parts`` parts."""
-    return [f"backbone-{i}.safetensors" for i in range(n_parts)]
+def weights_files_for(texts: Sequence[bool]) -> list[str]:
+    """The weights file names of a fused backbone's parts, each ``True`` of ``texts`` a text
+    encoder: ``backbone-{i}.safetensors``, or the encoder folder's ``encoder-{i}/model.safetensors``
+    (its tokenizer and config beside it)."""
+    return [
+        f"{ENCODER_DIR}-{i}/model.safetensors" if text else f"backbone-{i}.safetensors"
+        for i, text in enumerate(texts)
+    ]
 
 
 def _part_ref(
@@ -416,13 +423,14 @@ def _part_ref(
         return _registry_ref(record, path)
     text = None
     if "text" in record:
+        encoder = Path(file).parent.as_posix()  # encoder/, or a fused part's encoder-{i}/
         for name in ENCODER_FILES:
-            _verified(path, f"{ENCODER_DIR}/{name}", info)
+            _verified(path, f"{encoder}/{name}", info)
         t = record["text"]
-        if info["files"][f"{ENCODER_DIR}/tokenizer.json"] != t["tokenizer_sha256"]:
+        if info["files"][f"{encoder}/tokenizer.json"] != t["tokenizer_sha256"]:
             raise BundleError(f"bundle {path} is damaged: its tokenizer is not the recorded one")
         text = TextSpec(
-            path / ENCODER_DIR,
+            path / encoder,
             str(t["tokenizer_sha256"]),
             int(t["max_length"]),
             str(t["pooling"]),

@@ -79,10 +79,12 @@ def scan_data(data: str | Path, config: FitConfig, *, carve_val: bool = True) ->
 def for_data(cfg: FitConfig, manifest: Manifest | None = None) -> FitConfig:
     """``cfg`` with a backbone for the data's modality: text data (``manifest`` is text, or
     the config names a text column) left on the image default backbone gets
-    :data:`TEXT_DEFAULT`; anything else is returned as it is."""
+    :data:`TEXT_DEFAULT` (with a ``--weights`` folder: that encoder folder); anything else is
+    returned as it is (a weights file is an image backbone's)."""
     text = manifest.modality == "text" if manifest is not None else bool(cfg.data.text_column)
     b = cfg.backbone
-    if not text or b.name != _IMAGE_DEFAULT or b.weights is not None:
+    image_weights = b.weights is not None and not Path(b.weights).expanduser().is_dir()
+    if not text or b.name != _IMAGE_DEFAULT or image_weights:
         return cfg
     return cfg.model_copy(update={"backbone": b.model_copy(update={"name": TEXT_DEFAULT})})
 

@@ -14,6 +14,9 @@ LEEP and NCE need the source model's ImageNet softmax.  Both backbones' ImageNet
 single linear layer on the pooled features the embedding cache already holds, so the logits are
 computed from the cached embeddings (``features @ W.T + b``) instead of a second pass over the
 images; :func:`imagenet_head` reads ``W`` and ``b`` from the backbone.
+
+Text data ranks the text encoders installed here (``minilm-l6``, ``mpnet-base``): they have no
+ImageNet head, so kNN accuracy orders them and the probe check chooses.
 """
 
 from __future__ import annotations
@@ -99,13 +102,13 @@ class Ranking:
         }
 
 
-def available_backbones() -> tuple[list[str], dict[str, str]]:
-    """Names of the built-in image backbones whose weights are here, and why the others are
-    not (text encoders are not candidates: they embed texts)."""
+def available_backbones(modality: str = "image") -> tuple[list[str], dict[str, str]]:
+    """Names of the built-in backbones of ``modality`` (image backbones, or text encoders)
+    whose weights are here, and why the others are not."""
     usable, skipped = [], {}
-    for status in list_backbones(modality="image"):
+    for status in list_backbones(modality=modality):
         name = status.spec.name
-        if ":" in name:  # generic timm:/torchvision: entries: only when asked for by name
+        if ":" in name:  # generic timm:/torchvision:/hf: entries: only when asked for by name
             continue
         if status.available:
             usable.append(name)
@@ -116,10 +119,12 @@ def available_backbones() -> tuple[list[str], dict[str, str]]:
 
 def imagenet_head(ref: BackboneRef) -> tuple[np.ndarray, np.ndarray] | None:
     """(W, b) of the backbone's ImageNet classifier acting on its pooled features, or None when
-    it has none (then LEEP and NCE are skipped)."""
+    it has none, as a text encoder (then LEEP and NCE are skipped)."""
     # lazy: torch takes seconds to import; only this path needs it
     from torch import nn
 
+    if ref.modality == "text":
+        return None
     backbone = ref.build()
     if backbone.imagenet_classes is None:
         return None
@@ -280,8 +285,11 @@ def rank_backbones(
         raise ConfigError(f"top must be at least 1, got {top}")
     cfg = config or load_config()
     skipped: dict[str, str] = {}
-    if backbones is None:
-        names, skipped = available_backbones()
+    manifest: Manifest | None = None
+    if backbones is None:  # the data's modality picks the candidates: scanned first
+        check_pretrained(cfg)
+        manifest = data if isinstance(data, Manifest) else scan_data(data, cfg)
+        names, skipped = available_backbones(manifest.modality)
     else:
         names = list(dict.fromkeys(backbones))
     for name in names:  # LEEP and NCE read one network's ImageNet head
@@ -295,7 +303,6 @@ def rank_backbones(
     start = time.perf_counter()
     rows, embedded_by = [], {}
     chosen_task: Task | None = None
-    manifest: Manifest | None = None
     for name in names:
         t0 = time.perf_counter()
         ref = resolve_backbone(name)
