@@ -191,23 +191,24 @@ def probe(embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot | None) -> Pr
             for t in manifest.targets
         }
     trained = ", ".join(s for s in manifest.splits_present() if s != held)
+    noun = manifest.noun
     validation = (
-        f"{CV_FOLDS}-fold cross-validation on the training images ({trained}): out-of-fold "
+        f"{CV_FOLDS}-fold cross-validation on the training {noun} ({trained}): out-of-fold "
         "predictions, which also fitted the temperature"
         + (" and the label thresholds" if any(t.multi_label for t in manifest.targets) else "")
         if "cv" in metrics
-        else "none: too few images per class to cross-validate"
+        else f"none: too few {noun} per class to cross-validate"
     )
     calibration = (
         {
             "method": "temperature",
-            "fitted_on": f"out-of-fold probabilities of the training images ({CV_FOLDS}-fold CV)",
+            "fitted_on": f"out-of-fold probabilities of the training {noun} ({CV_FOLDS}-fold CV)",
             "tasks": temperatures,
         }
         if temperatures
         else None
     )
-    ood = fit_ood(X, seed=cfg.data.seed) if X.dtype != object else None  # TF-IDF: none
+    ood = fit_ood(X, seed=cfg.data.seed, noun=manifest.noun) if X.dtype != object else None
     return ProbeOutcome(heads, probabilities, metrics, calibration, validation, len(rows), ood)
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from headstart.cli.options import TASK_HELP, build_config
+from headstart.cli.options import LABEL_COLUMN_HELP, TASK_HELP, TEXT_COLUMN_HELP, build_config
 from headstart.cli.render import console, display_path
 from headstart.errors import ConfigError
 
@@ -81,12 +81,8 @@ def command(
         help="Comma-separated backbone names (default: the config's backbone.name).",
     ),
     seeds: int = typer.Option(3, "--seeds", help="Number of seeds (0..N-1): split and training."),
-    text_column: str | None = typer.Option(
-        None, "--text-column", help="Text data: the CSV column holding each text."
-    ),
-    label_column: list[str] = typer.Option(
-        [], "--label-column", help="The CSV label column (default: label); repeat for several."
-    ),
+    text_column: str | None = typer.Option(None, "--text-column", help=TEXT_COLUMN_HELP),
+    label_column: list[str] = typer.Option([], "--label-column", help=LABEL_COLUMN_HELP),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value: --set a.b=v"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier comparison."),
@@ -100,11 +96,7 @@ def command(
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be 1 or more, got {seeds}")
-    extra = [f"data.text_column={text_column}"] if text_column else []
-    if label_column:
-        columns = label_column[0] if len(label_column) == 1 else f"[{','.join(label_column)}]"
-        extra.append(f"data.label_column={columns}")
-    cfg = build_config(config, set_, extra=extra)
+    cfg = build_config(config, set_, text_column=text_column, label_column=label_column)
     chosen = _names(strategies)
     # a folder of .txt files is text too, but that is known only once scanned
     noun = "texts" if text_column or TEXT_STRATEGY in (chosen or []) else "images"

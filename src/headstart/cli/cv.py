@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from headstart.cli.options import TASK_HELP, TEXT_COLUMN_HELP, build_config
+from headstart.cli.options import LABEL_COLUMN_HELP, TASK_HELP, TEXT_COLUMN_HELP, build_config
 from headstart.cli.render import console, display_path, show_manifest
 
 #: Score keys as they read (``headstart.studies.scoring.METRIC_TITLES``, import-free).
@@ -30,6 +30,7 @@ def command(
         None, "--head", help="Head: logistic (default), knn, mlp, hgb, lightgbm, bagging."
     ),
     text_column: str | None = typer.Option(None, "--text-column", help=TEXT_COLUMN_HELP),
+    label_column: list[str] = typer.Option([], "--label-column", help=LABEL_COLUMN_HELP),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value: --set a.b=v"),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold shuffling."),
@@ -45,7 +46,14 @@ def command(
     accuracy and macro-F1 (a multi-label task: mAP and macro-F1 at threshold 0.5)."""
     from headstart.studies.cv import cross_validate, write_cv  # the library: when it runs
 
-    cfg = build_config(config, set_, text_column=text_column, backbone=backbone, head=head)
+    cfg = build_config(
+        config,
+        set_,
+        text_column=text_column,
+        label_column=label_column,
+        backbone=backbone,
+        head=head,
+    )
     result = cross_validate(
         data, cfg, task=task, folds=folds, repeats=repeats, group_column=group_column,
         seed=seed, progress=not quiet,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from headstart.cli.options import TASK_HELP, TEXT_COLUMN_HELP, build_config
+from headstart.cli.options import LABEL_COLUMN_HELP, TASK_HELP, TEXT_COLUMN_HELP, build_config
 from headstart.cli.render import console
 
 if TYPE_CHECKING:
@@ -28,7 +28,8 @@ def _cell(value: float | None, name: str) -> str:
 def show_exploration(e: Exploration, output: Path) -> None:
     """What a person reads first: sizes, cluster scores, the top findings, the files."""
     kind = f"{len(e.classes)} classes" if e.labelled else "unlabelled"
-    console.print(f"Explored {len(e.paths)} images ({kind})")
+    noun = "texts" if e.texts is not None else "images"
+    console.print(f"Explored {len(e.paths)} {noun} ({kind})")
     table = Table(title="Clusters", title_justify="left")
     columns = ["k", "silhouette", *(("purity", "ari", "nmi") if e.labelled else ())]
     table.add_column("method")
@@ -38,7 +39,7 @@ def show_exploration(e: Exploration, output: Path) -> None:
         table.add_row(method, *(_cell(scores.get(name), name) for name in columns))
     console.print(table)
     if e.labelled:
-        console.print(f"Label issues: {len(e.label_issues)} images flagged (label_issues.csv)")
+        console.print(f"Label issues: {len(e.label_issues)} {noun} flagged (label_issues.csv)")
     top = sorted(range(len(e.paths)), key=lambda i: -float(e.outlier_score[i]))[:5]
     console.print("Most unusual: " + ", ".join(e.relative(i) for i in top))
     if e.class_overlap:
@@ -71,6 +72,7 @@ def command(
     ),
     no_map: bool = typer.Option(False, "--no-map", help="Skip map.html (CSVs only)."),
     text_column: str | None = typer.Option(None, "--text-column", help=TEXT_COLUMN_HELP),
+    label_column: list[str] = typer.Option([], "--label-column", help=LABEL_COLUMN_HELP),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -83,7 +85,9 @@ def command(
 
     if export_folders is not None and by not in _METHODS:
         raise typer.BadParameter(f"unknown --by '{by}'; valid: {', '.join(_METHODS)}")
-    cfg = build_config(config, set_, text_column=text_column, backbone=backbone)
+    cfg = build_config(
+        config, set_, text_column=text_column, label_column=label_column, backbone=backbone
+    )
     found = explore(
         data,
         output,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from headstart.cli.options import TEXT_COLUMN_HELP, build_config
+from headstart.cli.options import LABEL_COLUMN_HELP, TEXT_COLUMN_HELP, build_config
 from headstart.cli.render import console, show_fit, show_manifest, show_metrics
 from headstart.errors import ConfigError
 
@@ -164,11 +164,7 @@ def command(
         "flags them; listed in problems.csv).",
     ),
     text_column: str | None = typer.Option(None, "--text-column", help=TEXT_COLUMN_HELP),
-    label_column: list[str] = typer.Option(
-        [],
-        "--label-column",
-        help="The CSV label column (default: label); repeat it for several tasks.",
-    ),
+    label_column: list[str] = typer.Option([], "--label-column", help=LABEL_COLUMN_HELP),
     no_report: bool = typer.Option(
         False, "--no-report", help="Skip the HTML report (RUN/report.html)."
     ),
@@ -211,9 +207,6 @@ def command(
     extra = _train_overrides(strategy, devices, num_nodes, precision)
     extra += ["data.dedupe=true"] if dedupe else []
     extra += ["data.drop_label_issues=true"] if drop_label_issues else []
-    if label_column:
-        columns = label_column[0] if len(label_column) == 1 else f"[{','.join(label_column)}]"
-        extra.append(f"data.label_column={columns}")
     cfg = build_config(
         config,
         set_,
@@ -221,6 +214,7 @@ def command(
         weights=weights,
         head=head,
         text_column=text_column,
+        label_column=label_column,
         extra=extra,
     )
     if preset is not None or time_limit is not None:

@@ -25,6 +25,7 @@ TASK_HELP = "The task (label column) to use, for data or models with several (de
 
 
 TEXT_COLUMN_HELP = "Text data: the CSV column holding each text (folders of .txt need none)."
+LABEL_COLUMN_HELP = "The CSV label column (default: label); repeat it for several tasks."
 
 
 def build_config(
@@ -35,10 +36,12 @@ def build_config(
     weights: Path | None = None,
     head: str | None = None,
     text_column: str | None = None,
+    label_column: Sequence[str] = (),
     extra: Sequence[str] = (),
 ) -> FitConfig:
     """Defaults < ``--config`` file < ``--set`` items < the named flags (``-b``, ``--weights``,
-    ``--head``, ``--text-column``) < ``extra`` overrides."""
+    ``--head``, ``--text-column``, ``--label-column``, repeated for several tasks) < ``extra``
+    overrides."""
     from headstart.config import load_config  # pydantic: loaded when a command runs
 
     named = {
@@ -46,6 +49,11 @@ def build_config(
         "backbone.weights": weights,
         "head.kind": head,
         "data.text_column": text_column,
+        "data.label_column": (
+            label_column[0] if len(label_column) == 1 else f"[{','.join(label_column)}]"
+        )
+        if label_column
+        else None,
     }
     overrides = [*set_, *(f"{key}={value}" for key, value in named.items() if value), *extra]
     return load_config(config, overrides)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from headstart.cli.options import TASK_HELP, TEXT_COLUMN_HELP, build_config
+from headstart.cli.options import LABEL_COLUMN_HELP, TASK_HELP, TEXT_COLUMN_HELP, build_config
 from headstart.cli.render import console
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ def command(
         [], "-b", "--backbone", help="Rank only these (repeat); default: all usable here."
     ),
     text_column: str | None = typer.Option(None, "--text-column", help=TEXT_COLUMN_HELP),
+    label_column: list[str] = typer.Option([], "--label-column", help=LABEL_COLUMN_HELP),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -92,7 +93,7 @@ def command(
     best with a probe (accuracy, or mAP for a multi-label task)."""
     from headstart.ranking import rank_backbones  # the library: when it runs
 
-    cfg = build_config(config, set_, text_column=text_column)
+    cfg = build_config(config, set_, text_column=text_column, label_column=label_column)
     ranking = rank_backbones(
         data, cfg, task=task, backbones=backbone or None, top=top, progress=not quiet
     )

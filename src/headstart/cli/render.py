@@ -45,7 +45,7 @@ def show_manifest(manifest: Manifest) -> None:
         what = ", ".join(f"task {t.describe()}" for t in manifest.targets)
     console.print(
         f"Data {manifest.source or manifest.root}: {len(manifest.samples)} "
-        f"{'texts' if manifest.modality == 'text' else 'images'}, {what}; "
+        f"{manifest.noun}, {what}; "
         f"split: {manifest.split_source} ({counts})"
     )
     if manifest.problems:

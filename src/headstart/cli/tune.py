@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from headstart.cli.fit import report_fit
-from headstart.cli.options import TASK_HELP, TEXT_COLUMN_HELP, build_config
+from headstart.cli.options import LABEL_COLUMN_HELP, TASK_HELP, TEXT_COLUMN_HELP, build_config
 from headstart.cli.render import console
 
 
@@ -31,6 +31,7 @@ def command(
     folds: int = typer.Option(3, "--folds", "-k", help="CV folds per trial."),
     seed: int = typer.Option(0, "--seed", help="Sampler seed."),
     text_column: str | None = typer.Option(None, "--text-column", help=TEXT_COLUMN_HELP),
+    label_column: list[str] = typer.Option([], "--label-column", help=LABEL_COLUMN_HELP),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value: --set a.b=v"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -42,7 +43,9 @@ def command(
     split; refit the best as a normal run (every task's head gets the chosen settings)."""
     from headstart.studies.tune import tune  # the library: when it runs
 
-    cfg = build_config(config, set_, text_column=text_column, backbone=backbone)
+    cfg = build_config(
+        config, set_, text_column=text_column, label_column=label_column, backbone=backbone
+    )
     result = tune(
         data, output, cfg, task=task, trials=trials, storage=storage, study_name=study_name,
         n_jobs=n_jobs, folds=folds, seed=seed, progress=not quiet, report=not no_report,

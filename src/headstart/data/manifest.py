@@ -164,6 +164,11 @@ class Manifest:
     """``"image"`` or ``"text"`` (each sample then holds its ``text``)."""
 
     @property
+    def noun(self) -> str:
+        """What the samples are called in sentences, plural: ``texts`` or ``images``."""
+        return "texts" if self.modality == "text" else "images"
+
+    @property
     def texts(self) -> list[str]:
         """Every sample's text, in order (text data only)."""
         return [s.text or "" for s in self.samples]

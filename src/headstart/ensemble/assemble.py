@@ -194,6 +194,6 @@ def ensemble_result(
         timings=dict(timings or {}),
         validation=validation,
         calibration=calibration,
-        ood=fit_ood(X[rows], seed=seed),
+        ood=fit_ood(X[rows], seed=seed, noun=manifest.noun),
         ensemble=record,
     )

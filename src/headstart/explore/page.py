@@ -93,7 +93,8 @@ def map_data(
     if ex.label_issue_score is not None and not galleries["issues"]:
         # nothing flagged: the closest calls still say where the labels are least certain
         galleries["issues"] = _highest(ex.label_issue_score, GALLERY_SIZE // 2)
-        issues_note = "no image was flagged as a likely label error; the highest scores:"
+        one = "text" if ex.texts is not None else "image"
+        issues_note = f"no {one} was flagged as a likely label error; the highest scores:"
     typical = {
         method: {str(c): [int(i) for i in rows[:TYPICAL_SHOWN]] for c, rows in sorted(per.items())}
         for method, per in ex.typical.items()
@@ -155,6 +156,7 @@ def render(payload: dict[str, Any], title: str) -> str:
     ):
         data = data.replace(raw, escaped)
     heading = html.escape(title)
+    noun = "texts" if payload.get("texts") is not None else "images"
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -193,7 +195,7 @@ def render(payload: dict[str, Any], title: str) -> str:
   <aside>
     <section class="card"><h2 id="legend-title">Legend</h2><div id="legend"></div></section>
     <section class="card" id="selection">
-      <h2>Selection <span id="sel-count">0 images</span></h2>
+      <h2>Selection <span id="sel-count">0 {noun}</span></h2>
       <div class="buttons">
         <button type="button" id="copy" disabled>Copy paths</button>
         <button type="button" id="download" disabled>Download paths.txt</button>
@@ -209,11 +211,11 @@ def render(payload: dict[str, Any], title: str) -> str:
     <h2>Clusters</h2>
     <div id="metrics-card"><div id="metrics"></div></div>
     <div id="typical-card">
-      <h3>Most typical images per cluster <select id="typical-method"></select></h3>
+      <h3>Most typical {noun} per cluster <select id="typical-method"></select></h3>
       <div id="typical"></div>
     </div>
   </section>
-  <section class="card wide" id="outliers-card"><h2>Most unusual images</h2>
+  <section class="card wide" id="outliers-card"><h2>Most unusual {noun}</h2>
     <div class="gallery" id="outliers"></div></section>
   <section class="card wide" id="issues-card"><h2>Possible label issues
     <small>given &rarr; suggested</small></h2><p class="note" id="issues-note"></p>

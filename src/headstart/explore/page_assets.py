@@ -141,7 +141,8 @@ function renderLegend() {
     return;
   }
   box.replaceChildren(...spec.groups.map((g) => el("div", {class: "legend-row",
-    title: "click to select these images (shift adds)", onclick: (e) => select(g.rows, e.shiftKey)},
+    title: `click to select these ${NOUN}s (shift adds)`,
+    onclick: (e) => select(g.rows, e.shiftKey)},
   el("span", {class: "swatch", style: `background:${g.colour}`}),
   el("span", {class: "name", text: g.name}),
   el("span", {class: "count", text: g.rows.length.toLocaleString()}))));
@@ -188,7 +189,7 @@ function renderTypical() {
       el("div", {class: "cluster-head", title: "click to select this cluster (shift adds)",
         onclick: (e) => select(rowsOf, e.shiftKey)},
       el("span", {class: "swatch", style: `background:${colours.get(c) || GREY}`}),
-      el("strong", {text: `cluster ${c}`}), el("span", {text: plural(rowsOf.length, "image")}),
+      el("strong", {text: `cluster ${c}`}), el("span", {text: plural(rowsOf.length, NOUN)}),
       el("span", {class: "mostly", text: mostly})),
       el("div", {class: "strip"}, ...strip));
   });
@@ -220,7 +221,7 @@ function setMethod(id) {
 }
 
 // -- start -----------------------------------------------------------------------------------
-const summary = [plural(N, "image")];
+const summary = [plural(N, NOUN)];
 if (D.classes.length) summary.push(plural(D.classes.length, "class", "classes"));
 if (D.task) summary.push(`task ${D.task}`);
 if (D.root) summary.push(D.root);

@@ -37,6 +37,7 @@ function el(tag, attrs, ...kids) {
 const fmt = (v, d = 3) => v == null ? "n/a" : Number.isInteger(v) ? String(v) : v.toFixed(d);
 const baseName = (p) => p.slice(p.lastIndexOf("/") + 1);
 const plural = (n, one, many) => `${n.toLocaleString()} ${n === 1 ? one : many || one + "s"}`;
+const NOUN = D.texts ? "text" : "image";  // what one point is
 
 function rampColour(t) {
   const x = Math.min(1, Math.max(0, t)) * (RAMP.length - 1);
@@ -324,7 +325,7 @@ const selectedRows = () => [...S.selected].sort((a, b) => a - b);
 const selectedText = () => selectedRows().map((i) => D.paths[i]).join("\n") + "\n";
 function renderSelection() {
   const rows = selectedRows();
-  $("sel-count").textContent = plural(rows.length, "image");
+  $("sel-count").textContent = plural(rows.length, NOUN);
   for (const id of ["copy", "download", "clear"]) $(id).disabled = rows.length === 0;
   $("copy-status").textContent = "";
   const items = rows.slice(0, LIST_MAX).map((i) =>

@@ -99,9 +99,14 @@ def _ood(
     train = manifest.rows("train")
     kept = [train[j] for j in bank_rows(len(train), seed=cfg.data.seed)]
     features, _ = _forward(module, images, kept, cfg.train.batch_size * 2)
-    where = f"the val split ({len(val_features)} images)"
+    where = f"the val split ({len(val_features)} {manifest.noun})"
     return fit_ood(
-        features, held_out=val_features, seed=cfg.data.seed, fitted_on=where, n_train=len(train)
+        features,
+        held_out=val_features,
+        seed=cfg.data.seed,
+        fitted_on=where,
+        n_train=len(train),
+        noun=manifest.noun,
     )
 
 

@@ -197,12 +197,14 @@ def fit_ood(
     seed: int = 0,
     fitted_on: str | None = None,
     n_train: int | None = None,
+    noun: str = "images",
 ) -> OodScorer:
     """A scorer of ``train`` embeddings (N, D): its bank (a seeded subsample of ``max_bank``
     rows when there are more) and its threshold, the smallest score at or below which at least
     ``pass_rate`` of the in-distribution scores lie: the ``held_out`` embeddings' when given,
     else the bank rows' scored leave-one-out (module docstring).  ``n_train``: how many
-    training images ``train`` was drawn from, when fewer were embedded (default: its rows)."""
+    training images ``train`` was drawn from, when fewer were embedded (default: its rows).
+    ``noun``: what the samples are called in ``fitted_on``'s words (``texts`` for text)."""
     X = np.asarray(train)
     if X.ndim != 2 or len(X) < 2:
         raise DataError(f"an OOD scorer needs at least 2 training embeddings, got {len(X)}")
@@ -214,10 +216,10 @@ def fit_ood(
     wide = np.asarray(bank, dtype=np.float32)
     if held_out is not None and len(held_out):
         scores = _kth_distance(_unit(held_out), wide, use_k)
-        words = fitted_on or f"{len(held_out)} held-out in-distribution images"
+        words = fitted_on or f"{len(held_out)} held-out in-distribution {noun}"
     else:
         # each bank row scored without itself: as a new image of the same data would be
         scores = _kth_distance(_unit(X[rows]), wide, use_k, leave_out=True)
-        words = fitted_on or f"{len(rows)} training images, each left out of the bank"
+        words = fitted_on or f"{len(rows)} training {noun}, each left out of the bank"
     threshold = float(np.quantile(scores, pass_rate, method="inverted_cdf"))
     return OodScorer(bank, use_k, threshold, pass_rate, words, n_train or len(X))
