@@ -15,7 +15,6 @@ decides where it is.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,21 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from headstart.backbones import BackboneRef, fuse
 from headstart.features.store import EmbeddingStore
-from headstart.fsutil import check_entry, entry_digest, seal
+from headstart.fsutil import check_entry, default_cache_root, entry_digest, seal
 
 if TYPE_CHECKING:
     from headstart.config import FitConfig
 
 __all__ = ["CacheRoot", "default_cache_root", "loaded_backbone", "portable_weights"]
-
-
-def default_cache_root() -> Path:
-    """``$HEADSTART_CACHE``, else ``$XDG_CACHE_HOME/headstart``, else ``~/.cache/headstart``."""
-    if os.environ.get("HEADSTART_CACHE"):
-        return Path(os.environ["HEADSTART_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "headstart"
-    return Path.home() / ".cache" / "headstart"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Atomic file writes (a crash never leaves a half-written file under its final name) and
-verified cache entries (a damaged entry is never used)."""
+"""Atomic file writes (a crash never leaves a half-written file under its final name),
+verified cache entries (a damaged entry is never used), and where the caches live."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "check_entry",
+    "default_cache_root",
     "discard_entry",
     "entry_digest",
     "file_digest",
@@ -22,6 +23,15 @@ __all__ = [
     "seal",
     "write_entry",
 ]
+
+
+def default_cache_root() -> Path:
+    """``$HEADSTART_CACHE``, else ``$XDG_CACHE_HOME/headstart``, else ``~/.cache/headstart``."""
+    if os.environ.get("HEADSTART_CACHE"):
+        return Path(os.environ["HEADSTART_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "headstart"
+    return Path.home() / ".cache" / "headstart"
 
 
 def _umask() -> int:

@@ -31,6 +31,7 @@ from headstart.backbones.spec import (
     offline,
 )
 from headstart.errors import BackboneError, PathNotFoundError, WeightsError
+from headstart.fsutil import default_cache_root
 
 __all__ = [
     "HF_PREFIX",
@@ -105,15 +106,9 @@ def is_text_name(name: str) -> bool:
 
 
 def text_cache_root() -> Path:
-    """Where assembled text encoders live: ``<cache root>/text-encoders``, the cache root by
-    the rule of :func:`headstart.cache.default_cache_root` (which sits above this layer)."""
-    if os.environ.get("HEADSTART_CACHE"):
-        root = Path(os.environ["HEADSTART_CACHE"]).expanduser()
-    elif os.environ.get("XDG_CACHE_HOME"):
-        root = Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "headstart"
-    else:
-        root = Path.home() / ".cache" / "headstart"
-    return root / "text-encoders"
+    """Where assembled text encoders live: ``<default cache root>/text-encoders``, like
+    installed weights shared by every run whatever its ``extract.cache_dir``."""
+    return default_cache_root() / "text-encoders"
 
 
 def _load_json(path: Path) -> Any:
