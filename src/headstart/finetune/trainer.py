@@ -100,10 +100,13 @@ def build_trainer(
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
-    else:
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    # Lightning's info lines (devices found, tips, dataloader notes) are not the user's: the
+    # progress bar and the summary after the run say what happened
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     # Frozen blocks are in eval mode on purpose (their BatchNorm statistics must not move).
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    # Lightning's own use of a deprecated torch API, nothing the user can act on
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     try:
         trainer = Trainer(
             max_epochs=cfg.epochs,
