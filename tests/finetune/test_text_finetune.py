@@ -390,6 +390,39 @@ def test_fit_fine_tunes_text_from_the_command_line(
     assert model.modality == "text" and len(model.predict(_test_texts())) == 9
 
 
+def test_frozen_epochs_train_the_head_alone_then_the_encoder(
+    texts_csv: Path, tiny_encoder: Path, tmp_path: Path
+) -> None:
+    """Freeze, then unfreeze: ``train.frozen_epochs`` trains the head alone for those epochs
+    (the encoder's blocks frozen), then the encoder too."""
+    cfg = _config(tiny_encoder, "train.epochs=2", "train.frozen_epochs=1")
+    finetune(texts_csv, cfg, tmp_path / "frozen", progress=False)
+    facts = json.loads((tmp_path / "frozen" / "finetune.json").read_text())
+    assert [row["frozen"] for row in facts["history"]] == [1.0, 0.0]
+    assert RunFolder(tmp_path / "frozen").read_config().train.frozen_epochs == 1  # kept as set
+
+
+@pytest.mark.slow
+def test_two_process_ddp_fine_tunes_a_text_encoder(
+    texts_csv: Path, tiny_encoder: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "ddp"
+    args = [
+        sys.executable, "-m", "headstart.cli.main", "fit", str(texts_csv), "-o", str(run),
+        "--text-column", "text", "--label-column", "topic", "--backbone", "minilm-l6",
+        "--weights", str(tiny_encoder), "--strategy", "ddp", "--devices", "2",
+        "--set", "train.accelerator=cpu", "--set", "train.epochs=2", "--set", "eval.n_boot=0",
+        "--no-report", "-q",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    model = headstart.load(run / "model")
+    assert model.modality == "text" and len(model.predict(_test_texts())) == 9
+    config = json.loads((run / "model" / "model.json").read_text())["config"]
+    assert config["train"]["devices"] == 2 and config["train"]["distributed"] == "ddp"
+
+
 @pytest.mark.slow
 def test_text_encoder_from_scratch(minilm: BackboneRef, texts_csv: Path, tmp_path: Path) -> None:
     """``backbone.pretrained: false``: the encoder's architecture, seeded random weights."""
