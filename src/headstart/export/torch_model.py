@@ -1,102 +1,23 @@
 """The bundle as one torch module (imports torch): the reference the ONNX export is checked by.
 
-A text model's backbone is :class:`TextEncoder`: the bundle's Hugging Face encoder (its
-``encoder/`` folder) with the pooling and L2 normalisation its :class:`TextSpec` records, so
-the graph takes token ids and an attention mask and gives the embedding the heads were fitted on.
+A text model's backbone is :class:`~headstart.backbones.text_model.PooledTextEncoder`: the
+bundle's Hugging Face encoder (its ``encoder/`` folder) with the pooling and L2 normalisation
+its :class:`~headstart.backbones.TextSpec` records, so the graph takes token ids and an attention
+mask and gives the embedding the heads were fitted on (the text engine's, to the same code).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 from torch import Tensor, nn
 
-from headstart.backbones import BackboneRef
 from headstart.backbones.preprocessing import Preprocessing
-from headstart.backbones.spec import TextSpec
+from headstart.backbones.text_model import load_text_encoder
 from headstart.bundle import BundleContents
 from headstart.data.manifest import Task
-from headstart.errors import ConfigError
 from headstart.heads.torch_head import ood_module, task_module
 
-__all__ = ["POOLINGS", "Classifier", "FusedFeatures", "TextEncoder", "build_torch_model"]
-
-#: The token poolings :class:`TextEncoder` computes.
-POOLINGS = ("mean", "cls", "max")
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """transformers' progress bars and load chatter are not the user's business here."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        hf_logging.enable_progress_bar()
-
-
-class TextEncoder(nn.Module):
-    """Token ids and attention mask (N, L) int64 -> the pooled (and, as the spec says,
-    L2-normalised) embedding (N, D): the text encoder as fitting embedded the texts.  Token
-    type ids are not an input: a single text's are all zero, which the encoder assumes."""
-
-    def __init__(self, encoder: nn.Module, spec: TextSpec) -> None:
-        super().__init__()
-        if spec.pooling not in POOLINGS:
-            raise ConfigError(
-                f"text pooling '{spec.pooling}' cannot be exported; known: {', '.join(POOLINGS)}"
-            )
-        self.encoder = encoder
-        self.pooling = spec.pooling
-        self.normalize = spec.normalize
-
-    @classmethod
-    def of(cls, ref: BackboneRef) -> TextEncoder:
-        """The encoder of a text backbone ``ref``: its folder's config with its weights file."""
-        if ref.text is None or ref.weights_path is None:
-            raise ConfigError(f"backbone '{ref.name}' is not a text encoder with weights")
-        # lazy: transformers takes seconds to import; only a text export needs it
-        from safetensors.torch import load_file
-        from transformers import AutoConfig, AutoModel
-
-        with _quiet_transformers():
-            config = AutoConfig.from_pretrained(str(ref.text.folder))
-            # eager attention traces to plain ops every ONNX runtime has
-            encoder = AutoModel.from_config(config, attn_implementation="eager")
-            state = load_file(str(ref.weights_path))
-            prefix = f"{encoder.base_model_prefix}."
-            state = {k.removeprefix(prefix): v for k, v in state.items()}
-            missing, _ = encoder.load_state_dict(state, strict=False)
-        # position ids and similar buffers may be absent from a checkpoint; weights may not
-        lost = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
-        if lost:
-            raise ConfigError(
-                f"{ref.weights_path} lacks {len(lost)} weights of the encoder (e.g. {lost[0]})"
-            )
-        return cls(encoder.eval(), ref.text)
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """(N, D) embeddings of the (N, L) padded token ids; padding (mask 0) is ignored."""
-        hidden: Tensor = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask
-        ).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        elif self.pooling == "max":
-            pooled = hidden.masked_fill(mask == 0, -1e9).max(dim=1).values
-        else:
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        if self.normalize:
-            pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
-        return pooled
+__all__ = ["Classifier", "FusedFeatures", "build_torch_model"]
 
 
 class FusedFeatures(nn.Module):
@@ -164,7 +85,8 @@ def build_torch_model(contents: BundleContents) -> Classifier:
     ref = contents.backbone
     backbone: nn.Module
     if ref.modality == "text":
-        backbone = TextEncoder.of(ref)
+        # eager attention traces to plain ops every ONNX runtime has
+        backbone = load_text_encoder(ref, attention="eager")
     elif ref.is_fused:
         backbone = FusedFeatures([p.build() for p in ref.parts])
     else:

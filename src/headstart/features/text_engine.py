@@ -142,48 +142,6 @@ class _Tokens:
         return input_ids, mask
 
 
-def _pooled_module(ref: BackboneRef, attention: str) -> nn.Module:
-    """The encoder (transformers, from the ref's folder) with its pooling and normalisation:
-    (input ids, attention mask) -> (N, D) float32.  ``attention``: transformers'
-    attn_implementation ("eager" exports plain MatMul/Softmax ops: the "sdpa" export ran
-    slower under ONNX Runtime; "sdpa" is torch's fastest for engine=torch)."""
-    # lazy: torch and transformers take seconds to import; only export and engine=torch need them
-    import torch
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-
-    spec = _text_spec(ref)
-    if ref.weights_path is None or file_sha256(ref.weights_path) != ref.weights_sha256:
-        raise WeightsError(f"weights of '{ref.name}' changed since they were resolved")
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # the weight-loading bar is not the user's business
-    try:
-        model = AutoModel.from_pretrained(
-            spec.folder, local_files_only=True, attn_implementation=attention
-        )
-    finally:
-        if bar:
-            hf_logging.enable_progress_bar()
-
-    class Pooled(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask)[0]
-            if spec.pooling == "cls":
-                pooled = hidden[:, 0]
-            else:
-                weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-            if spec.normalize:
-                pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
-            return pooled.float()
-
-    return Pooled().eval()
-
-
 def _session(model: bytes | str) -> Any:
     # lazy: onnxruntime takes a second to import; a fully cached run never needs it
     import onnxruntime as ort
@@ -222,9 +180,12 @@ def export_text_onnx(ref: BackboneRef, path: Path) -> Path:
     Plain ONNX ops, no onnxruntime.transformers fusions (Attention, SkipLayerNormalization,
     BiasGelu): measured on banking77 (AVX2, one thread) they gained nothing, 34.8 vs 33.2 CPU
     seconds, nor on 131-token texts (10.1 vs 9.8), and the plain graph runs on any runtime."""
+    # lazy: torch and transformers take seconds to import; only export and engine=torch need them
     import torch
 
-    module = _pooled_module(ref, "eager")
+    from headstart.backbones.text_model import load_text_encoder
+
+    module = load_text_encoder(ref, attention="eager")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -275,10 +236,13 @@ def _onnx_encoder(ref: BackboneRef, store: EmbeddingStore) -> Encoder:
 
 
 def _torch_encoder(ref: BackboneRef) -> Encoder:
+    # lazy: torch and transformers take seconds to import; only export and engine=torch need them
     import torch
 
+    from headstart.backbones.text_model import load_text_encoder
+
     torch.set_num_threads(physical_cores())
-    module = _pooled_module(ref, "sdpa")
+    module = load_text_encoder(ref, attention="sdpa")
 
     def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

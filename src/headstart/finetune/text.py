@@ -1,10 +1,10 @@
 """Fine-tuning a text encoder on the image recipe: the torch module, tokenized batches, the
 text defaults of the recipe and the fine-tuned encoder's folder.
 
-The module is the Hugging Face encoder of the ref's folder (``AutoModel``) followed by the
-pooling of its :class:`~headstart.backbones.TextSpec` (mean over the attention mask, or the
-first token) and L2 normalisation: the sentence-transformers embedding the probe's frozen
-features are, so the first epoch starts where the probe is.  Its input is one int64 tensor
+The module is the Hugging Face encoder of the ref's folder followed by the pooling of its
+:class:`~headstart.backbones.TextSpec` (mean over the attention mask, or the first token) and L2
+normalisation: :mod:`headstart.backbones.text_model`, the very code that computed the probe's
+frozen features, so the first epoch starts where the probe is.  Its input is one int64 tensor
 (N, 2, L): token ids and attention mask stacked, so the recipe's loop (which moves, counts and
 splits one input tensor) runs unchanged.  Texts are tokenized once with the ``tokenizers``
 library (``tokenizer.json``; truncated at ``train.max_length``, default the spec's) and padded
@@ -28,22 +28,26 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from headstart.backbones.spec import BackboneRef, TextSpec, file_sha256
+from headstart.backbones.spec import BackboneRef, TextSpec
 from headstart.backbones.text import text_ref
+from headstart.backbones.text_model import (
+    PooledTextEncoder,
+    embed,
+    load_text_encoder,
+    quiet_transformers,
+)
 from headstart.config import AugmentConfig, FitConfig
 from headstart.data import Manifest
-from headstart.errors import BackboneError, DataError, WeightsError
+from headstart.errors import BackboneError, DataError
 from headstart.finetune.data import FinetuneData
 
 __all__ = [
@@ -99,7 +103,6 @@ _COPIED = (
 )
 #: Holds the sequence length the folder's ref gets (:func:`~headstart.backbones.text.text_ref`).
 _LENGTH_FILE = "sentence_bert_config.json"
-_POOLINGS = ("mean", "cls")
 
 
 def text_recipe(cfg: FitConfig) -> FitConfig:
@@ -127,79 +130,33 @@ def text_max_length(cfg: FitConfig, ref: BackboneRef) -> int:
 
 
 class TextEncoder(nn.Module):
-    """A Hugging Face encoder + the spec's pooling + L2 normalisation: ``forward(x)`` with
-    ``x`` (N, 2, L) int64 (token ids, attention mask) gives (N, hidden) embeddings."""
+    """The shared :class:`~headstart.backbones.text_model.PooledTextEncoder` as the recipe's
+    loop wants a backbone: ``forward(x)`` with ``x`` (N, 2, L) int64 (token ids, attention
+    mask) gives (N, feature_dim) embeddings, and the Hugging Face encoder is ``.model`` (its
+    parameters keep their ``model.`` names), as an image :class:`Backbone`'s network is."""
 
     library = "transformers"
 
-    def __init__(self, name: str, model: nn.Module, spec: TextSpec, weights_sha256: str) -> None:
+    def __init__(self, name: str, encoder: PooledTextEncoder, weights_sha256: str) -> None:
         super().__init__()
-        if spec.pooling not in _POOLINGS:
-            raise BackboneError(
-                f"text pooling '{spec.pooling}' cannot be fine-tuned; valid: {', '.join(_POOLINGS)}"
-            )
         self.name = name
-        self.model = model
-        self.spec = spec
+        self.model = encoder.model
+        self.spec = encoder.spec
         self.weights_sha256 = weights_sha256
-        config: Any = model.config
-        self.feature_dim: int = int(config.hidden_size)
+        self.feature_dim = encoder.feature_dim
         self.eval()
 
     def forward(self, x: Tensor) -> Tensor:
         """Pooled (and normalised, as the spec says) embeddings (N, feature_dim)."""
-        ids, mask = x[:, 0], x[:, 1]
-        hidden: Tensor = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        if self.spec.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:  # sentence-transformers' mean over the real tokens
-            weight = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weight).sum(1) / weight.sum(1).clamp(min=1e-9)
-        return F.normalize(pooled, p=2, dim=1) if self.spec.normalize else pooled
-
-
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No Hugging Face progress bars ("Loading weights", "Writing model shards"): the run
-    reports its own progress."""
-    # lazy: transformers takes seconds to import; only a text fine-tune needs it
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
+        return embed(self.model, self.spec, x[:, 0], x[:, 1])
 
 
 def build_text_encoder(ref: BackboneRef, *, pretrained: bool = True) -> TextEncoder:
     """The encoder of a text ref, in float32 and eval mode: its folder's weights (checked
     against the ref's digest), or with ``pretrained=False`` its architecture's seeded random
     initialisation (``config.json`` only)."""
-    # lazy: transformers takes seconds to import; only a text fine-tune needs it
-    from transformers import AutoConfig, AutoModel
-
-    spec = _spec(ref)
-    folder = Path(spec.folder)
-    try:
-        if not pretrained:
-            config = AutoConfig.from_pretrained(folder, local_files_only=True)
-            return TextEncoder(ref.name, AutoModel.from_config(config), spec, "")
-        weights = ref.weights_path
-        known = weights is not None and ref.weights_sha256 and weights.is_file()
-        if known and weights is not None and file_sha256(weights) != ref.weights_sha256:
-            raise WeightsError(
-                f"{weights} changed since backbone '{ref.name}' was resolved (sha256 "
-                "differs); resolve it again"
-            )
-        with _quiet_transformers():
-            model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BackboneError(f"cannot load text encoder from {folder}: {first}") from None
-    return TextEncoder(ref.name, model, spec, ref.weights_sha256)
+    encoder = load_text_encoder(ref, pretrained=pretrained)
+    return TextEncoder(ref.name, encoder, ref.weights_sha256 if pretrained else "")
 
 
 class TokenizedTexts:
@@ -338,7 +295,7 @@ def save_text_encoder(
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         model: Any = encoder.model
-        with _quiet_transformers():
+        with quiet_transformers():
             model.save_pretrained(tmp)
         for name in (*_COPIED, *_module_configs(Path(spec.folder))):
             source = Path(spec.folder) / name
