@@ -48,6 +48,9 @@ class DataConfig(_Frozen):
     """Leave out the training images whose label confident learning calls wrong (the ones
     ``headstart explore`` flags); they are listed in problems.csv with the suggested label."""
     near_duplicate_threshold: float = Field(0.86, gt=0.0, le=1.0)
+    unlabelled: Path | None = None
+    """Unlabelled images for a semi-supervised probe (``fit --unlabelled``): a folder, or a CSV
+    with a ``path`` column (relative to the CSV); embedded once through the cache."""
 
 
 class BackboneConfig(_Frozen):
@@ -78,6 +81,12 @@ class HeadConfig(_Frozen):
 
     kind: str = "logistic"
     params: dict[str, Any] = Field(default_factory=dict)
+    semi_supervised: Literal["auto", "self_training", "label_spreading", "none"] = "auto"
+    """With ``data.unlabelled``: how pseudo-labels are made (``auto``: the best of the three
+    by cross-validation on the labelled training images; see headstart.heads.semi)."""
+    pseudo_label_precision: float = Field(0.95, gt=0.0, lt=1.0)
+    """The precision pseudo-labels must reach on out-of-fold labelled images: the confidence
+    threshold is the lowest that reaches it there."""
 
 
 class EvalConfig(_Frozen):

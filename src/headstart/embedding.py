@@ -4,11 +4,15 @@ pipeline start from.
 :func:`scan_data` scans with the config's split rules; :func:`embed_data` embeds every usable
 image with the configured backbone through the cache (files that fail to decode become problems
 of the manifest); :class:`EmbeddedData` keeps the manifest and the features row for row.
+:func:`embed_unlabelled` embeds images without labels (a folder, or a CSV of paths) through the
+same cache: ``fit --unlabelled`` and ``explore`` of an unlabelled folder read them with it.
 """
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
+from collections.abc import Set
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,17 +22,21 @@ from headstart.backbones import BackboneRef, resolve_backbone
 from headstart.cache import CacheRoot
 from headstart.config import BackboneConfig, FitConfig, load_config
 from headstart.data import Manifest, Task, scan
-from headstart.errors import ConfigError, DataError
+from headstart.data.walk import walk
+from headstart.errors import ConfigError, DataError, PathNotFoundError
 from headstart.features import EmbeddingStore, Extraction, extract
+from headstart.features.extract import hash_files
 from headstart.features.int8 import quantize_ref
 
 __all__ = [
     "TEXT_DEFAULT",
     "EmbeddedData",
+    "Unlabelled",
     "check_modality",
     "check_pretrained",
     "check_trainable",
     "embed_data",
+    "embed_unlabelled",
     "for_data",
     "scan_data",
 ]
@@ -191,3 +199,110 @@ def _embed_texts(
     )
     check_trainable(manifest)
     return EmbeddedData(manifest, extraction.features, ref, extraction)
+
+
+@dataclass(frozen=True)
+class Unlabelled:
+    """Embedded images without labels: the usable ones row for row, and what was left out."""
+
+    source: Path
+    paths: list[Path]
+    shas: list[str]
+    features: np.ndarray
+    unusable: int = 0
+    """Files that could not be read, decoded or followed."""
+    known: int = 0
+    """Images left out because their bytes are already among the labelled ones."""
+    repeats: int = 0
+    """Exact copies of an image already kept."""
+
+
+def embed_unlabelled(
+    source: str | Path,
+    config: FitConfig,
+    *,
+    ref: BackboneRef | None = None,
+    progress: bool = True,
+    known: Set[str] = frozenset(),
+    unique: bool = True,
+) -> Unlabelled:
+    """Embed the images under the folder ``source`` (the scan's walk: same image names, hidden
+    names and symlink policy), or listed in the ``path`` column of the CSV ``source`` (relative
+    to it), with the configured backbone through the cache.  Images whose sha256 is in
+    ``known`` (the labelled data's) and, with ``unique``, exact repeats are left out and
+    counted; a one-line :class:`DataError` when no usable image is left."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise PathNotFoundError(f"unlabelled images: no such file or folder: '{path}'")
+    check_pretrained(config)
+    if path.is_dir():
+        tree, problems = walk(path.resolve())
+        paths, unusable = tree.all_images(), len(problems)
+    elif path.suffix.lower() == ".csv":
+        paths, unusable = _csv_paths(path), 0
+    else:
+        raise DataError(
+            f"unlabelled images must be a folder or a CSV with a 'path' column, not '{path}'"
+        )
+    failures: dict[int, str] = {}
+    shas = hash_files(paths, failures)
+    seen: set[str] = set()
+    rows, in_data, repeats = [], 0, 0
+    for i, sha in enumerate(shas):
+        if i in failures:
+            continue
+        if sha in known:
+            in_data += 1
+        elif unique and sha in seen:
+            repeats += 1
+        else:
+            seen.add(sha)
+            rows.append(i)
+    extraction = extract(
+        [paths[i] for i in rows],
+        [shas[i] for i in rows],
+        ref or resolve_backbone(config.backbone.name, config.backbone.weights),
+        store=CacheRoot.for_config(config).store,
+        engine=config.extract.engine,
+        batch_size=config.extract.batch_size,
+        workers=config.extract.workers,
+        progress=progress,
+    )
+    keep = [j for j in range(len(rows)) if j not in extraction.failures]
+    unusable += len(failures) + len(extraction.failures)
+    if not keep:
+        found = f"{len(paths)} image file(s)" + (f", {in_data} of them labelled" if in_data else "")
+        raise DataError(f"no usable unlabelled image in '{path}' ({found})")
+    return Unlabelled(
+        path,
+        [paths[rows[j]] for j in keep],
+        [shas[rows[j]] for j in keep],
+        extraction.features[keep],
+        unusable,
+        in_data,
+        repeats,
+    )
+
+
+def _csv_paths(csv_path: Path) -> list[Path]:
+    """The ``path`` column of a CSV (relative to it); other columns are ignored."""
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            if "path" not in columns:
+                raise DataError(
+                    f"{csv_path.name} has no 'path' column; found: "
+                    f"{', '.join(repr(c) for c in columns) or 'no header'}"
+                )
+            reader.fieldnames = columns
+            cells = [(row.get("path") or "").strip() for row in reader]
+    except OSError as exc:
+        raise DataError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{csv_path.name} is not UTF-8 text; save it as UTF-8 CSV") from None
+    paths = [(csv_path.parent / cell).resolve() for cell in cells if cell]
+    absent = [p for p in paths if not p.is_file()]
+    if absent:
+        raise DataError(f"{len(absent)} paths in {csv_path.name} do not exist, e.g. '{absent[0]}'")
+    return paths

@@ -12,6 +12,10 @@ out-of-fold predictions, so no image is set aside for them.
   then tuned on them (F1-best per label).
 - Out-of-distribution scorer (:mod:`headstart.heads.ood`): a bank of the training embeddings,
   its threshold set on the same images left out one at a time.
+- Unlabelled embeddings (``fit --unlabelled``, multi-class tasks): each task's head is fitted
+  on the training images plus the unlabelled ones pseudo-labelled by the method cross-
+  validation chose (:mod:`headstart.heads.semi`); its out-of-fold probabilities are that
+  cross-validation's, so validation and calibration stay on labelled images.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from headstart.heads import (
     tune_thresholds,
 )
 from headstart.heads.cache import fit_cached
+from headstart.heads.semi import select
 from headstart.runfolder import MetricsRecord
 from headstart.stats import headline, task_metrics
 from headstart.stats.temperature import (
@@ -49,7 +54,15 @@ from headstart.stats.temperature import (
     temperature_entry,
 )
 
-__all__ = ["CV_FOLDS", "ProbeOutcome", "fit_heads", "held_out_split", "probe", "val_score"]
+__all__ = [
+    "CV_FOLDS",
+    "ProbeOutcome",
+    "fit_heads",
+    "held_out_split",
+    "probe",
+    "semi_supervised",
+    "val_score",
+]
 
 CV_FOLDS = 3
 Cells = list[tuple[str, ...]]
@@ -69,6 +82,8 @@ class ProbeOutcome:
     """How many images the heads were fitted on."""
     ood: OodScorer | None = None
     """The out-of-distribution scorer of the training embeddings."""
+    semi_supervised: dict[str, Any] | None = None
+    """Per task, what the semi-supervised step chose and measured (with unlabelled data)."""
 
 
 def held_out_split(embedded: EmbeddedData) -> str | None:
@@ -137,19 +152,91 @@ def _calibrate(task: Task, oof: np.ndarray, cells: Cells) -> tuple[dict[str, Any
     return temperature_entry(temperature), apply_calibration(oof, temperature)
 
 
-def probe(embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot | None) -> ProbeOutcome:
+def semi_supervised(
+    task: Task,
+    X: np.ndarray,
+    cells: Cells,
+    unlabelled: np.ndarray,
+    cfg: FitConfig,
+    cache: CacheRoot | None,
+) -> tuple[Any, np.ndarray | None, dict[str, Any]]:
+    """The multi-class ``task``'s head fitted on ``X`` (labels ``cells``) plus the unlabelled
+    rows pseudo-labelled by the method :func:`headstart.heads.semi.select` keeps, its out-of-
+    fold probabilities (None when too few images to cross-validate) and the record of it."""
+    h = cfg.head
+    y = np.array([task.classes.index(cell[0]) for cell in cells], dtype=np.intp)
+    prototype = task_head(task, h.kind, h.params)
+    chosen = select(
+        prototype,
+        X,
+        y,
+        unlabelled,
+        method=h.semi_supervised,
+        precision=h.pseudo_label_precision,
+        folds=CV_FOLDS,
+        seed=cfg.data.seed,
+    )
+    pseudo = chosen.pseudo
+    X_all = np.vstack([X, unlabelled[pseudo.rows]])
+    target = np.concatenate([task_target(task, cells), np.asarray(task.classes)[pseudo.labels]])
+    folder = cache.heads if cache is not None else None
+    head = fit_cached(task_head(task, h.kind, h.params), X_all, target, folder)
+    best = chosen.best
+    per_class = np.bincount(pseudo.labels, minlength=len(task.classes))
+    record = {
+        "chosen": chosen.chosen,
+        "reason": chosen.reason,
+        "cv_folds": chosen.folds,
+        "threshold": round(pseudo.threshold, 4) if np.isfinite(pseudo.threshold) else None,
+        "pseudo_labels": len(pseudo.rows),
+        "pseudo_labels_per_class": dict(zip(task.classes, per_class.tolist(), strict=True)),
+        "pseudo_label_accuracy": best.pseudo_accuracy if best is not None else None,
+        "pseudo_label_checked": best.checked if best is not None else 0,
+        "candidates": [
+            {
+                "method": c.method,
+                "cv_accuracy": c.accuracy,
+                "pseudo_label_accuracy": c.pseudo_accuracy,
+                "pseudo_label_checked": c.checked,
+            }
+            for c in chosen.candidates
+        ],
+    }
+    return head, (best.oof_proba if best is not None else None), record
+
+
+def probe(
+    embedded: EmbeddedData,
+    cfg: FitConfig,
+    cache: CacheRoot | None,
+    unlabelled: np.ndarray | None = None,
+) -> ProbeOutcome:
     """Fit every task's head on all but the held-out split, validate, calibrate and tune its
-    thresholds on out-of-fold probabilities, and score the held-out split (module docstring)."""
+    thresholds on out-of-fold probabilities, and score the held-out split (module docstring);
+    with ``unlabelled`` embeddings, semi-supervised (multi-class tasks only)."""
     manifest = embedded.manifest
     held = held_out_split(embedded)
     rows = [i for i, s in enumerate(manifest.samples) if s.split != held]
-    heads = fit_heads(manifest, embedded.features, cfg, rows, cache)
     X = embedded.features[rows]
+    semi: dict[str, Any] = {}
+    oofs: dict[str, np.ndarray | None] = {}
+    if unlabelled is None:
+        heads = fit_heads(manifest, embedded.features, cfg, rows, cache)
+    else:
+        heads = {}
+        for task in manifest.targets:
+            cells = [tuple(manifest.samples[i].labels[task.name]) for i in rows]
+            heads[task.name], oofs[task.name], semi[task.name] = semi_supervised(
+                task, X, cells, unlabelled, cfg, cache
+            )
     cv_proba: dict[str, np.ndarray] = {}
     temperatures: dict[str, dict[str, Any]] = {}
     for task in manifest.targets:
         cells = [tuple(manifest.samples[i].labels[task.name]) for i in rows]
-        oof = out_of_fold(task, heads[task.name], X, cells)
+        if task.name in oofs:
+            oof = oofs[task.name]
+        else:
+            oof = out_of_fold(task, heads[task.name], X, cells)
         if oof is None:
             continue
         temperatures[task.name], cv_proba[task.name] = _calibrate(task, oof, cells)
@@ -209,7 +296,9 @@ def probe(embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot | None) -> Pr
         else None
     )
     ood = fit_ood(X, seed=cfg.data.seed, noun=manifest.noun) if X.dtype != object else None
-    return ProbeOutcome(heads, probabilities, metrics, calibration, validation, len(rows), ood)
+    return ProbeOutcome(
+        heads, probabilities, metrics, calibration, validation, len(rows), ood, semi or None
+    )
 
 
 def val_score(embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot | None) -> float:

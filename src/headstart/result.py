@@ -108,6 +108,9 @@ class FitResult:
     ood: OodScorer | None = None
     """The out-of-distribution scorer the bundle carries (training embeddings of the bundled
     backbone, threshold on held-out in-distribution scores)."""
+    semi_supervised: dict[str, Any] | None = None
+    """With unlabelled images: their counts and, per task, the method chosen, the candidates'
+    CV scores, the pseudo-labels used and their accuracy on held-out labelled images."""
 
     @property
     def tasks(self) -> tuple[Task, ...]:
@@ -154,6 +157,7 @@ def _run_record(result: FitResult) -> RunRecord:
         label_issues_dropped=result.label_issues_dropped,
         validation=result.validation,
         backbone_ranking=result.ranking,
+        semi_supervised=result.semi_supervised,
     )
 
 

@@ -100,11 +100,15 @@ class RunRecord:
     source: str = ""
     """What was scanned, as fit was given it: the folder or the CSV file (``data`` is the
     root images are relative to); empty in runs written before it was recorded."""
+    semi_supervised: dict[str, Any] | None = None
+    """``fit --unlabelled``: the unlabelled images used and, per task, the method chosen,
+    the candidates' CV accuracy, the pseudo-labels used and their measured accuracy."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if d["backbone_ranking"] is None:
-            del d["backbone_ranking"]
+        for optional in ("backbone_ranking", "semi_supervised"):
+            if d[optional] is None:
+                del d[optional]
         return d
 
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -32,6 +32,7 @@ def report_fit(result: FitResult) -> None:
         )
         console.print(f"Head: {result.config.head.kind}, trained on {result.trained_on} {noun}")
     show_strategy(result)
+    show_semi_supervised(result.semi_supervised)
     _show_ensemble(result)
     last = list(result.metrics)[-1] if result.metrics else None
     for split, per_task in result.metrics.items():
@@ -58,6 +59,41 @@ def show_strategy(result: FitResult) -> None:
             f"Fine-tuned {facts.epochs_run} epochs (best epoch {facts.best_epoch}, "
             f"{facts.precision}), imbalance remedy {remedies}; "
             f"curve: {result.run_dir / 'logs' / 'metrics.csv'}"
+        )
+
+
+def show_semi_supervised(record: dict[str, Any] | None) -> None:
+    """What ``--unlabelled`` did: images used and left out, and per task the method chosen,
+    its pseudo-labels and their accuracy on held-out labelled images."""
+    if not record:
+        return
+    left = [
+        f"{record.get(key, 0)} {what}"
+        for key, what in (
+            ("left_out_labelled", "also labelled"),
+            ("left_out_unusable", "unusable"),
+            ("left_out_repeats", "repeats"),
+        )
+        if record.get(key)
+    ]
+    console.print(
+        f"Unlabelled: {record['images']} images from {record['source']}"
+        + (f" (left out: {', '.join(left)})" if left else ""),
+        highlight=False,
+    )
+    tasks = record.get("tasks", {})
+    for name, task in tasks.items():
+        where = f" [{name}]" if len(tasks) > 1 else ""
+        acc = task.get("pseudo_label_accuracy")
+        checked = (
+            f"{acc:.1%} right on {task['pseudo_label_checked']} held-out labelled images"
+            if acc is not None
+            else "accuracy not measured"
+        )
+        console.print(
+            f"Semi-supervised{where}: {task['reason']}; {task['pseudo_labels']} pseudo-labels "
+            f"used ({checked})",
+            highlight=False,
         )
 
 
@@ -193,6 +229,12 @@ def command(
     time_limit: str | None = typer.Option(
         None, "--time-limit", help="Budget of --preset, e.g. 20m (balanced 10m, best 20m)."
     ),
+    unlabelled: Path | None = typer.Option(
+        None,
+        "--unlabelled",
+        help="Unlabelled images (a folder, or a CSV with a path column) the probe also learns "
+        "from: pseudo-labels by self-training or label spreading, chosen by CV (or neither).",
+    ),
 ) -> None:
     """Fit a classifier: pretrained backbone → cached embeddings → head → evaluated bundle."""
     from headstart.pipeline import fit  # the library: when it runs
@@ -217,6 +259,10 @@ def command(
         label_column=label_column,
         extra=extra,
     )
+    if unlabelled is not None:  # a path, not YAML to parse
+        cfg = cfg.model_copy(
+            update={"data": cfg.data.model_copy(update={"unlabelled": unlabelled})}
+        )
     if preset is not None or time_limit is not None:
         _check_preset_flags(preset, backbone, strategy)
         result = _fit_preset(data, output, preset or "best", time_limit, cfg, overwrite, quiet)

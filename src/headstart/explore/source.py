@@ -2,9 +2,9 @@
 scans it) or a folder of unlabelled images, embedded through the shared cache.
 
 The data scan insists on labels (class sub-folders, at least two classes), so an unlabelled
-folder is read here: every image below it (the scan's own walk: same image names, hidden
-names and symlink policy), hashed, and embedded by :func:`headstart.features.extract` with the
-config's cache store, so a later ``fit`` of the same images reuses the embeddings.
+folder is read by :func:`headstart.embedding.embed_unlabelled`: every image below it (the
+scan's own walk: same image names, hidden names and symlink policy), hashed, and embedded with
+the config's cache store, so a later ``fit`` of the same images reuses the embeddings.
 
 ``labelled=None`` decides by trying the scan: a CSV, or a folder the scan reads as classes, is
 labelled; a folder the scan refuses (no class sub-folders, a single class) is read unlabelled
@@ -19,14 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.backbones import BackboneRef, resolve_backbone
-from headstart.cache import CacheRoot
+from headstart.backbones import BackboneRef
 from headstart.config import FitConfig
-from headstart.data.walk import walk
-from headstart.embedding import EmbeddedData, check_pretrained, embed_data, scan_data
+from headstart.embedding import EmbeddedData, embed_data, embed_unlabelled, scan_data
 from headstart.errors import DataError, PathNotFoundError
-from headstart.features import extract
-from headstart.features.extract import hash_files
 
 __all__ = ["Source", "read_source"]
 
@@ -118,35 +114,19 @@ def _unlabelled(
 ) -> Source:
     if not folder.is_dir():
         raise DataError(f"unlabelled data must be a folder of images, not the file '{folder}'")
-    check_pretrained(config)
-    root = folder.resolve()
-    tree, problems = walk(root)
-    paths = tree.all_images()
-    failures: dict[int, str] = {}
-    shas = hash_files(paths, failures)
-    extraction = extract(
-        paths,
-        shas,
-        ref or resolve_backbone(config.backbone.name, config.backbone.weights),
-        store=CacheRoot.for_config(config).store,
-        engine=config.extract.engine,
-        batch_size=config.extract.batch_size,
-        workers=config.extract.workers,
-        progress=progress,
-    )
-    failures.update(extraction.failures)
-    keep = [i for i in range(len(paths)) if i not in failures]
-    if len(keep) < 2:
-        raise DataError(f"found {len(keep)} usable image(s) under '{folder}'; need at least two")
-    left_out = len(problems) + len(failures)
-    if left_out:
-        notes = [*notes, f"left out {left_out} unusable or unreadable files"]
+    found = embed_unlabelled(folder, config, ref=ref, progress=progress, unique=False)
+    if len(found.paths) < 2:
+        raise DataError(
+            f"found {len(found.paths)} usable image(s) under '{folder}'; need at least two"
+        )
+    if found.unusable:
+        notes = [*notes, f"left out {found.unusable} unusable or unreadable files"]
     return Source(
-        root,
-        [paths[i] for i in keep],
-        [None] * len(keep),
-        [shas[i] for i in keep],
-        extraction.features[keep],
+        folder.resolve(),
+        found.paths,
+        [None] * len(found.paths),
+        found.shas,
+        found.features,
         None,
         None,
         notes,

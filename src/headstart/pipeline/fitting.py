@@ -8,6 +8,12 @@ the noise of a few hundred validation images.  When both ran, the better validat
 (ties keep the probe: same inference cost, fewer moving parts); ``finetune.json`` says what was
 chosen and why.  The score is the mean over tasks of accuracy (multi-class) and mAP
 (multi-label).
+
+``unlabelled`` (``data.unlabelled``, the probe only): those images are embedded once through
+the cache, less any that are also labelled images (same bytes: they are counted and left out),
+and the probe's heads learn from them too (:func:`headstart.probe.semi_supervised`); run.json's
+``semi_supervised`` record says what was chosen, how many pseudo-labels were used and how
+accurate they were on held-out labelled images.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from headstart.embedding import (
 from headstart.errors import ConfigError
 from headstart.explore.labels import label_issues
 from headstart.heads import check_label_coverage, create_head
+from headstart.pipeline.unlabelled import check_semi_supervised, embed_for_probe, with_unlabelled
 from headstart.probe import held_out_split, probe, val_score
 from headstart.ranking import rank_backbones
 from headstart.report import build_report
@@ -53,17 +60,22 @@ def fit(
     progress: bool = True,
     report: bool = True,
     strategy: str | None = None,
+    unlabelled: str | Path | None = None,
 ) -> FitResult:
     """Fit a classifier on the images in ``data`` (class folders or a CSV) and write the run
     folder ``output`` (bundle in ``output/model``, manifest, problems, config, metrics, and with
     ``report`` the HTML report ``output/report.html``).  ``strategy`` (default
     ``config.strategy.kind``): ``probe`` (heads on cached embeddings), ``finetune`` (Lightning,
     see :mod:`headstart.finetune`), ``auto`` (probe first, fine-tune when it pays) or, for
-    text, ``tfidf`` (:mod:`headstart.pipeline.words`)."""
+    text, ``tfidf`` (:mod:`headstart.pipeline.words`).  ``unlabelled`` (default
+    ``config.data.unlabelled``): a folder or CSV of unlabelled images for a semi-supervised
+    probe (module docstring)."""
     cfg = config or load_config()
     kind = strategy or cfg.strategy.kind
     if kind not in STRATEGIES:
         raise ConfigError(f"unknown strategy {kind!r}; valid: {', '.join(STRATEGIES)}")
+    cfg = with_unlabelled(cfg, unlabelled, kind)
+    _check_outside(Path(output), cfg.data.unlabelled)
     if kind == "tfidf":
         from headstart.pipeline.words import fit_tfidf  # scikit-learn's text tools: text only
 
@@ -166,6 +178,7 @@ def _fit_probe(
         cfg, ref = for_text, resolve_backbone(for_text.backbone.name)
     for task in manifest.targets:  # before the images are embedded: fail fast
         check_label_coverage(task, [s.labels[task.name] for s in manifest.split("train")])
+    check_semi_supervised(manifest, cfg)
     if isinstance(data, EmbeddedData):
         embedded = data
     else:
@@ -176,9 +189,16 @@ def _fit_probe(
     timings["leakage"] = time.perf_counter() - t0
     if not isinstance(data, EmbeddedData):  # ``auto`` hands over data it already judged
         embedded, dropped = _drop_label_issues(embedded, cfg)
+    unlabelled, facts = None, None
+    if (pool := cfg.data.unlabelled) is not None:
+        t0 = time.perf_counter()
+        unlabelled, facts = embed_for_probe(pool, manifest, embedded.backbone, cfg, progress)
+        timings["embed_unlabelled"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    outcome = probe(embedded, cfg, cache)
+    outcome = probe(embedded, cfg, cache, unlabelled)
     timings["head"] = time.perf_counter() - t0
+    if facts is not None:
+        facts["tasks"] = outcome.semi_supervised or {}
     result = FitResult(
         run.path,
         embedded.manifest,
@@ -197,6 +217,7 @@ def _fit_probe(
         label_issues_dropped=dropped,
         ranking=ranking,
         ood=outcome.ood,
+        semi_supervised=facts,
     )
     t0 = time.perf_counter()
     write_result(result)

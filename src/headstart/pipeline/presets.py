@@ -170,6 +170,11 @@ def fit_preset(
         raise ConfigError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     cfg = config or load_config()
     spec = PRESETS[preset]
+    if cfg.data.unlabelled is not None and spec.name != "fast":
+        raise ConfigError(
+            f"--unlabelled works with the probe, not --preset {preset}: drop --preset or use "
+            "--preset fast"
+        )
     if spec.name == "fast":
         return fit(
             data, output, config=cfg, overwrite=overwrite, progress=progress, report=report,

@@ -106,7 +106,8 @@ def _problems_html(run: RunFiles) -> str:
 
 
 def curves_section(run: RunFiles) -> Section:
-    """Loss / validation score per epoch when the run was fine-tuned (``RUN/logs/metrics.csv``)."""
+    """Loss / validation score per epoch when the run was fine-tuned (``RUN/logs/metrics.csv``);
+    what the unlabelled images did when the probe learnt from some."""
     series = run.curve_series()
     if series is None:
         body = note("Linear probe on frozen features: no training curves.")
@@ -116,7 +117,48 @@ def curves_section(run: RunFiles) -> Section:
             plots.training_curves(epochs, values),
             f"{len(epochs)} epochs, from logs/metrics.csv",
         )
-    return Section("curves", "2. Training curves", body)
+    return Section("curves", "2. Training curves", body + _semi_supervised_html(run))
+
+
+def _semi_supervised_html(run: RunFiles) -> str:
+    record = run.run.semi_supervised
+    if not record:
+        return ""
+    left = record.get("left_out_labelled", 0)
+    out = [
+        "<h3>Semi-supervised head (unlabelled images)</h3>",
+        note(
+            f"{record.get('images', 0)} unlabelled images from {record.get('source', '?')}"
+            + (f"; {left} left out because they are labelled images too" if left else "")
+            + f". Pseudo-labels must be {pct(record.get('precision_target', 0.0))} precise on "
+            "out-of-fold labelled images; the method is chosen by cross-validation on the "
+            "labelled training images."
+        ),
+    ]
+    for name, task in record.get("tasks", {}).items():
+        acc = task.get("pseudo_label_accuracy")
+        rows = [
+            [
+                c["method"] + (" (chosen)" if c["method"] == task["chosen"] else ""),
+                pct(c["cv_accuracy"]),
+                "-" if c["pseudo_label_accuracy"] is None else pct(c["pseudo_label_accuracy"]),
+                c["pseudo_label_checked"],
+            ]
+            for c in task.get("candidates", [])
+        ]
+        title = f"{name}: " if len(record.get("tasks", {})) > 1 else ""
+        threshold = task.get("threshold")
+        out.append(
+            note(
+                f"{title}{task['pseudo_labels']} pseudo-labels used"
+                + (f" (confidence threshold {threshold:.3f})" if threshold is not None else "")
+                + (f", {pct(acc)} right on held-out labelled images" if acc is not None else "")
+                + f". {task['reason']}."
+            )
+        )
+        header = ["method", "CV accuracy", "pseudo-label accuracy", "checked"]
+        out.append(table(header, rows, numeric=(1, 2, 3)))
+    return "\n".join(out)
 
 
 def _card(title: str, value: Interval, n: int) -> str:
