@@ -84,6 +84,8 @@ class ProbeOutcome:
     """The out-of-distribution scorer of the training embeddings."""
     semi_supervised: dict[str, Any] | None = None
     """Per task, what the semi-supervised step chose and measured (with unlabelled data)."""
+    unlike_unlabelled: int = 0
+    """Unlabelled images left out because the OOD scorer calls them unlike the training ones."""
 
 
 def held_out_split(embedded: EmbeddedData) -> str | None:
@@ -218,8 +220,15 @@ def probe(
     held = held_out_split(embedded)
     rows = [i for i, s in enumerate(manifest.samples) if s.split != held]
     X = embedded.features[rows]
+    ood = fit_ood(X, seed=cfg.data.seed, noun=manifest.noun) if X.dtype != object else None
     semi: dict[str, Any] = {}
     oofs: dict[str, np.ndarray | None] = {}
+    unlike = 0
+    if unlabelled is not None and ood is not None and len(unlabelled):
+        # an image unlike every training image (another domain) gets no pseudo-label: the
+        # precision calibrated on labelled images says nothing about it
+        flagged = ood.flags(ood.score(unlabelled))
+        unlabelled, unlike = unlabelled[~flagged], int(flagged.sum())
     if unlabelled is None:
         heads = fit_heads(manifest, embedded.features, cfg, rows, cache)
     else:
@@ -295,9 +304,8 @@ def probe(
         if temperatures
         else None
     )
-    ood = fit_ood(X, seed=cfg.data.seed, noun=manifest.noun) if X.dtype != object else None
     return ProbeOutcome(
-        heads, probabilities, metrics, calibration, validation, len(rows), ood, semi or None
+        heads, probabilities, metrics, calibration, validation, len(rows), ood, semi or None, unlike
     )
 
 

@@ -150,3 +150,25 @@ def test_bad_unlabelled_input_is_one_line_and_loses_nothing(
     listing.write_text("file\na.jpg\n")
     with pytest.raises(DataError, match="no 'path' column"):
         fit_run(labelled, tmp_path / "y", shared_cache, report=False, unlabelled=listing)
+
+
+def test_unlabelled_images_unlike_the_training_ones_get_no_pseudo_label(
+    few_labels: tuple[Path, Path], shared_cache: Path, tmp_path: Path
+) -> None:
+    """Noise images are out of distribution for photos of clothes: the precision calibrated on
+    labelled photos says nothing about them, so the OOD scorer keeps them out of the pool."""
+    import numpy as np
+    from PIL import Image
+
+    labelled, _ = few_labels
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        pixels = rng.integers(0, 256, size=(96, 96, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(noise / f"noise-{i}.png")
+    out = tmp_path / "run"
+    fit_run(labelled, out, shared_cache, f"data.unlabelled={noise}", report=False)
+    record = json.loads((out / "run.json").read_text())["semi_supervised"]
+    assert record["images"] == 8 and record["left_out_unlike"] >= 6
+    assert record["tasks"]["label"]["pseudo_labels"] <= 8 - record["left_out_unlike"]

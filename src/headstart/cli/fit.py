@@ -73,6 +73,7 @@ def show_semi_supervised(record: dict[str, Any] | None) -> None:
             ("left_out_labelled", "also labelled"),
             ("left_out_unusable", "unusable"),
             ("left_out_repeats", "repeats"),
+            ("left_out_unlike", "unlike the training images"),
         )
         if record.get(key)
     ]

@@ -198,6 +198,7 @@ def _fit_probe(
     outcome = probe(embedded, cfg, cache, unlabelled)
     timings["head"] = time.perf_counter() - t0
     if facts is not None:
+        facts["left_out_unlike"] = outcome.unlike_unlabelled
         facts["tasks"] = outcome.semi_supervised or {}
     result = FitResult(
         run.path,

@@ -125,11 +125,18 @@ def _semi_supervised_html(run: RunFiles) -> str:
     if not record:
         return ""
     left = record.get("left_out_labelled", 0)
+    unlike = record.get("left_out_unlike", 0)
     out = [
         "<h3>Semi-supervised head (unlabelled images)</h3>",
         note(
             f"{record.get('images', 0)} unlabelled images from {record.get('source', '?')}"
             + (f"; {left} left out because they are labelled images too" if left else "")
+            + (
+                f"; {unlike} left out because they look unlike every training image "
+                "(out of distribution)"
+                if unlike
+                else ""
+            )
             + f". Pseudo-labels must be {pct(record.get('precision_target', 0.0))} precise on "
             "out-of-fold labelled images; the method is chosen by cross-validation on the "
             "labelled training images."
