@@ -128,3 +128,20 @@ def copy_demo(
             for f in sorted((demo_data_dir() / split / cls).iterdir())[:n]:
                 shutil.copy(f, dest / split / cls / f.name)
     return dest
+
+
+def kill_after_checkpoint(command: list[str], run: Path, env: dict[str, str]) -> None:
+    """Start ``command``, wait until ``run/checkpoints/last.ckpt`` exists, then ``kill -9``
+    it (a test fails when the command ended first)."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(command, env=env)
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    if proc.wait() != -signal.SIGKILL:
+        raise AssertionError("the run ended before it could be killed")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from headstart.backbones import generic
 from headstart.backbones.builtin import BUILTINS, BuiltinEntry
+from headstart.backbones.folder import is_folder_name, read_folder, read_folder_record
 from headstart.backbones.spec import (
     GENERIC_PREFIXES,
     POPULAR_GENERIC,
@@ -60,7 +61,10 @@ __all__ = [
 def get_spec(name: str) -> BackboneSpec:
     """The spec of a backbone name; unknown names raise ``BackboneError`` listing the known ones.
     A fused name's spec sums its parts' feature sizes and parameters (no ImageNet top-1: the
-    fusion has no ImageNet head) and carries the first part's preprocessing."""
+    fusion has no ImageNet head) and carries the first part's preprocessing.  A backbone
+    folder's (:mod:`headstart.backbones.folder`) is its base's with its own preprocessing."""
+    if is_folder_name(name):
+        return _folder_spec(name)
     if is_fused_name(name):
         return _fused_spec(name)
     if is_text_name(name):
@@ -72,6 +76,19 @@ def get_spec(name: str) -> BackboneSpec:
             name, e.feature_dim, e.params, e.imagenet_top1, e.preprocessing, e.description
         )
     return generic.generic_spec(name, library, arch)
+
+
+def _folder_spec(name: str) -> BackboneSpec:
+    record = read_folder_record(name)
+    base = get_spec(record.base)
+    return BackboneSpec(
+        name,
+        record.feature_dim,
+        base.params,
+        None,  # adapted: the base's ImageNet score no longer describes it
+        record.preprocessing,
+        f"{record.method} adaptation of {record.base} (trained: {', '.join(record.trained)})",
+    )
 
 
 def _check_modalities(name: str) -> None:
@@ -134,7 +151,17 @@ def resolve_backbone(name: str, weights: Path | None = None) -> BackboneRef:
 
     A text encoder name (:func:`~headstart.backbones.text.is_text_name`) resolves through
     :func:`~headstart.backbones.text.resolve_text_backbone`; its ``weights`` is a folder.
+
+    A folder path (``headstart pretrain``'s output, :mod:`headstart.backbones.folder`)
+    resolves to its base architecture with the folder's checked weights; it takes no
+    ``weights`` file (it carries its own).
     """
+    if is_folder_name(name):
+        if weights is not None:
+            raise ConfigError(
+                f"backbone folder {name} carries its own weights; drop --weights (backbone.weights)"
+            )
+        return read_folder(name)
     if is_fused_name(name):
         _check_modalities(name)
         if weights is not None:
@@ -169,6 +196,9 @@ def unweighted_ref(name: str) -> BackboneRef:
         raise BackboneError(
             f"text encoder '{name}' cannot be trained from scratch here; start from its weights"
         )
+    if is_folder_name(name):  # its base architecture, with the folder's preprocessing
+        record = read_folder_record(name)
+        return BackboneRef(record.base, None, "", record.preprocessing, record.feature_dim)
     spec = get_spec(name)
     return BackboneRef(name, None, "", spec.preprocessing, spec.feature_dim)
 

@@ -25,6 +25,7 @@ from headstart.cli import (
     fit,
     lr_find,
     predict,
+    pretrain,
     rank_backbones,
     report,
     serve,
@@ -43,7 +44,7 @@ app = typer.Typer(
 )
 _COMMANDS: tuple[ModuleType, ...] = (fit, predict, evaluate, backbones, demo, report, explain)
 _COMMANDS += (serve, export, cv, tune, rank_backbones, calibrate, compare)
-_COMMANDS += (lr_find, compare_strategies, explore, ensemble, compress, distill)
+_COMMANDS += (lr_find, compare_strategies, explore, ensemble, compress, distill, pretrain)
 for module in _COMMANDS:
     module.register(app)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import pickle
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,22 +81,29 @@ def _loggers(log_dir: Path) -> list[Logger]:
 
 
 def build_trainer(
-    cfg: TrainConfig, run_dir: Path, *, progress: bool
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    progress: bool,
+    monitor: str | None = "val_acc",
+    max_time_s: float | None = None,
 ) -> tuple[Trainer, ModelCheckpoint]:
-    """A Trainer writing ``run_dir/checkpoints`` (best by val_acc + last) and ``run_dir/logs``."""
+    """A Trainer writing ``run_dir/checkpoints`` (best by ``monitor`` + last) and
+    ``run_dir/logs``.  ``monitor=None`` (no validation: self-supervised pretraining): only
+    ``last.ckpt`` after every epoch, no early stopping.  ``max_time_s``: Lightning stops there
+    (the time spent travels in the checkpoints, so it bounds a resumed run's total)."""
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
-        monitor="val_acc",
+        monitor=monitor,
         mode="max",
         save_last=True,
+        save_top_k=1 if monitor else 0,
         enable_version_counter=False,
     )
-    callbacks: list[Callback] = [
-        checkpoint,
-        EarlyStopping(monitor="val_acc", mode="max", patience=cfg.patience),
-        HistoryWriter(run_dir / "logs" / "metrics.csv"),
-    ]
+    callbacks: list[Callback] = [checkpoint, HistoryWriter(run_dir / "logs" / "metrics.csv")]
+    if monitor:
+        callbacks.insert(1, EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience))
     if cfg.ema:
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     if progress:
@@ -110,6 +118,7 @@ def build_trainer(
     try:
         trainer = Trainer(
             max_epochs=cfg.epochs,
+            max_time=None if max_time_s is None else timedelta(seconds=max_time_s),
             accelerator=cfg.accelerator,
             devices=cfg.devices,
             num_nodes=cfg.num_nodes,
