@@ -1,7 +1,7 @@
 """Few labels, many unlabelled images: the labelled-only probe against ``fit --unlabelled``.
 
     python benchmarks/low_label.py [--data-root ../shared/data] [--data clothing_small]
-                                   [--per-class 10] [--seeds 3]
+                                   [--per-class 10] [--seeds 3] [--ssl BACKBONE_FOLDER]
 
 Per seed, ``--per-class`` labelled images per class are drawn (seeded) from the data's train
 split; the rest of train is handed over as unlabelled images (a CSV of paths); both models are
@@ -13,9 +13,14 @@ and the pseudo-labels used per seed, and the mean wall seconds of each fit (embe
 the cache after the first seed: point ``$HEADSTART_CACHE`` at an empty folder for the cold
 cost of the first).
 
-The self-supervised columns of issue 12 (a backbone adapted to the unlabelled images with
-``headstart pretrain``, then the probe) come with part 2; this change fills only the two
-columns it can.
+``--ssl FOLDER`` adds the self-supervised columns: the same two fits on a backbone adapted by
+``headstart pretrain`` (labels ignored) to the data's training images, e.g.
+
+    headstart pretrain ../shared/data/clothing_small/train -b mobilenet_v2 -o ssl-clothing \
+        --time-limit 30m --image-size 128
+
+Pretrain on the train split only (never the test split); its wall time is printed by that
+command, not counted here.
 """
 
 from __future__ import annotations
@@ -68,8 +73,11 @@ def _draw(data: Path, per_class: int, seed: int, folder: Path) -> tuple[Path, Pa
     )
 
 
-def _fit(labelled: Path, out: Path, unlabelled: Path | None) -> tuple[float, float, str]:
-    cfg = load_config(overrides=["eval.n_boot=0"])
+def _fit(
+    labelled: Path, out: Path, unlabelled: Path | None, backbone: Path | None = None
+) -> tuple[float, float, str]:
+    extra = [f"backbone.name={backbone}"] if backbone is not None else []
+    cfg = load_config(overrides=["eval.n_boot=0", *extra])
     t0 = time.perf_counter()
     result = headstart.fit(
         labelled, out, config=cfg, progress=False, report=False, unlabelled=unlabelled
@@ -88,7 +96,14 @@ def main() -> None:
     parser.add_argument("--data", default="clothing_small")
     parser.add_argument("--per-class", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--ssl", type=Path, default=None, help="a headstart pretrain folder")
     args = parser.parse_args()
+    runs: list[tuple[str, bool, Path | None]] = [
+        ("labelled only", False, None),
+        ("semi-supervised", True, None),
+    ]
+    if args.ssl is not None:
+        runs += [("SSL-adapted, labelled only", False, args.ssl), ("SSL + semi", True, args.ssl)]
     scores: dict[str, list[float]] = defaultdict(list)
     seconds: dict[str, list[float]] = defaultdict(list)
     notes = []
@@ -96,12 +111,13 @@ def main() -> None:
         folder = Path(tmp)
         for seed in range(args.seeds):
             labelled, unlabelled = _draw(args.data_root / args.data, args.per_class, seed, folder)
-            for name, extra in (("labelled only", None), ("semi-supervised", unlabelled)):
-                acc, sec, note = _fit(labelled, folder / f"{name}{seed}", extra)
+            for name, semi, backbone in runs:
+                pool = unlabelled if semi else None
+                acc, sec, note = _fit(labelled, folder / f"{name}{seed}", pool, backbone)
                 scores[name].append(acc)
                 seconds[name].append(sec)
                 if note:
-                    notes.append(f"seed {seed}: {note}")
+                    notes.append(f"{name}, seed {seed}: {note}")
                 print(f"seed {seed} {name}: {acc:.1f}% in {sec:.1f} s {note}", flush=True)
     print()
     print(f"{args.data}, {args.per_class} labelled images per class, {args.seeds} seeds")
