@@ -213,3 +213,32 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny: tuple[Path, Path], tmp_
         assert torch.allclose(value.float(), resumed[key].float(), atol=1e-5), key
     rows = (killed / "logs" / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2", "3"]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_writes_a_folder_fit_accepts(
+    tiny: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``--devices 2 --strategy ddp``: two processes share the images (SimCLR's negatives are
+    gathered across them) and rank 0 writes the folder, which ``fit -b`` then takes."""
+    import subprocess
+
+    data, weights = tiny
+    out = tmp_path / "ddp"
+    args = ["-b", TINY, "--weights", str(weights), "--epochs", "2", "--devices", "2"]
+    args += ["--strategy", "ddp", "--set", "train.accelerator=cpu", *SMALL]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run(
+        _cli("pretrain", str(data), "-o", str(out), *args),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((out / "backbone.json").read_text())
+    assert record["base"] == TINY
+    config = load_config(overrides=[f"backbone.name={out}", "eval.n_boot=0"])
+    result = headstart.fit(data, tmp_path / "run", config=config, progress=False, report=False)
+    assert result.backbone.weights_sha256 == record["weights_sha256"]
+    assert record["weights_sha256"] != resolve_backbone(TINY, weights).weights_sha256

@@ -153,7 +153,8 @@ class PretrainModule(LightningModule):
         a = self._activations([(i, va) for i, va, _ in rows])
         b = self._activations([(i, vb) for i, _, vb in rows])
         loss = self._loss(a, b)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        # the epoch's loss is the mean over every process's steps (a no-op on one process)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
         seconds = time.perf_counter() - t0
         self._epoch["images"] = self._epoch.get("images", 0.0) + len(rows)
         self._epoch["seconds"] = self._epoch.get("seconds", 0.0) + seconds

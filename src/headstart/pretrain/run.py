@@ -34,6 +34,7 @@ from it after a kill: the same pairs and views, so the same result as an uninter
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -110,7 +111,7 @@ def pretrain(
             raise ConfigError("pretrain needs a folder of images (or resume=True)")
     base = _base_ref(name, weights)
     paths = image_paths(Path(data))
-    if not resume:
+    if not resume and not _worker():
         _fresh_output(out, overwrite)
         where = {"data": str(Path(data).resolve()), "backbone": name}
         if weights is not None:
@@ -121,7 +122,19 @@ def pretrain(
 
     t0 = time.perf_counter()
     trained = train_network(paths, out, base, opts, cfg, resume=resume, progress=progress)
-    return _finish(out, base, opts, trained, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    if _worker():  # the same weights as rank 0's (DDP keeps them equal), which writes them
+        return PretrainResult(
+            out, base, base, opts, trained.images, trained.epochs_run, trained.steps,
+            round(seconds, 1), trained.trained, trained.history,
+        )  # fmt: skip
+    return _finish(out, base, opts, trained, seconds)
+
+
+def _worker() -> bool:
+    """True in the processes a DDP launch starts for its other ranks: they re-run the command,
+    and must neither clear nor write the output folder, which rank 0 owns."""
+    return os.environ.get("LOCAL_RANK", "0") != "0"
 
 
 def _check_options(opts: PretrainOptions) -> None:
