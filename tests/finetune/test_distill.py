@@ -13,10 +13,8 @@ import csv
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +32,7 @@ from headstart.finetune.soft import Distillation, distillation_loss, soft_row
 from headstart.finetune.targets import task_slices
 from headstart.finetune.teacher import load_teacher, teacher_rows
 from headstart.fsutil import check_entry
-from salt import copy_demo
+from salt import copy_demo, kill_after_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = "timm:test_efficientnet"
@@ -298,13 +296,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny: dict[str, Path], tmp_pa
     assert main(_args(tiny, tmp_path / "whole", *extra)) == 0
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.Popen(_cli(*_args(tiny, killed, *extra)), env=env)
-    last = killed / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 300
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    kill_after_checkpoint(_cli(*_args(tiny, killed, *extra)), killed, env)
     assert not (killed / "model").exists()
     assert main(["distill", "--resume", str(killed), "-q", "--no-report"]) == 0
     curves = [

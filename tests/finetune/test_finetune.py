@@ -11,10 +11,8 @@ import csv
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +34,7 @@ from headstart.finetune.data import EpochSampler, decide_imbalance
 from headstart.finetune.module import FinetuneModule
 from headstart.finetune.schedules import PhasePlan, lr_factors
 from headstart.finetune.trainer import read_checkpoint
-from salt import copy_demo
+from salt import copy_demo, kill_after_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = "timm:test_efficientnet"
@@ -391,13 +389,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny: tuple[Path, Path], tmp_
     extra = ("--strategy", "finetune", "--set", "train.epochs=3")
     assert main(_fit_args(data, weights, tmp_path / "whole", *extra)) == 0
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(*_fit_args(data, weights, killed, *extra)), env=_env())
-    last = killed / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 300
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    kill_after_checkpoint(_cli(*_fit_args(data, weights, killed, *extra)), killed, _env())
     assert not (killed / "model").exists()
     assert main(["fit", "--resume", str(killed), "-q", "--no-report"]) == 0
     whole, resumed = _history(tmp_path / "whole"), _history(killed)

@@ -14,10 +14,8 @@ import csv
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +43,7 @@ from headstart.finetune.text import (
     text_recipe,
 )
 from headstart.runfolder import RunFolder
+from salt import kill_after_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -465,15 +464,9 @@ def test_text_kill_and_resume_matches_uninterrupted_run(
         *overrides,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", child, str(texts_csv), str(killed), *args], env=env
+    kill_after_checkpoint(
+        [sys.executable, "-c", child, str(texts_csv), str(killed), *args], killed, env
     )
-    last = killed / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 300
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (killed / "model").exists()
     cfg = RunFolder(killed).read_config()
     finetune(texts_csv, cfg, killed, resume=True, progress=False)
