@@ -46,7 +46,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], *needles: str) -> str:
 def _entries(cache: Path) -> dict[str, Path]:
     """One entry of each cache kind a fit with its report writes."""
     found = {
-        "embedding": next(cache.glob("embeddings/*/*/*.emb")),
+        "embedding": next(cache.glob("tables/*/data/*.arrow")),
         "onnx backbone": next(cache.glob("onnx/*.onnx")),
         "weights": next(cache.glob("weights/*.safetensors")),
         "head": next(cache.glob("heads/*/head.safetensors")),  # its record: tests/heads

@@ -4,8 +4,8 @@ decides where it is.
 ``extract.cache_dir`` in the config when set, else ``$HEADSTART_CACHE``, else
 ``$XDG_CACHE_HOME/headstart``, else ``~/.cache/headstart``.  Under it:
 
-- ``embeddings/`` and ``onnx/``: backbone features per image and the ONNX backbones
-  (:class:`~headstart.features.EmbeddingStore`);
+- ``tables/`` and ``onnx/``: backbone features per image (one table per model key) and the
+  ONNX backbones (:class:`~headstart.features.EmbeddingStore`);
 - ``weights/``: backbone weights converted once to safetensors, copied into bundles;
 - ``heads/``: fitted heads keyed by their inputs (:func:`headstart.heads.cache.fit_cached`);
 - ``report-overlays/``: Grad-CAM thumbnails of the report's error gallery and the 2-D points

@@ -74,6 +74,13 @@ class ExtractConfig(_Frozen):
     batch_size: int = Field(32, gt=0)
     workers: int | None = Field(None, ge=0)
     cache_dir: Path | None = None
+    executor: Literal["local", "ray"] = "local"
+    """Where images are decoded and embedded (``--engine``): ``local`` (this process) or
+    ``ray`` (a Ray Data job on a cluster, ``pip install 'headstart[ray]'``; ``workers`` is then
+    its number of ONNX Runtime actors).  Either writes the same cache."""
+    address: str | None = None
+    """``executor=ray``: the cluster (``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``); None
+    joins the one Ray finds (``RAY_ADDRESS``, the latest ``ray start``) or starts a local one."""
 
 
 class HeadConfig(_Frozen):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Set
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from headstart.errors import ConfigError, DataError, PathNotFoundError
 from headstart.features import EmbeddingStore, Extraction, extract
 from headstart.features.extract import hash_files
 from headstart.features.int8 import quantize_ref
+from headstart.features.store import model_key
 
 __all__ = [
     "TEXT_DEFAULT",
@@ -170,6 +171,8 @@ def embed_data(
         batch_size=cfg.extract.batch_size,
         workers=cfg.extract.workers,
         progress=progress,
+        executor=cfg.extract.executor,
+        address=cfg.extract.address,
     )
     keep = [i for i in range(len(manifest.samples)) if i not in extraction.failures]
     if extraction.failures:
@@ -186,6 +189,8 @@ def _embed_texts(
         raise ConfigError(
             "extract.precision=int8 quantizes image backbones; text encoders run in float32"
         )
+    if cfg.extract.executor == "ray":
+        raise ConfigError("--engine ray embeds images; text data is embedded with --engine local")
     # the text engine loads tokenizers and ONNX Runtime only when text is embedded
     from headstart.features.text_engine import extract_texts
 
@@ -215,6 +220,8 @@ class Unlabelled:
     """Images left out because their bytes are already among the labelled ones."""
     repeats: int = 0
     """Exact copies of an image already kept."""
+    extraction: Extraction | None = None
+    """How the kept images were embedded (cached, computed, the time taken)."""
 
 
 def embed_unlabelled(
@@ -267,6 +274,8 @@ def embed_unlabelled(
         batch_size=config.extract.batch_size,
         workers=config.extract.workers,
         progress=progress,
+        executor=config.extract.executor,
+        address=config.extract.address,
     )
     keep = [j for j in range(len(rows)) if j not in extraction.failures]
     unusable += len(failures) + len(extraction.failures)
@@ -281,7 +290,36 @@ def embed_unlabelled(
         unusable,
         in_data,
         repeats,
+        extraction,
     )
+
+
+def nearest_images(
+    query: str | Path,
+    paths: Sequence[Path],
+    shas: Sequence[str],
+    config: FitConfig,
+    *,
+    k: int = 5,
+    ref: BackboneRef | None = None,
+) -> list[tuple[Path, float]]:
+    """The ``k`` images among ``paths`` (already embedded; ``shas`` their sha256) nearest the
+    image ``query`` by cosine distance, asked of the embedding store: (path, distance),
+    nearest first.  The query is embedded through the cache too."""
+    source = Path(query).expanduser()
+    if not source.is_file():
+        raise PathNotFoundError(f"--like: no such image: '{source}'")
+    ref = ref or resolve_backbone(config.backbone.name, config.backbone.weights)
+    store = CacheRoot.for_config(config).store
+    found = extract([source], None, ref, store=store, engine=config.extract.engine, progress=False)
+    if found.failures:
+        raise DataError(f"--like: cannot read '{source}': {found.failures[0]}")
+    by_sha: dict[str, Path] = {}
+    for path, sha in zip(paths, shas, strict=True):
+        by_sha.setdefault(sha, path)
+    key = model_key(ref, found.engine)
+    near, distances = store.nearest(key, found.features, k, among=list(by_sha))
+    return [(by_sha[sha], float(d)) for sha, d in zip(near[0], distances[0], strict=False)]
 
 
 def _csv_paths(csv_path: Path) -> list[Path]:

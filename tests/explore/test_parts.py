@@ -12,8 +12,8 @@ from headstart.errors import DataError
 from headstart.explore.clusters import cluster, reduce
 from headstart.explore.duplicates import near_duplicates
 from headstart.explore.labels import class_overlap, label_issues
-from headstart.explore.neighbours import knn, normalise
 from headstart.explore.outliers import outlier_scores, rank_normalise
+from headstart.features.neighbours import knn, normalise
 
 
 def blobs(n: int, d: int = 64, centres: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

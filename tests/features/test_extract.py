@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from headstart.backbones import BackboneRef, resolve_backbone
+from headstart.backbones.spec import file_sha256
 from headstart.errors import ConfigError
 from headstart.features import EmbeddingStore, extract, model_key
 
@@ -110,8 +111,12 @@ def test_damaged_entry_is_recomputed(
     warm, first = onnx_run
     store = _fresh_store(tmp_path, warm)
     extract(photos, None, ref, store=store, engine="onnx", progress=False)
-    entry = next((store.root / "embeddings").rglob("*.emb"))
-    entry.write_bytes(entry.read_bytes()[:-7])
+    vector = store.get_many(model_key(ref, "onnx"), [file_sha256(photos[0])])[0]
+    assert vector is not None
+    entry = next((store.root / "tables").rglob("*.arrow"))
+    data = entry.read_bytes()
+    at = data.index(vector[:4].tobytes())  # inside the first photo's vector
+    entry.write_bytes(data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1 :])
     again = extract(photos, None, ref, store=store, engine="onnx", progress=False)
     assert (again.n_cached, again.n_computed) == (7, 1)
     assert np.allclose(again.features, first, atol=1e-5)

@@ -104,9 +104,8 @@ def test_view_embeddings_mirror_crop_and_cache_apart(
     assert all(np.abs(crops[i, 0] - crops[j, 0]).max() > 1e-3 for i in range(5) for j in range(i))
     again, _ = view_embeddings([a], ref, "crops", store=store, engine="onnx")
     assert np.array_equal(again, crops)
-    # extra views live under their own keys: the plain entry folder holds only a and b
-    plain_dir = store.root / "embeddings" / model_key(ref, "onnx")
-    assert len(list(plain_dir.rglob("*.emb"))) == 2
+    # extra views live under their own keys: the plain table holds only a and b
+    assert len(store.table(model_key(ref, "onnx"))) == 2
 
 
 @pytest.fixture(scope="module")

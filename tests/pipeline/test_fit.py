@@ -168,7 +168,7 @@ def test_every_cache_honours_the_configured_root(
     monkeypatch.setenv("HEADSTART_CACHE", str(default))
     mine = tmp_path / "configured"
     fit_run(tiny_data, tmp_path / "run", mine)
-    assert (mine / "embeddings").is_dir() and (mine / "heads").is_dir()
+    assert (mine / "tables").is_dir() and (mine / "heads").is_dir()
     assert (mine / "weights").is_dir()
     assert not default.exists(), sorted(p.name for p in default.iterdir())
 

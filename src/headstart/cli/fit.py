@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from headstart.cli.options import LABEL_COLUMN_HELP, TEXT_COLUMN_HELP, build_config
+from headstart.cli.options import (
+    ADDRESS_HELP,
+    ENGINE_HELP,
+    LABEL_COLUMN_HELP,
+    TEXT_COLUMN_HELP,
+    build_config,
+)
 from headstart.cli.render import console, show_fit, show_manifest, show_metrics
 from headstart.errors import ConfigError
 
@@ -25,9 +31,10 @@ def report_fit(result: FitResult) -> None:
         noun, unit = (
             ("texts", "texts/s") if result.manifest.modality == "text" else ("images", "img/s")
         )
+        where = " on ray" if result.config.extract.executor == "ray" else ""
         console.print(
             f"Backbone {result.config.backbone.name}: {ex.n_computed} {noun} embedded"
-            + (f" ({rate:.0f} {unit}, {ex.engine})" if ex.n_computed else "")
+            + (f" ({rate:.0f} {unit}, {ex.engine}{where})" if ex.n_computed else "")
             + f", {ex.n_cached} from cache"
         )
         console.print(f"Head: {result.config.head.kind}, trained on {result.trained_on} {noun}")
@@ -236,6 +243,8 @@ def command(
         help="Unlabelled images (a folder, or a CSV with a path column) the probe also learns "
         "from: pseudo-labels by self-training or label spreading, chosen by CV (or neither).",
     ),
+    engine: str | None = typer.Option(None, "--engine", help=ENGINE_HELP),
+    address: str | None = typer.Option(None, "--address", help=ADDRESS_HELP),
 ) -> None:
     """Fit a classifier: pretrained backbone → cached embeddings → head → evaluated bundle."""
     from headstart.pipeline import fit  # the library: when it runs
@@ -259,6 +268,8 @@ def command(
         text_column=text_column,
         label_column=label_column,
         extra=extra,
+        engine=engine,
+        address=address,
     )
     if unlabelled is not None:  # a path, not YAML to parse
         cfg = cfg.model_copy(

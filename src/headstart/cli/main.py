@@ -17,6 +17,7 @@ from headstart.cli import (
     cv,
     demo,
     distill,
+    embed,
     ensemble,
     evaluate,
     explain,
@@ -45,6 +46,7 @@ app = typer.Typer(
 _COMMANDS: tuple[ModuleType, ...] = (fit, predict, evaluate, backbones, demo, report, explain)
 _COMMANDS += (serve, export, cv, tune, rank_backbones, calibrate, compare)
 _COMMANDS += (lr_find, compare_strategies, explore, ensemble, compress, distill, pretrain)
+_COMMANDS += (embed,)
 for module in _COMMANDS:
     module.register(app)
 

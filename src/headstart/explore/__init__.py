@@ -10,8 +10,8 @@ from __future__ import annotations
 from headstart.explore.analysis import ClassOverlap, Exploration, NearDuplicatePair, analyse
 from headstart.explore.export import export_folders
 from headstart.explore.labels import LabelIssues, label_issues
-from headstart.explore.neighbours import knn
 from headstart.explore.run import explore
+from headstart.features.neighbours import knn
 
 __all__ = [
     "ClassOverlap",

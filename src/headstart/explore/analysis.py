@@ -6,7 +6,7 @@ Each step is measured (``Exploration.timings``); how they scale (n rows, d = 128
 
 - PCA to 50 dims: randomized SVD, O(n d 50).
 - neighbours (k = 20): exact O(n^2 d) below 12,000 rows; above, PCA-128 + faiss IVF + exact
-  re-ranking, about O(n^1.5 128 + n 40 d) (see :mod:`headstart.explore.neighbours`).
+  re-ranking, about O(n^1.5 128 + n 40 d) (see :mod:`headstart.features.neighbours`).
 - clusters: k-means O(n 50 k) per k; k chosen on <= 4,000 rows; HDBSCAN on <= 10,000 rows and
   Ward on <= 5,000 (then a nearest-centre assignment, O(n 50 k)).
 - outliers: isolation forest O(n log 256) per tree; LOF and kNN distance from the neighbours.
@@ -28,8 +28,8 @@ from headstart.errors import DataError
 from headstart.explore.clusters import cluster, reduce
 from headstart.explore.duplicates import NearDuplicatePair, near_duplicates
 from headstart.explore.labels import ClassOverlap, class_overlap, label_issues
-from headstart.explore.neighbours import EXACT_BELOW, knn
 from headstart.explore.outliers import outlier_scores
+from headstart.features.neighbours import EXACT_BELOW, knn
 
 __all__ = ["ClassOverlap", "Exploration", "NearDuplicatePair", "analyse"]
 

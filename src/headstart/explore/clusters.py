@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headstart.explore.neighbours import normalise
+from headstart.features.neighbours import normalise
 
 __all__ = ["METHODS", "Clustering", "cluster", "reduce", "typical_rows"]
 

@@ -59,7 +59,7 @@ def near_duplicates(
 ) -> list[NearDuplicatePair]:
     """Pairs of rows that are the same picture, most similar first.  ``indices``/``distances``:
     each row's nearest neighbours (cosine distance, nearest first) from
-    :func:`headstart.explore.neighbours.knn`; ``shas``: each file's sha256.  ``texts``: each
+    :func:`headstart.features.neighbours.knn`; ``shas``: each file's sha256.  ``texts``: each
     row's text (text data), compared by characters instead of pixels."""
     found = _exact_copies(shas)
     seen = {(p.a, p.b) for p in found}

@@ -51,7 +51,7 @@ def outlier_scores(
     z: np.ndarray, indices: np.ndarray, distances: np.ndarray, *, seed: int = 0
 ) -> OutlierScores:
     """Scores from the reduced embeddings ``z`` (isolation forest) and every row's nearest
-    neighbours (``indices``/``distances`` from :func:`headstart.explore.neighbours.knn`,
+    neighbours (``indices``/``distances`` from :func:`headstart.features.neighbours.knn`,
     nearest first; LOF uses up to 20 of them, the kNN distance the first 50)."""
     n = len(z)
     if n < 3 or indices.shape[1] == 0:

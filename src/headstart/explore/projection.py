@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from headstart.errors import ConfigError
-from headstart.explore.neighbours import normalise
+from headstart.features.neighbours import normalise
 from headstart.fsutil import read_entry, write_entry
 
 __all__ = [

@@ -192,6 +192,9 @@ class _Plan:
     workers: int
     mode: str
     progress: bool
+    executor: str = "local"
+    address: str | None = None
+    actors: int | None = None  # --engine ray: ONNX Runtime actors (None: half the cluster)
 
 
 def _compute(
@@ -206,6 +209,7 @@ def _compute(
     with (
         _executor(plan.workers, plan.mode) as pool,
         ExtractProgress(len(items), ref.name, plan.progress) as bar,
+        plan.store.writer(plan.key) as writer,
     ):
         # The pool starts (forks) before torch/onnxruntime spin up their thread pools.
         batches = _decoded_batches(
@@ -220,13 +224,10 @@ def _compute(
             feats = runner(batch) if kept else np.empty((0, 0), np.float32)
             for row, index in enumerate(kept):
                 vectors[shas[index]] = feats[row]
-                plan.store.put(plan.key, shas[index], feats[row])
+                writer.add(shas[index], feats[row])
             for index, reason in failed.items():
                 failures[shas[index]] = reason
-                # not cached: an unreadable file may become readable, and which formats
-                # decode depends on the plugins installed, not on the file's bytes
-                if not reason.startswith(("unreadable", "unsupported format")):
-                    plan.store.put_failure(plan.key, shas[index], reason)
+                writer.add_failure(shas[index], reason)
             bar.advance(len(kept) + len(failed))
     return vectors, failures
 
@@ -241,18 +242,28 @@ def extract(
     batch_size: int = 32,
     workers: int | None = None,
     progress: bool = True,
+    executor: str = "local",
+    address: str | None = None,
 ) -> Extraction:
     """Pooled backbone features for ``paths`` (rows in input order), cached in ``store``.
 
     ``shas`` are the files' sha256 (from the manifest); None computes them from the bytes.
     Files that cannot be decoded become NaN rows and ``failures[index] = reason``; the run goes
     on.  ``engine``: ``"onnx"`` (ONNX Runtime), ``"torch"`` (eager) or ``"auto"`` (onnx when
-    installed).  ``workers``: decode threads (default: physical cores).
+    installed).  ``workers``: decode threads (default: physical cores).  ``executor``:
+    ``"local"`` (this process) or ``"ray"`` (a Ray Data job on the cluster at ``address``, see
+    :mod:`headstart.features.ray_engine`; ``workers`` is then its number of ONNX actors).
     """
     start = time.perf_counter()
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     engine = _checked_engine(ref, engine)
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"unknown executor '{executor}'; known: local, ray")
+    if executor == "ray":
+        from headstart.features.ray_engine import check_ray  # Ray only when asked for
+
+        check_ray(ref, engine)
     paths = [Path(p) for p in paths]
     failures: dict[int, str] = {}
     if shas is None:
@@ -260,6 +271,7 @@ def extract(
     elif len(shas) != len(paths):
         raise ConfigError(f"got {len(shas)} sha256 values for {len(paths)} paths")
     plan = _Plan(engine, "", store, batch_size, workers or physical_cores(), DECODE_MODE, progress)
+    plan = replace(plan, executor=executor, address=address, actors=workers)
     if ref.is_fused:
         return _extract_fused(paths, shas, failures, ref, plan, start)
     return _extract_one(paths, shas, failures, ref, plan, start)
@@ -285,7 +297,15 @@ def _extract_one(
     computed: dict[str, np.ndarray] = {}
     if todo:
         plan.store.write_info(key, _info(ref, engine))
-        computed, new_failures = _compute(todo, ref, replace(plan, key=key))
+        if plan.executor == "ray":
+            from headstart.features.ray_engine import embed_with_ray  # Ray only when asked for
+
+            computed, new_failures = embed_with_ray(
+                todo, ref, store=plan.store, key=key, address=plan.address,
+                batch_size=plan.batch_size, workers=plan.actors, progress=plan.progress,
+            )  # fmt: skip
+        else:
+            computed, new_failures = _compute(todo, ref, replace(plan, key=key))
         for i, sha in enumerate(shas):
             if sha in new_failures:
                 failures[i] = new_failures[sha]
@@ -357,19 +377,17 @@ def hash_files(paths: Sequence[Path], failures: dict[int, str]) -> list[str]:
 def _lookup(
     store: EmbeddingStore, key: str, shas: Sequence[str], failures: dict[int, str]
 ) -> dict[str, np.ndarray]:
-    found: dict[str, np.ndarray] = {}
+    wanted = list(dict.fromkeys(sha for i, sha in enumerate(shas) if i not in failures))
+    found = {
+        sha: vec
+        for sha, vec in zip(wanted, store.get_many(key, wanted), strict=True)
+        if vec is not None
+    }
     for i, sha in enumerate(shas):
-        if i in failures:
-            continue
-        if sha in found:
-            continue
-        vec = store.get(key, sha)
-        if vec is not None:
-            found[sha] = vec
-            continue
-        reason = store.get_failure(key, sha)
-        if reason is not None:
-            failures[i] = reason
+        if i not in failures and sha not in found:
+            reason = store.get_failure(key, sha)
+            if reason is not None:
+                failures[i] = reason
     return found
 
 

@@ -28,11 +28,13 @@ class _RateColumn(ProgressColumn):
 class ExtractProgress:
     """``with ExtractProgress(total, name, enabled) as bar: bar.advance(n)``; silent if disabled."""
 
-    def __init__(self, total: int, name: str, enabled: bool = True) -> None:
+    def __init__(
+        self, total: int, name: str, enabled: bool = True, *, verb: str = "extract"
+    ) -> None:
         self._progress: Progress | None = None
         if enabled:
             self._progress = Progress(
-                TextColumn("[bold]extract[/] {task.description}"),
+                TextColumn(f"[bold]{verb}[/] {{task.description}}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 _RateColumn(),

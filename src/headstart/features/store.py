@@ -1,36 +1,51 @@
-"""The on-disk embedding cache: one small file per (model key, image sha256).
+"""The embedding cache: one columnar table per model key (:mod:`headstart.features.table`).
 
-An entry is ``magic | length | blake2b digest | float32 payload``.  A truncated or bit-flipped
-entry fails its size or digest check, is removed (and reported) and reads as missing, so it is
-recomputed.
-Writes go to a temp file in the same folder and are renamed into place, so readers never see a
-half-written entry (no fsync: the digest already catches data lost in a power cut).
-Decode failures are cached too (``.fail`` files), so a broken image is not re-decoded every run.
+``EmbeddingStore(root)`` keeps ``root/tables/<model key>/`` (vectors and remembered decode
+failures, each row checked on read) and ``root/onnx/`` (the backbones exported to ONNX).
+Writes go through :meth:`EmbeddingStore.writer`, which commits every few thousand rows (and at
+the end), so a killed run keeps what it had committed.
+
+Releases before the table kept one small file per (model key, image sha256) under
+``root/embeddings/``: an entry ``magic | length | blake2b digest | float32 payload``, and
+``.fail`` records.  Such a folder is migrated into the table the first time its key is read
+(once, with a progress bar when it is large), then removed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 import struct
 import tempfile
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from headstart.fsutil import discard_entry
+from headstart.features.table import VectorTable
 
 if TYPE_CHECKING:
     from headstart.backbones.registry import BackboneRef
 
-__all__ = ["STORE_FORMAT", "EmbeddingStore", "model_key"]
+__all__ = ["STORE_FORMAT", "EmbeddingStore", "StoreWriter", "model_key"]
 
 STORE_FORMAT = 1
 _MAGIC = b"HSE1"
 _HEADER = struct.Struct("<4sI16s")  # magic, number of float32 values, digest of the payload
+#: Rows a writer buffers before committing them (and the most a kill can lose).
+COMMIT_ROWS = 2048
+#: Seconds after which a writer commits what it has, however few rows.
+COMMIT_SECONDS = 20.0
+#: Old-format entries above which the migration shows a progress bar.
+_MIGRATION_BAR = 500
+_log = logging.getLogger("headstart")
 
 
 def model_key(ref: BackboneRef, engine: str) -> str:
@@ -91,10 +106,24 @@ def _write_atomic(path: str, data: bytes) -> None:
         raise
 
 
+def _read_old_entry(path: Path) -> bytes | None:
+    """An old-format entry's payload when it checks out, else None."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return _unseal(data)
+
+
+_TABLES: dict[Path, VectorTable] = {}
+_TABLES_LOCK = threading.Lock()
+
+
 class EmbeddingStore:
-    """Cached feature vectors keyed by (model key, file sha256), under ``root/embeddings``, and
-    the ONNX exports of the backbones under ``root/onnx``; see :func:`model_key`.  The root
-    comes from :class:`headstart.cache.CacheRoot`, which owns every cache."""
+    """Cached feature vectors keyed by (model key, file sha256), one table per key under
+    ``root/tables``, and the ONNX exports of the backbones under ``root/onnx``; see
+    :func:`model_key`.  The root comes from :class:`headstart.cache.CacheRoot`, which owns every
+    cache.  Opened tables are shared by every store on the same root in a process."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -102,64 +131,154 @@ class EmbeddingStore:
     def __repr__(self) -> str:
         return f"EmbeddingStore({str(self.root)!r})"
 
-    def _path(self, key: str, sha: str, suffix: str) -> str:
-        return os.path.join(self.root, "embeddings", key, sha[:2], sha + suffix)
+    def table(self, key: str) -> VectorTable:
+        """The table of ``key`` (an old per-file folder of that key is migrated first)."""
+        folder = self.root / "tables" / key
+        with _TABLES_LOCK:
+            table = _TABLES.get(folder)
+            if table is None:
+                table = _TABLES[folder] = VectorTable(folder)
+        old = self.root / "embeddings" / key
+        if old.is_dir():
+            _migrate(old, table)
+        return table
 
     def onnx_path(self, key: str) -> Path:
         """Where the ONNX export for a model key is cached."""
         return self.root / "onnx" / f"{key}.onnx"
 
     def get(self, key: str, sha: str) -> np.ndarray | None:
-        """The cached vector, or None when absent or damaged (a damaged entry is removed)."""
-        path = self._path(key, sha, ".emb")
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        payload = _unseal(data)
-        if payload is not None and len(payload) % 4 == 0:
-            return np.frombuffer(payload, dtype="<f4").copy()
-        discard_entry(Path(path), "is damaged")
-        return None
+        """The cached vector, or None when absent or damaged (a damaged row is reported)."""
+        return self.get_many(key, [sha])[0]
 
     def get_many(self, key: str, shas: Sequence[str]) -> list[np.ndarray | None]:
         """:meth:`get` for each sha, in order."""
-        return [self.get(key, sha) for sha in shas]
+        return self.table(key).get_many(shas)
 
     def put(self, key: str, sha: str, vec: np.ndarray) -> None:
-        """Store one vector (written as little-endian float32), atomically."""
-        payload = np.ascontiguousarray(vec, dtype="<f4").reshape(-1).tobytes()
-        _write_atomic(self._path(key, sha, ".emb"), _seal(payload))
+        """Store one vector, as one commit (use :meth:`writer` for many)."""
+        self.put_many(key, [sha], np.asarray(vec, dtype=np.float32).reshape(1, -1))
+
+    def put_many(self, key: str, shas: Sequence[str], vectors: np.ndarray) -> None:
+        """Store one vector per sha (row ``i`` of ``vectors`` for ``shas[i]``), as one commit."""
+        self.table(key).append(shas, np.asarray(vectors, dtype=np.float32))
 
     def put_failure(self, key: str, sha: str, reason: str) -> None:
         """Remember that the file with this sha cannot be decoded, and why."""
-        text = json.dumps({"reason": reason})
-        _write_atomic(self._path(key, sha, ".fail"), _seal(text.encode()))
+        self.table(key).append_failures([sha], [reason])
 
     def get_failure(self, key: str, sha: str) -> str | None:
-        """The cached decode failure reason, or None (a damaged record is removed; one of an
-        older release, without a digest, is simply decoded again)."""
-        path = self._path(key, sha, ".fail")
+        """The remembered decode failure reason, or None."""
+        return self.table(key).get_failure(sha)
+
+    def nearest(
+        self, key: str, queries: np.ndarray, k: int, among: Sequence[str] | None = None
+    ) -> tuple[list[list[str]], np.ndarray]:
+        """The ``k`` cached images nearest each query vector by cosine distance (among the
+        shas ``among`` when given): shas per query and their distances, nearest first."""
+        return self.table(key).nearest(queries, k, among)
+
+    @contextmanager
+    def writer(self, key: str) -> Iterator[StoreWriter]:
+        """``with store.writer(key) as w: w.add(sha, vec)``: rows are committed every
+        :data:`COMMIT_ROWS` rows or :data:`COMMIT_SECONDS` seconds, and on leaving the block
+        (also when it raises, so work done before an error is kept)."""
+        writer = StoreWriter(self, key)
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        payload = _unseal(data)
-        try:
-            if payload is not None:
-                return str(json.loads(payload.decode())["reason"])
-        except (ValueError, KeyError, TypeError):
-            pass
-        if data.startswith(b"{"):  # an older release's record: no digest to check
-            Path(path).unlink(missing_ok=True)
-        else:
-            discard_entry(Path(path), "is damaged")
-        return None
+            yield writer
+        finally:
+            writer.flush()
 
     def write_info(self, key: str, info: dict[str, object]) -> None:
-        """Describe a model key in ``embeddings/<key>/info.json`` (for people)."""
-        path = os.path.join(self.root, "embeddings", key, "info.json")
+        """Describe a model key in ``tables/<key>/info.json`` (for people)."""
+        path = os.path.join(self.root, "tables", key, "info.json")
         if not os.path.exists(path):
             _write_atomic(path, json.dumps(info, indent=2, sort_keys=True).encode())
+
+
+class StoreWriter:
+    """Buffers rows for one table and commits them in batches; see :meth:`EmbeddingStore.writer`."""
+
+    def __init__(self, store: EmbeddingStore, key: str) -> None:
+        self.store, self.key = store, key
+        self._shas: list[str] = []
+        self._vectors: list[np.ndarray] = []
+        self._failed: dict[str, str] = {}
+        self._since = time.monotonic()
+
+    def add(self, sha: str, vector: np.ndarray) -> None:
+        self._shas.append(sha)
+        self._vectors.append(np.asarray(vector, dtype=np.float32).reshape(-1))
+        if len(self._shas) >= COMMIT_ROWS or time.monotonic() - self._since > COMMIT_SECONDS:
+            self.flush()
+
+    def add_many(self, shas: Sequence[str], vectors: np.ndarray) -> None:
+        for sha, vector in zip(shas, vectors, strict=True):
+            self.add(sha, vector)
+
+    def add_failure(self, sha: str, reason: str) -> None:
+        """Remember a decode failure, unless it may not last: an unreadable file may become
+        readable, and which formats decode depends on the plugins installed, not on the
+        file's bytes."""
+        if not reason.startswith(("unreadable", "unsupported format")):
+            self._failed[sha] = reason
+
+    def flush(self) -> None:
+        """Commit what is buffered (vectors, then failures)."""
+        if self._shas:
+            self.store.put_many(self.key, self._shas, np.stack(self._vectors))
+            self._shas, self._vectors = [], []
+        if self._failed:
+            self.store.table(self.key).append_failures(
+                list(self._failed), list(self._failed.values())
+            )
+            self._failed = {}
+        self._since = time.monotonic()
+
+
+def _migrate(old: Path, table: VectorTable) -> None:
+    """Move an old per-file folder's entries into ``table`` (damaged ones are left out, as the
+    old store would have discarded them), then remove the folder."""
+    files = [p for p in old.glob("*/*") if p.suffix in (".emb", ".fail")]
+    bar = None
+    if len(files) >= _MIGRATION_BAR:
+        from headstart.features.progress import ExtractProgress
+
+        bar = ExtractProgress(len(files), f"migrating {old.name} to a table", verb="migrate")
+    try:
+        if bar is not None:
+            bar.__enter__()
+        shas: list[str] = []
+        vectors: list[np.ndarray] = []
+        failed: dict[str, str] = {}
+        for path in files:
+            payload = _read_old_entry(path)
+            if payload is not None and path.suffix == ".emb" and len(payload) % 4 == 0:
+                shas.append(path.stem)
+                vectors.append(np.frombuffer(payload, dtype="<f4"))
+            elif payload is not None and path.suffix == ".fail":
+                with suppress(ValueError, KeyError, TypeError):
+                    failed[path.stem] = str(json.loads(payload.decode())["reason"])
+            if len(shas) >= 10 * COMMIT_ROWS:
+                table.append(shas, np.stack(vectors))
+                shas, vectors = [], []
+            if bar is not None:
+                bar.advance(1)
+        dims = {len(v) for v in vectors}
+        if len(dims) > 1:  # cannot happen for one key; never write a ragged table
+            keep = max(dims, key=lambda d: sum(len(v) == d for v in vectors))
+            shas = [s for s, v in zip(shas, vectors, strict=True) if len(v) == keep]
+            vectors = [v for v in vectors if len(v) == keep]
+        if shas:
+            table.append(shas, np.stack(vectors))
+        if failed:
+            table.append_failures(list(failed), list(failed.values()))
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    info = old / "info.json"
+    if info.is_file() and not (table.folder / "info.json").exists():
+        table.folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(info, table.folder / "info.json")
+    shutil.rmtree(old, ignore_errors=True)
+    _log.info("headstart: migrated %d cached embeddings of %s to a table", len(files), old.name)

@@ -358,10 +358,8 @@ def _extract_one(
     key = model_key(ref, engine)
     vectors: dict[str, np.ndarray] = {}
     todo: dict[str, str] = {}
-    for i, sha in enumerate(shas):
-        if i in failures or sha in vectors or sha in todo:
-            continue
-        found = store.get(key, sha)
+    wanted = {sha: i for i, sha in enumerate(shas) if i not in failures}
+    for (sha, i), found in zip(wanted.items(), store.get_many(key, list(wanted)), strict=True):
         if found is not None:
             vectors[sha] = found
         else:
@@ -371,10 +369,13 @@ def _extract_one(
         store.write_info(key, _info(ref, engine))
         part = _Part(ref, store, engine)
         shas_todo, texts_todo = list(todo), list(todo.values())
-        with ExtractProgress(len(todo), ref.name, progress) as bar:
+        with (
+            ExtractProgress(len(todo), ref.name, progress) as bar,
+            store.writer(key) as writer,
+        ):
             for rows, embedded in part.batches(texts_todo, batch_size):
                 for row, vector in zip(rows, embedded, strict=True):
-                    store.put(key, shas_todo[row], vector)
+                    writer.add(shas_todo[row], vector)
                     vectors[shas_todo[row]] = vector
                 bar.advance(len(rows))
     dim = next((len(v) for v in vectors.values()), ref.feature_dim or 0)

@@ -25,6 +25,7 @@ import hashlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -221,8 +222,9 @@ class _Extra:
         base = model_key(self.ref, self.engine)
         keys = [view_key(base, view) for view in self.views]
         todo: dict[str, list[int]] = {}  # sha -> indices still missing a view
-        for i, sha in shas.items():
-            cached = [self.store.get(key, sha) for key in keys]
+        per_view = [self.store.get_many(key, list(shas.values())) for key in keys]
+        for j, (i, sha) in enumerate(shas.items()):
+            cached = [found[j] for found in per_view]
             if any(vec is None for vec in cached):
                 todo.setdefault(sha, []).append(i)
                 continue
@@ -249,7 +251,9 @@ class _Extra:
         with (
             ThreadPoolExecutor(workers, thread_name_prefix="headstart-tta") as pool,
             ExtractProgress(len(files), label, self.progress) as bar,
+            ExitStack() as stack,
         ):
+            writers = [stack.enter_context(self.store.writer(key)) for key in keys]
             batches = self._decoded(files, per_batch, pool, workers + 1)
             runner = feature_runner(self.ref, self.store, self.engine)
             size = self.ref.preprocessing.crop
@@ -263,8 +267,8 @@ class _Extra:
                 feats = feats.reshape(len(kept), len(self.views), -1)
                 for row, j in enumerate(kept):
                     sha = shas[start + j]
-                    for k, key in enumerate(keys):
-                        self.store.put(key, sha, feats[row, k])
+                    for k, writer in enumerate(writers):
+                        writer.add(sha, feats[row, k])
                         out[k, todo[sha]] = feats[row, k]
 
     def _decoded(
