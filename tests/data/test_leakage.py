@@ -13,7 +13,14 @@ from PIL import Image
 import headstart
 from headstart.cli.main import main
 from headstart.config import load_config
-from headstart.data.leakage import dedupe, find_near_duplicates
+from headstart.data.leakage import (
+    DEFAULT_THRESHOLD,
+    check_threshold,
+    dedupe,
+    find_near_duplicates,
+)
+from headstart.features import EmbeddingStore
+from headstart.features.neighbours import cross_group_pairs
 from salt import copy_demo
 
 
@@ -35,19 +42,32 @@ def leaky(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, headsta
     return root, original, embedded
 
 
+def _candidates(root: Path, embedded: headstart.EmbeddedData) -> list[tuple[int, int, float]]:
+    """Cross-split candidate pairs as the fit asks the embedding store for them."""
+    samples = embedded.manifest.samples
+    splits = [s.split for s in samples]
+    found = EmbeddingStore(root / "cache").cross_pairs(
+        embedded.extraction.keys, [s.sha256 for s in samples], splits, DEFAULT_THRESHOLD
+    )
+    assert found is not None, "the rows are in the store"
+    # the store's answer is the search on the features in memory
+    assert found == cross_group_pairs(embedded.features, splits, DEFAULT_THRESHOLD)
+    return found
+
+
 def test_finds_the_modified_copy_and_nothing_else(
     leaky: tuple[Path, Path, headstart.EmbeddedData],
 ) -> None:
-    _, original, embedded = leaky
-    pairs = find_near_duplicates(embedded.manifest, embedded.features)
+    root, original, embedded = leaky
+    pairs = find_near_duplicates(embedded.manifest, _candidates(root, embedded))
     assert [(p.earlier, p.later.name) for p in pairs] == [(original, "copy.jpg")]
     assert pairs[0].earlier_split == "train" and pairs[0].later_split == "test"
 
 
 def test_dedupe_removes_the_later_copy(leaky: tuple[Path, Path, headstart.EmbeddedData]) -> None:
-    _, _, embedded = leaky
+    root, _, embedded = leaky
     manifest = embedded.manifest
-    reduced, rows = dedupe(manifest, find_near_duplicates(manifest, embedded.features))
+    reduced, rows = dedupe(manifest, find_near_duplicates(manifest, _candidates(root, embedded)))
     assert "copy.jpg" not in {s.path.name for s in reduced.samples}
     assert len(rows) == len(reduced.samples) == len(manifest.samples) - 1
     assert [manifest.samples[i].path for i in rows] == [s.path for s in reduced.samples]
@@ -74,4 +94,4 @@ def test_fit_warns_writes_pairs_and_dedupes(
 
 def test_bad_threshold_is_a_config_error(leaky: tuple[Path, Path, headstart.EmbeddedData]) -> None:
     with pytest.raises(headstart.HeadstartError, match="threshold"):
-        find_near_duplicates(leaky[2].manifest, leaky[2].features, 1.5)
+        check_threshold(1.5)

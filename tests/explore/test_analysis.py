@@ -13,9 +13,11 @@ import pytest
 from headstart.config import FitConfig, load_config
 from headstart.errors import ConfigError, DataError
 from headstart.explore import Exploration, explore, export_folders, label_issues
+from headstart.features import EmbeddingStore
 
 CLASSES = ("hat", "pants", "shoes", "t-shirt")
 FOREIGN = ("chelsea", "rocket", "coffee")  # a cat, a rocket, a coffee cup: no clothes
+STORE_ANSWERS: list[bool] = []  # what explore's neighbour queries to the store returned
 
 
 def _config(cache: Path) -> FitConfig:
@@ -64,7 +66,20 @@ def explored(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Exploration, Path]:
     out = tmp_path_factory.mktemp("explored") / "out"
-    return explore(planted[0], out, config=_config(shared_cache), progress=False), out
+    original = EmbeddingStore.neighbours
+
+    def spy(self, keys, shas, k, **kwargs):  # type: ignore[no-untyped-def]
+        found = original(self, keys, shas, k, **kwargs)
+        STORE_ANSWERS.append(found is not None)
+        return found
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(EmbeddingStore, "neighbours", spy)
+        return explore(planted[0], out, config=_config(shared_cache), progress=False), out
+
+
+def test_the_neighbours_are_the_stores_answer(explored) -> None:  # type: ignore[no-untyped-def]
+    assert STORE_ANSWERS == [True]
 
 
 def test_flipped_labels_top_the_label_issues(explored, planted) -> None:  # type: ignore[no-untyped-def]

@@ -29,6 +29,7 @@ import difflib
 import io
 import itertools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "NearDuplicate",
     "PairCache",
+    "check_threshold",
     "dedupe",
     "find_near_duplicates",
     "pixel_similarity",
@@ -57,8 +59,6 @@ DEFAULT_PIXEL_THRESHOLD = 0.87
 _THUMB = 32
 _OFFSETS = (0.0, 0.05)
 _CACHE_VERSION = "v3"  # v3: entries carry their digest
-_BLOCK = 1024
-_TOP_K = 3
 
 
 @dataclass(frozen=True)
@@ -141,28 +141,6 @@ class PairCache:
             write_entry(self._path(sha_a, sha_b), repr(value).encode())
 
 
-def _candidate_pairs(
-    features: np.ndarray, splits: np.ndarray, threshold: float
-) -> list[tuple[int, int, float]]:
-    """Pairs (i < j) in different splits with cosine >= ``threshold``, each image keeping only
-    its ``_TOP_K`` most similar images of other splits: the pixel check then costs O(N), not
-    O(N^2), on data whose photos all look alike (hands on one background, say)."""
-    x = np.asarray(features, dtype=np.float32)
-    x = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
-    k = min(_TOP_K, len(x))
-    codes = np.unique(splits, return_inverse=True)[1].reshape(-1)  # ints: fast to compare
-    pairs: dict[tuple[int, int], float] = {}
-    for start in range(0, len(x), _BLOCK):
-        sims = x[start : start + _BLOCK] @ x.T
-        sims[codes[start : start + _BLOCK, None] == codes[None, :]] = -np.inf
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        best = np.take_along_axis(sims, top, axis=1)
-        for r, c in zip(*np.nonzero(best >= threshold), strict=True):
-            i, j = sorted((start + int(r), int(top[r, c])))
-            pairs[(i, j)] = float(best[r, c])
-    return [(i, j, cos) for (i, j), cos in sorted(pairs.items())]
-
-
 def _folded(text: str) -> str:
     return " ".join(re.sub(r"[\W_]+", " ", text.lower()).split())
 
@@ -172,27 +150,30 @@ def text_similarity(a: str, b: str) -> float:
     return difflib.SequenceMatcher(None, _folded(a), _folded(b), autojunk=False).ratio()
 
 
+def check_threshold(threshold: float) -> None:
+    """One-line :class:`ConfigError` unless ``threshold`` is a cosine in (0, 1]."""
+    if not 0.0 < threshold <= 1.0:
+        raise ConfigError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
+
+
 def find_near_duplicates(
     manifest: Manifest,
-    features: np.ndarray,
-    threshold: float = DEFAULT_THRESHOLD,
+    candidates: Iterable[tuple[int, int, float]],
     *,
     pixel_threshold: float = DEFAULT_PIXEL_THRESHOLD,
     pixel_cache: Path | None = None,
 ) -> list[NearDuplicate]:
-    """Cross-split pairs with embedding cosine >= ``threshold`` (``features``: one row per
-    sample) whose thumbnails correlate >= ``pixel_threshold``; exact duplicates (same sha256)
-    are left to the scan's report.  Pixel checks are remembered in ``pixel_cache``.  Sorted by
-    cosine, highest first."""
-    if not 0.0 < threshold <= 1.0:
-        raise ConfigError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
+    """The ``candidates`` (sample rows ``i < j`` in different splits and their embedding
+    cosine, from the embedding store's :meth:`~headstart.features.EmbeddingStore.cross_pairs`)
+    whose thumbnails correlate >= ``pixel_threshold``; exact duplicates (same sha256) are left
+    to the scan's report.  Pixel checks are remembered in ``pixel_cache``.  Sorted by cosine,
+    highest first."""
     samples = manifest.samples
     order = {name: i for i, name in enumerate(SPLITS)}
-    splits = np.array([s.split for s in samples])
     found = []
     crops: dict[Path, np.ndarray | None] = {}
     cache = PairCache(pixel_cache)
-    for i, j, cos in _candidate_pairs(features, splits, threshold):
+    for i, j, cos in candidates:
         a, b = samples[i], samples[j]
         if a.sha256 == b.sha256:
             continue

@@ -29,6 +29,7 @@ from headstart.explore.clusters import cluster, reduce
 from headstart.explore.duplicates import NearDuplicatePair, near_duplicates
 from headstart.explore.labels import ClassOverlap, class_overlap, label_issues
 from headstart.explore.outliers import outlier_scores
+from headstart.features import EmbeddingStore
 from headstart.features.neighbours import EXACT_BELOW, knn
 
 __all__ = ["ClassOverlap", "Exploration", "NearDuplicatePair", "analyse"]
@@ -95,6 +96,21 @@ class Exploration:
         return path.as_posix()
 
 
+def _neighbours(
+    features: np.ndarray,
+    shas: Sequence[str] | None,
+    store: EmbeddingStore | None,
+    keys: Sequence[str],
+    exact_below: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest rows, asked of the embedding store when the rows came from it."""
+    if store is not None and keys and shas is not None:
+        found = store.neighbours(keys, shas, _NEIGHBOURS, exact_below=exact_below)
+        if found is not None:
+            return found
+    return knn(features, _NEIGHBOURS, exact_below=exact_below)
+
+
 def analyse(
     features: np.ndarray,
     paths: Sequence[Path],
@@ -109,18 +125,21 @@ def analyse(
     exact_below: int = EXACT_BELOW,
     notes: Sequence[str] = (),
     texts: Sequence[str] | None = None,
+    store: EmbeddingStore | None = None,
+    keys: Sequence[str] = (),
 ) -> Exploration:
     """Run every analysis on ``features`` (one row per path).  ``labels``: each row's given
     class (None per unlabelled row, or None for unlabelled data).  ``shas``: the files' sha256,
     for the near-duplicate check (None skips it).  ``texts``: each row's text (text data: the
-    near-duplicates are confirmed on characters, and the map shows the texts)."""
+    near-duplicates are confirmed on characters, and the map shows the texts).  ``store`` and
+    ``keys`` (the tables ``features`` came from): the neighbours are the store's answer."""
     features = np.asarray(features, dtype=np.float32)
     given: list[str | None] = list(labels) if labels is not None else [None] * len(features)
     timings: dict[str, float] = {}
     notes_out = list(notes)
     z = _timed(timings, "pca", lambda: reduce(features, seed=seed))
     indices, distances = _timed(
-        timings, "neighbours", lambda: knn(features, _NEIGHBOURS, exact_below=exact_below)
+        timings, "neighbours", lambda: _neighbours(features, shas, store, keys, exact_below)
     )
     classes = sorted({c for c in given if c is not None})
     index = {c: i for i, c in enumerate(classes)}

@@ -57,6 +57,8 @@ def explore(
         near_duplicate_threshold=cfg.data.near_duplicate_threshold,
         notes=source.notes,
         texts=source.texts,
+        store=CacheRoot.for_config(cfg).store,
+        keys=source.keys,
     )
     write_files(exploration, out)
     if page:

@@ -39,6 +39,8 @@ class Source:
     task: str | None = None
     embedded: EmbeddedData | None = None
     notes: list[str] = field(default_factory=list)
+    keys: tuple[str, ...] = ()
+    """The embedding-store tables the features came from."""
 
     @property
     def texts(self) -> list[str] | None:
@@ -96,6 +98,7 @@ def _labelled(embedded: EmbeddedData, task: str | None) -> Source:
             None,
             embedded,
             notes,
+            embedded.extraction.keys,
         )
     return Source(
         manifest.root,
@@ -106,6 +109,7 @@ def _labelled(embedded: EmbeddedData, task: str | None) -> Source:
         chosen.name,
         embedded,
         notes,
+        embedded.extraction.keys,
     )
 
 
@@ -130,4 +134,5 @@ def _unlabelled(
         None,
         None,
         notes,
+        found.extraction.keys if found.extraction is not None else (),
     )

@@ -64,6 +64,8 @@ class Extraction:
     seconds: float = 0.0
     engine: str = "onnx"
     parts: list[Extraction] = field(default_factory=list)
+    keys: tuple[str, ...] = ()
+    """The store tables the rows live in (a fusion: one per part, in column order)."""
 
 
 def resolve_engine(engine: str) -> str:
@@ -318,6 +320,7 @@ def _extract_one(
         n_computed=len(computed),
         seconds=time.perf_counter() - start,
         engine=engine,
+        keys=(key,),
     )
 
 
@@ -354,6 +357,7 @@ def _extract_fused(
         seconds=time.perf_counter() - start,
         engine=plan.engine,
         parts=parts,
+        keys=tuple(k for e in parts for k in e.keys),
     )
 
 

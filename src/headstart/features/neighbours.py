@@ -42,10 +42,11 @@ exact 123 s.  Graph indexes pay their build on 1280-d vectors; the inverted file
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["EXACT_BELOW", "knn", "normalise"]
+__all__ = ["EXACT_BELOW", "cross_group_pairs", "knn", "normalise"]
 
 #: Rows below which the exact search is used (see the module docstring for the measurements).
 EXACT_BELOW = 12_000
@@ -57,6 +58,8 @@ _SEARCH_DIMS = 128  # PCA dimensions of the candidate search
 _PCA_SAMPLE = 20_000  # rows the projection is fitted on
 _CANDIDATES = 40  # candidates re-ranked on the full vectors
 _MIN_VARIANCE = 0.7  # share of the variance the projection must keep to be searched
+_PAIR_BLOCK = 1024  # rows per similarity block of cross_group_pairs
+_PAIR_TOP_K = 3  # other-group images kept per image by cross_group_pairs
 
 
 def normalise(features: np.ndarray) -> np.ndarray:
@@ -165,3 +168,28 @@ def _rerank(x: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, 
 
 def _distances(similarities: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - similarities, 0.0, 2.0).astype(np.float32)
+
+
+def cross_group_pairs(
+    features: np.ndarray, groups: Sequence[str] | np.ndarray, threshold: float
+) -> list[tuple[int, int, float]]:
+    """Pairs (i < j) in different groups (splits) with cosine >= ``threshold``, each image
+    keeping only its :data:`_PAIR_TOP_K` most similar images of other groups: the leakage
+    check's pixel comparison then costs O(N), not O(N^2), on data whose photos all look alike
+    (hands on one background, say)."""
+    x = np.asarray(features, dtype=np.float32)
+    x = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+    k = min(_PAIR_TOP_K, len(x))
+    codes = np.unique(np.asarray(groups), return_inverse=True)[1].reshape(
+        -1
+    )  # ints: fast to compare
+    pairs: dict[tuple[int, int], float] = {}
+    for start in range(0, len(x), _PAIR_BLOCK):
+        sims = x[start : start + _PAIR_BLOCK] @ x.T
+        sims[codes[start : start + _PAIR_BLOCK, None] == codes[None, :]] = -np.inf
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        best = np.take_along_axis(sims, top, axis=1)
+        for r, c in zip(*np.nonzero(best >= threshold), strict=True):
+            i, j = sorted((start + int(r), int(top[r, c])))
+            pairs[(i, j)] = float(best[r, c])
+    return [(i, j, cos) for (i, j), cos in sorted(pairs.items())]

@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from headstart.features.neighbours import EXACT_BELOW, cross_group_pairs, knn
 from headstart.features.table import VectorTable
 
 if TYPE_CHECKING:
     from headstart.backbones.registry import BackboneRef
 
-__all__ = ["STORE_FORMAT", "EmbeddingStore", "StoreWriter", "model_key"]
+__all__ = ["STORE_FORMAT", "EmbeddingStore", "StoreWriter", "model_key", "model_keys"]
 
 STORE_FORMAT = 1
 _MAGIC = b"HSE1"
@@ -69,6 +70,12 @@ def model_key(ref: BackboneRef, engine: str) -> str:
         parts["int8_sha256"] = ref.int8_sha256
     text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def model_keys(ref: BackboneRef, engine: str) -> tuple[str, ...]:
+    """The tables a backbone's embeddings live in: one per part of a fusion, else one."""
+    parts = ref.parts if ref.is_fused else (ref,)
+    return tuple(model_key(part, engine) for part in parts)
 
 
 def _digest(payload: bytes) -> bytes:
@@ -177,6 +184,40 @@ class EmbeddingStore:
         """The ``k`` cached images nearest each query vector by cosine distance (among the
         shas ``among`` when given): shas per query and their distances, nearest first."""
         return self.table(key).nearest(queries, k, among)
+
+    def rows(self, keys: Sequence[str], shas: Sequence[str]) -> np.ndarray | None:
+        """The checked vectors of ``shas`` (one row each, repeats included), the tables of
+        ``keys`` side by side (a fused backbone's parts); None when any row is not cached."""
+        unique = list(dict.fromkeys(shas))
+        blocks = []
+        for key in keys:
+            found = self.get_many(key, unique)
+            if any(v is None for v in found):
+                return None
+            blocks.append(np.stack([v for v in found if v is not None]))
+        if not unique:
+            return None
+        matrix = np.concatenate(blocks, axis=1)
+        position = {sha: i for i, sha in enumerate(unique)}
+        return matrix[[position[sha] for sha in shas]]
+
+    def neighbours(
+        self, keys: Sequence[str], shas: Sequence[str], k: int, *, exact_below: int = EXACT_BELOW
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each row's ``k`` nearest other rows among ``shas`` by cosine distance (see
+        :func:`headstart.features.neighbours.knn`), from the store's checked vectors; None
+        when a row is not cached."""
+        matrix = self.rows(keys, shas)
+        return None if matrix is None else knn(matrix, k, exact_below=exact_below)
+
+    def cross_pairs(
+        self, keys: Sequence[str], shas: Sequence[str], groups: Sequence[str], threshold: float
+    ) -> list[tuple[int, int, float]] | None:
+        """Pairs of rows in different ``groups`` (splits) with cosine >= ``threshold`` (see
+        :func:`headstart.features.neighbours.cross_group_pairs`); None when a row is not
+        cached."""
+        matrix = self.rows(keys, shas)
+        return None if matrix is None else cross_group_pairs(matrix, groups, threshold)
 
     @contextmanager
     def writer(self, key: str) -> Iterator[StoreWriter]:

@@ -342,6 +342,7 @@ def extract_texts(
         seconds=time.perf_counter() - start,
         engine=engine,
         parts=parts,
+        keys=tuple(k for e in parts for k in e.keys),
     )
 
 
@@ -389,6 +390,7 @@ def _extract_one(
         n_cached=n_cached,
         n_computed=len(todo),
         engine=engine,
+        keys=(key,),
     )
 
 

@@ -26,7 +26,7 @@ from headstart.backbones import require_single, resolve_backbone
 from headstart.cache import CacheRoot
 from headstart.config import FitConfig, load_config
 from headstart.data import Manifest
-from headstart.data.leakage import dedupe, find_near_duplicates
+from headstart.data.leakage import check_threshold, dedupe, find_near_duplicates
 from headstart.embedding import (
     EmbeddedData,
     check_pretrained,
@@ -37,6 +37,7 @@ from headstart.embedding import (
 )
 from headstart.errors import ConfigError
 from headstart.explore.labels import label_issues
+from headstart.features.neighbours import cross_group_pairs
 from headstart.heads import check_label_coverage, create_head
 from headstart.pipeline.unlabelled import check_semi_supervised, embed_for_probe, with_unlabelled
 from headstart.probe import held_out_split, probe, val_score
@@ -241,12 +242,16 @@ def _check_leakage(
     embedded: EmbeddedData, cfg: FitConfig, cache: CacheRoot
 ) -> tuple[EmbeddedData, list[Any], int]:
     """Cross-split near-duplicates, and with ``data.dedupe`` the data without them."""
-    near = find_near_duplicates(
-        embedded.manifest,
-        embedded.features,
-        cfg.data.near_duplicate_threshold,
-        pixel_cache=cache.pixel_pairs,
-    )
+    threshold = cfg.data.near_duplicate_threshold
+    check_threshold(threshold)
+    samples = embedded.manifest.samples
+    shas = [s.sha256 for s in samples]
+    splits = [s.split for s in samples]
+    keys = embedded.extraction.keys
+    pairs = cache.store.cross_pairs(keys, shas, splits, threshold) if keys else None
+    if pairs is None:  # not from the store (int8 calibration views, say): the same search
+        pairs = cross_group_pairs(embedded.features, splits, threshold)
+    near = find_near_duplicates(embedded.manifest, pairs, pixel_cache=cache.pixel_pairs)
     if not cfg.data.dedupe:
         return embedded, near, 0
     manifest, rows = dedupe(embedded.manifest, near)
