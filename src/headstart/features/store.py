@@ -285,7 +285,7 @@ def _migrate(old: Path, table: VectorTable) -> None:
     if len(files) >= _MIGRATION_BAR:
         from headstart.features.progress import ExtractProgress
 
-        bar = ExtractProgress(len(files), f"migrating {old.name} to a table", verb="migrate")
+        bar = ExtractProgress(len(files), f"cache {old.name} into a table", verb="migrate")
     try:
         if bar is not None:
             bar.__enter__()
