@@ -10,9 +10,10 @@ export is a one-off per machine, not per image); rows:
 
 * ``local``: this process, decode threads + ONNX Runtime;
 * ``ray, 1 node``: a Ray cluster the command starts itself (one ONNX actor, one decode CPU);
-* ``ray, 2 nodes``: ``ray start --head --num-cpus 1`` + ``ray start --address ... --num-cpus 1``
-  (two raylets, each with one CPU: one runs the actor, the other decodes);
-* ``ray overhead``: the same command again when every image is cached (start-up, scan, hash).
+* ``ray, 2 nodes``: a head and a worker node, one CPU each (``ray.cluster_utils.Cluster``: two
+  raylets; one CPU runs the ONNX actor, the other decodes), joined with ``--address``;
+* ``local, everything cached``: the command again with every image cached (start-up, scan,
+  hashing, the table read): the floor under every row.
 
 Store: synthetic vectors (Gaussian, low-rank covariance; see store_backends.py) written in
 commits of 2,048 rows (the writer's batch) into :class:`headstart.features.EmbeddingStore` (Arrow
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +72,8 @@ def _empty_cache(work: Path, name: str, warm: Path) -> Path:
     return cache
 
 
-def engines(data: Path, work: Path) -> list[tuple[str, float, int, str]]:
-    """(row, wall s, images, the command's own summary line)."""
+def engines(data: Path, work: Path) -> Iterator[tuple[str, float, int, str]]:
+    """(row, wall s, images, the command's own summary line), as each is measured."""
     warm = work / "warm"
     if not (warm / "onnx").is_dir():  # the ONNX export, once (a few images are enough)
         few = work / "few" / "a"
@@ -80,41 +82,36 @@ def engines(data: Path, work: Path) -> list[tuple[str, float, int, str]]:
             shutil.copy(photo, few / photo.name)
         _timed_run([*HEADSTART, "embed", str(few.parent), "-q", "--unlabelled"], _env(warm))
     n = sum(1 for _ in data.rglob("*.jpg"))
-    rows = []
     cache = _empty_cache(work, "local", warm)
     wall, line = _timed_run([*HEADSTART, "embed", str(data), "-q"], _env(cache))
-    rows.append(("local", wall, n, line))
+    yield ("local", wall, n, line)
+    wall, line = _timed_run([*HEADSTART, "embed", str(data), "-q"], _env(cache))
+    yield ("local, everything cached", wall, 0, line)
     cache = _empty_cache(work, "ray1", warm)
     argv = [*HEADSTART, "embed", str(data), "-q", "--engine", "ray"]
     wall, line = _timed_run(argv, _env(cache))
-    rows.append(("ray, 1 node (started by the command)", wall, n, line))
-    wall, line = _timed_run(argv, _env(cache))
-    rows.append(("ray, everything cached (overhead)", wall, 0, line))
-    rows.append(_two_nodes(data, work, warm, n))
-    return rows
+    yield ("ray, 1 node (started by the command)", wall, n, line)
+    yield _two_nodes(data, work, warm, n)
 
 
 def _two_nodes(data: Path, work: Path, warm: Path, n: int) -> tuple[str, float, int, str]:
-    ray = str(Path(sys.executable).with_name("ray"))
-    env = _env(work)
-    port = "6391"
-    stop = [ray, "stop", "--force"]
+    """A head and a worker node on this machine (two raylets, one CPU each), as Ray's own
+    multi-node test utility starts them; the command joins it with ``--address``."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+    from ray.cluster_utils import Cluster
+
+    node = {"num_cpus": 1}
+    nodes = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     try:
-        subprocess.run(
-            [ray, "start", "--head", "--num-cpus", "1", "--port", port, "--include-dashboard",
-             "false", "--disable-usage-stats"],
-            env=env, check=True, capture_output=True,
-        )  # fmt: skip
-        subprocess.run(
-            [ray, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1",
-             "--disable-usage-stats"],
-            env=env, check=True, capture_output=True,
-        )  # fmt: skip
+        nodes.add_node(**node)
+        nodes.wait_for_nodes()
         cache = _empty_cache(work, "ray2", warm)
         argv = [*HEADSTART, "embed", str(data), "-q", "--engine", "ray", "--address"]
-        wall, line = _timed_run([*argv, f"127.0.0.1:{port}"], _env(cache))
+        wall, line = _timed_run([*argv, nodes.address], _env(cache))
     finally:
-        subprocess.run(stop, env=env, capture_output=True, check=False)
+        ray.shutdown()
+        nodes.shutdown()
     return ("ray, 2 nodes on this machine (1 CPU each)", wall, n, line)
 
 
@@ -189,8 +186,9 @@ def _lookup(kind: str, root: Path, shas: list[str], work: Path) -> float:
     return float(done.stdout.strip())
 
 
-def store(sizes: list[int], dim: int, work: Path) -> list[tuple[str, int, float, float, float]]:
-    """(layout, rows, write s, lookup-3000 s, query-100 s); extrapolated values negative."""
+def store(sizes: list[int], dim: int, work: Path) -> Iterator[tuple[str, int, float, float, float]]:
+    """(layout, rows, write s, lookup-3000 s, query-100 s) as measured; extrapolated values
+    negative."""
     from headstart.features import EmbeddingStore
 
     rows = []
@@ -213,6 +211,7 @@ def store(sizes: list[int], dim: int, work: Path) -> list[tuple[str, int, float,
         query = time.perf_counter() - start
         assert len(found) == N_QUERY and all(len(f) == K for f in found)
         rows.append(("table (Arrow IPC)", n, write, lookup, query))
+        yield rows[-1]
         shutil.rmtree(root, ignore_errors=True)
         if n <= 100_000:
             old = work / f"files-{n}"
@@ -229,12 +228,13 @@ def store(sizes: list[int], dim: int, work: Path) -> list[tuple[str, int, float,
             np.argpartition(-sims, K, axis=1)
             query = time.perf_counter() - start
             rows.append(("one file per vector (old)", n, write, lookup, query))
+            yield rows[-1]
             shutil.rmtree(old, ignore_errors=True)
         else:
             ref = next(r for r in reversed(rows) if r[0].startswith("one file"))
             f = n / ref[1]
             rows.append(("one file per vector (old)", n, -ref[2] * f, -ref[3], -ref[4] * f))
-    return rows
+            yield rows[-1]
 
 
 def _s(x: float) -> str:
@@ -257,14 +257,14 @@ def main() -> None:
         print("|---|---|---|---|---|")
         for name, wall, n, line in engines(args.data, args.work):
             rate = f"{n / wall:.1f}" if n else "-"
-            print(f"| {name} | {wall:.1f} | {n} | {rate} | {line} |")
+            print(f"| {name} | {wall:.1f} | {n} | {rate} | {line} |", flush=True)
     if "store" in parts:
         sizes = [int(s) for s in args.sizes.split(",")]
         print(f"\n## Store: {args.dim}-d float32 vectors (~ = extrapolated from 100k)\n")
         print("| layout | rows | write s | lookup 3,000 s | 100 queries k=10 s |")
         print("|---|---|---|---|---|")
         for name, n, write, lookup, query in store(sizes, args.dim, args.work):
-            print(f"| {name} | {n:,} | {_s(write)} | {_s(lookup)} | {_s(query)} |")
+            print(f"| {name} | {n:,} | {_s(write)} | {_s(lookup)} | {_s(query)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -180,6 +180,16 @@ def test_cli_embeds_on_the_cluster(
     assert "on ray: 48 images embedded, 0 cached already, 0 failed" in line, line
     # nothing left to do: the cluster is not even needed
     assert main(["embed", str(data), "--cache-dir", str(cache), "-q"]) == 0
+    # fit embeds on the cluster too, into the cache it then reads
+    fit_cache = tmp_path / "fit-cache"
+    _fresh(fit_cache, warm, ref)
+    run = tmp_path / "run"
+    argv = ["fit", str(data), "-o", str(run), "-q", "--no-report", "--engine", "ray",
+            "--address", cluster, "--set", f"extract.cache_dir={fit_cache}",
+            "--set", "eval.n_boot=20"]  # fmt: skip
+    assert main(argv) == 0
+    assert (run / "model" / "model.json").is_file()
+    assert len(EmbeddingStore(fit_cache).table(model_key(ref, "onnx"))) == 48
     unreachable = f"127.0.0.1:{_free_port()}"
     other = tmp_path / "other"
     done = _cli("embed", str(data), "--engine", "ray", "--address", unreachable, "--cache-dir",

@@ -193,7 +193,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
 
 def test_compaction_merges_fragments_and_keeps_the_latest_rows(tmp_path: Path) -> None:
     store = EmbeddingStore(tmp_path)
-    shas, vectors = _vectors(table_module.COMPACT_ABOVE + 5)
+    shas, vectors = _vectors(4 * table_module.MERGE_FANOUT + 5)
     for sha, vec in zip(shas, vectors, strict=True):
         store.put("k", sha, vec)
     store.put("k", shas[0], vectors[1])  # rewritten: the newer row wins
@@ -280,3 +280,21 @@ def test_nearest_is_exact_among_a_subset_or_the_whole_table(tmp_path: Path, monk
         exact = np.argsort(-sims, axis=1)[:, :5] + lo
         assert found == [[shas[j] for j in row] for row in exact]
         np.testing.assert_allclose(distances, 1 - np.sort(sims, axis=1)[:, ::-1][:, :5], atol=1e-5)
+
+
+def test_merging_keeps_each_shas_latest_row_across_tiers(tmp_path: Path, monkeypatch) -> None:
+    """A sha rewritten in a later, small fragment keeps its newest vector through merges of
+    fragments that are not neighbours in commit order."""
+    monkeypatch.setattr(table_module, "_TIER_BASE", 2)  # tiers at 16, 128, ... rows
+    store = EmbeddingStore(tmp_path)
+    shas, vectors = _vectors(40, dim=4)
+    store.put_many("k", shas[:20], vectors[:20])  # one tier-1 fragment
+    newest = {}
+    for i in range(3 * table_module.MERGE_FANOUT):
+        sha = shas[i % 20]
+        newest[sha] = vectors[20 + i % 20] + i
+        store.put("k", sha, newest[sha])
+    fresh = _fresh(store)
+    for sha in shas[:20]:
+        assert np.array_equal(fresh.get("k", sha), newest.get(sha, vectors[shas.index(sha)]))
+    assert len(_fragments(fresh, "k")) <= 2 * table_module.MERGE_FANOUT

@@ -17,7 +17,7 @@ Every row read is checked against its ``check`` digest: a damaged row reads as m
 is computed again, and the newer row wins), a fragment that cannot be opened is dropped from the
 next manifest; either is reported once, in one line.  A sha written twice (two writers, a
 recomputed damaged row) resolves to its latest row.  Many small fragments are merged into one
-once there are more than :data:`COMPACT_ABOVE` of them.
+:data:`MERGE_FANOUT` at a time, tier by tier (as log-structured stores do).
 
 Measured against the per-file store, LanceDB and Parquet fragments in
 ``benchmarks/store_backends.py``.
@@ -39,13 +39,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["COMPACT_ABOVE", "VectorTable"]
+__all__ = ["MERGE_FANOUT", "VectorTable"]
 
 TABLE_FORMAT = 1
-#: Vector fragments above which a commit merges the small ones into one.
-COMPACT_ABOVE = 32
-#: Fragments at least this many rows long are left alone by compaction.
-_LARGE_FRAGMENT = 262_144
+#: Fragments of one size tier that are merged into one (see ``VectorTable._maybe_compact``).
+MERGE_FANOUT = 8
+#: Rows of the smallest tier (a writer's usual commit).
+_TIER_BASE = 2_048
 #: Old manifests kept for readers that are still opening one.
 _KEEP_VERSIONS = 4
 #: Age (seconds) after which a fragment no manifest lists is a crashed writer's leftover.
@@ -389,15 +389,20 @@ class VectorTable:
             return version + 1
 
     def _maybe_compact(self) -> None:
-        """Merge the small vector fragments into one once there are many (superseded and
-        damaged rows are left behind); files no manifest lists any more are removed."""
+        """Tiered merging: once :data:`MERGE_FANOUT` vector fragments share a size tier (rows
+        within a factor of the fan-out), they become one fragment of the next tier (superseded
+        and damaged rows left behind).  Each row is rewritten about log_8(rows / 2048) times,
+        and a table keeps fewer than 8 fragments per tier (about 30 at 10M rows); files no
+        manifest lists any more are removed."""
         _, records = self._manifest()
-        small = [
-            r for r in records if r.get("kind") == "vectors" and int(r["rows"]) < _LARGE_FRAGMENT
-        ]
-        if len(small) <= COMPACT_ABOVE:
+        tiers: dict[int, list[dict[str, Any]]] = {}
+        for r in records:
+            if r.get("kind") == "vectors":
+                tiers.setdefault(_tier(int(r["rows"])), []).append(r)
+        full = [group for _, group in sorted(tiers.items()) if len(group) >= MERGE_FANOUT]
+        if not full:
             return
-        names = {str(r["file"]) for r in small}
+        names = {str(r["file"]) for r in full[0]}
         view = self.view()
         picked = [
             i for i, (f, _) in enumerate(view.where) if view.fragments[f].name in names
@@ -432,9 +437,12 @@ class VectorTable:
         record = {"file": name, "kind": "vectors", "rows": table.num_rows}
 
         def replace_small(fragments: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            # the merged fragment goes first: rows committed meanwhile stay newer than it
+            # The merged rows are each sha's latest row, so the merged fragment goes last:
+            # an older fragment outside the merge may hold a superseded row of the same sha.
+            # (A row another writer commits meanwhile for one of those shas is the same
+            # image's vector again, computed the same way: either may win.)
             kept = [r for r in fragments if str(r.get("file")) not in names]
-            return [record, *kept]
+            return [*kept, record]
 
         self._publish(replace_small)
         self._drop_replaced(names)
@@ -518,6 +526,15 @@ def _read_fragment(path: Path, name: str, kind: str, rows: int) -> _Fragment:
     values = column.values.to_numpy(zero_copy_only=True)
     vectors = values[column.offset * dim : (column.offset + len(column)) * dim].reshape(-1, dim)
     return _Fragment(name, kind, shas, checks, vectors=vectors)
+
+
+def _tier(rows: int) -> int:
+    """A fragment's size tier: 0 below ``_TIER_BASE * MERGE_FANOUT`` rows, then one per factor
+    of the fan-out."""
+    tier, size = 0, _TIER_BASE * MERGE_FANOUT
+    while rows >= size:
+        tier, size = tier + 1, size * MERGE_FANOUT
+    return tier
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
