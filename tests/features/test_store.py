@@ -298,3 +298,24 @@ def test_merging_keeps_each_shas_latest_row_across_tiers(tmp_path: Path, monkeyp
     for sha in shas[:20]:
         assert np.array_equal(fresh.get("k", sha), newest.get(sha, vectors[shas.index(sha)]))
     assert len(_fragments(fresh, "k")) <= 2 * table_module.MERGE_FANOUT
+
+
+def test_a_damaged_row_stays_detectable_through_a_merge(tmp_path: Path, monkeypatch) -> None:
+    """Merging copies each row with the check it was written with: damage is not laundered
+    into a row that would read as intact."""
+    store = EmbeddingStore(tmp_path)
+    shas, vectors = _vectors(table_module.MERGE_FANOUT, dim=8)
+    store.put("k", shas[0], vectors[0])
+    path = _fragments(store, "k")[0]
+    data = bytearray(path.read_bytes())
+    data[data.index(vectors[0].tobytes()) + 2] ^= 0x10
+    store_module._TABLES.clear()
+    path.write_bytes(bytes(data))
+    for sha, vec in zip(shas[1:], vectors[1:], strict=True):  # the eighth commit merges
+        EmbeddingStore(tmp_path).put("k", sha, vec)
+    fresh = _fresh(store)
+    assert len(_fragments(fresh, "k")) == 1
+    assert fresh.get("k", shas[0]) is None
+    assert all(
+        np.array_equal(fresh.get("k", s), v) for s, v in zip(shas[1:], vectors[1:], strict=True)
+    )
