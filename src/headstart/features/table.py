@@ -97,18 +97,49 @@ class _Fragment:
     checks: np.ndarray  # uint64
     vectors: np.ndarray | None = None  # (n, d) float32, a view of the memory map
     reasons: list[str] | None = None
+    order: np.ndarray | None = None
+    """Rows in sha order (stable), when the file's rows are not already (they are as written
+    here: a lookup is then a binary search of the memory-mapped column)."""
+
+    def find(self, raw: np.ndarray) -> np.ndarray:
+        """Each raw sha's latest row in this fragment, or -1."""
+        keys = self.shas if self.order is None else self.shas[self.order]
+        pos = np.searchsorted(keys, raw, side="right") - 1
+        found = pos >= 0
+        found[found] = keys[pos[found]] == raw[found]
+        rows = pos if self.order is None else self.order[np.maximum(pos, 0)]
+        return np.where(found, rows, -1)
 
 
 @dataclass
 class _View:
-    """The rows of one manifest version: every sha's latest row (fragment, row)."""
+    """The fragments of one manifest version.  Lookups search the fragments newest first;
+    the table-wide index (every sha's latest row, for scans, searches and merges) is built
+    on first use."""
 
     version: int
     fragments: list[_Fragment]
-    sorted_shas: np.ndarray = field(default_factory=lambda: np.zeros(0, _SHA))
-    where: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
     failures: dict[bytes, tuple[int, int]] = field(default_factory=dict)
-    dim: int | None = None
+    _index: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def sorted_shas(self) -> np.ndarray:
+        return self._built()[0]
+
+    @property
+    def where(self) -> np.ndarray:
+        """(fragment, row) of each of :attr:`sorted_shas`."""
+        return self._built()[1]
+
+    @property
+    def dim(self) -> int | None:
+        dims = {f.vectors.shape[1] for f in self.fragments if f.vectors is not None}
+        return max(dims) if dims else None
+
+    def _built(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._index is None:
+            self._index = _latest_rows(self.fragments)
+        return self._index
 
 
 class VectorTable:
@@ -193,21 +224,19 @@ class VectorTable:
         """Each sha's vector (a float32 copy), or None when absent or damaged."""
         view = self.view()
         out: list[np.ndarray | None] = [None] * len(shas)
-        if not len(view.sorted_shas) or not len(shas):
-            return out
         raw = _raw_shas(shas)
-        pos = np.searchsorted(view.sorted_shas, raw)
-        pos = np.minimum(pos, len(view.sorted_shas) - 1)
-        hit = view.sorted_shas[pos] == raw
-        for i in np.flatnonzero(hit):
-            frag_index, row = view.where[pos[i]]
-            fragment = view.fragments[frag_index]
-            assert fragment.vectors is not None
-            vec = fragment.vectors[row]
-            if _row_check(raw[i], vec.tobytes()) == fragment.checks[row]:
-                out[i] = np.array(vec, dtype=np.float32)
-            else:
-                self._report_row(fragment, int(row))
+        todo = np.arange(len(shas))
+        for fragment in reversed(view.fragments):  # the newest row of a sha wins
+            if fragment.vectors is None or not len(todo):
+                continue
+            rows = fragment.find(raw[todo])
+            for i, row in zip(todo[rows >= 0], rows[rows >= 0], strict=True):
+                vec = fragment.vectors[row]
+                if _row_check(raw[i], vec.tobytes()) == fragment.checks[row]:
+                    out[i] = np.array(vec, dtype=np.float32)
+                else:
+                    self._report_row(fragment, int(row))
+            todo = todo[rows < 0]
         return out
 
     def get_failure(self, sha: str) -> str | None:
@@ -317,6 +346,8 @@ class VectorTable:
         if not len(shas):
             return
         raw = _raw_shas(shas)
+        order = np.argsort(raw, kind="stable")  # rows in sha order: lookups binary-search
+        raw, matrix = raw[order], matrix[order]
         checks = [_row_check(s, v.tobytes()) for s, v in zip(raw, matrix, strict=True)]
         pa = _pa()
         values = pa.array(matrix.reshape(-1), type=pa.float32())
@@ -519,7 +550,9 @@ def _read_fragment(path: Path, name: str, kind: str, rows: int) -> _Fragment:
     dim = column.type.list_size
     values = column.values.to_numpy(zero_copy_only=True)
     vectors = values[column.offset * dim : (column.offset + len(column)) * dim].reshape(-1, dim)
-    return _Fragment(name, kind, shas, checks, vectors=vectors)
+    in_order = bool(np.all(shas[:-1] <= shas[1:])) if len(shas) > 1 else True
+    order = None if in_order else np.argsort(shas, kind="stable")
+    return _Fragment(name, kind, shas, checks, vectors=vectors, order=order)
 
 
 def _tier(rows: int) -> int:
@@ -543,22 +576,25 @@ def _one_chunk(column: Any) -> Any:
 
 
 def _index(version: int, fragments: list[_Fragment]) -> _View:
-    """Every sha's latest row: later fragments win, and within one the later row."""
+    """A view of ``fragments`` (oldest first), with the remembered failures indexed."""
     view = _View(version, fragments)
-    parts = [(i, f) for i, f in enumerate(fragments) if f.kind == "vectors" and len(f.shas)]
-    if parts:
-        shas = np.concatenate([f.shas for _, f in parts])
-        where = np.concatenate(
-            [np.stack([np.full(len(f.shas), i), np.arange(len(f.shas))], axis=1) for i, f in parts]
-        )
-        # the last occurrence of each sha wins: unique() keeps the first, so reverse first
-        unique, first = np.unique(shas[::-1], return_index=True)
-        view.sorted_shas = unique
-        view.where = where[::-1][first]
-        dims = {f.vectors.shape[1] for _, f in parts if f.vectors is not None}
-        view.dim = max(dims) if dims else None
     for i, fragment in enumerate(fragments):
         if fragment.kind == "failures":
             for row, sha in enumerate(fragment.shas):
                 view.failures[_b32(sha)] = (i, row)
     return view
+
+
+def _latest_rows(fragments: list[_Fragment]) -> tuple[np.ndarray, np.ndarray]:
+    """Every sha (sorted) and its latest row (fragment, row): later fragments win, and within
+    one the later row."""
+    parts = [(i, f) for i, f in enumerate(fragments) if f.kind == "vectors" and len(f.shas)]
+    if not parts:
+        return np.zeros(0, _SHA), np.zeros((0, 2), np.int64)
+    shas = np.concatenate([f.shas for _, f in parts])
+    where = np.concatenate(
+        [np.stack([np.full(len(f.shas), i), np.arange(len(f.shas))], axis=1) for i, f in parts]
+    )
+    # the last occurrence of each sha wins: unique() keeps the first, so reverse first
+    unique, first = np.unique(shas[::-1], return_index=True)
+    return unique, where[::-1][first]
