@@ -11,7 +11,11 @@ import pytest
 from headstart.cli.main import main
 from headstart.demo import demo_data_dir
 
-pytestmark = pytest.mark.usefixtures("cache_dir")
+
+@pytest.fixture(autouse=True)
+def _shared(shared_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session's cache: its ONNX export (and embedded demo photos) are reused."""
+    monkeypatch.setenv("HEADSTART_CACHE", str(shared_cache))
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -44,7 +48,11 @@ def test_embed_unlabelled_images(tmp_path: Path, capsys: pytest.CaptureFixture[s
     code, _, err = _run(capsys, "embed", str(flat), "-q")
     assert code == 2 and "add --unlabelled" in err and len(err.strip().splitlines()) == 1
     code, out, _ = _run(capsys, "embed", str(flat), "-q", "--unlabelled")
-    assert code == 0 and "3 images embedded" in out
+    assert code == 0 and "0 failed" in out
+    assert (
+        out.count("images embedded") == 1
+        and "3 cached already" in _run(capsys, "embed", str(flat), "-q", "--unlabelled")[1]
+    )
 
 
 @pytest.mark.parametrize(

@@ -77,13 +77,14 @@ def ref() -> BackboneRef:
 
 @pytest.fixture(scope="module")
 def local(
-    data: Path, ref: BackboneRef, tmp_path_factory: pytest.TempPathFactory
+    data: Path, ref: BackboneRef, shared_cache: Path
 ) -> tuple[EmbeddingStore, list[Path], np.ndarray]:
-    """The local engine's embeddings (and the ONNX export the other caches copy)."""
-    store = EmbeddingStore(tmp_path_factory.mktemp("local-cache"))
+    """The local engine's embeddings (and the ONNX export the other caches copy), through
+    the session's shared cache: its export and any photo already embedded are reused."""
+    store = EmbeddingStore(shared_cache)
     paths = sorted(data.rglob("*.jpg"))
     result = extract(paths, None, ref, store=store, progress=False)
-    assert result.n_computed == len(paths) == 48 and not result.failures
+    assert result.n_computed + result.n_cached == len(paths) == 48 and not result.failures
     return store, paths, result.features
 
 
