@@ -114,7 +114,7 @@ class _Fragment:
 @dataclass
 class _View:
     """The fragments of one manifest version.  Lookups search the fragments newest first;
-    the table-wide index (every sha's latest row, for scans, searches and merges) is built
+    the table-wide index (every sha's latest row, for searches and merges) is built
     on first use."""
 
     version: int
@@ -258,24 +258,6 @@ class VectorTable:
         """Distinct shas with a vector."""
         return len(self.view().sorted_shas)
 
-    def scan(self) -> tuple[list[str], np.ndarray]:
-        """Every sha (hex) with its vector, rows checked; damaged rows are left out."""
-        view = self.view()
-        keep: list[int] = []
-        rows: list[np.ndarray] = []
-        for i, (frag_index, row) in enumerate(view.where):
-            fragment = view.fragments[frag_index]
-            assert fragment.vectors is not None
-            vec = fragment.vectors[row]
-            if _row_check(view.sorted_shas[i], vec.tobytes()) == fragment.checks[row]:
-                keep.append(i)
-                rows.append(vec)
-            else:
-                self._report_row(fragment, int(row))
-        dim = view.dim or 0
-        matrix = np.array(rows, dtype=np.float32).reshape(len(rows), dim)
-        return [_b32(view.sorted_shas[i]).hex() for i in keep], matrix
-
     def nearest(
         self, queries: np.ndarray, k: int, among: Sequence[str] | None = None
     ) -> tuple[list[list[str]], np.ndarray]:
@@ -349,15 +331,7 @@ class VectorTable:
         order = np.argsort(raw, kind="stable")  # rows in sha order: lookups binary-search
         raw, matrix = raw[order], matrix[order]
         checks = [_row_check(s, v.tobytes()) for s, v in zip(raw, matrix, strict=True)]
-        pa = _pa()
-        values = pa.array(matrix.reshape(-1), type=pa.float32())
-        table = pa.table(
-            {
-                "sha": _sha_column(raw),
-                "vector": pa.FixedSizeListArray.from_arrays(values, matrix.shape[1]),
-                "check": _check_column(checks),
-            }
-        )
+        table = _vector_table(raw, matrix, np.array(checks, dtype=_CHECK))
         self._commit(table, "vectors")
 
     def append_failures(self, shas: Sequence[str], reasons: Sequence[str]) -> None:
@@ -448,16 +422,7 @@ class VectorTable:
         for f in np.unique(where[:, 0]):
             mine = where[:, 0] == f
             checks[mine] = view.fragments[f].checks[where[mine, 1]]
-        pa = _pa()
-        table = pa.table(
-            {
-                "sha": _sha_column(view.sorted_shas[picked]),
-                "vector": pa.FixedSizeListArray.from_arrays(
-                    pa.array(merged.reshape(-1), type=pa.float32()), merged.shape[1]
-                ),
-                "check": _fixed(checks.tobytes(), 8, len(checks)),
-            }
-        )
+        table = _vector_table(view.sorted_shas[picked], merged, checks)
         name = self._write_fragment(table)
         record = {"file": name, "kind": "vectors", "rows": table.num_rows}
 
@@ -512,6 +477,19 @@ class VectorTable:
 
 def _check_column(checks: list[int]) -> Any:
     return _fixed(np.array(checks, dtype=_CHECK).tobytes(), 8, len(checks))
+
+
+def _vector_table(raw: np.ndarray, matrix: np.ndarray, checks: np.ndarray) -> Any:
+    """A vector fragment's Arrow table: raw shas, float32 rows and their uint64 checks."""
+    pa = _pa()
+    values = pa.array(np.ascontiguousarray(matrix, dtype="<f4").reshape(-1), type=pa.float32())
+    return pa.table(
+        {
+            "sha": _sha_column(raw),
+            "vector": pa.FixedSizeListArray.from_arrays(values, matrix.shape[1]),
+            "check": _fixed(np.ascontiguousarray(checks, dtype=_CHECK).tobytes(), 8, len(checks)),
+        }
+    )
 
 
 def _sha_column(raw: np.ndarray) -> Any:
