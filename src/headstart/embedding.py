@@ -33,11 +33,13 @@ __all__ = [
     "TEXT_DEFAULT",
     "EmbeddedData",
     "Unlabelled",
+    "UnlabelledFiles",
     "check_modality",
     "check_pretrained",
     "check_trainable",
     "embed_data",
     "embed_unlabelled",
+    "find_unlabelled",
     "for_data",
     "scan_data",
 ]
@@ -224,24 +226,38 @@ class Unlabelled:
     """How the kept images were embedded (cached, computed, the time taken)."""
 
 
-def embed_unlabelled(
-    source: str | Path,
-    config: FitConfig,
-    *,
-    ref: BackboneRef | None = None,
-    progress: bool = True,
-    known: Set[str] = frozenset(),
-    unique: bool = True,
-) -> Unlabelled:
-    """Embed the images under the folder ``source`` (the scan's walk: same image names, hidden
-    names and symlink policy), or listed in the ``path`` column of the CSV ``source`` (relative
-    to it), with the configured backbone through the cache.  Images whose sha256 is in
-    ``known`` (the labelled data's) and, with ``unique``, exact repeats are left out and
-    counted; a one-line :class:`DataError` when no usable image is left."""
+@dataclass(frozen=True)
+class UnlabelledFiles:
+    """The images of an unlabelled source, hashed, before any embedding: the usable ones and
+    what was left out (the counts of :class:`Unlabelled`)."""
+
+    source: Path
+    paths: list[Path]
+    shas: list[str]
+    unusable: int = 0
+    known: int = 0
+    repeats: int = 0
+
+    def none_usable(self) -> DataError:
+        """The one-line error for a source with nothing usable left."""
+        found = f"{len(self.paths) + self.unusable + self.known + self.repeats} image file(s)"
+        if self.known:
+            found += f", {self.known} of them labelled"
+        return DataError(f"no usable unlabelled image in '{self.source}' ({found})")
+
+
+def find_unlabelled(
+    source: str | Path, *, known: Set[str] = frozenset(), unique: bool = True
+) -> UnlabelledFiles:
+    """The images under the folder ``source`` (the scan's walk: same image names, hidden names
+    and symlink policy), or listed in the ``path`` column of the CSV ``source`` (relative to
+    it), with their sha256.  Images whose sha256 is in ``known`` (the labelled data's) and,
+    with ``unique``, exact repeats are left out and counted; a one-line :class:`DataError`
+    when no usable image is left.  The one reader of ``--unlabelled`` (fit, distill, embed,
+    explore)."""
     path = Path(source).expanduser()
     if not path.exists():
         raise PathNotFoundError(f"unlabelled images: no such file or folder: '{path}'")
-    check_pretrained(config)
     if path.is_dir():
         tree, problems = walk(path.resolve())
         paths, unusable = tree.all_images(), len(problems)
@@ -265,9 +281,36 @@ def embed_unlabelled(
         else:
             seen.add(sha)
             rows.append(i)
-    extraction = extract(
+    found = UnlabelledFiles(
+        path,
         [paths[i] for i in rows],
         [shas[i] for i in rows],
+        unusable + len(failures),
+        in_data,
+        repeats,
+    )
+    if not rows:
+        raise found.none_usable()
+    return found
+
+
+def embed_unlabelled(
+    source: str | Path,
+    config: FitConfig,
+    *,
+    ref: BackboneRef | None = None,
+    progress: bool = True,
+    known: Set[str] = frozenset(),
+    unique: bool = True,
+) -> Unlabelled:
+    """Embed the images :func:`find_unlabelled` finds in ``source`` (less ``known``, and
+    with ``unique`` less repeats) with the configured backbone through the cache; images
+    that fail to decode are counted as unusable."""
+    check_pretrained(config)
+    files = find_unlabelled(source, known=known, unique=unique)
+    extraction = extract(
+        files.paths,
+        files.shas,
         ref or resolve_backbone(config.backbone.name, config.backbone.weights),
         store=CacheRoot.for_config(config).store,
         engine=config.extract.engine,
@@ -277,19 +320,23 @@ def embed_unlabelled(
         executor=config.extract.executor,
         address=config.extract.address,
     )
-    keep = [j for j in range(len(rows)) if j not in extraction.failures]
-    unusable += len(failures) + len(extraction.failures)
+    keep = [j for j in range(len(files.paths)) if j not in extraction.failures]
+    kept = replace(
+        files,
+        paths=[files.paths[j] for j in keep],
+        shas=[files.shas[j] for j in keep],
+        unusable=files.unusable + len(extraction.failures),
+    )
     if not keep:
-        found = f"{len(paths)} image file(s)" + (f", {in_data} of them labelled" if in_data else "")
-        raise DataError(f"no usable unlabelled image in '{path}' ({found})")
+        raise kept.none_usable()
     return Unlabelled(
-        path,
-        [paths[rows[j]] for j in keep],
-        [shas[rows[j]] for j in keep],
+        kept.source,
+        kept.paths,
+        kept.shas,
         extraction.features[keep],
-        unusable,
-        in_data,
-        repeats,
+        kept.unusable,
+        kept.known,
+        kept.repeats,
         extraction,
     )
 

@@ -242,19 +242,23 @@ def test_teacher_probabilities_are_cached_and_a_damaged_entry_is_recomputed(
 
 
 def test_unlabelled_images_train_the_student(tiny: dict[str, Path], tmp_path: Path) -> None:
-    """The unlabelled folder's images are used (a copy of a labelled photo is left out)."""
+    """The images a CSV of paths lists are used (a copy of a labelled photo is left out); the
+    folder form is the DDP and resume tests'."""
     unlabelled = tmp_path / "more"
     shutil.copytree(tiny["unlabelled"], unlabelled)
     shutil.copy(next((tiny["data"] / "test" / "hat").iterdir()), unlabelled / "seen.jpg")
+    listing = tmp_path / "more.csv"
+    rows = [f"more/{p.name}" for p in sorted(unlabelled.iterdir())]
+    listing.write_text("path,comment\n" + "".join(f"{r},x\n" for r in rows))
     out = tmp_path / "run"
-    assert main(_args(tiny, out, "--unlabelled", str(unlabelled), "--set", "train.epochs=1")) == 0
+    assert main(_args(tiny, out, "--unlabelled", str(listing), "--set", "train.epochs=1")) == 0
     record = _record(out)
     assert record["images"] == {
         "labelled": 16,
         "unlabelled": 8,
         "unlabelled_skipped": {"in_data": 1, "unreadable": 0},
     }
-    assert str(unlabelled) in (out / "config.yaml").read_text()
+    assert str(listing) in (out / "config.yaml").read_text()
 
 
 @pytest.mark.slow

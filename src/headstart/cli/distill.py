@@ -44,8 +44,8 @@ def command(
     unlabelled: Path | None = typer.Option(
         None,
         "--unlabelled",
-        help="A folder of unlabelled images: the student also learns the teacher's answers "
-        "on them.",
+        help="Unlabelled images (a folder, or a CSV with a path column): the student also "
+        "learns the teacher's answers on them.",
     ),
     temperature: float = typer.Option(
         _TEMPERATURE, "--temperature", "-T", help="Softmax temperature of the soft targets."

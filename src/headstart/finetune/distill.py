@@ -1,7 +1,7 @@
 """``distill``: a small student network fine-tuned on a teacher bundle's soft targets.
 
 The teacher is any bundle (a probe, a fine-tuned network, a fused backbone, an ensemble): its
-calibrated probabilities for every image of DATA (and of the unlabelled folder) are computed
+calibrated probabilities for every image of DATA (and of the unlabelled images) are computed
 once and cached (:mod:`headstart.finetune.teacher`).  The student, one backbone of the
 registry, is trained by the fine-tuning recipe (:mod:`headstart.finetune.run`: freeze →
 unfreeze, layer decay, augmentation, early stopping on the hard labels of val, resume, DDP,
@@ -31,10 +31,8 @@ from headstart.backbones.model import Backbone
 from headstart.cache import CacheRoot
 from headstart.config import FitConfig
 from headstart.data import Manifest
-from headstart.data.walk import walk
-from headstart.embedding import scan_data
-from headstart.errors import ConfigError, DataError, PathNotFoundError
-from headstart.features.extract import hash_files
+from headstart.embedding import find_unlabelled, scan_data
+from headstart.errors import ConfigError, DataError
 from headstart.finetune.run import (
     build_parts,
     require_float32,
@@ -85,10 +83,11 @@ def distill(
 ) -> FitResult:
     """Distil the bundle ``teacher`` (a bundle or a run folder) into ``student`` (a registry
     backbone; ``config.backbone.weights`` may name its local weights) on the labelled images of
-    ``data`` and the images under ``unlabelled`` (soft term only), and write the run folder
-    ``run_dir`` (see the module docstring).  ``temperature`` and ``alpha``: the loss of
-    :mod:`headstart.finetune.soft`.  ``resume`` continues ``run_dir/checkpoints/last.ckpt``.
-    Bad input (no teacher bundle, labels outside the teacher's classes, an unlabelled folder
+    ``data`` and the images of ``unlabelled`` (a folder or a CSV of paths; soft term only),
+    and write the run folder ``run_dir`` (see the module docstring).  ``temperature`` and
+    ``alpha``: the loss of :mod:`headstart.finetune.soft`.  ``resume`` continues
+    ``run_dir/checkpoints/last.ckpt``.
+    Bad input (no teacher bundle, labels outside the teacher's classes, an unlabelled source
     without images, a fused student) is a one-line error before anything is written.
     ``start``: train this already built student network (and its ref), e.g. a pruned copy of
     the teacher's (:mod:`headstart.finetune.prune`, whose ``pruning`` record goes into
@@ -258,35 +257,15 @@ def _with_teacher_tasks(manifest: Manifest, model: Model) -> Manifest:
     return replace(manifest, targets=tuple(model.tasks))
 
 
-def _unlabelled(folder: Path, manifest: Manifest) -> tuple[list[tuple[Path, str]], dict[str, int]]:
-    """The images under ``folder`` with their sha256, less those of DATA (by content: they are
-    labelled there, or held out) and repeats; a one-line error when none is left."""
-    if not folder.exists():
-        raise PathNotFoundError(f"unlabelled folder not found: {folder}")
-    if not folder.is_dir():
-        raise DataError(f"--unlabelled must be a folder of images, not the file {folder}")
-    tree, _ = walk(folder.resolve())
-    paths = tree.all_images()
-    failures: dict[int, str] = {}
-    shas = hash_files(paths, failures)
-    known = {s.sha256 for s in manifest.samples}
-    kept: list[tuple[Path, str]] = []
-    seen: set[str] = set()
-    in_data = 0
-    for i, (path, sha) in enumerate(zip(paths, shas, strict=True)):
-        if i in failures or sha in seen:
-            continue
-        seen.add(sha)
-        if sha in known:
-            in_data += 1
-        else:
-            kept.append((path, sha))
-    if not kept:
-        raise DataError(
-            f"no usable unlabelled image under {folder} ({len(paths)} image file(s), "
-            f"{in_data} of them already in the data)"
-        )
-    return kept, {"in_data": in_data, "unreadable": len(failures)}
+def _unlabelled(source: Path, manifest: Manifest) -> tuple[list[tuple[Path, str]], dict[str, int]]:
+    """The images of ``source`` (a folder or a CSV of paths) with their sha256, less those of
+    DATA (by content: they are labelled there, or held out) and repeats; a one-line error
+    when none is left."""
+    found = find_unlabelled(source, known={s.sha256 for s in manifest.samples})
+    return list(zip(found.paths, found.shas, strict=True)), {
+        "in_data": found.known,
+        "unreadable": found.unusable,
+    }
 
 
 def _soft_targets(
