@@ -1,9 +1,12 @@
 """Slow end-to-end checks on the real data sets in ../shared/data (skipped where absent); they
-share one embedding cache, so each data set is embedded once per session."""
+share one embedding cache, so each image is embedded once per session.  clothing_small and
+sign_language_digits are thinned (every 3rd training image, every 2nd image) to keep the suite
+within its time: the behaviour tested does not depend on their size, which benchmarks/ cover."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,19 @@ from headstart.result import FitResult
 from headstart.stats import Metrics, MultiLabelMetrics
 
 pytestmark = pytest.mark.slow
+
+
+def _thinned(source: Path, dest: Path, keep: dict[str, int]) -> Path:
+    """A copy of the image folder ``source`` keeping every n-th file (sorted) of each class
+    folder under the top-level folders ``keep`` names (n), all of the others."""
+    for folder in sorted(p for p in source.rglob("*") if p.is_dir()):
+        files = sorted(f for f in folder.iterdir() if f.is_file())
+        top = folder.relative_to(source).parts[0]
+        for f in files[:: keep.get(top, keep.get("*", 1))]:
+            target = dest / f.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
+    return dest
 
 
 def _accuracy(result: FitResult, split: str) -> float:
@@ -36,7 +52,7 @@ def test_hymenoptera_default_fit_reaches_93_percent(
 def test_clothing_second_fit_reads_only_the_cache(
     shared_data: Path, real_cache: Path, tmp_path: Path
 ) -> None:
-    data = shared_data / "clothing_small"
+    data = _thinned(shared_data / "clothing_small", tmp_path / "clothing", {"train": 3})
     first = fit_run(data, tmp_path / "a", real_cache, report=False)
     second = fit_run(data, tmp_path / "b", real_cache, report=False)
     assert isinstance(first, FitResult) and isinstance(second, FitResult)
@@ -47,7 +63,8 @@ def test_clothing_second_fit_reads_only_the_cache(
 def test_sign_language_unsplit_folder_gets_a_stratified_split(
     shared_data: Path, real_cache: Path, tmp_path: Path
 ) -> None:
-    result = fit_run(shared_data / "sign_language_digits", tmp_path / "run", real_cache)
+    data = _thinned(shared_data / "sign_language_digits", tmp_path / "signs", {"*": 2})
+    result = fit_run(data, tmp_path / "run", real_cache)
     assert isinstance(result, FitResult)
     assert "test" in result.metrics
     assert result.manifest.split_source.startswith("random")

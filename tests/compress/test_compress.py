@@ -17,6 +17,15 @@ from headstart.errors import HeadstartError
 from headstart.report.compress import compress_page
 
 
+@pytest.fixture(autouse=True)
+def _short_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timing rounds of 0.2 s, not 2 s: these tests check what is measured and written, not
+    the speed (benchmarks/ measure that)."""
+    import headstart.compress.measure as measure
+
+    monkeypatch.setattr(measure, "SECONDS", 0.2)
+
+
 def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
     code = main(argv)
     err = capsys.readouterr().err.strip()
