@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from types import ModuleType
 
@@ -49,6 +50,11 @@ _COMMANDS += (lr_find, compare_strategies, explore, ensemble, compress, distill,
 _COMMANDS += (embed,)
 for module in _COMMANDS:
     module.register(app)
+for _info in app.registered_commands:
+    # the command list shows each docstring's first paragraph; as one line, so that rich
+    # wraps it to the terminal instead of keeping the source's line breaks
+    _doc = _info.help or (_info.callback.__doc__ if _info.callback else None) or ""
+    _info.short_help = _info.short_help or " ".join(inspect.cleandoc(_doc).split("\n\n")[0].split())
 
 
 def disk_fault(exc: OSError) -> str:
