@@ -21,6 +21,13 @@ cost of the first).
 
 Pretrain on the train split only (never the test split); its wall time is printed by that
 command, not counted here.
+
+``--student BACKBONE`` adds the noisy-student columns: the semi-supervised probe is the teacher
+of ``headstart distill`` (the student network fine-tuned on the teacher's soft targets for the
+labelled and the unlabelled images, with augmentation), beside the same network fine-tuned on
+the labelled images only (so that the gain of fine-tuning and the gain of the unlabelled images
+are told apart).  ``--set KEY=VALUE`` (repeatable) sets the students' recipe, e.g.
+``--set train.epochs=3``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import random
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +46,8 @@ import numpy as np
 import headstart
 from headstart.config import load_config
 from headstart.data import scan
+from headstart.finetune.distill import distill
+from headstart.result import FitResult
 from headstart.stats import Metrics
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -73,21 +83,47 @@ def _draw(data: Path, per_class: int, seed: int, folder: Path) -> tuple[Path, Pa
     )
 
 
+def _accuracy(result: FitResult) -> float:
+    m = result.metrics["test"]["label"]
+    assert isinstance(m, Metrics)
+    return 100 * m.accuracy.value
+
+
 def _fit(
-    labelled: Path, out: Path, unlabelled: Path | None, backbone: Path | None = None
+    labelled: Path,
+    out: Path,
+    unlabelled: Path | None,
+    backbone: str | Path | None = None,
+    overrides: Sequence[str] = (),
 ) -> tuple[float, float, str]:
     extra = [f"backbone.name={backbone}"] if backbone is not None else []
-    cfg = load_config(overrides=["eval.n_boot=0", *extra])
+    cfg = load_config(overrides=["eval.n_boot=0", *extra, *overrides])
     t0 = time.perf_counter()
     result = headstart.fit(
         labelled, out, config=cfg, progress=False, report=False, unlabelled=unlabelled
     )
     seconds = time.perf_counter() - t0
-    m = result.metrics["test"]["label"]
-    assert isinstance(m, Metrics)
     semi = (result.semi_supervised or {}).get("tasks", {}).get("label")
     note = "" if semi is None else f"{semi['chosen']} ({semi['pseudo_labels']})"
-    return 100 * m.accuracy.value, seconds, note
+    return _accuracy(result), seconds, note
+
+
+def _distill(
+    teacher: Path,
+    labelled: Path,
+    unlabelled: Path,
+    out: Path,
+    student: str,
+    overrides: Sequence[str],
+) -> tuple[float, float, str]:
+    cfg = load_config(overrides=["eval.n_boot=0", *overrides])
+    t0 = time.perf_counter()
+    result = distill(
+        teacher, labelled, cfg, out, student=student, unlabelled=unlabelled, progress=False
+    )
+    seconds = time.perf_counter() - t0
+    images = (result.distill or {}).get("images", {})
+    return _accuracy(result), seconds, f"{images.get('unlabelled', 0)} unlabelled images"
 
 
 def main() -> None:
@@ -97,6 +133,8 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--ssl", type=Path, default=None, help="a headstart pretrain folder")
+    parser.add_argument("--student", default=None, help="a backbone to distil the semi into")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     runs: list[tuple[str, bool, Path | None]] = [
         ("labelled only", False, None),
@@ -119,6 +157,24 @@ def main() -> None:
                 if note:
                     notes.append(f"{name}, seed {seed}: {note}")
                 print(f"seed {seed} {name}: {acc:.1f}% in {sec:.1f} s {note}", flush=True)
+            if args.student is not None:
+                student = [f"fine-tuned {args.student}, labelled only", "semi -> distilled student"]
+                finetune = ["strategy.kind=finetune", *args.overrides]
+                results = [
+                    _fit(labelled, folder / f"ft{seed}", None, args.student, finetune),
+                    _distill(
+                        folder / f"semi-supervised{seed}",
+                        labelled,
+                        unlabelled,
+                        folder / f"student{seed}",
+                        args.student,
+                        args.overrides,
+                    ),
+                ]
+                for name, (acc, sec, note) in zip(student, results, strict=True):
+                    scores[name].append(acc)
+                    seconds[name].append(sec)
+                    print(f"seed {seed} {name}: {acc:.1f}% in {sec:.1f} s {note}", flush=True)
     print()
     print(f"{args.data}, {args.per_class} labelled images per class, {args.seeds} seeds")
     print()
